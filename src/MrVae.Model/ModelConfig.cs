@@ -1,0 +1,41 @@
+using System.Text.Json.Serialization;
+
+namespace MrVae.Model;
+
+/// <summary>Which multimodal objective the coordinator runs over the shared encoders and decoders.</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<ModelKind>))]
+public enum ModelKind { MrVae, MoPoE, Mvae, Mmvae }
+
+/// <summary>Everything that defines a model and its objective (not the optimiser or the data).</summary>
+public sealed record ModelConfig
+{
+    public ModelKind Kind { get; init; } = ModelKind.MrVae;
+    public int Modalities { get; init; } = 5;
+    /// <summary>Latent size D per modality.</summary>
+    public int LatentDim { get; init; } = 32;
+    /// <summary>Width of the encoder's penultimate layer (model.md: D').</summary>
+    public int EncoderHidden { get; init; } = 128;
+    /// <summary>Hidden width of the size and selection networks.</summary>
+    public int RelationHidden { get; init; } = 64;
+    /// <summary>Largest shared subset order (null: all subsets of size ≥ 2).</summary>
+    public int? MaxSubsetOrder { get; init; }
+    public double Beta { get; init; } = 2.5;
+    public double BetaSize { get; init; } = 1.0;
+    public double BetaSelection { get; init; } = 1.0;
+    /// <summary>Laplace likelihood scale on pixels in [0,1] (as MoPoE's PolyMNIST code).</summary>
+    public double LikelihoodScale { get; init; } = 0.75;
+    /// <summary>Weight of the subset-training term (K drawn per sample); 0 turns it off.</summary>
+    public double SubsetWeight { get; init; } = 1.0;
+    public double TauStart { get; init; } = 1.0;
+    public double TauEnd { get; init; } = 0.1;
+
+    public SubsetFamily SharedSubsets() => SubsetFamily.All(Modalities, MaxSubsetOrder);
+
+    /// <summary>Temperature after <paramref name="step"/> of <paramref name="annealSteps"/>: geometric from TauStart to TauEnd.</summary>
+    public double Temperature(long step, long annealSteps)
+    {
+        if (annealSteps <= 0) return TauEnd;
+        double f = Math.Clamp((double)step / annealSteps, 0, 1);
+        return TauStart * Math.Pow(TauEnd / TauStart, f);
+    }
+}

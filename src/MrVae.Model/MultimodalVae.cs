@@ -1,0 +1,85 @@
+using MrVae.Model.Networks;
+using MrVae.Model.Objectives;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MrVae.Model;
+
+/// <summary>The loss of one step, split the way the distributed trainer splits it.</summary>
+public sealed class StepLoss : IDisposable
+{
+    public required Tensor Total { get; init; }
+    public required CoordinatorOutput Coordinator { get; init; }
+    /// <summary>−log p(x_j | z̃_j) per modality (null where not decoded).</summary>
+    public required Tensor?[] Reconstruction { get; init; }
+
+    /// <summary>Loss terms as numbers for metrics: total, coordinator terms and rec_j.</summary>
+    public Dictionary<string, double> Terms()
+    {
+        var d = new Dictionary<string, double> { ["loss"] = Total.ToDouble() };
+        foreach (var (k, t) in Coordinator.Terms) d[k] = t.ToDouble();
+        for (int j = 0; j < Reconstruction.Length; j++)
+            if (Reconstruction[j] is { } r) d[$"rec_{j}"] = r.ToDouble();
+        return d;
+    }
+
+    public void Dispose()
+    {
+        Total.Dispose();
+        Coordinator.Dispose();
+        foreach (var r in Reconstruction) r?.Dispose();
+    }
+}
+
+/// <summary>
+/// All parties of one model in one process: one <see cref="ModalityNetwork"/> per modality and the coordinator's
+/// objective. This is the single-process reference; the distributed trainer holds the same parts in grains.
+/// </summary>
+public sealed class MultimodalVae : nn.Module
+{
+    public ModelConfig Config { get; }
+    public ModalityNetwork[] ModalityNets { get; }
+    public CoordinatorObjective Coordinator { get; }
+    readonly nn.Module modalityList;
+
+    public MultimodalVae(ModelConfig config, long seed) : base(nameof(MultimodalVae))
+    {
+        Config = config;
+        ModalityNets = Enumerable.Range(0, config.Modalities)
+            .Select(j => Seeds.Construct(seed, Seeds.ModalityParty(j), () => new ModalityNetwork(config)))
+            .ToArray();
+        Coordinator = Seeds.Construct(seed, Seeds.CoordinatorParty, () => CoordinatorObjective.Create(config));
+        modalityList = nn.ModuleList(ModalityNets);
+        RegisterComponents();
+    }
+
+    /// <summary>
+    /// Encodes the present modalities (non-null <paramref name="x"/>, B × 3 × 28 × 28 in [0,1]), runs the
+    /// coordinator with per-sample availability <paramref name="available"/> (B × M) and decodes every present one.
+    /// </summary>
+    public StepLoss Loss(Tensor?[] x, Tensor available, StepContext context)
+    {
+        int m = Config.Modalities;
+        var mu = new Tensor?[m]; var logVar = new Tensor?[m];
+        var present = x.Select(t => t is not null).ToArray();
+        for (int j = 0; j < m; j++)
+            if (x[j] is { } xj) (mu[j], logVar[j]) = ModalityNets[j].Encoder.forward(xj);
+        var output = Coordinator.Forward(mu, logVar, available, present, context);
+        var rec = new Tensor?[m];
+        var total = output.Loss.alias();
+        for (int j = 0; j < m; j++)
+        {
+            if (x[j] is not { } xj) continue;
+            rec[j] = ModalityNets[j].NegativeLogLikelihood(xj, output.DecoderInputs[j]!, output.ViewWeights);
+            total = total + rec[j]!;
+        }
+        return new StepLoss { Total = total, Coordinator = output, Reconstruction = rec };
+    }
+
+    /// <summary>Availability mask with every present modality available for every sample.</summary>
+    public static Tensor AllAvailable(bool[] present, long batch, ScalarType dtype = ScalarType.Float32, Device? device = null)
+    {
+        var row = present.Select(p => p ? 1f : 0f).ToArray();
+        return tensor(row).to(dtype, device ?? CPU).unsqueeze(0).expand(batch, -1).contiguous();
+    }
+}

@@ -1,0 +1,82 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace MrVae.Model.Networks;
+
+/// <summary>q(z_j | x_j): the MoPoE PolyMNIST encoder (3×28×28 → μ, log σ² ∈ R^D).</summary>
+public sealed class ImageEncoder : Module<Tensor, (Tensor Mu, Tensor LogVar)>
+{
+    readonly Sequential trunk;
+    readonly Linear mu, logVar;
+
+    public ImageEncoder(int latentDim, int hidden) : base(nameof(ImageEncoder))
+    {
+        trunk = Sequential(
+            Conv2d(3, 32, 3, stride: 2, padding: 1), ReLU(),
+            Conv2d(32, 64, 3, stride: 2, padding: 1), ReLU(),
+            Conv2d(64, 128, 3, stride: 2, padding: 1), ReLU(),
+            Flatten(),
+            Linear(2048, hidden), ReLU());
+        mu = Linear(hidden, latentDim);
+        logVar = Linear(hidden, latentDim);
+        RegisterComponents();
+    }
+
+    public override (Tensor Mu, Tensor LogVar) forward(Tensor x)
+    {
+        using var h = trunk.forward(x);
+        return (mu.forward(h), logVar.forward(h));
+    }
+}
+
+/// <summary>p(x_j | z): the MoPoE PolyMNIST decoder (R^D → pixel means in [0,1], 3×28×28).</summary>
+public sealed class ImageDecoder : Module<Tensor, Tensor>
+{
+    readonly Sequential net;
+
+    public ImageDecoder(int latentDim) : base(nameof(ImageDecoder))
+    {
+        net = Sequential(
+            Linear(latentDim, 2048), ReLU(),
+            Unflatten(1, [128, 4, 4]),
+            ConvTranspose2d(128, 64, 3, stride: 2, padding: 1), ReLU(),
+            ConvTranspose2d(64, 32, 3, stride: 2, padding: 1, output_padding: 1), ReLU(),
+            ConvTranspose2d(32, 3, 3, stride: 2, padding: 1, output_padding: 1));
+        RegisterComponents();
+    }
+
+    // Sigmoid keeps the Laplace location on the pixel range [0, 1].
+    public override Tensor forward(Tensor z) => net.forward(z).sigmoid();
+}
+
+/// <summary>One modality's encoder and decoder: what a modality node owns besides its data and optimiser.</summary>
+public sealed class ModalityNetwork : Module
+{
+    public ImageEncoder Encoder { get; }
+    public ImageDecoder Decoder { get; }
+    readonly double scale;
+
+    public ModalityNetwork(ModelConfig config) : base(nameof(ModalityNetwork))
+    {
+        Encoder = new ImageEncoder(config.LatentDim, config.EncoderHidden);
+        Decoder = new ImageDecoder(config.LatentDim);
+        scale = config.LikelihoodScale;
+        RegisterComponents();
+    }
+
+    /// <summary>
+    /// −log p(x | z̃) under a Laplace likelihood with fixed scale, summed over pixels, averaged over the batch,
+    /// summed over the V stacked views of <paramref name="decoderInput"/> (V × B × D) with <paramref name="viewWeights"/>.
+    /// </summary>
+    public Tensor NegativeLogLikelihood(Tensor x, Tensor decoderInput, double[] viewWeights)
+    {
+        long views = decoderInput.shape[0], batch = decoderInput.shape[1];
+        var recon = Decoder.forward(decoderInput.reshape(views * batch, -1)).reshape(views, batch, 3, 28, 28);
+        var nll = (recon - x.unsqueeze(0)).abs() / scale + Math.Log(2 * scale);
+        var perView = nll.sum([2, 3, 4]).mean([1]);                                   // V
+        var weights = tensor(viewWeights, dtype: perView.dtype, device: perView.device);
+        return (perView * weights).sum();
+    }
+}

@@ -1,0 +1,121 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MrVae.Model.Objectives;
+
+/// <summary>Per-step settings the coordinator's objective reads (all randomness comes from <see cref="Generator"/>).</summary>
+public sealed class StepContext
+{
+    public required Generator Generator { get; init; }
+    public double TauSize { get; init; } = 1.0;
+    public double TauSelection { get; init; } = 1.0;
+    /// <summary>Training: Gumbel noise on sizes and selections and subset training. Evaluation: argmax sizes, hard sorts without noise.</summary>
+    public bool Training { get; init; } = true;
+    /// <summary>Sample latents (true) or use posterior means (false, e.g. for deterministic reconstructions).</summary>
+    public bool SampleLatents { get; init; } = true;
+    /// <summary>
+    /// Use the relaxed (soft) sizes and permutations in the forward instead of straight-through hard ones. The loss
+    /// is then a smooth function of every parameter, which is what finite-difference gradient checks need; the
+    /// straight-through gradient is exactly this function's gradient at the same point.
+    /// </summary>
+    public bool Relaxed { get; init; }
+}
+
+/// <summary>What the coordinator hands back for one step.</summary>
+public sealed class CoordinatorOutput : IDisposable
+{
+    /// <summary>Decoder input z̃_j per modality (V × B × D; V stacked views such as full-K and subset-K), null where not decoded.</summary>
+    public required Tensor?[] DecoderInputs { get; init; }
+    /// <summary>The coordinator's share of the loss: the weighted KL terms, averaged over the batch, summed over views.</summary>
+    public required Tensor Loss { get; init; }
+    /// <summary>Weight of each view's reconstruction term (length V).</summary>
+    public required double[] ViewWeights { get; init; }
+    /// <summary>Unweighted loss terms for metrics (scalar tensors, detached).</summary>
+    public Dictionary<string, Tensor> Terms { get; } = new();
+    /// <summary>mrVAE only: hard subspace sizes n_A per sample (B × S) of the first view, for evaluation.</summary>
+    public Tensor? SubspaceSizes { get; set; }
+
+    public void Dispose()
+    {
+        foreach (var t in DecoderInputs) t?.Dispose();
+        Loss.Dispose();
+        foreach (var t in Terms.Values) t.Dispose();
+        SubspaceSizes?.Dispose();
+    }
+}
+
+/// <summary>
+/// The coordinator side of a multimodal VAE: from the encoders' posteriors of the modalities present this step to
+/// decoder inputs for every present modality plus the KL terms. Encoders and decoders live with the modalities.
+/// </summary>
+public abstract class CoordinatorObjective : nn.Module
+{
+    protected CoordinatorObjective(string name, ModelConfig config) : base(name) { Config = config; }
+
+    public ModelConfig Config { get; }
+
+    /// <param name="mu">μ_j (B × D) per modality; null for modalities absent this step.</param>
+    /// <param name="logVar">log σ²_j (B × D) per modality; null where absent.</param>
+    /// <param name="available">Which modalities each sample may use (B × M, 0/1). Absent modalities must be 0.</param>
+    /// <param name="decode">Which modalities to produce decoder inputs for (the present ones, or any for generation).</param>
+    public abstract CoordinatorOutput Forward(Tensor?[] mu, Tensor?[] logVar, Tensor available, bool[] decode, StepContext context);
+
+    public static CoordinatorObjective Create(ModelConfig config) => config.Kind switch
+    {
+        ModelKind.MrVae => new MrVaeObjective(config),
+        ModelKind.MoPoE => new MixtureOfPoEObjective(config),
+        ModelKind.Mvae => new ProductOfExpertsObjective(config),
+        ModelKind.Mmvae => new MixtureOfExpertsObjective(config),
+        _ => throw new ArgumentOutOfRangeException(nameof(config), $"unknown model kind {config.Kind}"),
+    };
+
+    /// <summary>
+    /// Subset-training availability: per sample, K' uniform over the non-empty proper subsets of its available set
+    /// (K itself when |K| = 1). Drawn with the step's generator.
+    /// </summary>
+    protected static Tensor RandomSubsetOf(Tensor available, Generator generator)
+    {
+        long batch = available.shape[0]; int m = (int)available.shape[1];
+        var masks = MaskTable(m, available.dtype, available.device);                      // S × M, all non-empty masks
+        using var avail = available.unsqueeze(1);                                         // B × 1 × M
+        // A mask is valid if it is contained in K and is a proper subset of K, or K itself when |K| ≤ 1.
+        using var inside = ((masks.unsqueeze(0) - avail).clamp_min(0).sum(-1) == 0);      // B × S
+        using var sizeK = available.sum(-1, keepdim: true);                               // B × 1
+        using var sizeS = masks.sum(-1).unsqueeze(0);                                     // 1 × S
+        using var proper = (sizeS < sizeK).logical_or(sizeK <= 1);
+        using var valid = inside.logical_and(proper);
+        using var noise = rand([batch, masks.shape[0]], dtype: float64, generator: generator, device: available.device);
+        using var pick = noise.masked_fill(valid.logical_not(), -1.0).argmax(-1);         // uniform over valid masks
+        return masks.index_select(0, pick);
+    }
+
+    /// <summary>All non-empty subsets of M modalities as 0/1 rows (mask k+1 ↔ row k).</summary>
+    protected static Tensor MaskTable(int modalities, ScalarType dtype, Device device)
+    {
+        int count = (1 << modalities) - 1;
+        var data = new float[count * modalities];
+        for (int s = 0; s < count; s++)
+            for (int j = 0; j < modalities; j++)
+                data[s * modalities + j] = ((s + 1) >> j & 1);
+        return tensor(data, [count, modalities]).to(dtype, device);
+    }
+
+    /// <summary>Reparameterised sample μ + σ·ε with ε from the step's generator (or μ when not sampling).</summary>
+    protected static Tensor Sample(Tensor mu, Tensor logVar, StepContext context)
+    {
+        if (!context.SampleLatents) return mu.alias();
+        using var eps = randn(mu.shape, dtype: mu.dtype, device: mu.device, generator: context.Generator);
+        return mu + (0.5 * logVar).exp() * eps;
+    }
+
+    /// <summary>KL(N(μ, exp(logVar)) ‖ N(0, 1)) elementwise.</summary>
+    protected static Tensor KlStandardNormal(Tensor mu, Tensor logVar)
+        => 0.5 * (mu.square() + logVar.exp() - 1 - logVar);
+
+    /// <summary>Stack per-modality B × D tensors into B × M × D, zeros where absent.</summary>
+    protected static Tensor StackModalities(Tensor?[] perModality, long batch, long dim, ScalarType dtype, Device device)
+    {
+        var parts = perModality.Select(t => t ?? zeros(batch, dim, dtype: dtype, device: device)).ToArray();
+        return stack(parts, 1);
+    }
+}

@@ -1,0 +1,193 @@
+using MrVae.Model.Relaxations;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MrVae.Model.Objectives;
+
+/// <summary>
+/// The multimodal relational VAE's coordinator (model.md): infers, for every shared subset A, the size n_A of its
+/// subspace S_A (straight-through Gumbel-softmax over {0..D} with a hypergeometric prior) and which factors of
+/// each member fill it (straight-through NeuralSort, top-n_A), aggregates the selected factors of the available
+/// members by a product of experts, and builds every modality's decoder input from its private factors and the
+/// subspaces it belongs to.
+///
+/// Objective (minimised, per sample): β·[KL_private + KL_shared] + β_n·Σ_A KL(Cat(c_A) ‖ H_A)
+///   + β_y·Σ_A Σ_{j∈A} (log r(y_{j,A}) − log q(y_{j,A})), plus the decoders' −log p(x_j | z̃_j).
+/// Sign note: the paper's Definition 3 writes the selection term with the opposite sign; as the −ELBO of a
+/// hierarchical model whose discrete structure (n, y) is inferred by r_ψ (Lemma 1), the term is +E[log r − log q].
+/// </summary>
+public sealed class MrVaeObjective : CoordinatorObjective
+{
+    readonly RelationNetworks relation;
+    readonly SubsetFamily family;
+    readonly int latentDim;
+    /// <summary>Mean over members of log H_{A,j}(k), k = 0..D, per subset (S × (D+1)).</summary>
+    readonly double[][] logPrior;
+
+    public MrVaeObjective(ModelConfig config) : base(nameof(MrVaeObjective), config)
+    {
+        family = config.SharedSubsets();
+        latentDim = config.LatentDim;
+        relation = new RelationNetworks(family, config.LatentDim, config.RelationHidden);
+        logPrior = family.Subsets.Select(members => SizePrior(family, members, latentDim)).ToArray();
+        RegisterComponents();
+    }
+
+    public SubsetFamily Family => family;
+
+    /// <summary>
+    /// Hypergeometric marginal of n_A for each member j (m_A = D balls per colour, D draws, N_j = D · (1 + #shared
+    /// subsets containing j), the private subspace being one colour), averaged over members in log space, so the KL
+    /// against it is the mean of the members' KLs.
+    /// </summary>
+    internal static double[] SizePrior(SubsetFamily family, int[] members, int d)
+    {
+        var result = new double[d + 1];
+        foreach (int j in members)
+        {
+            var lp = Hypergeometric.LogPmf(d * (1 + family.CountContaining(j)), d, d);
+            for (int k = 0; k <= d; k++) result[k] += lp[k] / members.Length;
+        }
+        return result;
+    }
+
+    public override CoordinatorOutput Forward(Tensor?[] mu, Tensor?[] logVar, Tensor available, bool[] decode, StepContext context)
+    {
+        var views = new List<Tensor> { available };
+        var weights = new List<double> { 1.0 };
+        if (context.Training && Config.SubsetWeight > 0)
+        {
+            views.Add(RandomSubsetOf(available, context.Generator));
+            weights.Add(Config.SubsetWeight);
+        }
+
+        int m = Config.Modalities;
+        var perView = views.Select(k => RunView(mu, logVar, k, decode, context)).ToList();
+        var decoderInputs = new Tensor?[m];
+        for (int j = 0; j < m; j++)
+            if (decode[j]) decoderInputs[j] = stack(perView.Select(v => v.DecoderInputs[j]!).ToArray(), 0);
+
+        Tensor loss = zeros(1, dtype: available.dtype, device: available.device).squeeze();
+        var terms = new Dictionary<string, Tensor>();
+        for (int v = 0; v < perView.Count; v++)
+        {
+            var r = perView[v];
+            loss = loss + weights[v] * (Config.Beta * (r.KlPrivate + r.KlShared) + Config.BetaSize * r.KlSize + Config.BetaSelection * r.KlSelection);
+            string suffix = v == 0 ? "" : "_subset";
+            terms["kl_private" + suffix] = r.KlPrivate.detach();
+            terms["kl_shared" + suffix] = r.KlShared.detach();
+            terms["kl_size" + suffix] = r.KlSize.detach();
+            terms["kl_selection" + suffix] = r.KlSelection.detach();
+        }
+        var output = new CoordinatorOutput { DecoderInputs = decoderInputs, Loss = loss, ViewWeights = weights.ToArray(), SubspaceSizes = perView[0].Sizes.detach() };
+        foreach (var (k, t) in terms) output.Terms[k] = t;
+        return output;
+    }
+
+    sealed record ViewResult(Tensor?[] DecoderInputs, Tensor KlPrivate, Tensor KlShared, Tensor KlSize, Tensor KlSelection, Tensor Sizes);
+
+    ViewResult RunView(Tensor?[] mu, Tensor?[] logVar, Tensor available, bool[] decode, StepContext context)
+    {
+        int m = Config.Modalities, d = latentDim;
+        long batch = available.shape[0];
+        var dtype = available.dtype; var device = available.device;
+
+        // Per-modality posteriors and samples; absent modalities are zeros and never read (available = 0).
+        var muAll = StackModalities(mu, batch, d, dtype, device);          // B × M × D
+        var logVarAll = StackModalities(logVar, batch, d, dtype, device);
+        var varAll = logVarAll.exp();
+        var z = Sample(muAll, logVarAll, context);                         // B × M × D
+
+        var sizeLogits = relation.SizeLogits(z, available);                // B × S × (D+1)
+        var scores = relation.SelectionScores(z, available);               // B × P × D
+
+        // a_j: which factors of modality j are still free (starts at all ones).
+        var free = Enumerable.Range(0, m).Select(_ => ones(batch, d, dtype: dtype, device: device)).ToArray();
+        var sharedContribution = Enumerable.Range(0, m).Select(_ => zeros(batch, d, dtype: dtype, device: device)).ToArray();
+        var ks = arange(d + 1, dtype: dtype, device: device);                               // 0..D
+        var fillMatrix = (ks.unsqueeze(1) > arange(d, dtype: dtype, device: device).unsqueeze(0)).to(dtype); // (D+1) × D: k > r
+        var klSize = zeros(batch, dtype: dtype, device: device);
+        var klSelection = zeros(batch, dtype: dtype, device: device);
+        var klShared = zeros(batch, dtype: dtype, device: device);
+        var sizes = new List<Tensor>();
+        double logFactD = Hypergeometric.LogGamma(d + 1);
+
+        for (int s = 0; s < family.Subsets.Count; s++)
+        {
+            int[] members = family.Subsets[s];
+            var memberIndex = tensor(members.Select(x => (long)x).ToArray(), device: device);
+            var availA = available.index_select(1, memberIndex);                          // B × |A|
+            var anyAvailable = (availA.sum(-1) > 0).to(dtype);                            // B
+
+            // Capacity: no member can give more factors than it has left; nothing when no member is available.
+            var freeA = stack(members.Select(j => free[j]).ToArray(), 1);                 // B × |A| × D
+            var capacity = freeA.sum(-1).round().amin(-1) * anyAvailable;                 // B
+            var tooLarge = ks.unsqueeze(0) > capacity.unsqueeze(1);                       // B × (D+1)
+            var logits = sizeLogits[.., s, ..].masked_fill(tooLarge, -1e9);
+            var noise = context.Training ? Relax.Gumbel([batch, d + 1], dtype, device, context.Generator) : null;
+            var onehot = Relax.GumbelSoftmaxStraightThrough(logits, context.TauSize, noise, context.Relaxed); // B × (D+1)
+            var n = (onehot * ks).sum(-1);                                                // B
+            var fill = onehot.matmul(fillMatrix);                                         // B × D: t_{A,r}
+            sizes.Add(n);
+
+            var prior = tensor(logPrior[s], dtype: dtype, device: device);
+            klSize = klSize + anyAvailable * Hypergeometric.KlCategorical(logits, prior);
+
+            // Selection of n_A factors per member (available or not): straight-through NeuralSort on scores that
+            // push taken factors to the end; the hard sort also masks them outright so selections always partition.
+            var w = scores.narrow(1, family.SubsetPairOffset[s], members.Length);          // B × |A| × D
+            var wMasked = w + (freeA + 1e-6).log();
+            var perturbed = context.Training
+                ? wMasked + Relax.Gumbel([batch, members.Length, d], dtype, device, context.Generator)
+                : wMasked;
+            var sortKey = perturbed.detach() - 1e4 * (freeA.detach() < 0.5).to(dtype);
+            var permutation = Relax.NeuralSortStraightThrough(perturbed, sortKey, context.TauSelection, context.Relaxed); // B × |A| × D × D
+            var selection = fill.unsqueeze(1).unsqueeze(-1) * permutation;                  // Y_{j,A} = diag(t) P
+
+            // Selection KL, one-sample: log r(y) = PL(top-n) + log n!, log q(y) = −log C(D, n).
+            var logR = Relax.PlackettLuceLogProb(wMasked, permutation, fill.unsqueeze(1)) + (n + 1).lgamma().unsqueeze(1);
+            var logQ = -(logFactD - (n + 1).lgamma() - (d - n + 1).lgamma());               // B
+            klSelection = klSelection + (logR - logQ.unsqueeze(1)).sum(-1);
+
+            // Product of experts of the selected factors of the available members, rank by rank.
+            var muSel = selection.matmul(muAll.index_select(1, memberIndex).unsqueeze(-1)).squeeze(-1);   // B × |A| × D
+            var varSel = selection.matmul(varAll.index_select(1, memberIndex).unsqueeze(-1)).squeeze(-1)
+                         + (1 - fill).unsqueeze(1);                                                       // pad empty rows
+            var weight = availA.unsqueeze(-1);
+            var precision = (weight / varSel).sum(1) + (1 - anyAvailable).unsqueeze(-1);                  // B × D
+            var meanS = (weight * muSel / varSel).sum(1) / precision;
+            var varS = 1 / precision;
+            var zS = context.SampleLatents
+                ? meanS + varS.sqrt() * randn(meanS.shape, dtype: dtype, device: device, generator: context.Generator)
+                : meanS;
+            zS = zS * fill;
+            klShared = klShared + (fill * KlStandardNormal(meanS, varS.log())).sum(-1);
+
+            for (int a = 0; a < members.Length; a++)
+            {
+                int j = members[a];
+                var yj = selection[.., a, .., ..];                                                // B × D(rank) × D(factor)
+                free[j] = (free[j] - yj.sum(1)).clamp(0, 1);
+                sharedContribution[j] = sharedContribution[j] + zS.unsqueeze(1).matmul(yj).squeeze(1); // Yᵀ z_S
+            }
+        }
+
+        // Private factors: what remains free; KL only for available modalities.
+        var klPrivate = zeros(batch, dtype: dtype, device: device);
+        var decoderInputs = new Tensor?[m];
+        for (int j = 0; j < m; j++)
+        {
+            var availJ = available[.., j];
+            klPrivate = klPrivate + availJ * (free[j] * KlStandardNormal(muAll[.., j, ..], logVarAll[.., j, ..])).sum(-1);
+            if (!decode[j]) continue;
+            // A modality not available for this sample gets prior samples in its private factors.
+            var priorSample = context.SampleLatents
+                ? randn(batch, d, dtype: dtype, device: device, generator: context.Generator)
+                : zeros(batch, d, dtype: dtype, device: device);
+            var zHat = where(availJ.unsqueeze(-1) > 0.5, z[.., j, ..], priorSample);
+            decoderInputs[j] = free[j] * zHat + sharedContribution[j];
+        }
+
+        return new ViewResult(decoderInputs, klPrivate.mean(), klShared.mean(), klSize.mean(), klSelection.mean(), stack(sizes, 1));
+    }
+}

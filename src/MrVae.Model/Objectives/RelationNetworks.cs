@@ -1,0 +1,84 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MrVae.Model.Objectives;
+
+/// <summary>
+/// The subset-level size and selection networks of mrVAE (model.md §2), as batched ops over all (subset, member)
+/// pairs and (subset, member, input) triples instead of one small layer per pair:
+///   size:      c_A     = W3_A · ReLU(W2_A · mean_{i∈A∩K} ReLU(W1_{A,i} z_i))          ∈ R^{D+1}
+///   selection: w_{j,A} = V3_{A,j} · ReLU(V2_{A,j} · mean_{i∈A∩K} ReLU(V1_{A,j,i} z_i)) ∈ R^D
+/// Averaging over available members only is what lets a missing modality simply shrink the subset.
+/// </summary>
+public sealed class RelationNetworks : nn.Module
+{
+    readonly SubsetFamily family;
+
+    readonly TorchSharp.Modules.Parameter sizeW1, sizeB1, sizeW2, sizeB2, sizeW3, sizeB3;
+    readonly TorchSharp.Modules.Parameter selW1, selB1, selW2, selB2, selW3, selB3;
+
+    public RelationNetworks(SubsetFamily family, int latentDim, int hidden) : base(nameof(RelationNetworks))
+    {
+        this.family = family;
+        int p = family.PairCount, t = family.TripleCount, s = family.Subsets.Count, d = latentDim, h = hidden;
+        (sizeW1, sizeB1) = Layer(p, d, h);
+        (sizeW2, sizeB2) = Layer(s, h, h);
+        (sizeW3, sizeB3) = Layer(s, h, d + 1);
+        (selW1, selB1) = Layer(t, d, h);
+        (selW2, selB2) = Layer(p, h, h);
+        (selW3, selB3) = Layer(p, h, d);
+        RegisterComponents();
+        // Index tables are constants, not state: keep them out of the state dict but on the module's device.
+        register_buffer("pair_member", tensor(family.PairMember.Select(x => (long)x).ToArray()), persistent: false);
+        register_buffer("triple_input", tensor(family.TripleInput.Select(x => (long)x).ToArray()), persistent: false);
+        register_buffer("pair_to_subset", OneHotRows(family.PairSubset, s), persistent: false);
+        register_buffer("triple_to_pair", OneHotRows(family.TriplePair, p), persistent: false);
+    }
+
+    /// <summary>Size logits c_A for every shared subset: B × S × (D+1).</summary>
+    public Tensor SizeLogits(Tensor z, Tensor available)
+    {
+        var mean = GroupMean(z, available, Buffer("pair_member"), sizeW1, sizeB1, Buffer("pair_to_subset"));
+        var h = nn.functional.relu(einsum("bsh,shk->bsk", mean, sizeW2) + sizeB2);
+        return einsum("bsh,shk->bsk", h, sizeW3) + sizeB3;
+    }
+
+    /// <summary>Selection scores w_{j,A} for every (subset, member) pair: B × P × D.</summary>
+    public Tensor SelectionScores(Tensor z, Tensor available)
+    {
+        var mean = GroupMean(z, available, Buffer("triple_input"), selW1, selB1, Buffer("triple_to_pair"));
+        var h = nn.functional.relu(einsum("bph,phk->bpk", mean, selW2) + selB2);
+        return einsum("bph,phk->bpk", h, selW3) + selB3;
+    }
+
+    public SubsetFamily Family => family;
+
+    Tensor Buffer(string name) => get_buffer(name)!;
+
+    /// <summary>mean over available inputs of ReLU(W_g z_input(g) + b_g), grouped by the 0/1 matrix group (G × groups).</summary>
+    static Tensor GroupMean(Tensor z, Tensor available, Tensor inputIndex, Tensor w, Tensor b, Tensor group)
+    {
+        var zIn = z.index_select(1, inputIndex);                                  // B × G × D
+        var mask = available.index_select(1, inputIndex).unsqueeze(-1);           // B × G × 1
+        var h = nn.functional.relu(einsum("bgd,gdh->bgh", zIn, w) + b) * mask;
+        var sum = einsum("bgh,gk->bkh", h, group);                                // B × groups × H
+        var count = available.index_select(1, inputIndex).matmul(group);          // B × groups
+        return sum / count.clamp_min(1).unsqueeze(-1);
+    }
+
+    static Tensor OneHotRows(int[] groupOf, int groups)
+    {
+        var data = new float[groupOf.Length * groups];
+        for (int i = 0; i < groupOf.Length; i++) data[i * groups + groupOf[i]] = 1;
+        return tensor(data, [groupOf.Length, groups]);
+    }
+
+    /// <summary>A stack of <paramref name="count"/> linear layers in → out, initialised like nn.Linear (U(±1/√in)).</summary>
+    static (TorchSharp.Modules.Parameter W, TorchSharp.Modules.Parameter B) Layer(int count, int inDim, int outDim)
+    {
+        double bound = 1.0 / Math.Sqrt(inDim);
+        var w = (rand(count, inDim, outDim) * 2 - 1) * bound;
+        var b = (rand(count, outDim) * 2 - 1) * bound;
+        return (new TorchSharp.Modules.Parameter(w), new TorchSharp.Modules.Parameter(b));
+    }
+}
