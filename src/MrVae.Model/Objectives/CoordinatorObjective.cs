@@ -19,7 +19,12 @@ public sealed class StepContext
     /// straight-through gradient is exactly this function's gradient at the same point.
     /// </summary>
     public bool Relaxed { get; init; }
+    /// <summary>mrVAE: keep the first view's selections and private masks in <see cref="CoordinatorOutput.Relation"/>.</summary>
+    public bool RecordRelation { get; init; }
 }
+
+/// <summary>mrVAE's inferred structure for one view: per subset, Y_{j,A} (B × |A| × D × D); per modality, the private mask a_j.</summary>
+public sealed record RelationRecord(Tensor[] Selections, Tensor PrivateMask);
 
 /// <summary>What the coordinator hands back for one step.</summary>
 public sealed class CoordinatorOutput : IDisposable
@@ -34,6 +39,8 @@ public sealed class CoordinatorOutput : IDisposable
     public Dictionary<string, Tensor> Terms { get; } = new();
     /// <summary>mrVAE only: hard subspace sizes n_A per sample (B × S) of the first view, for evaluation.</summary>
     public Tensor? SubspaceSizes { get; set; }
+    /// <summary>mrVAE only, when <see cref="StepContext.RecordRelation"/>: selections and private masks of the first view.</summary>
+    public RelationRecord? Relation { get; set; }
 
     public void Dispose()
     {

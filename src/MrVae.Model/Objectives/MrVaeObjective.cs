@@ -40,7 +40,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
     /// subsets containing j), the private subspace being one colour), averaged over members in log space, so the KL
     /// against it is the mean of the members' KLs.
     /// </summary>
-    internal static double[] SizePrior(SubsetFamily family, int[] members, int d)
+    public static double[] SizePrior(SubsetFamily family, int[] members, int d)
     {
         var result = new double[d + 1];
         foreach (int j in members)
@@ -79,12 +79,12 @@ public sealed class MrVaeObjective : CoordinatorObjective
             terms["kl_size" + suffix] = r.KlSize.detach();
             terms["kl_selection" + suffix] = r.KlSelection.detach();
         }
-        var output = new CoordinatorOutput { DecoderInputs = decoderInputs, Loss = loss, ViewWeights = weights.ToArray(), SubspaceSizes = perView[0].Sizes.detach() };
+        var output = new CoordinatorOutput { DecoderInputs = decoderInputs, Loss = loss, ViewWeights = weights.ToArray(), SubspaceSizes = perView[0].Sizes.detach(), Relation = perView[0].Relation };
         foreach (var (k, t) in terms) output.Terms[k] = t;
         return output;
     }
 
-    sealed record ViewResult(Tensor?[] DecoderInputs, Tensor KlPrivate, Tensor KlShared, Tensor KlSize, Tensor KlSelection, Tensor Sizes);
+    sealed record ViewResult(Tensor?[] DecoderInputs, Tensor KlPrivate, Tensor KlShared, Tensor KlSize, Tensor KlSelection, Tensor Sizes, RelationRecord? Relation);
 
     ViewResult RunView(Tensor?[] mu, Tensor?[] logVar, Tensor available, bool[] decode, StepContext context)
     {
@@ -110,6 +110,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var klSelection = zeros(batch, dtype: dtype, device: device);
         var klShared = zeros(batch, dtype: dtype, device: device);
         var sizes = new List<Tensor>();
+        var selections = new List<Tensor>();
         double logFactD = Hypergeometric.LogGamma(d + 1);
 
         for (int s = 0; s < family.Subsets.Count; s++)
@@ -143,6 +144,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
             var sortKey = perturbed.detach() - 1e4 * (freeA.detach() < 0.5).to(dtype);
             var permutation = Relax.NeuralSortStraightThrough(perturbed, sortKey, context.TauSelection, context.Relaxed); // B × |A| × D × D
             var selection = fill.unsqueeze(1).unsqueeze(-1) * permutation;                  // Y_{j,A} = diag(t) P
+            if (context.RecordRelation) selections.Add(selection.detach());
 
             // Selection KL, one-sample: log r(y) = PL(top-n) + log n!, log q(y) = −log C(D, n).
             var logR = Relax.PlackettLuceLogProb(wMasked, permutation, fill.unsqueeze(1)) + (n + 1).lgamma().unsqueeze(1);
@@ -188,6 +190,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
             decoderInputs[j] = free[j] * zHat + sharedContribution[j];
         }
 
-        return new ViewResult(decoderInputs, klPrivate.mean(), klShared.mean(), klSize.mean(), klSelection.mean(), stack(sizes, 1));
+        var record = context.RecordRelation ? new RelationRecord(selections.ToArray(), stack(free, 1).detach()) : null;
+        return new ViewResult(decoderInputs, klPrivate.mean(), klShared.mean(), klSize.mean(), klSelection.mean(), stack(sizes, 1), record);
     }
 }

@@ -58,6 +58,7 @@ public sealed class RelationNetworks : nn.Module
     /// <summary>mean over available inputs of ReLU(W_g z_input(g) + b_g), grouped by the 0/1 matrix group (G × groups).</summary>
     static Tensor GroupMean(Tensor z, Tensor available, Tensor inputIndex, Tensor w, Tensor b, Tensor group)
     {
+        if (group.dtype != z.dtype) group = group.to(z.dtype);
         var zIn = z.index_select(1, inputIndex);                                  // B × G × D
         var mask = available.index_select(1, inputIndex).unsqueeze(-1);           // B × G × 1
         var h = nn.functional.relu(einsum("bgd,gdh->bgh", zIn, w) + b) * mask;
