@@ -1,0 +1,215 @@
+using System.Diagnostics;
+using System.Text.Json;
+using MrVae.Model.Objectives;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MrVae.Model.Training;
+
+public sealed record TrainOptions
+{
+    public int BatchSize { get; init; } = 256;
+    /// <summary>Total optimiser steps; null: <see cref="Epochs"/> full epochs.</summary>
+    public long? Steps { get; init; }
+    public int Epochs { get; init; } = 1;
+    public double LearningRate { get; init; } = 5e-4;
+    public long Seed { get; init; }
+    public required string RunDirectory { get; init; }
+    /// <summary>Continue from RUNDIR/checkpoints/last instead of starting fresh.</summary>
+    public bool Resume { get; init; }
+    /// <summary>Evaluate the test loss (and checkpoint) every this many steps; null: at the end of every epoch.</summary>
+    public long? EvaluateEvery { get; init; }
+    /// <summary>At most this many test samples for the test loss (null: all).</summary>
+    public int? TestSamples { get; init; }
+    public string Device { get; init; } = "cpu";
+}
+
+/// <summary>One step's numbers, as written to metrics.jsonl.</summary>
+public sealed record StepReport(long Step, int Epoch, long TotalSteps, IReadOnlyDictionary<string, double> Terms, double StepMilliseconds);
+
+public sealed record TrainResult(string RunDirectory, long Steps, double FinalLoss, double? BestTestLoss, long? BestStep, double MedianStepMilliseconds);
+
+/// <summary>
+/// The single-process reference trainer: every modality's encoder and decoder and the coordinator's objective in
+/// one process, one autograd graph and one Adam (elementwise, so identical to one Adam per party). The
+/// distributed trainer must reproduce its metrics and parameters step for step.
+/// </summary>
+public sealed class LocalTrainer : IDisposable
+{
+    public const string MetricsFile = "metrics.jsonl";
+    public const string TestMetricsFile = "test.jsonl";
+    public const string ConfigFile = "config.json";
+
+    readonly ModelConfig config;
+    readonly TrainOptions options;
+    readonly MultimodalDataset train;
+    readonly MultimodalDataset? test;
+    readonly Device device;
+    readonly TrainingSchedule schedule;
+    readonly TorchSharp.Modules.Adam optimizer;
+    readonly Generator stepGenerator;
+    double? bestTestLoss;
+    long? bestStep;
+
+    public MultimodalVae Model { get; }
+    public long Step { get; private set; }
+    public long TotalSteps { get; }
+    public string CheckpointsDirectory => Path.Combine(options.RunDirectory, "checkpoints");
+
+    public LocalTrainer(ModelConfig config, TrainOptions options, MultimodalDataset train, MultimodalDataset? test)
+    {
+        if (train.Modalities.Length != config.Modalities)
+            throw new ArgumentException($"the model has {config.Modalities} modalities but the data has {train.Modalities.Length}");
+        this.config = config; this.options = options; this.train = train; this.test = test;
+        device = new Device(options.Device);
+        schedule = new TrainingSchedule(options.Seed, train.Count, options.BatchSize);
+        TotalSteps = options.Steps ?? options.Epochs * schedule.StepsPerEpoch;
+        Model = new MultimodalVae(config, options.Seed);
+        Model.to(device);
+        optimizer = optim.Adam(Model.parameters(), lr: options.LearningRate);
+        stepGenerator = Seeds.Generator(options.Seed, Seeds.CoordinatorStepsParty);
+        Directory.CreateDirectory(options.RunDirectory);
+        if (options.Resume) LoadCheckpoint(Path.Combine(CheckpointsDirectory, "last"));
+        else
+        {
+            File.WriteAllText(Path.Combine(options.RunDirectory, ConfigFile), JsonSerializer.Serialize(new { model = config, train = options with { } }, CheckpointDirectory.Json));
+            File.Delete(Path.Combine(options.RunDirectory, MetricsFile));
+            File.Delete(Path.Combine(options.RunDirectory, TestMetricsFile));
+        }
+    }
+
+    public StepContext ContextFor(long step)
+    {
+        double tau = config.Temperature(step, TotalSteps);
+        return new StepContext { Generator = stepGenerator, TauSize = tau, TauSelection = tau, Training = true };
+    }
+
+    /// <summary>Runs one optimiser step and returns its report (also appended to metrics.jsonl).</summary>
+    public StepReport RunStep()
+    {
+        var watch = Stopwatch.StartNew();
+        Dictionary<string, double> terms;
+        using (var scope = NewDisposeScope())
+        {
+            Model.train();
+            var ids = schedule.BatchIds(Step);
+            var x = train.Modalities.Select(m => m?.Batch(ids, device: device)).ToArray();
+            var available = MultimodalVae.AllAvailable(train.Present, ids.Length, device: device);
+            var context = ContextFor(Step);
+            optimizer.zero_grad();
+            using var loss = Model.Loss(x, available, context);
+            loss.Total.backward();
+            optimizer.step();
+            terms = loss.Terms();
+            terms["tau"] = context.TauSize;
+        }
+        watch.Stop();
+        var report = new StepReport(Step, schedule.EpochOf(Step), TotalSteps, terms, watch.Elapsed.TotalMilliseconds);
+        AppendJsonLine(MetricsFile, MetricsLine(report));
+        Step++;
+        return report;
+    }
+
+    public static Dictionary<string, object> MetricsLine(StepReport r)
+    {
+        var line = new Dictionary<string, object> { ["step"] = r.Step, ["epoch"] = r.Epoch };
+        foreach (var (k, v) in r.Terms) line[k] = v;
+        line["step_ms"] = Math.Round(r.StepMilliseconds, 3);
+        return line;
+    }
+
+    /// <summary>Mean test loss (evaluation mode: argmax sizes, hard sorts, no subset view) with a fixed generator.</summary>
+    public double TestLoss()
+    {
+        if (test is null) throw new InvalidOperationException("no test split was given");
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        Model.eval();
+        int count = Math.Min(test.Count, options.TestSamples ?? int.MaxValue);
+        var generator = Seeds.Generator(options.Seed, "evaluation");
+        double sum = 0;
+        for (int start = 0; start < count; start += options.BatchSize)
+        {
+            var ids = Enumerable.Range(start, Math.Min(options.BatchSize, count - start)).Select(i => (long)i).ToArray();
+            var x = test.Modalities.Select(m => m?.Batch(ids, device: device)).ToArray();
+            var available = MultimodalVae.AllAvailable(test.Present, ids.Length, device: device);
+            using var loss = Model.Loss(x, available, new StepContext { Generator = generator, Training = false });
+            sum += loss.Total.ToDouble() * ids.Length;
+        }
+        return sum / count;
+    }
+
+    public TrainResult Run(Action<StepReport>? onStep = null, CancellationToken cancel = default)
+    {
+        var stepTimes = new List<double>();
+        double lastLoss = double.NaN;
+        long evaluateEvery = options.EvaluateEvery ?? schedule.StepsPerEpoch;
+        while (Step < TotalSteps && !cancel.IsCancellationRequested)
+        {
+            var report = RunStep();
+            stepTimes.Add(report.StepMilliseconds);
+            lastLoss = report.Terms["loss"];
+            onStep?.Invoke(report);
+            if (Step % evaluateEvery == 0 || Step == TotalSteps) EvaluateAndCheckpoint();
+        }
+        if (cancel.IsCancellationRequested) EvaluateAndCheckpoint();
+        stepTimes.Sort();
+        double median = stepTimes.Count == 0 ? 0 : stepTimes[stepTimes.Count / 2];
+        return new TrainResult(options.RunDirectory, Step, lastLoss, bestTestLoss, bestStep, median);
+    }
+
+    /// <summary>Test loss, then checkpoints: always "last", and "best" when the test loss improved (the paper's model selection).</summary>
+    public void EvaluateAndCheckpoint()
+    {
+        double? testLoss = test is null ? null : TestLoss();
+        if (testLoss is { } t)
+        {
+            AppendJsonLine(TestMetricsFile, new Dictionary<string, object> { ["step"] = Step, ["test_loss"] = t });
+            if (bestTestLoss is null || t < bestTestLoss) { bestTestLoss = t; bestStep = Step; SaveCheckpoint("best", t); }
+        }
+        SaveCheckpoint("last", testLoss);
+    }
+
+    public void SaveCheckpoint(string name, double? testLoss)
+    {
+        var state = new CheckpointState
+        {
+            Step = Step, TestLoss = testLoss, BestTestLoss = bestTestLoss, BestStep = bestStep, Model = config,
+            GeneratorState = Convert.ToBase64String(stepGenerator.get_state().data<byte>().ToArray()),
+        };
+        CheckpointDirectory.WriteAtomically(Path.Combine(CheckpointsDirectory, name), state, dir =>
+        {
+            Model.save(Path.Combine(dir, "model.bin"));
+            optimizer.save_state_dict(Path.Combine(dir, "optimizer.bin"));
+        });
+    }
+
+    void LoadCheckpoint(string directory)
+    {
+        var (dir, state) = CheckpointDirectory.Read(directory);
+        if (state.Model != config)
+            throw new CheckpointException($"checkpoint {dir} was trained with a different model configuration; resume with the same --model/--latent options or start a new run directory");
+        try
+        {
+            Model.load(Path.Combine(dir, "model.bin"));
+            optimizer.load_state_dict(Path.Combine(dir, "optimizer.bin"));
+        }
+        catch (Exception e) when (e is not CheckpointException)
+        {
+            throw new CheckpointException($"checkpoint {dir} could not be read ({e.Message}); it is damaged: delete it or resume from another run", e);
+        }
+        using var generatorState = tensor(Convert.FromBase64String(state.GeneratorState), dtype: ScalarType.Byte);
+        stepGenerator.set_state(generatorState);
+        Step = state.Step; bestTestLoss = state.BestTestLoss; bestStep = state.BestStep;
+    }
+
+    void AppendJsonLine(string file, object value)
+        => File.AppendAllText(Path.Combine(options.RunDirectory, file), JsonSerializer.Serialize(value) + "\n");
+
+    public void Dispose()
+    {
+        optimizer.Dispose();
+        Model.Dispose();
+        stepGenerator.Dispose();
+    }
+}
