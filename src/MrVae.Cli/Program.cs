@@ -1,1 +1,8 @@
-Console.WriteLine("mrvae");
+using System.CommandLine;
+using MrVae.Cli;
+using MrVae.Cli.Commands;
+
+var root = new RootCommand("mrvae: train and evaluate the multimodal relational VAE (single process or on Orleans silos)");
+root.Subcommands.Add(DataCommands.Create());
+root.Subcommands.Add(TrainCommand.Create());
+return CliErrors.Invoke(root, args);

@@ -1,0 +1,99 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace MrVae.Data;
+
+/// <summary>Where one member modality draws a factor's digit: top-left corner and square size in its 28 × 28 image.</summary>
+public sealed record FactorPlacement(int Modality, int X, int Y, int Size);
+
+/// <summary>One digit label shared by its member modalities (each draws its own MNIST instance of that label).</summary>
+public sealed record SharedFactor(string Name, FactorPlacement[] Placements)
+{
+    [JsonIgnore] public int[] Members => Placements.Select(p => p.Modality).Distinct().OrderBy(m => m).ToArray();
+}
+
+/// <summary>
+/// A PolyMNIST sharing structure. Vanilla and extended (model.md, "Datasets") are built in; any other comes from
+/// a JSON file of the same shape. The ground truth for relation recovery is the list of member sets.
+/// </summary>
+public sealed record PolyMnistSpec(string Name, int Modalities, SharedFactor[] Factors)
+{
+    public const int Side = 28;
+    static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, ReadCommentHandling = JsonCommentHandling.Skip,
+    };
+
+    public static PolyMnistSpec Vanilla(int modalities = 5) => new("polymnist", modalities,
+        [new SharedFactor("digit", Enumerable.Range(0, modalities).Select(j => new FactorPlacement(j, 0, 0, Side)).ToArray())]);
+
+    /// <summary>
+    /// Extended PolyMNIST: the main digit (18 × 18, lower centre) in every modality, and on a ring each pair
+    /// {k, k+1 mod M} shares a corner digit (10 × 10): top-right in modality k, top-left in modality k+1.
+    /// </summary>
+    public static PolyMnistSpec Extended(int modalities = 5, int mainSize = 18, int cornerSize = 10)
+    {
+        var factors = new List<SharedFactor>
+        {
+            new("digit", Enumerable.Range(0, modalities).Select(j => new FactorPlacement(j, (Side - mainSize) / 2, Side - mainSize, mainSize)).ToArray()),
+        };
+        for (int k = 0; k < modalities; k++)
+        {
+            int next = (k + 1) % modalities;
+            factors.Add(new($"corner-{k}-{next}", [new(k, Side - cornerSize, 0, cornerSize), new(next, 0, 0, cornerSize)]));
+        }
+        return new PolyMnistSpec("polymnist-extended", modalities, factors.ToArray());
+    }
+
+    public static PolyMnistSpec Builtin(string name) => name switch
+    {
+        "polymnist" or "vanilla" => Vanilla(),
+        "polymnist-extended" or "extended" => Extended(),
+        _ => throw new DataFormatException($"unknown dataset '{name}': use polymnist, polymnist-extended or the path of a JSON sharing spec"),
+    };
+
+    /// <summary>A built-in name or the path of a JSON spec file.</summary>
+    public static PolyMnistSpec Resolve(string nameOrPath) =>
+        nameOrPath.EndsWith(".json", StringComparison.OrdinalIgnoreCase) ? Load(nameOrPath) : Builtin(nameOrPath);
+
+    /// <summary>Ground-truth member sets, one per factor (sorted modality ids).</summary>
+    [JsonIgnore] public IReadOnlyList<int[]> SharedMemberSets => Factors.Select(f => f.Members).ToArray();
+
+    public static PolyMnistSpec Load(string path)
+    {
+        if (!File.Exists(path)) throw new DataFormatException($"sharing spec {path} not found: check the path");
+        PolyMnistSpec? spec;
+        try { spec = JsonSerializer.Deserialize<PolyMnistSpec>(File.ReadAllText(path), Json); }
+        catch (JsonException e) { throw new DataFormatException($"sharing spec {path} is not valid JSON ({e.Message}); see README for the format", e); }
+        if (spec is null) throw new DataFormatException($"sharing spec {path} is empty");
+        spec.Validate(path);
+        return spec;
+    }
+
+    public void Save(string path)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        File.WriteAllText(path, JsonSerializer.Serialize(this, Json));
+    }
+
+    public void Validate(string source)
+    {
+        string Bad(string what) => $"sharing spec {source}: {what}";
+        if (Modalities < 1) throw new DataFormatException(Bad("'modalities' must be at least 1"));
+        if (Factors is null || Factors.Length == 0) throw new DataFormatException(Bad("needs at least one factor in 'factors'"));
+        foreach (var f in Factors)
+        {
+            if (string.IsNullOrWhiteSpace(f.Name)) throw new DataFormatException(Bad("every factor needs a 'name'"));
+            if (f.Placements is null || f.Placements.Length == 0) throw new DataFormatException(Bad($"factor '{f.Name}' has no 'placements'"));
+            foreach (var p in f.Placements)
+            {
+                if (p.Modality < 0 || p.Modality >= Modalities) throw new DataFormatException(Bad($"factor '{f.Name}' names modality {p.Modality}, outside 0..{Modalities - 1}"));
+                if (p.Size < 4 || p.X < 0 || p.Y < 0 || p.X + p.Size > Side || p.Y + p.Size > Side)
+                    throw new DataFormatException(Bad($"factor '{f.Name}' placement in modality {p.Modality} (x={p.X}, y={p.Y}, size={p.Size}) does not fit a 28x28 image"));
+            }
+            if (f.Members.Length != f.Placements.Length) throw new DataFormatException(Bad($"factor '{f.Name}' places a modality twice"));
+        }
+        for (int j = 0; j < Modalities; j++)
+            if (!Factors.Any(f => f.Members.Contains(j))) throw new DataFormatException(Bad($"modality {j} shows no factor"));
+    }
+}

@@ -1,0 +1,179 @@
+using System.Buffers.Binary;
+using System.IO.Compression;
+using MrVae.Data;
+
+namespace MrVae.Data.Tests;
+
+public class PolyMnistTests
+{
+    const int Tuples = 300;
+
+    [Fact]
+    public void ExtendedCornersAreSharedByExactlyTheirPairWithDifferentInstances()
+    {
+        var spec = PolyMnistSpec.Extended();
+        var split = PolyMnistGenerator.Generate(spec, TestData.Train, Tuples, seed: 3);
+        int m = spec.Modalities;
+        for (int t = 0; t < Tuples; t++)
+            for (int f = 0; f < spec.Factors.Length; f++)
+            {
+                var members = spec.Factors[f].Members;
+                Assert.Equal(f == 0 ? 5 : 2, members.Length);
+                var sources = members.Select(j => split.Sources![(t * spec.Factors.Length + f) * m + j]).ToArray();
+                // Every member shows an MNIST image of the factor's label...
+                Assert.All(sources, s => Assert.Equal(split.Label(t, f), TestData.Train.Labels[s]));
+                // ...and each member its own instance.
+                Assert.Equal(sources.Length, sources.Distinct().Count());
+                // Non-members draw nothing for this factor.
+                for (int j = 0; j < m; j++)
+                    if (!members.Contains(j)) Assert.Equal(-1, split.Sources![(t * spec.Factors.Length + f) * m + j]);
+            }
+        // Corner pairs form the ring {k, k+1 mod 5}.
+        for (int k = 0; k < 5; k++)
+            Assert.Equal(new[] { k, (k + 1) % 5 }.OrderBy(x => x), spec.Factors[k + 1].Members);
+    }
+
+    [Fact]
+    public void SameSeedIsByteIdenticalAndADifferentSeedDiffers()
+    {
+        var spec = PolyMnistSpec.Extended();
+        var a = PolyMnistGenerator.Generate(spec, TestData.Train, 50, seed: 9);
+        var b = PolyMnistGenerator.Generate(spec, TestData.Train, 50, seed: 9);
+        var c = PolyMnistGenerator.Generate(spec, TestData.Train, 50, seed: 10);
+        for (int j = 0; j < 5; j++) Assert.Equal(a.Pixels[j], b.Pixels[j]);
+        Assert.Equal(a.Labels, b.Labels);
+        Assert.NotEqual(a.Pixels[0], c.Pixels[0]);
+    }
+
+    [Fact]
+    public void VanillaStrokesAreInvertedBackground()
+    {
+        var spec = PolyMnistSpec.Vanilla();
+        var split = PolyMnistGenerator.Generate(spec, TestData.Train, 20, seed: 1);
+        for (int t = 0; t < 20; t++)
+            for (int j = 0; j < 5; j++)
+            {
+                int source = split.Sources![t * 5 + j];
+                var digit = TestData.Train.Image(source);
+                var img = split.Pixels[j].AsSpan(t * PolyMnistSplit.ImageBytes, PolyMnistSplit.ImageBytes);
+                // Find the crop offset: the background is smooth, so compare a stroke pixel with its non-stroke neighbourhood.
+                int strokes = 0, matches = 0;
+                for (int y = 1; y < 27; y++)
+                    for (int x = 1; x < 27; x++)
+                    {
+                        bool stroke = digit[y * 28 + x] > 128;
+                        bool neighbourBackground = digit[y * 28 + x - 1] <= 128;
+                        if (!stroke || !neighbourBackground) continue;
+                        strokes++;
+                        // Inverting a background value v gives 255 − v: pixel + neighbour ≈ 255 per channel (smooth texture).
+                        int sum = 0;
+                        for (int c = 0; c < 3; c++) sum += Math.Abs(img[(c * 28 + y) * 28 + x] + img[(c * 28 + y) * 28 + x - 1] - 255);
+                        if (sum < 3 * 40) matches++;
+                    }
+                Assert.True(strokes > 0);
+                Assert.True(matches >= 0.9 * strokes, $"tuple {t} modality {j}: {matches}/{strokes} stroke pixels look like inverted background");
+            }
+    }
+
+    [Fact]
+    public void VanillaMainDigitSharesTheLabelAcrossAllModalities()
+    {
+        var split = PolyMnistGenerator.Generate(PolyMnistSpec.Vanilla(), TestData.Train, Tuples, seed: 5);
+        for (int t = 0; t < Tuples; t++)
+        {
+            var sources = Enumerable.Range(0, 5).Select(j => split.Sources![t * 5 + j]).ToArray();
+            Assert.All(sources, s => Assert.Equal(split.Label(t, 0), TestData.Train.Labels[s]));
+            Assert.Equal(5, sources.Distinct().Count());
+        }
+    }
+
+    [Fact]
+    public void CustomSpecRoundTripsAndGenerates()
+    {
+        var dir = TestData.TempDir();
+        var spec = new PolyMnistSpec("three", 3,
+        [
+            new SharedFactor("main", [new(0, 0, 0, 28), new(1, 0, 0, 28), new(2, 0, 0, 28)]),
+            new SharedFactor("pair", [new(0, 18, 0, 10), new(2, 0, 18, 10)]),
+        ]);
+        var path = Path.Combine(dir, "spec.json");
+        spec.Save(path);
+        var loaded = PolyMnistSpec.Load(path);
+        Assert.Equal(spec.Name, loaded.Name);
+        Assert.Equal(new[] { new[] { 0, 1, 2 }, new[] { 0, 2 } }, loaded.SharedMemberSets);
+        var split = PolyMnistGenerator.Generate(loaded, TestData.Train, 30, seed: 1);
+        Assert.Equal(3, split.Modalities);
+        for (int t = 0; t < 30; t++)
+        {
+            Assert.Equal(-1, split.Sources![(t * 2 + 1) * 3 + 1]);
+            Assert.Equal(TestData.Train.Labels[split.Sources![(t * 2 + 1) * 3 + 0]], TestData.Train.Labels[split.Sources![(t * 2 + 1) * 3 + 2]]);
+        }
+    }
+
+    [Theory]
+    [InlineData("{ not json")]
+    [InlineData("{\"name\":\"x\",\"modalities\":2,\"factors\":[]}")]
+    [InlineData("{\"name\":\"x\",\"modalities\":2,\"factors\":[{\"name\":\"a\",\"placements\":[{\"modality\":5,\"x\":0,\"y\":0,\"size\":28}]}]}")]
+    [InlineData("{\"name\":\"x\",\"modalities\":1,\"factors\":[{\"name\":\"a\",\"placements\":[{\"modality\":0,\"x\":20,\"y\":0,\"size\":28}]}]}")]
+    public void MalformedSpecsAreRejectedWithOneSentence(string json)
+    {
+        var path = Path.Combine(TestData.TempDir(), "bad.json");
+        File.WriteAllText(path, json);
+        var e = Assert.Throws<DataFormatException>(() => PolyMnistSpec.Load(path));
+        Assert.Contains(path, e.Message);
+        Assert.DoesNotContain("\n", e.Message);
+    }
+
+    [Fact]
+    public void UnknownDatasetNameIsRejected()
+        => Assert.Contains("unknown dataset", Assert.Throws<DataFormatException>(() => PolyMnistSpec.Resolve("polymnist-huge")).Message);
+
+    [Fact]
+    public void StoreRoundTripsAndDetectsTruncation()
+    {
+        var dir = TestData.TempDir();
+        var spec = PolyMnistSpec.Extended();
+        var train = PolyMnistGenerator.Generate(spec, TestData.Train, 40, seed: 2);
+        var test = PolyMnistGenerator.Generate(spec, TestData.Test, 10, seed: 2, streamOffset: 1);
+        PolyMnistStore.Save(dir, spec, train, test);
+        for (int j = 0; j < 5; j++)
+        {
+            Assert.Equal(train.Pixels[j], PolyMnistStore.LoadModality(dir, "train", j, out int n));
+            Assert.Equal(40, n);
+        }
+        Assert.Equal(test.Labels, PolyMnistStore.LoadLabels(dir, "test", out int count, out int factors));
+        Assert.Equal((10, 6), (count, factors));
+        Assert.Equal(spec.SharedMemberSets, PolyMnistStore.LoadSpec(dir).SharedMemberSets);
+
+        var path = PolyMnistStore.ModalityPath(dir, "train", 3);
+        var bytes = File.ReadAllBytes(path); File.WriteAllBytes(path, bytes[..^100]);
+        var e = Assert.Throws<DataFormatException>(() => PolyMnistStore.LoadModality(dir, "train", 3, out _));
+        Assert.Contains("mrvae data make", e.Message);
+    }
+
+    [Fact]
+    public void PngDecodesToTheWrittenPixels()
+    {
+        var path = Path.Combine(TestData.TempDir(), "x.png");
+        int w = 7, h = 5;
+        var rgb = Enumerable.Range(0, w * h * 3).Select(i => (byte)(i * 37 % 251)).ToArray();
+        Png.WriteRgb(path, w, h, rgb);
+        var file = File.ReadAllBytes(path);
+        Assert.Equal(new byte[] { 0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A }, file[..8]);
+        Assert.Equal("IHDR", System.Text.Encoding.ASCII.GetString(file, 12, 4));
+        Assert.Equal(w, BinaryPrimitives.ReadInt32BigEndian(file.AsSpan(16)));
+        Assert.Equal(h, BinaryPrimitives.ReadInt32BigEndian(file.AsSpan(20)));
+        int idat = 8 + 25;   // signature + IHDR chunk
+        int len = BinaryPrimitives.ReadInt32BigEndian(file.AsSpan(idat));
+        Assert.Equal("IDAT", System.Text.Encoding.ASCII.GetString(file, idat + 4, 4));
+        using var z = new ZLibStream(new MemoryStream(file, idat + 8, len), CompressionMode.Decompress);
+        using var raw = new MemoryStream(); z.CopyTo(raw);
+        var scan = raw.ToArray();
+        Assert.Equal(h * (1 + w * 3), scan.Length);
+        for (int y = 0; y < h; y++)
+        {
+            Assert.Equal(0, scan[y * (1 + w * 3)]);
+            Assert.Equal(rgb.AsSpan(y * w * 3, w * 3).ToArray(), scan.AsSpan(y * (1 + w * 3) + 1, w * 3).ToArray());
+        }
+    }
+}
