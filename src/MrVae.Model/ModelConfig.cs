@@ -26,10 +26,14 @@ public sealed record ModelConfig
     public double LikelihoodScale { get; init; } = 0.75;
     /// <summary>Weight of the subset-training term (K drawn per sample); 0 turns it off.</summary>
     public double SubsetWeight { get; init; } = 1.0;
+    /// <summary>Linear KL warm-up: β grows from 0 to <see cref="Beta"/> over this many steps (0: none).</summary>
+    public long BetaWarmupSteps { get; init; }
     public double TauStart { get; init; } = 1.0;
     public double TauEnd { get; init; } = 0.1;
 
     public SubsetFamily SharedSubsets() => SubsetFamily.All(Modalities, MaxSubsetOrder);
+
+    public double BetaScale(long step) => BetaWarmupSteps <= 0 ? 1.0 : Math.Min(1.0, (double)step / BetaWarmupSteps);
 
     /// <summary>Temperature after <paramref name="step"/> of <paramref name="annealSteps"/>: geometric from TauStart to TauEnd.</summary>
     public double Temperature(long step, long annealSteps)

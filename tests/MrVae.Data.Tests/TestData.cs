@@ -2,20 +2,10 @@ using MrVae.Data;
 
 namespace MrVae.Data.Tests;
 
-/// <summary>Real MNIST for the tests: $MRVAE_MNIST_DIR or a shared/data/mnist folder above the test binaries.</summary>
+/// <summary>Real MNIST for the tests ($MRVAE_MNIST_DIR, data/mnist or shared/data/mnist above the test binaries); a missing MNIST fails the tests.</summary>
 static class TestData
 {
-    static readonly Lazy<string> Dir = new(() =>
-    {
-        var env = Environment.GetEnvironmentVariable("MRVAE_MNIST_DIR");
-        if (!string.IsNullOrEmpty(env)) return env;
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-        {
-            var candidate = Path.Combine(d.FullName, "shared", "data", "mnist");
-            if (File.Exists(Path.Combine(candidate, "train-images-idx3-ubyte.gz"))) return candidate;
-        }
-        throw new InvalidOperationException("MNIST not found: set MRVAE_MNIST_DIR or run deploy/get-mnist.sh (tests need real MNIST)");
-    });
+    static readonly Lazy<string> Dir = new(() => MnistLocator.Resolve(null));
     static readonly Lazy<MnistSet> TrainSet = new(() => MnistIdx.Load(Dir.Value, train: true));
     static readonly Lazy<MnistSet> TestSet = new(() => MnistIdx.Load(Dir.Value, train: false));
 

@@ -78,7 +78,7 @@ public sealed class MixtureOfPoEObjective : JointLatentObjective
         var z = SampleGaussian(mean.gather(1, index).squeeze(1), var.gather(1, index).squeeze(1), context);
 
         var klMean = kl.mean();
-        return SingleLatentOutput([z], [1.0], decode, Config.Beta * klMean, new() { ["kl"] = klMean.detach() });
+        return SingleLatentOutput([z], [1.0], decode, Beta(context) * klMean, new() { ["kl"] = klMean.detach() });
     }
 }
 
@@ -109,7 +109,7 @@ public sealed class ProductOfExpertsObjective : JointLatentObjective
             mean = mean.squeeze(1); var = var.squeeze(1);
             var kl = KlStandardNormal(mean, var.log()).sum(-1).mean();
             zs.Add(SampleGaussian(mean, var, context));
-            loss = loss + weights[v] * Config.Beta * kl;
+            loss = loss + weights[v] * Beta(context) * kl;
             terms[v == 0 ? "kl" : "kl_subset"] = kl.detach();
         }
         return SingleLatentOutput(zs, weights, decode, loss, terms);
@@ -132,6 +132,6 @@ public sealed class MixtureOfExpertsObjective : JointLatentObjective
         var index = pick.view(-1, 1, 1).expand(-1, 1, muAll.shape[2]);
         var z = SampleGaussian(muAll.gather(1, index).squeeze(1), varAll.gather(1, index).squeeze(1), context);
         var klMean = kl.mean();
-        return SingleLatentOutput([z], [1.0], decode, Config.Beta * klMean, new() { ["kl"] = klMean.detach() });
+        return SingleLatentOutput([z], [1.0], decode, Beta(context) * klMean, new() { ["kl"] = klMean.detach() });
     }
 }

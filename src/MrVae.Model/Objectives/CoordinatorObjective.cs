@@ -21,6 +21,8 @@ public sealed class StepContext
     public bool Relaxed { get; init; }
     /// <summary>mrVAE: keep the first view's selections and private masks in <see cref="CoordinatorOutput.Relation"/>.</summary>
     public bool RecordRelation { get; init; }
+    /// <summary>Multiplier on β for KL warm-up (1 after warm-up and in evaluation).</summary>
+    public double BetaScale { get; init; } = 1.0;
 }
 
 /// <summary>mrVAE's inferred structure for one view: per subset, Y_{j,A} (B × |A| × D × D); per modality, the private mask a_j.</summary>
@@ -60,6 +62,9 @@ public abstract class CoordinatorObjective : nn.Module
     protected CoordinatorObjective(string name, ModelConfig config) : base(name) { Config = config; }
 
     public ModelConfig Config { get; }
+
+    /// <summary>β for this step, after warm-up.</summary>
+    protected double Beta(StepContext context) => Config.Beta * context.BetaScale;
 
     /// <param name="mu">μ_j (B × D) per modality; null for modalities absent this step.</param>
     /// <param name="logVar">log σ²_j (B × D) per modality; null where absent.</param>

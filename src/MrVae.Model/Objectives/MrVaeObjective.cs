@@ -72,7 +72,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
         for (int v = 0; v < perView.Count; v++)
         {
             var r = perView[v];
-            loss = loss + weights[v] * (Config.Beta * (r.KlPrivate + r.KlShared) + Config.BetaSize * r.KlSize + Config.BetaSelection * r.KlSelection);
+            loss = loss + weights[v] * (Beta(context) * (r.KlPrivate + r.KlShared) + Config.BetaSize * r.KlSize + Config.BetaSelection * r.KlSelection);
             string suffix = v == 0 ? "" : "_subset";
             terms["kl_private" + suffix] = r.KlPrivate.detach();
             terms["kl_shared" + suffix] = r.KlShared.detach();

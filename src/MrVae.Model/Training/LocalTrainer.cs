@@ -81,7 +81,7 @@ public sealed class LocalTrainer : IDisposable
     public StepContext ContextFor(long step)
     {
         double tau = config.Temperature(step, TotalSteps);
-        return new StepContext { Generator = stepGenerator, TauSize = tau, TauSelection = tau, Training = true };
+        return new StepContext { Generator = stepGenerator, TauSize = tau, TauSelection = tau, Training = true, BetaScale = config.BetaScale(step) };
     }
 
     /// <summary>Runs one optimiser step and returns its report (also appended to metrics.jsonl).</summary>
@@ -102,6 +102,7 @@ public sealed class LocalTrainer : IDisposable
             optimizer.step();
             terms = loss.Terms();
             terms["tau"] = context.TauSize;
+            terms["beta"] = config.Beta * context.BetaScale;
         }
         watch.Stop();
         var report = new StepReport(Step, schedule.EpochOf(Step), TotalSteps, terms, watch.Elapsed.TotalMilliseconds);
