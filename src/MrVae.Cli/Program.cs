@@ -5,4 +5,5 @@ using MrVae.Cli.Commands;
 var root = new RootCommand("mrvae: train and evaluate the multimodal relational VAE (single process or on Orleans silos)");
 root.Subcommands.Add(DataCommands.Create());
 root.Subcommands.Add(TrainCommand.Create());
+root.Subcommands.Add(DemoCommand.Create());
 return CliErrors.Invoke(root, args);

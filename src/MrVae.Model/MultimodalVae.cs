@@ -76,6 +76,32 @@ public sealed class MultimodalVae : nn.Module
         return new StepLoss { Total = total, Coordinator = output, Reconstruction = rec };
     }
 
+    /// <summary>
+    /// Conditional generation through the model's own subset path: encodes the modalities in <paramref name="inputs"/>,
+    /// runs the coordinator with only those available (evaluation mode: argmax sizes, hard sorts, no subset view) and
+    /// decodes every modality. Returns decoder means (B × 3 × 28 × 28) per modality, and mrVAE's subspace sizes.
+    /// </summary>
+    public (Tensor[] Images, Tensor? SubspaceSizes) Generate(Tensor?[] x, bool[] inputs, Generator generator, bool sampleLatents = true)
+    {
+        int m = Config.Modalities;
+        using var _ = no_grad();
+        var mu = new Tensor?[m]; var logVar = new Tensor?[m];
+        long batch = 0;
+        for (int j = 0; j < m; j++)
+            if (inputs[j])
+            {
+                var xj = x[j] ?? throw new ArgumentException($"modality {j} is an input but has no data");
+                (mu[j], logVar[j]) = ModalityNets[j].Encoder.forward(xj);
+                batch = xj.shape[0];
+            }
+        var device = mu.First(t => t is not null)!.device;
+        var available = AllAvailable(inputs, batch, mu.First(t => t is not null)!.dtype, device);
+        var context = new StepContext { Generator = generator, Training = false, SampleLatents = sampleLatents };
+        using var output = Coordinator.Forward(mu, logVar, available, Enumerable.Repeat(true, m).ToArray(), context);
+        var images = Enumerable.Range(0, m).Select(j => ModalityNets[j].Decoder.forward(output.DecoderInputs[j]![0])).ToArray();
+        return (images, output.SubspaceSizes?.alias());
+    }
+
     /// <summary>Availability mask with every present modality available for every sample.</summary>
     public static Tensor AllAvailable(bool[] present, long batch, ScalarType dtype = ScalarType.Float32, Device? device = null)
     {
