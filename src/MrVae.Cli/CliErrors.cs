@@ -1,13 +1,19 @@
 using System.CommandLine;
 using MrVae.Data;
 using MrVae.Model.Training;
-using Spectre.Console;
 
 namespace MrVae.Cli;
 
 /// <summary>Known failures become one red line naming the cause and the fix, and a non-zero exit; no stack traces.</summary>
 public static class CliErrors
 {
+    /// <summary>One line on stderr, red on a terminal, never wrapped (scripts and logs read it whole).</summary>
+    public static void WriteError(string message)
+    {
+        string line = message.ReplaceLineEndings(" ");
+        Console.Error.WriteLine(Console.IsErrorRedirected ? $"error: {line}" : $"\u001b[31merror:\u001b[0m {line}");
+    }
+
     public static int Invoke(RootCommand root, string[] args)
     {
         var config = new InvocationConfiguration { EnableDefaultExceptionHandler = false };
@@ -17,7 +23,7 @@ public static class CliErrors
         }
         catch (Exception e) when (e is DataFormatException or CheckpointException or IOException or ArgumentException or UnauthorizedAccessException or InvalidOperationException)
         {
-            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
+            WriteError(e.Message);
             return 1;
         }
     }
