@@ -31,6 +31,11 @@ public sealed record ModelConfig
     public double TauStart { get; init; } = 1.0;
     public double TauEnd { get; init; } = 0.1;
 
+    public string ToJson() => System.Text.Json.JsonSerializer.Serialize(this);
+
+    public static ModelConfig FromJson(string json) =>
+        System.Text.Json.JsonSerializer.Deserialize<ModelConfig>(json) ?? throw new ArgumentException("empty model configuration");
+
     public SubsetFamily SharedSubsets() => SubsetFamily.All(Modalities, MaxSubsetOrder);
 
     public double BetaScale(long step) => BetaWarmupSteps <= 0 ? 1.0 : Math.Min(1.0, (double)step / BetaWarmupSteps);

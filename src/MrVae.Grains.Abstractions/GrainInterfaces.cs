@@ -1,0 +1,30 @@
+namespace MrVae.Grains;
+
+/// <summary>
+/// One modality of one run (key: "RUN/modality-J"): its encoder, decoder, optimiser and data shard. Raw data never
+/// leaves it; only sample ids come in and latents and gradients go out.
+/// </summary>
+public interface IModalityGrain : IGrainWithStringKey
+{
+    Task<ShardInfo> Configure(ModalitySetup setup);
+    /// <summary>Encodes the samples <paramref name="ids"/> of a split; with <paramref name="keepGraph"/> the autograd graph is kept for the step's backward.</summary>
+    Task<EncodeResult> Encode(long step, long[] ids, string split, bool keepGraph);
+    /// <summary>−log p(x | z̃) for the step's batch (z̃: V × B × D); with <paramref name="backward"/>, decoder gradients accumulate and ∂L/∂z̃ is returned.</summary>
+    Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward);
+    /// <summary>Backward through the encoder with ∂L/∂μ and ∂L/∂log σ², then the optimiser step (the step's barrier).</summary>
+    Task ApplyEncoderGradients(long step, TensorPayload dMu, TensorPayload dLogVar);
+    /// <summary>All parameters in registration order (for equality checks and checkpoints).</summary>
+    Task<TensorPayload[]> Parameters();
+}
+
+/// <summary>One training run (key: run id): the relation networks, the step loop, membership and metrics.</summary>
+public interface ICoordinatorGrain : IGrainWithStringKey
+{
+    /// <summary>Configures the run and its modality grains and starts the step loop in the background.</summary>
+    Task<RunStatus> Start(RunSetup setup);
+    Task<RunStatus> Status();
+    /// <summary>Step metrics from <paramref name="fromStep"/> on (the client writes metrics.jsonl from them).</summary>
+    Task<StepMetrics[]> Metrics(long fromStep);
+    Task<TestMetrics[]> TestMetrics();
+    Task<TensorPayload[]> Parameters();
+}

@@ -1,0 +1,70 @@
+namespace MrVae.Grains;
+
+/// <summary>
+/// A tensor on the wire: shape, element type and the contiguous bytes. Immutable, so Orleans passes it by
+/// reference between grains in one process instead of deep-copying megabytes per call.
+/// </summary>
+[GenerateSerializer, Immutable]
+public sealed record TensorPayload([property: Id(0)] long[] Shape, [property: Id(1)] string DType, [property: Id(2)] byte[] Data)
+{
+    public long ByteCount => Data.LongLength;
+}
+
+/// <summary>A modality's posterior for one batch: μ and log σ² (B × D).</summary>
+[GenerateSerializer, Immutable]
+public sealed record EncodeResult([property: Id(0)] TensorPayload Mu, [property: Id(1)] TensorPayload LogVar);
+
+/// <summary>−log p(x_j | z̃_j) for the batch, and ∂L/∂z̃_j when the decoder ran backward.</summary>
+[GenerateSerializer, Immutable]
+public sealed record DecodeResult([property: Id(0)] float NegativeLogLikelihood, [property: Id(1)] TensorPayload? Gradient);
+
+/// <summary>What a modality grain needs to join a run: its index, where its shard is, the model and optimiser settings.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ModalitySetup(
+    [property: Id(0)] string RunId,
+    [property: Id(1)] int Modality,
+    [property: Id(2)] string DataDirectory,
+    [property: Id(3)] string ModelConfigJson,
+    [property: Id(4)] long Seed,
+    [property: Id(5)] double LearningRate);
+
+/// <summary>Shard sizes a modality grain reports after loading its data.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ShardInfo([property: Id(0)] int TrainCount, [property: Id(1)] int TestCount, [property: Id(2)] string Silo, [property: Id(3)] string Device);
+
+/// <summary>A training run as the client asks for it.</summary>
+[GenerateSerializer, Immutable]
+public sealed record RunSetup(
+    [property: Id(0)] string DataDirectory,
+    [property: Id(1)] string ModelConfigJson,
+    [property: Id(2)] long Seed,
+    [property: Id(3)] int BatchSize,
+    [property: Id(4)] long? Steps,
+    [property: Id(5)] int Epochs,
+    [property: Id(6)] double LearningRate,
+    [property: Id(7)] long? EvaluateEvery,
+    [property: Id(8)] int? TestSamples,
+    [property: Id(9)] int[] Modalities);
+
+/// <summary>One step's numbers (the same keys as the local trainer's metrics.jsonl).</summary>
+[GenerateSerializer, Immutable]
+public sealed record StepMetrics(
+    [property: Id(0)] long Step,
+    [property: Id(1)] int Epoch,
+    [property: Id(2)] Dictionary<string, double> Terms,
+    [property: Id(3)] double StepMilliseconds,
+    [property: Id(4)] long BytesMoved);
+
+[GenerateSerializer, Immutable]
+public sealed record TestMetrics([property: Id(0)] long Step, [property: Id(1)] double TestLoss);
+
+public enum RunState { Created, Running, Finished, Failed, Stopped }
+
+[GenerateSerializer, Immutable]
+public sealed record RunStatus(
+    [property: Id(0)] RunState State,
+    [property: Id(1)] long Step,
+    [property: Id(2)] long TotalSteps,
+    [property: Id(3)] double? LastLoss,
+    [property: Id(4)] string? Error,
+    [property: Id(5)] Dictionary<int, string> MemberSilos);

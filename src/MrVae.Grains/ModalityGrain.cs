@@ -1,0 +1,130 @@
+using Microsoft.Extensions.Options;
+using MrVae.Data;
+using MrVae.Model;
+using MrVae.Model.Networks;
+using MrVae.Model.Training;
+using Orleans.Runtime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MrVae.Grains;
+
+/// <summary>
+/// One modality of one run. Holds the encoder, decoder, their Adam and the modality's data shard (loaded from the
+/// silo's own disk), and the autograd graph of the step in flight. Tensor work stays synchronous between awaits:
+/// TorchSharp's dispose scopes belong to the thread that opened them.
+/// </summary>
+[ModalityPlacement]
+public sealed class ModalityGrain(IOptions<SiloSettings> settings, ILocalSiloDetails silo) : Grain, IModalityGrain
+{
+    ModalityNetwork? network;
+    TorchSharp.Modules.Adam? optimizer;
+    ModalityImages? train, test;
+    ModalitySetup? setup;
+    readonly Device device = new(settings.Value.Device);
+
+    // The step in flight: its batch and, in training, the encoder outputs with their graph.
+    long step = -1;
+    Tensor? batch, mu, logVar;
+
+    public Task<ShardInfo> Configure(ModalitySetup s)
+    {
+        var (_, keyModality) = ModalityKey.Parse(this.GetPrimaryKeyString());
+        if (keyModality != s.Modality) throw new ArgumentException($"grain {this.GetPrimaryKeyString()} cannot serve modality {s.Modality}");
+        var config = ModelConfig.FromJson(s.ModelConfigJson);
+        if (s.Modality < 0 || s.Modality >= config.Modalities)
+            throw new ArgumentException($"unknown modality {s.Modality}: the model has modalities 0..{config.Modalities - 1}");
+        train = LoadShard(s.DataDirectory, "train", s.Modality);
+        test = LoadShard(s.DataDirectory, "test", s.Modality);
+        ResetStep();
+        network?.Dispose(); optimizer?.Dispose();
+        network = Seeds.Construct(s.Seed, Seeds.ModalityParty(s.Modality), () => new ModalityNetwork(config));
+        network.to(device);
+        optimizer = optim.Adam(network.parameters(), lr: s.LearningRate);
+        setup = s;
+        return Task.FromResult(new ShardInfo(train.Count, test.Count, silo.SiloAddress.ToString(), settings.Value.Device));
+    }
+
+    public Task<EncodeResult> Encode(long step, long[] ids, string split, bool keepGraph)
+    {
+        var net = Network();
+        ResetStep();
+        using var scope = NewDisposeScope();
+        var shard = split == "train" ? train! : split == "test" ? test! : throw new ArgumentException($"unknown split '{split}'");
+        var x = shard.Batch(ids, device: device);
+        Tensor m, lv;
+        if (keepGraph) (m, lv) = net.Encoder.forward(x);
+        else using (no_grad()) (m, lv) = net.Encoder.forward(x);
+        var result = new EncodeResult(TensorWire.ToPayload(m), TensorWire.ToPayload(lv));
+        this.step = step;
+        batch = x.MoveToOuterDisposeScope();
+        if (keepGraph) { mu = m.MoveToOuterDisposeScope(); logVar = lv.MoveToOuterDisposeScope(); }
+        return Task.FromResult(result);
+    }
+
+    public Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward)
+    {
+        var net = Network();
+        CheckStep(step);
+        using var scope = NewDisposeScope();
+        var z = TensorWire.FromPayload(decoderInput, device);
+        if (backward)
+        {
+            z.requires_grad_();
+            var nll = net.NegativeLogLikelihood(batch!, z, viewWeights);
+            nll.backward();
+            return Task.FromResult(new DecodeResult(nll.item<float>(), TensorWire.ToPayload(z.grad!)));
+        }
+        using (no_grad())
+        {
+            var nll = net.NegativeLogLikelihood(batch!, z, viewWeights);
+            return Task.FromResult(new DecodeResult(nll.item<float>(), null));
+        }
+    }
+
+    public Task ApplyEncoderGradients(long step, TensorPayload dMu, TensorPayload dLogVar)
+    {
+        Network();
+        CheckStep(step);
+        if (mu is null || logVar is null) throw new InvalidOperationException($"step {step} was encoded without a graph; nothing to backpropagate");
+        using (var scope = NewDisposeScope())
+        {
+            autograd.backward([mu, logVar], [TensorWire.FromPayload(dMu, device), TensorWire.FromPayload(dLogVar, device)]);
+            optimizer!.step();
+            optimizer.zero_grad();
+        }
+        ResetStep();
+        return Task.CompletedTask;
+    }
+
+    public Task<TensorPayload[]> Parameters()
+        => Task.FromResult(Network().parameters().Select(p => TensorWire.ToPayload(p)).ToArray());
+
+    ModalityNetwork Network() => network ?? throw new InvalidOperationException($"modality grain {this.GetPrimaryKeyString()} is not configured: attach it to a run first");
+
+    void CheckStep(long s)
+    {
+        if (s != step || batch is null)
+            throw new InvalidOperationException($"modality grain {this.GetPrimaryKeyString()} holds step {step}, was asked about step {s}");
+    }
+
+    void ResetStep()
+    {
+        batch?.Dispose(); mu?.Dispose(); logVar?.Dispose();
+        batch = mu = logVar = null;
+        step = -1;
+    }
+
+    static ModalityImages LoadShard(string dir, string split, int modality)
+    {
+        var pixels = PolyMnistStore.LoadModality(dir, split, modality, out int count);
+        return new ModalityImages(pixels, count);
+    }
+
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        ResetStep();
+        optimizer?.Dispose(); network?.Dispose();
+        return Task.CompletedTask;
+    }
+}

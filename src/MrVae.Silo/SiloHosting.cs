@@ -1,0 +1,53 @@
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using MrVae.Grains;
+using Orleans.Configuration;
+using Orleans.Hosting;
+using Orleans.Runtime.MembershipService.SiloMetadata;
+
+namespace MrVae.Silo;
+
+/// <summary>
+/// Everything a MrVae silo needs, from configuration (appsettings, environment variables such as
+/// MrVae__Silo__Modalities=0,1, or command-line --MrVae:Silo:Device=cuda:0):
+///   MrVae:Silo:Device        cpu | cuda:N — where this silo's grains compute
+///   MrVae:Silo:Modalities    modalities whose data this silo holds (empty: any)
+///   MrVae:Silo:TorchThreads  libtorch intra-op threads (0: default)
+///   MrVae:Clustering:Redis   Redis connection string; absent: localhost clustering
+///   MrVae:Cluster:ClusterId / ServiceId, MrVae:Endpoints:SiloPort / GatewayPort / PrimarySiloPort
+/// </summary>
+public static class SiloHosting
+{
+    public static ISiloBuilder ConfigureMrVae(this ISiloBuilder silo, IConfiguration configuration, bool clustering = true)
+    {
+        var settings = configuration.GetSection(SiloSettings.Section).Get<SiloSettings>() ?? new SiloSettings();
+        if (settings.TorchThreads > 0) TorchSharp.torch.set_num_threads(settings.TorchThreads);
+        silo.Services.Configure<SiloSettings>(configuration.GetSection(SiloSettings.Section));
+        silo.UseSiloMetadata(new Dictionary<string, string> { [SiloSettings.ModalitiesMetadataKey] = settings.Modalities });
+        silo.Services.AddPlacementDirector<ModalityPlacementStrategy, ModalityPlacementDirector>();
+
+        if (clustering)
+        {
+            string clusterId = configuration["MrVae:Cluster:ClusterId"] ?? "mrvae";
+            string serviceId = configuration["MrVae:Cluster:ServiceId"] ?? "mrvae";
+            int siloPort = configuration.GetValue("MrVae:Endpoints:SiloPort", 11111);
+            int gatewayPort = configuration.GetValue("MrVae:Endpoints:GatewayPort", 30000);
+            string? redis = configuration["MrVae:Clustering:Redis"];
+            if (string.IsNullOrWhiteSpace(redis))
+            {
+                int primary = configuration.GetValue("MrVae:Endpoints:PrimarySiloPort", 11111);
+                silo.UseLocalhostClustering(siloPort, gatewayPort, new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, primary), serviceId, clusterId);
+            }
+            else
+            {
+                silo.UseRedisClustering(redis);
+                silo.Configure<ClusterOptions>(o => { o.ClusterId = clusterId; o.ServiceId = serviceId; });
+                silo.ConfigureEndpoints(System.Net.IPAddress.Loopback, siloPort, gatewayPort);
+            }
+        }
+        // A training step can take seconds on a CPU; grain calls must not time out under normal load.
+        silo.Configure<SiloMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromMinutes(5));
+        return silo;
+    }
+}
