@@ -22,89 +22,189 @@ public sealed class PolyMnistSplit
 }
 
 /// <summary>
-/// Generates PolyMNIST tuples for any sharing spec (model.md, "Datasets"): each factor's label is drawn per tuple,
-/// every member modality draws its own MNIST instance of that label (distinct within the tuple), binarised,
-/// resized into its placement and drawn on a random crop of the modality's background with the background's
-/// colours inverted on the strokes. Deterministic by seed.
+/// Generates PolyMNIST tuples for any sharing spec (model.md, "Datasets"). The main digit (the first factor whose
+/// members are all modalities, if any) follows MNIST's order and class balance: tuple t has the label of MNIST image
+/// t (wrapping around), and each modality takes the next image of that class from its own random permutation of the
+/// class, so over one pass every modality shows every MNIST image once. Every other factor's label is drawn
+/// uniformly per tuple. Each member draws its own MNIST instance (all instances in one tuple are distinct), binarised
+/// (&gt; 128), area-resized into its placement and drawn on a random crop of the modality's background with the
+/// background's colours inverted (255 − v) on the strokes. Deterministic by seed.
 /// </summary>
 public static class PolyMnistGenerator
 {
     public const int BackgroundSide = 256;
+    const int Side = 28;
 
-    /// <param name="streamOffset">Separates the random streams of splits that share a seed (and so backgrounds).</param>
+    /// <summary>Index of the main digit: the first factor shown by every modality, or −1 when there is none.</summary>
+    public static int MainFactor(PolyMnistSpec spec)
+    {
+        for (int f = 0; f < spec.Factors.Length; f++)
+            if (spec.Factors[f].Members.Length == spec.Modalities) return f;
+        return -1;
+    }
+
+    /// <param name="streamOffset">Separates the random streams of splits that share a seed (and so backgrounds): 0 train, 1 test.</param>
     public static PolyMnistSplit Generate(PolyMnistSpec spec, MnistSet mnist, int count, int seed, int streamOffset = 0)
     {
         if (count < 1) throw new ArgumentOutOfRangeException(nameof(count), "need at least one tuple");
-        int m = spec.Modalities, factors = spec.Factors.Length;
-        var backgrounds = Enumerable.Range(0, m).Select(j => Backgrounds.Texture(j, m, seed)).ToArray();
-        var byClass = Enumerable.Range(0, 10).Select(c => new List<int>()).ToArray();
-        for (int i = 0; i < mnist.Count; i++) byClass[mnist.Labels[i]].Add(i);
+        spec.Validate($"spec '{spec.Name}'");
+        int m = spec.Modalities, factors = spec.Factors.Length, main = MainFactor(spec);
+        var backgrounds = new byte[m][];
+        for (int j = 0; j < m; j++) backgrounds[j] = Backgrounds.Texture(j, m, seed);
+
+        var byClass = new int[10][];
+        var classCount = new int[10];
+        for (int i = 0; i < mnist.Count; i++) classCount[mnist.Labels[i]]++;
+        for (int c = 0; c < 10; c++) byClass[c] = new int[classCount[c]];
+        Array.Clear(classCount);
+        for (int i = 0; i < mnist.Count; i++) { int c = mnist.Labels[i]; byClass[c][classCount[c]++] = i; }
+        for (int f = 0; f < factors; f++)
+            if (f != main)
+                for (int c = 0; c < 10; c++)
+                    if (byClass[c].Length == 0)
+                        throw new DataFormatException($"MNIST has no image of digit {c}; factor '{spec.Factors[f].Name}' needs all ten digits");
+
         var binary = new byte[mnist.Images.Length];
         for (int i = 0; i < binary.Length; i++) binary[i] = mnist.Images[i] > 128 ? (byte)1 : (byte)0;
+        var resizers = new Dictionary<int, Resizer>();
+        foreach (var factor in spec.Factors)
+            foreach (var p in factor.Placements)
+                if (!resizers.ContainsKey(p.Size)) resizers[p.Size] = new Resizer(p.Size);
 
         var rng = new Random(unchecked(seed * 7_919 + 104_729 * (streamOffset + 1)));
-        var pixels = Enumerable.Range(0, m).Select(_ => new byte[count * PolyMnistSplit.ImageBytes]).ToArray();
+        var pixels = new byte[m][];
+        for (int j = 0; j < m; j++) pixels[j] = new byte[count * PolyMnistSplit.ImageBytes];
         var labels = new int[count * factors];
-        var sources = Enumerable.Repeat(-1, count * factors * m).ToArray();
+        var sources = new int[count * factors * m];
+        Array.Fill(sources, -1);
         var mask = new byte[m][];
-        for (int j = 0; j < m; j++) mask[j] = new byte[28 * 28];
-        var scratch = new float[28 * 28];
+        for (int j = 0; j < m; j++) mask[j] = new byte[Side * Side];
+        var used = new int[spec.Factors.Sum(f => f.Placements.Length)];
+
+        // Main digit: per modality and class a permutation of the class's images, renewed every pass over MNIST.
+        var perms = new int[m][][];
+        var rank = new int[10];
 
         for (int t = 0; t < count; t++)
         {
+            int usedCount = 0;
             for (int j = 0; j < m; j++) Array.Clear(mask[j]);
+            if (main >= 0 && t % mnist.Count == 0)
+            {
+                for (int j = 0; j < m; j++)
+                {
+                    perms[j] = new int[10][];
+                    for (int c = 0; c < 10; c++) { perms[j][c] = (int[])byClass[c].Clone(); rng.Shuffle(perms[j][c]); }
+                }
+                Array.Clear(rank);
+            }
             for (int f = 0; f < factors; f++)
             {
-                // The first factor follows MNIST's class balance; the others are uniform over digits.
-                int label = f == 0 ? mnist.Labels[rng.Next(mnist.Count)] : rng.Next(10);
-                labels[t * factors + f] = label;
-                var pool = byClass[label];
                 var placements = spec.Factors[f].Placements;
-                for (int p = 0; p < placements.Length; p++)
+                int label, slot = (t * factors + f) * m;
+                if (f == main)
                 {
-                    int source;
-                    do source = pool[rng.Next(pool.Count)];
-                    while (pool.Count > placements.Length && Array.IndexOf(sources, source, (t * factors + f) * m, m) >= 0);
-                    sources[(t * factors + f) * m + placements[p].Modality] = source;
-                    Stamp(binary.AsSpan(source * MnistSet.ImageBytes, MnistSet.ImageBytes), placements[p], mask[placements[p].Modality], scratch);
+                    label = mnist.Labels[t % mnist.Count];
+                    int r = rank[label]++;
+                    for (int p = 0; p < placements.Length; p++)
+                    {
+                        var perm = perms[placements[p].Modality][label];
+                        // Keep the instances of one tuple distinct: swap a clash with a later, unused image of the permutation.
+                        if (Array.IndexOf(used, perm[r], 0, usedCount) >= 0)
+                            for (int later = r + 1; later < perm.Length; later++)
+                                if (Array.IndexOf(used, perm[later], 0, usedCount) < 0) { (perm[r], perm[later]) = (perm[later], perm[r]); break; }
+                        int source = perm[r];
+                        used[usedCount++] = source;
+                        sources[slot + placements[p].Modality] = source;
+                        resizers[placements[p].Size].Stamp(binary, source * MnistSet.ImageBytes, placements[p], mask[placements[p].Modality]);
+                    }
                 }
+                else
+                {
+                    label = rng.Next(10);
+                    var pool = byClass[label];
+                    for (int p = 0; p < placements.Length; p++)
+                    {
+                        int source = pool[rng.Next(pool.Length)];
+                        for (int attempt = 0; attempt < 64 && Array.IndexOf(used, source, 0, usedCount) >= 0; attempt++)
+                            source = pool[rng.Next(pool.Length)];
+                        used[usedCount++] = source;
+                        sources[slot + placements[p].Modality] = source;
+                        resizers[placements[p].Size].Stamp(binary, source * MnistSet.ImageBytes, placements[p], mask[placements[p].Modality]);
+                    }
+                }
+                labels[t * factors + f] = label;
             }
             for (int j = 0; j < m; j++)
             {
-                int ox = rng.Next(BackgroundSide - 28 + 1), oy = rng.Next(BackgroundSide - 28 + 1);
+                int ox = rng.Next(BackgroundSide - Side + 1), oy = rng.Next(BackgroundSide - Side + 1);
                 var bg = backgrounds[j];
-                var dst = pixels[j].AsSpan(t * PolyMnistSplit.ImageBytes, PolyMnistSplit.ImageBytes);
+                var strokes = mask[j];
+                var dst = pixels[j];
+                int baseIndex = t * PolyMnistSplit.ImageBytes;
                 for (int c = 0; c < 3; c++)
-                    for (int y = 0; y < 28; y++)
-                        for (int x = 0; x < 28; x++)
+                    for (int y = 0; y < Side; y++)
+                    {
+                        int src = (c * BackgroundSide + oy + y) * BackgroundSide + ox, to = baseIndex + (c * Side + y) * Side;
+                        for (int x = 0; x < Side; x++)
                         {
-                            byte v = bg[(c * BackgroundSide + oy + y) * BackgroundSide + ox + x];
-                            dst[(c * 28 + y) * 28 + x] = mask[j][y * 28 + x] != 0 ? (byte)(255 - v) : v;
+                            byte v = bg[src + x];
+                            dst[to + x] = strokes[y * Side + x] != 0 ? (byte)(255 - v) : v;
                         }
+                    }
             }
         }
         return new PolyMnistSplit(pixels, labels, count, factors, sources);
     }
 
-    /// <summary>Area-resizes a binary 28 × 28 digit into its placement and ORs it into the modality's stroke mask.</summary>
-    static void Stamp(ReadOnlySpan<byte> digit, FactorPlacement place, byte[] mask, float[] scratch)
+    /// <summary>
+    /// Area resize of a binary 28 × 28 digit to size × size (separable weights, precomputed): a target pixel is a
+    /// stroke when at least 35% of the source area it covers is stroke. At size 28 this is the identity.
+    /// </summary>
+    sealed class Resizer
     {
-        int size = place.Size;
-        double scale = 28.0 / size;
-        for (int y = 0; y < size; y++)
-            for (int x = 0; x < size; x++)
+        readonly int size;
+        readonly int[] first, length;       // per target coordinate: first source coordinate and how many
+        readonly double[] weight;           // per target coordinate: up to `span` weights
+        readonly int span;
+        readonly double threshold;
+
+        public Resizer(int size)
+        {
+            this.size = size;
+            double scale = (double)Side / size;
+            span = (int)Math.Ceiling(scale) + 1;
+            first = new int[size]; length = new int[size]; weight = new double[size * span];
+            for (int i = 0; i < size; i++)
             {
-                // Average of the source area covered by target pixel (x, y).
-                double x0 = x * scale, x1 = (x + 1) * scale, y0 = y * scale, y1 = (y + 1) * scale;
-                double sum = 0;
-                for (int sy = (int)y0; sy < Math.Min(28, (int)Math.Ceiling(y1)); sy++)
-                {
-                    double wy = Math.Min(y1, sy + 1) - Math.Max(y0, sy);
-                    for (int sx = (int)x0; sx < Math.Min(28, (int)Math.Ceiling(x1)); sx++)
-                        sum += wy * (Math.Min(x1, sx + 1) - Math.Max(x0, sx)) * digit[sy * 28 + sx];
-                }
-                if (sum / (scale * scale) >= 0.35) mask[(place.Y + y) * 28 + place.X + x] = 1;
+                double a = i * scale, b = (i + 1) * scale;
+                int s0 = (int)a, s1 = Math.Min(Side, (int)Math.Ceiling(b - 1e-9));
+                first[i] = s0; length[i] = s1 - s0;
+                for (int s = s0; s < s1; s++) weight[i * span + s - s0] = Math.Min(b, s + 1) - Math.Max(a, s);
             }
+            threshold = 0.35 * scale * scale;
+        }
+
+        public void Stamp(byte[] binary, int offset, FactorPlacement place, byte[] mask)
+        {
+            for (int y = 0; y < size; y++)
+            {
+                int sy0 = first[y], ny = length[y];
+                for (int x = 0; x < size; x++)
+                {
+                    int sx0 = first[x], nx = length[x];
+                    double sum = 0;
+                    for (int dy = 0; dy < ny; dy++)
+                    {
+                        double row = 0;
+                        int src = offset + (sy0 + dy) * Side + sx0;
+                        for (int dx = 0; dx < nx; dx++) row += weight[x * span + dx] * binary[src + dx];
+                        sum += weight[y * span + dy] * row;
+                    }
+                    if (sum >= threshold - 1e-9) mask[(place.Y + y) * Side + place.X + x] = 1;
+                }
+            }
+        }
     }
 }
 

