@@ -10,7 +10,10 @@ public sealed class PolyMnistSplit
     public byte[][] Pixels { get; }
     /// <summary>Count × Factors, row-major.</summary>
     public int[] Labels { get; }
-    /// <summary>MNIST index drawn for (tuple, factor, member) (Count × Factors × M, −1 where not a member); not stored in the cache.</summary>
+    /// <summary>
+    /// The MNIST index each member shows, at [(tuple × Factors + factor) × Modalities + modality] (−1 where the
+    /// modality is not a member of the factor). Known only right after generation: not stored in the cache.
+    /// </summary>
     public int[]? Sources { get; }
 
     public PolyMnistSplit(byte[][] pixels, int[] labels, int count, int factors, int[]? sources = null)
@@ -47,7 +50,8 @@ public static class PolyMnistGenerator
     public static PolyMnistSplit Generate(PolyMnistSpec spec, MnistSet mnist, int count, int seed, int streamOffset = 0)
     {
         if (count < 1) throw new ArgumentOutOfRangeException(nameof(count), "need at least one tuple");
-        spec.Validate($"spec '{spec.Name}'");
+        spec.Validate($"'{spec.Name}'");
+        if (mnist.Count < 1) throw new DataFormatException("the MNIST set holds no images; " + MnistIdx.FetchHint);
         int m = spec.Modalities, factors = spec.Factors.Length, main = MainFactor(spec);
         var backgrounds = new byte[m][];
         for (int j = 0; j < m; j++) backgrounds[j] = Backgrounds.Texture(j, m, seed);

@@ -28,6 +28,13 @@ public class PolyMnistTests
                 for (int j = 0; j < m; j++)
                     if (!members.Contains(j)) Assert.Equal(-1, split.Sources![(t * spec.Factors.Length + f) * m + j]);
             }
+        // All 15 instances of a tuple (5 main, 2 per corner) are different MNIST images.
+        for (int t = 0; t < Tuples; t++)
+        {
+            var all = split.Sources!.AsSpan(t * spec.Factors.Length * m, spec.Factors.Length * m).ToArray().Where(s => s >= 0).ToArray();
+            Assert.Equal(15, all.Length);
+            Assert.Equal(15, all.Distinct().Count());
+        }
         // Corner pairs form the ring {k, k+1 mod 5}.
         for (int k = 0; k < 5; k++)
             Assert.Equal(new[] { k, (k + 1) % 5 }.OrderBy(x => x), spec.Factors[k + 1].Members);
@@ -73,6 +80,112 @@ public class PolyMnistTests
                 Assert.True(strokes > 0);
                 Assert.True(matches >= 0.9 * strokes, $"tuple {t} modality {j}: {matches}/{strokes} stroke pixels look like inverted background");
             }
+    }
+
+    [Fact]
+    public void VanillaFollowsMnistOrderAndShowsEveryImageOncePerModality()
+    {
+        var mnist = TestData.Test;
+        var split = PolyMnistGenerator.Generate(PolyMnistSpec.Vanilla(), mnist, mnist.Count, seed: 11, streamOffset: 1);
+        for (int t = 0; t < mnist.Count; t++) Assert.Equal(mnist.Labels[t], split.Label(t, 0));
+        for (int j = 0; j < 5; j++)
+        {
+            var seen = new bool[mnist.Count];
+            for (int t = 0; t < mnist.Count; t++)
+            {
+                int s = split.Sources![t * 5 + j];
+                Assert.False(seen[s], $"modality {j} shows MNIST image {s} twice");
+                seen[s] = true;
+            }
+        }
+        // The modalities' permutations are independent: modality 0 and 1 rarely show images at the same rank.
+        int equalOrder = Enumerable.Range(0, mnist.Count).Count(t => split.Sources![t * 5] == t);
+        Assert.True(equalOrder < 50, $"{equalOrder} tuples show MNIST image t in modality 0: not permuted");
+    }
+
+    [Fact]
+    public void PixelsShowTheRecordedInstancesAsInvertedBackgroundAndNothingElse()
+    {
+        foreach (var spec in new[] { PolyMnistSpec.Vanilla(), PolyMnistSpec.Extended() })
+        {
+            var split = PolyMnistGenerator.Generate(spec, TestData.Train, 4, seed: 21);
+            int m = spec.Modalities, factors = spec.Factors.Length;
+            for (int j = 0; j < m; j++)
+            {
+                var bg = Backgrounds.Texture(j, m, seed: 21);
+                for (int t = 0; t < 4; t++)
+                {
+                    var img = split.Pixels[j].AsSpan(t * PolyMnistSplit.ImageBytes, PolyMnistSplit.ImageBytes).ToArray();
+                    var strokes = StrokesOnBackground(img, bg);
+                    Assert.True(strokes is not null, $"{spec.Name} tuple {t} modality {j}: not a crop of the background with inverted strokes");
+                    var covered = new bool[28 * 28];
+                    for (int f = 0; f < factors; f++)
+                        foreach (var place in spec.Factors[f].Placements.Where(p => p.Modality == j))
+                        {
+                            int source = split.Sources![(t * factors + f) * m + j];
+                            var expected = BoxResize(TestData.Train.Image(source), place.Size);
+                            int both = 0, either = 0;
+                            for (int y = 0; y < place.Size; y++)
+                                for (int x = 0; x < place.Size; x++)
+                                {
+                                    int at = (place.Y + y) * 28 + place.X + x;
+                                    covered[at] = true;
+                                    if (strokes![at] && expected[y * place.Size + x]) both++;
+                                    if (strokes![at] || expected[y * place.Size + x]) either++;
+                                }
+                            double iou = (double)both / either;
+                            // Full size is the binarised digit itself; downscaled, the test's own box filter agrees closely.
+                            Assert.True(place.Size == 28 ? iou == 1 : iou > 0.6, $"{spec.Name} tuple {t} modality {j} factor {spec.Factors[f].Name}: IoU {iou:F2} with MNIST image {source}");
+                        }
+                    for (int i = 0; i < 28 * 28; i++)
+                        if (!covered[i]) Assert.False(strokes![i], $"{spec.Name} tuple {t} modality {j}: stroke outside every placement at {i % 28},{i / 28}");
+                }
+            }
+        }
+    }
+
+    /// <summary>Finds the 28 × 28 crop of the background this image was drawn on (every value equals v or 255 − v)
+    /// and returns where it is inverted; null when no crop fits.</summary>
+    static bool[]? StrokesOnBackground(byte[] img, byte[] bg)
+    {
+        int side = PolyMnistGenerator.BackgroundSide;
+        for (int oy = 0; oy <= side - 28; oy++)
+            for (int ox = 0; ox <= side - 28; ox++)
+            {
+                var strokes = new bool[28 * 28];
+                bool fits = true;
+                for (int i = 0; i < 28 * 28 && fits; i++)
+                {
+                    int x = i % 28, y = i / 28;
+                    bool inverted = true, plain = true;
+                    for (int c = 0; c < 3; c++)
+                    {
+                        byte v = bg[(c * side + oy + y) * side + ox + x], p = img[(c * 28 + y) * 28 + x];
+                        inverted &= p == 255 - v; plain &= p == v;
+                    }
+                    fits = inverted || plain;
+                    strokes[i] = inverted;
+                }
+                if (fits) return strokes;
+            }
+        return null;
+    }
+
+    /// <summary>The test's own downscale: a target pixel is a stroke when ≥ 35% of the source pixels whose centre falls in it are (> 128).</summary>
+    static bool[] BoxResize(ReadOnlySpan<byte> digit, int size)
+    {
+        var hits = new int[size * size];
+        var total = new int[size * size];
+        for (int sy = 0; sy < 28; sy++)
+            for (int sx = 0; sx < 28; sx++)
+            {
+                int at = (int)((sy + 0.5) * size / 28) * size + (int)((sx + 0.5) * size / 28);
+                total[at]++;
+                if (digit[sy * 28 + sx] > 128) hits[at]++;
+            }
+        var result = new bool[size * size];
+        for (int i = 0; i < result.Length; i++) result[i] = total[i] > 0 && hits[i] >= 0.35 * total[i];
+        return result;
     }
 
     [Fact]
