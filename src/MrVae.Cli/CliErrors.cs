@@ -21,7 +21,7 @@ public static class CliErrors
         {
             return root.Parse(args).Invoke(config);
         }
-        catch (Exception e) when (e is DataFormatException or CheckpointException or IOException or ArgumentException or UnauthorizedAccessException or InvalidOperationException)
+        catch (Exception e) when (e is DataFormatException or CheckpointException or IOException or ArgumentException or UnauthorizedAccessException or InvalidOperationException or Orleans.Runtime.OrleansException or TimeoutException)
         {
             WriteError(e.Message);
             return 1;

@@ -60,35 +60,67 @@ public static class Png
     }
 }
 
-/// <summary>Sample grids: CHW 3 × 28 × 28 images (bytes, or floats in [0,1]) laid out in rows and columns.</summary>
+/// <summary>
+/// Sample grids: CHW 3 × 28 × 28 images (bytes, or floats in [0, 1] from a model) laid out in rows and columns with
+/// a white 2-pixel padding, optionally enlarged by an integer factor (nearest neighbour), written as PNG.
+/// </summary>
 public static class ImageGrid
 {
-    public const int Side = 28, Pad = 2;
+    public const int Side = 28, Pad = 2, ImageBytes = 3 * Side * Side;
 
     /// <summary><paramref name="cells"/>[row][col] is a 3×28×28 CHW image or null (left white).</summary>
-    public static void Write(string path, byte[]?[][] cells)
+    public static void Write(string path, byte[]?[][] cells, int scale = 1)
     {
-        int rows = cells.Length, cols = cells.Max(r => r.Length);
-        int width = cols * (Side + Pad) + Pad, height = rows * (Side + Pad) + Pad;
-        var rgb = Enumerable.Repeat((byte)255, width * height * 3).ToArray();
+        var rgb = Compose(cells, scale, out int width, out int height);
+        Png.WriteRgb(path, width, height, rgb);
+    }
+
+    /// <summary>As the byte overload, for model outputs: values in [0, 1] (clamped; NaN shows black).</summary>
+    public static void Write(string path, float[]?[][] cells, int scale = 1)
+    {
+        var bytes = new byte[]?[cells.Length][];
+        for (int r = 0; r < cells.Length; r++)
+        {
+            bytes[r] = new byte[]?[cells[r].Length];
+            for (int c = 0; c < cells[r].Length; c++)
+                bytes[r][c] = cells[r][c] is { } img ? FromFloats(img) : null;
+        }
+        Write(path, bytes, scale);
+    }
+
+    /// <summary>The grid as row-major RGB (HWC) bytes.</summary>
+    public static byte[] Compose(byte[]?[][] cells, int scale, out int width, out int height)
+    {
+        if (cells.Length == 0 || cells.All(r => r.Length == 0)) throw new ArgumentException("an image grid needs at least one cell");
+        if (scale < 1 || scale > 16) throw new ArgumentOutOfRangeException(nameof(scale), "scale must be 1..16");
+        int rows = cells.Length, cols = cells.Max(r => r.Length), cell = Side * scale;
+        width = cols * (cell + Pad) + Pad; height = rows * (cell + Pad) + Pad;
+        var rgb = new byte[width * height * 3];
+        Array.Fill(rgb, (byte)255);
         for (int r = 0; r < rows; r++)
             for (int c = 0; c < cells[r].Length; c++)
             {
                 var img = cells[r][c];
                 if (img is null) continue;
-                int ox = Pad + c * (Side + Pad), oy = Pad + r * (Side + Pad);
-                for (int ch = 0; ch < 3; ch++)
-                    for (int y = 0; y < Side; y++)
-                        for (int x = 0; x < Side; x++)
-                            rgb[((oy + y) * width + ox + x) * 3 + ch] = img[(ch * Side + y) * Side + x];
+                if (img.Length != ImageBytes) throw new ArgumentException($"grid cell ({r}, {c}) has {img.Length} values, expected 3x28x28 = {ImageBytes}");
+                int ox = Pad + c * (cell + Pad), oy = Pad + r * (cell + Pad);
+                for (int y = 0; y < cell; y++)
+                    for (int x = 0; x < cell; x++)
+                    {
+                        int to = ((oy + y) * width + ox + x) * 3, from = (y / scale) * Side + x / scale;
+                        rgb[to] = img[from];
+                        rgb[to + 1] = img[Side * Side + from];
+                        rgb[to + 2] = img[2 * Side * Side + from];
+                    }
             }
-        Png.WriteRgb(path, width, height, rgb);
+        return rgb;
     }
 
     public static byte[] FromFloats(ReadOnlySpan<float> chw)
     {
         var bytes = new byte[chw.Length];
-        for (int i = 0; i < chw.Length; i++) bytes[i] = (byte)Math.Clamp(MathF.Round(chw[i] * 255f), 0, 255);
+        for (int i = 0; i < chw.Length; i++)
+            bytes[i] = float.IsNaN(chw[i]) ? (byte)0 : (byte)Math.Clamp(MathF.Round(chw[i] * 255f), 0, 255);
         return bytes;
     }
 }

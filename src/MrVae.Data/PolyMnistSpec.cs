@@ -9,7 +9,8 @@ public sealed record FactorPlacement(int Modality, int X, int Y, int Size);
 /// <summary>One digit label shared by its member modalities (each draws its own MNIST instance of that label).</summary>
 public sealed record SharedFactor(string Name, FactorPlacement[] Placements)
 {
-    [JsonIgnore] public int[] Members => Placements.Select(p => p.Modality).Distinct().OrderBy(m => m).ToArray();
+    /// <summary>Sorted member modalities. Written to spec.json for readers; ignored on load (placements decide).</summary>
+    public int[] Members => Placements.Select(p => p.Modality).Distinct().OrderBy(m => m).ToArray();
 }
 
 /// <summary>
@@ -22,6 +23,7 @@ public sealed record PolyMnistSpec(string Name, int Modalities, SharedFactor[] F
     static readonly JsonSerializerOptions Json = new()
     {
         WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, ReadCommentHandling = JsonCommentHandling.Skip,
+        PropertyNameCaseInsensitive = true, AllowTrailingCommas = true,
     };
 
     public static PolyMnistSpec Vanilla(int modalities = 5) => new("polymnist", modalities,
@@ -33,6 +35,9 @@ public sealed record PolyMnistSpec(string Name, int Modalities, SharedFactor[] F
     /// </summary>
     public static PolyMnistSpec Extended(int modalities = 5, int mainSize = 18, int cornerSize = 10)
     {
+        if (modalities < 3) throw new ArgumentOutOfRangeException(nameof(modalities), "extended PolyMNIST needs a ring of at least 3 modalities");
+        if (mainSize + cornerSize > Side || 2 * cornerSize > Side)
+            throw new ArgumentOutOfRangeException(nameof(mainSize), $"a {mainSize}x{mainSize} main digit and {cornerSize}x{cornerSize} corners do not fit a 28x28 image side by side");
         var factors = new List<SharedFactor>
         {
             new("digit", Enumerable.Range(0, modalities).Select(j => new FactorPlacement(j, (Side - mainSize) / 2, Side - mainSize, mainSize)).ToArray()),
@@ -54,7 +59,7 @@ public sealed record PolyMnistSpec(string Name, int Modalities, SharedFactor[] F
 
     /// <summary>A built-in name or the path of a JSON spec file.</summary>
     public static PolyMnistSpec Resolve(string nameOrPath) =>
-        nameOrPath.EndsWith(".json", StringComparison.OrdinalIgnoreCase) ? Load(nameOrPath) : Builtin(nameOrPath);
+        nameOrPath.EndsWith(".json", StringComparison.OrdinalIgnoreCase) || File.Exists(nameOrPath) ? Load(nameOrPath) : Builtin(nameOrPath);
 
     /// <summary>Ground-truth member sets, one per factor (sorted modality ids).</summary>
     [JsonIgnore] public IReadOnlyList<int[]> SharedMemberSets => Factors.Select(f => f.Members).ToArray();
@@ -64,7 +69,8 @@ public sealed record PolyMnistSpec(string Name, int Modalities, SharedFactor[] F
         if (!File.Exists(path)) throw new DataFormatException($"sharing spec {path} not found: check the path");
         PolyMnistSpec? spec;
         try { spec = JsonSerializer.Deserialize<PolyMnistSpec>(File.ReadAllText(path), Json); }
-        catch (JsonException e) { throw new DataFormatException($"sharing spec {path} is not valid JSON ({e.Message}); see README for the format", e); }
+        catch (JsonException e) { throw new DataFormatException($"sharing spec {path} is not valid JSON ({e.Message.ReplaceLineEndings(" ")}); see README for the format", e); }
+        catch (IOException e) { throw new DataFormatException($"sharing spec {path} cannot be read ({e.Message}); check the path", e); }
         if (spec is null) throw new DataFormatException($"sharing spec {path} is empty");
         spec.Validate(path);
         return spec;
@@ -79,20 +85,25 @@ public sealed record PolyMnistSpec(string Name, int Modalities, SharedFactor[] F
     public void Validate(string source)
     {
         string Bad(string what) => $"sharing spec {source}: {what}";
+        if (string.IsNullOrWhiteSpace(Name)) throw new DataFormatException(Bad("needs a 'name'"));
         if (Modalities < 1) throw new DataFormatException(Bad("'modalities' must be at least 1"));
         if (Factors is null || Factors.Length == 0) throw new DataFormatException(Bad("needs at least one factor in 'factors'"));
         foreach (var f in Factors)
         {
+            if (f is null) throw new DataFormatException(Bad("'factors' holds a null entry"));
             if (string.IsNullOrWhiteSpace(f.Name)) throw new DataFormatException(Bad("every factor needs a 'name'"));
             if (f.Placements is null || f.Placements.Length == 0) throw new DataFormatException(Bad($"factor '{f.Name}' has no 'placements'"));
             foreach (var p in f.Placements)
             {
+                if (p is null) throw new DataFormatException(Bad($"factor '{f.Name}' has a null placement"));
                 if (p.Modality < 0 || p.Modality >= Modalities) throw new DataFormatException(Bad($"factor '{f.Name}' names modality {p.Modality}, outside 0..{Modalities - 1}"));
                 if (p.Size < 4 || p.X < 0 || p.Y < 0 || p.X + p.Size > Side || p.Y + p.Size > Side)
                     throw new DataFormatException(Bad($"factor '{f.Name}' placement in modality {p.Modality} (x={p.X}, y={p.Y}, size={p.Size}) does not fit a 28x28 image"));
             }
             if (f.Members.Length != f.Placements.Length) throw new DataFormatException(Bad($"factor '{f.Name}' places a modality twice"));
         }
+        var names = Factors.Select(f => f.Name).GroupBy(n => n).FirstOrDefault(g => g.Count() > 1);
+        if (names is not null) throw new DataFormatException(Bad($"factor name '{names.Key}' is used twice"));
         for (int j = 0; j < Modalities; j++)
             if (!Factors.Any(f => f.Members.Contains(j))) throw new DataFormatException(Bad($"modality {j} shows no factor"));
     }

@@ -2,6 +2,7 @@ using System.CommandLine;
 using MrVae.Data;
 using MrVae.Model;
 using MrVae.Model.Training;
+using Microsoft.Extensions.DependencyInjection;
 using Spectre.Console;
 
 namespace MrVae.Cli.Commands;
@@ -12,6 +13,9 @@ public static class TrainCommand
     public static Command Create()
     {
         var local = new Option<bool>("--local") { Description = "train in this process (the single-process reference trainer)" };
+        var embedded = new Option<bool>("--embedded") { Description = "train through grains on an in-process Orleans silo" };
+        var cluster = new Option<string?>("--cluster") { Description = "train through grains on a running cluster: redis://HOST:PORT or HOST:GATEWAYPORT" };
+        var siloData = new Option<string?>("--silo-data") { Description = "with --cluster: the dataset directory as the silos see it (default: --dataset)" };
         var dataset = new Option<string>("--dataset") { Description = "dataset directory from `mrvae data make`", Required = true };
         var model = new Option<string>("--model") { Description = "mrvae, mopoe, mvae or mmvae", DefaultValueFactory = _ => "mrvae" };
         var latent = new Option<int>("--latent") { Description = "latent size D per modality", DefaultValueFactory = _ => 32 };
@@ -23,44 +27,67 @@ public static class TrainCommand
         var beta = new Option<double>("--beta") { Description = "weight of the latent KL terms", DefaultValueFactory = _ => 2.5 };
         var output = new Option<string>("--out") { Description = "run directory (metrics.jsonl, checkpoints/)", Required = true };
         var resume = new Option<bool>("--resume") { Description = "continue from RUNDIR/checkpoints/last" };
-        var cmd = new Command("train", "Train a model") { local, dataset, model, latent, epochs, steps, batch, seed, lr, beta, output, resume };
+        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, output, resume };
         cmd.Validators.Add(r =>
         {
             if (r.GetValue(epochs) is not null && r.GetValue(steps) is not null) r.AddError("give --epochs or --steps, not both");
+            int modes = (r.GetValue(local) ? 1 : 0) + (r.GetValue(embedded) ? 1 : 0) + (r.GetValue(cluster) is not null ? 1 : 0);
+            if (modes != 1) r.AddError("choose exactly one of --local, --embedded or --cluster CONNECTION");
         });
-        cmd.SetAction(p =>
+        cmd.SetAction(async (p, cancel) =>
         {
-            if (!p.GetValue(local))
-                throw new ArgumentException("only --local training is available in this build (the Orleans --embedded and --cluster trainers are not implemented yet)");
             var kind = ParseModel(p.GetValue(model)!);
             string dataDir = p.GetValue(dataset)!;
             var spec = PolyMnistStore.LoadSpec(dataDir);
             var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = p.GetValue(latent), Beta = p.GetValue(beta) };
-            var train = Load(dataDir, "train", spec.Modalities);
-            var test = Load(dataDir, "test", spec.Modalities);
             var options = new TrainOptions
             {
                 RunDirectory = p.GetValue(output)!, BatchSize = p.GetValue(batch), Steps = p.GetValue(steps), Epochs = p.GetValue(epochs) ?? 1,
                 Seed = p.GetValue(seed), LearningRate = p.GetValue(lr), Resume = p.GetValue(resume),
             };
-            using var trainer = new LocalTrainer(config, options, train, test);
-            TrainResult? result = null;
-            AnsiConsole.Progress()
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
-                .Start(ctx =>
-                {
-                    var task = ctx.AddTask($"{kind} D={config.LatentDim}", maxValue: trainer.TotalSteps);
-                    task.Value = trainer.Step;
-                    result = trainer.Run(r =>
-                    {
-                        task.Description = $"{kind} epoch {r.Epoch} step {r.Step + 1}/{r.TotalSteps} loss {r.Terms["loss"]:F1}";
-                        task.Value = r.Step + 1;
-                    });
-                });
-            AnsiConsole.MarkupLineInterpolated($"[green]done[/]: {result!.Steps} steps, last loss {result.FinalLoss:F2}, best test loss {result.BestTestLoss:F2} at step {result.BestStep}, median step {result.MedianStepMilliseconds:F0} ms; run in {result.RunDirectory}");
+            TrainResult result;
+            if (p.GetValue(local))
+            {
+                using var trainer = new LocalTrainer(config, options, Load(dataDir, "train", spec.Modalities), Load(dataDir, "test", spec.Modalities));
+                result = WithProgress($"{kind} D={config.LatentDim}", trainer.TotalSteps, trainer.Step, onStep => trainer.Run(onStep, cancel));
+            }
+            else
+            {
+                if (options.Resume) throw new ArgumentException("--resume is for --local runs; distributed runs resume through their checkpoints (not available yet)");
+                using var host = p.GetValue(cluster) is { } connection
+                    ? await ClusterTraining.ConnectClient(connection)
+                    : await ClusterTraining.StartEmbeddedSilo();
+                var grains = host.Services.GetRequiredService<Orleans.IGrainFactory>();
+                string siloDir = p.GetValue(siloData) ?? Path.GetFullPath(dataDir);
+                // The client never reads the data: each silo's modality grains load their own shards.
+                result = WithProgress($"{kind} D={config.LatentDim} (grains)", options.Steps ?? 1, 0, onStep =>
+                    ClusterTraining.Train(grains, config, options, siloDir, Enumerable.Range(0, spec.Modalities).ToArray(), onStep, cancel).GetAwaiter().GetResult());
+                await host.StopAsync(CancellationToken.None);
+            }
+            AnsiConsole.MarkupLineInterpolated($"[green]done[/]: {result.Steps} steps, last loss {result.FinalLoss:F2}, best test loss {result.BestTestLoss:F2} at step {result.BestStep}, median step {result.MedianStepMilliseconds:F0} ms; run in {result.RunDirectory}");
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>Runs <paramref name="train"/> under a progress bar (step, epoch, loss, ETA).</summary>
+    static TrainResult WithProgress(string title, long totalSteps, long startStep, Func<Action<StepReport>, TrainResult> train)
+    {
+        TrainResult? result = null;
+        AnsiConsole.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask(title, maxValue: Math.Max(1, totalSteps));
+                task.Value = startStep;
+                result = train(r =>
+                {
+                    task.Description = $"{title} epoch {r.Epoch} step {r.Step + 1}/{r.TotalSteps} loss {r.Terms["loss"]:F1}";
+                    task.MaxValue = r.TotalSteps;
+                    task.Value = r.Step + 1;
+                });
+            });
+        return result!;
     }
 
     public static ModelKind ParseModel(string name) => name.ToLowerInvariant() switch

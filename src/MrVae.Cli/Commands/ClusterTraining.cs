@@ -1,0 +1,125 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using MrVae.Grains;
+using MrVae.Model;
+using MrVae.Model.Training;
+using MrVae.Silo;
+using Orleans.Configuration;
+
+namespace MrVae.Cli.Commands;
+
+/// <summary>
+/// Training through grains: an in-process silo (--embedded) or a running cluster (--cluster). The client starts the
+/// run on its coordinator grain and writes the same files as the local trainer from the metrics it polls.
+/// </summary>
+public static class ClusterTraining
+{
+    /// <summary>Starts a one-silo cluster in this process (localhost clustering on free ports) that serves every modality.</summary>
+    public static async Task<IHost> StartEmbeddedSilo()
+    {
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["MrVae:Endpoints:SiloPort"] = FreePort().ToString(),
+            ["MrVae:Endpoints:GatewayPort"] = FreePort().ToString(),
+            ["MrVae:Cluster:ClusterId"] = "mrvae-embedded",
+        }).Build();
+        config = new ConfigurationBuilder().AddConfiguration(config).AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["MrVae:Endpoints:PrimarySiloPort"] = config["MrVae:Endpoints:SiloPort"],
+        }).Build();
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.UseOrleans(silo => silo.ConfigureMrVae(config));
+        var host = builder.Build();
+        await host.StartAsync();
+        return host;
+    }
+
+    /// <summary>
+    /// Connects a client to a running cluster: "redis://HOST:PORT" (Redis clustering) or "HOST:GATEWAYPORT"
+    /// (localhost clustering, the gateway of a local silo).
+    /// </summary>
+    public static async Task<IHost> ConnectClient(string connection, string clusterId = "mrvae", string serviceId = "mrvae")
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.UseOrleansClient(client =>
+        {
+            if (connection.StartsWith("redis://", StringComparison.OrdinalIgnoreCase))
+            {
+                client.UseRedisClustering(connection["redis://".Length..]);
+                client.Configure<ClusterOptions>(o => { o.ClusterId = clusterId; o.ServiceId = serviceId; });
+            }
+            else
+            {
+                var parts = connection.Split(':');
+                if (parts.Length != 2 || !int.TryParse(parts[1], out int port))
+                    throw new ArgumentException($"--cluster '{connection}': use redis://HOST:PORT or HOST:GATEWAYPORT (e.g. localhost:30000)");
+                client.UseLocalhostClustering(port, serviceId, clusterId);
+            }
+        });
+        var host = builder.Build();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        try { await host.StartAsync(timeout.Token); }
+        catch (Exception e) when (e is OperationCanceledException or OrleansException or SocketException or TimeoutException)
+        {
+            throw new InvalidOperationException($"cannot reach the cluster at {connection} ({e.Message.ReplaceLineEndings(" ")}): start silos first (deploy/local-cluster.sh or mrvae-silo) or check --cluster");
+        }
+        return host;
+    }
+
+    /// <summary>Runs a training through the coordinator grain and writes metrics.jsonl, test.jsonl and config.json into the run directory.</summary>
+    public static async Task<TrainResult> Train(IGrainFactory grains, ModelConfig config, TrainOptions options, string siloDataDirectory,
+        int[] modalities, Action<StepReport>? onStep = null, CancellationToken cancel = default)
+    {
+        Directory.CreateDirectory(options.RunDirectory);
+        File.WriteAllText(Path.Combine(options.RunDirectory, LocalTrainer.ConfigFile),
+            JsonSerializer.Serialize(new { model = config, train = options, data_on_silos = siloDataDirectory, modalities }, CheckpointDirectory.Json));
+        string metricsPath = Path.Combine(options.RunDirectory, LocalTrainer.MetricsFile);
+        File.Delete(metricsPath);
+
+        string runId = $"{Path.GetFileName(Path.GetFullPath(options.RunDirectory))}-{Guid.NewGuid():N}"[..40];
+        var coordinator = grains.GetGrain<ICoordinatorGrain>(runId);
+        var status = await coordinator.Start(new RunSetup(siloDataDirectory, config.ToJson(), options.Seed, options.BatchSize, options.Steps,
+            options.Epochs, options.LearningRate, options.EvaluateEvery, options.TestSamples, modalities));
+        long next = 0;
+        var stepTimes = new List<double>();
+        double last = double.NaN;
+        while (true)
+        {
+            foreach (var m in await coordinator.Metrics(next))
+            {
+                var report = new StepReport(m.Step, m.Epoch, status.TotalSteps, m.Terms, m.StepMilliseconds);
+                var line = LocalTrainer.MetricsLine(report);
+                line["bytes"] = m.BytesMoved;
+                File.AppendAllText(metricsPath, JsonSerializer.Serialize(line) + "\n");
+                onStep?.Invoke(report);
+                stepTimes.Add(m.StepMilliseconds);
+                last = m.Terms["loss"];
+                next = m.Step + 1;
+            }
+            status = await coordinator.Status();
+            if (status.State is RunState.Failed) throw new InvalidOperationException($"run {runId} failed: {status.Error}");
+            if (status.State is RunState.Finished or RunState.Stopped && next >= status.Step) break;
+            await Task.Delay(200, cancel);
+        }
+        var tests = await coordinator.TestMetrics();
+        File.WriteAllLines(Path.Combine(options.RunDirectory, LocalTrainer.TestMetricsFile),
+            tests.Select(t => JsonSerializer.Serialize(new Dictionary<string, object> { ["step"] = t.Step, ["test_loss"] = t.TestLoss })));
+        stepTimes.Sort();
+        var best = tests.OrderBy(t => t.TestLoss).FirstOrDefault();
+        return new TrainResult(options.RunDirectory, status.Step, last, best?.TestLoss, best?.Step, stepTimes.Count == 0 ? 0 : stepTimes[stepTimes.Count / 2]);
+    }
+
+    static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+}
