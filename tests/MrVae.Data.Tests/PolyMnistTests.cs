@@ -223,8 +223,62 @@ public class PolyMnistTests
         }
     }
 
+    [Fact]
+    public void CustomSpecWithoutAnAllMemberFactorDrawsEveryLabelUniformly()
+    {
+        // Two pairwise factors on 3 modalities, no main digit: labels uniform, each member its own instance.
+        var spec = new PolyMnistSpec("pairs", 3,
+        [
+            new SharedFactor("a", [new(0, 0, 0, 14), new(1, 14, 14, 14)]),
+            new SharedFactor("b", [new(1, 0, 0, 14), new(2, 7, 7, 14)]),
+        ]);
+        Assert.Equal(-1, PolyMnistGenerator.MainFactor(spec));
+        var split = PolyMnistGenerator.Generate(spec, TestData.Train, 2000, seed: 4);
+        var histogram = new int[10];
+        for (int t = 0; t < 2000; t++)
+            for (int f = 0; f < 2; f++)
+            {
+                histogram[split.Label(t, f)]++;
+                var sources = spec.Factors[f].Members.Select(j => split.Sources![(t * 2 + f) * 3 + j]).ToArray();
+                Assert.All(sources, s => Assert.Equal(split.Label(t, f), TestData.Train.Labels[s]));
+                Assert.NotEqual(sources[0], sources[1]);
+            }
+        Assert.All(histogram, h => Assert.InRange(h, 320, 480));   // 400 expected per digit
+        // The main digit is the first all-member factor, wherever it is listed.
+        var later = new PolyMnistSpec("later", 2, [new SharedFactor("corner", [new(0, 0, 0, 10)]), new SharedFactor("main", [new(0, 0, 10, 18), new(1, 0, 10, 18)])]);
+        Assert.Equal(1, PolyMnistGenerator.MainFactor(later));
+        var laterSplit = PolyMnistGenerator.Generate(later, TestData.Train, 100, seed: 4);
+        for (int t = 0; t < 100; t++) Assert.Equal(TestData.Train.Labels[t], laterSplit.Label(t, 1));
+    }
+
+    [Fact]
+    public void SpecJsonListsTheMembersAndAcceptsAnyKeyCase()
+    {
+        var dir = TestData.TempDir();
+        var path = Path.Combine(dir, "spec.json");
+        PolyMnistSpec.Extended().Save(path);
+        var json = File.ReadAllText(path);
+        Assert.Contains("\"members\"", json);
+        Assert.Contains("\"placements\"", json);
+        var back = PolyMnistSpec.Load(path);
+        Assert.Equal(PolyMnistSpec.Extended().SharedMemberSets, back.SharedMemberSets);
+        Assert.Equal(PolyMnistSpec.Extended().Factors.SelectMany(f => f.Placements), back.Factors.SelectMany(f => f.Placements));
+
+        File.WriteAllText(path, "{ \"Name\": \"x\", \"Modalities\": 2, // a comment\n \"Factors\": [{\"Name\": \"d\", \"Placements\": [{\"Modality\": 0, \"X\": 0, \"Y\": 0, \"Size\": 28}, {\"Modality\": 1, \"X\": 0, \"Y\": 0, \"Size\": 28}]}] }");
+        Assert.Equal(new[] { new[] { 0, 1 } }, PolyMnistSpec.Load(path).SharedMemberSets);
+        Assert.Equal("x", PolyMnistSpec.Resolve(path).Name);
+    }
+
     [Theory]
     [InlineData("{ not json")]
+    [InlineData("null")]
+    [InlineData("{\"modalities\":1,\"factors\":[{\"name\":\"a\",\"placements\":[{\"modality\":0,\"x\":0,\"y\":0,\"size\":28}]}]}")]
+    [InlineData("{\"name\":\"x\",\"modalities\":1,\"factors\":[null]}")]
+    [InlineData("{\"name\":\"x\",\"modalities\":1,\"factors\":[{\"name\":\"a\",\"placements\":[null]}]}")]
+    [InlineData("{\"name\":\"x\",\"modalities\":2,\"factors\":[{\"name\":\"a\",\"placements\":[{\"modality\":0,\"x\":0,\"y\":0,\"size\":28}]}]}")]
+    [InlineData("{\"name\":\"x\",\"modalities\":1,\"factors\":[{\"name\":\"a\",\"placements\":[{\"modality\":0,\"x\":0,\"y\":0,\"size\":28},{\"modality\":0,\"x\":0,\"y\":0,\"size\":10}]}]}")]
+    [InlineData("{\"name\":\"x\",\"modalities\":1,\"factors\":[{\"name\":\"a\",\"placements\":[{\"modality\":0,\"x\":0,\"y\":0,\"size\":28}]},{\"name\":\"a\",\"placements\":[{\"modality\":0,\"x\":0,\"y\":0,\"size\":10}]}]}")]
+    [InlineData("{\"name\":\"x\",\"modalities\":\"two\",\"factors\":[]}")]
     [InlineData("{\"name\":\"x\",\"modalities\":2,\"factors\":[]}")]
     [InlineData("{\"name\":\"x\",\"modalities\":2,\"factors\":[{\"name\":\"a\",\"placements\":[{\"modality\":5,\"x\":0,\"y\":0,\"size\":28}]}]}")]
     [InlineData("{\"name\":\"x\",\"modalities\":1,\"factors\":[{\"name\":\"a\",\"placements\":[{\"modality\":0,\"x\":20,\"y\":0,\"size\":28}]}]}")]
@@ -236,6 +290,10 @@ public class PolyMnistTests
         Assert.Contains(path, e.Message);
         Assert.DoesNotContain("\n", e.Message);
     }
+
+    [Fact]
+    public void MissingSpecFileIsADataFormatError()
+        => Assert.Contains("not found", Assert.Throws<DataFormatException>(() => PolyMnistSpec.Resolve(Path.Combine(TestData.TempDir(), "none.json"))).Message);
 
     [Fact]
     public void UnknownDatasetNameIsRejected()
@@ -262,6 +320,79 @@ public class PolyMnistTests
         var bytes = File.ReadAllBytes(path); File.WriteAllBytes(path, bytes[..^100]);
         var e = Assert.Throws<DataFormatException>(() => PolyMnistStore.LoadModality(dir, "train", 3, out _));
         Assert.Contains("mrvae data make", e.Message);
+        Assert.Contains("truncated", e.Message);
+        Assert.Contains(path, e.Message);
+        // The other shards are untouched and still load: each modality reads only its own file.
+        Assert.Equal(train.Pixels[4], PolyMnistStore.LoadModality(dir, "train", 4, out _));
+    }
+
+    [Theory]
+    [InlineData("magic", 0, 0x58)]
+    [InlineData("version", 4, 0x07)]
+    public void StoreRejectsAForeignOrNewerFile(string expected, int offset, byte value)
+    {
+        var dir = TestData.TempDir();
+        var spec = PolyMnistSpec.Vanilla(2);
+        PolyMnistStore.Save(dir, spec, PolyMnistGenerator.Generate(spec, TestData.Train, 5, 1), PolyMnistGenerator.Generate(spec, TestData.Test, 5, 1, 1));
+        foreach (var path in new[] { PolyMnistStore.ModalityPath(dir, "test", 1), PolyMnistStore.LabelsPath(dir, "test") })
+        {
+            var bytes = File.ReadAllBytes(path); bytes[offset] = value; File.WriteAllBytes(path, bytes);
+        }
+        var e1 = Assert.Throws<DataFormatException>(() => PolyMnistStore.LoadModality(dir, "test", 1, out _));
+        var e2 = Assert.Throws<DataFormatException>(() => PolyMnistStore.LoadLabels(dir, "test", out _, out _));
+        foreach (var e in new[] { e1, e2 })
+        {
+            Assert.Contains(expected, e.Message);
+            Assert.Contains("re-run `mrvae data make`", e.Message);
+        }
+        Assert.Contains("modality-1.bin", e1.Message);
+        Assert.Contains("labels.bin", e2.Message);
+    }
+
+    [Fact]
+    public void StoreRewriteRemovesShardsOfAnEarlierLargerDataset()
+    {
+        var dir = TestData.TempDir();
+        var five = PolyMnistSpec.Vanilla(5);
+        PolyMnistStore.Save(dir, five, PolyMnistGenerator.Generate(five, TestData.Train, 5, 1), PolyMnistGenerator.Generate(five, TestData.Test, 5, 1, 1));
+        var three = PolyMnistSpec.Vanilla(3);
+        PolyMnistStore.Save(dir, three, PolyMnistGenerator.Generate(three, TestData.Train, 7, 1), PolyMnistGenerator.Generate(three, TestData.Test, 6, 1, 1));
+        Assert.False(File.Exists(PolyMnistStore.ModalityPath(dir, "train", 3)));
+        Assert.False(File.Exists(PolyMnistStore.ModalityPath(dir, "test", 4)));
+        Assert.Equal(3, PolyMnistStore.LoadSpec(dir).Modalities);
+        PolyMnistStore.LoadModality(dir, "test", 2, out int n);
+        Assert.Equal(6, n);
+    }
+
+    [Fact]
+    public void MissingDatasetDirectoryNamesTheFix()
+        => Assert.Contains("mrvae data make", Assert.Throws<DataFormatException>(() => PolyMnistStore.LoadSpec(Path.Combine(TestData.TempDir(), "none"))).Message);
+
+    [Fact]
+    public void GridPlacesCellsWithPaddingScaleAndFloats()
+    {
+        var red = new byte[ImageGrid.ImageBytes];
+        Array.Fill(red, (byte)200, 0, 28 * 28);                       // channel R only
+        var grey = new float[ImageGrid.ImageBytes];
+        Array.Fill(grey, 0.5f);
+        grey[0] = float.NaN; grey[1] = 2f;
+        var rgb = ImageGrid.Compose([[red, null], [null, ImageGrid.FromFloats(grey)]], scale: 2, out int w, out int h);
+        Assert.Equal((2 * (56 + 2) + 2, 2 * (56 + 2) + 2), (w, h));
+        byte[] Pixel(int x, int y) => rgb.AsSpan((y * w + x) * 3, 3).ToArray();
+        Assert.Equal(new byte[] { 255, 255, 255 }, Pixel(0, 0));         // padding
+        Assert.Equal(new byte[] { 200, 0, 0 }, Pixel(2, 2));             // first cell, top-left
+        Assert.Equal(new byte[] { 200, 0, 0 }, Pixel(57, 57));           // first cell, bottom-right (scaled)
+        Assert.Equal(new byte[] { 255, 255, 255 }, Pixel(58, 2));        // padding between cells
+        Assert.Equal(new byte[] { 255, 255, 255 }, Pixel(62, 2));        // empty cell
+        int o = 2 + 58;
+        Assert.Equal(new byte[] { 0, 128, 128 }, Pixel(o, o));           // NaN -> 0 (R), G and B 0.5
+        Assert.Equal(new byte[] { 255, 128, 128 }, Pixel(o + 2, o));     // 2.0 clamps to 255
+        Assert.Equal(new byte[] { 128, 128, 128 }, Pixel(o + 4, o));
+
+        var path = Path.Combine(TestData.TempDir(), "g.png");
+        ImageGrid.Write(path, new[] { new float[]?[] { grey } });
+        Assert.Equal(0x89, File.ReadAllBytes(path)[0]);
+        Assert.Throws<ArgumentException>(() => ImageGrid.Write(path, new[] { new byte[]?[] { new byte[10] } }));
     }
 
     [Fact]
