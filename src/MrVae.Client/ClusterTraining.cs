@@ -11,7 +11,10 @@ using MrVae.Model.Training;
 using MrVae.Silo;
 using Orleans.Configuration;
 
-namespace MrVae.Cli.Commands;
+namespace MrVae.Client;
+
+/// <summary>A finished distributed run: the trainer's result, the run id and which silo hosted each modality.</summary>
+public sealed record DistributedRun(TrainResult Result, string RunId, IReadOnlyDictionary<int, string> MemberSilos);
 
 /// <summary>
 /// Training through grains: an in-process silo (--embedded) or a running cluster (--cluster). The client starts the
@@ -74,7 +77,7 @@ public static class ClusterTraining
     }
 
     /// <summary>Runs a training through the coordinator grain and writes metrics.jsonl, test.jsonl and config.json into the run directory.</summary>
-    public static async Task<TrainResult> Train(IGrainFactory grains, ModelConfig config, TrainOptions options, string siloDataDirectory,
+    public static async Task<DistributedRun> Train(IGrainFactory grains, ModelConfig config, TrainOptions options, string siloDataDirectory,
         int[] modalities, Action<StepReport>? onStep = null, CancellationToken cancel = default)
     {
         Directory.CreateDirectory(options.RunDirectory);
@@ -83,7 +86,8 @@ public static class ClusterTraining
         string metricsPath = Path.Combine(options.RunDirectory, LocalTrainer.MetricsFile);
         File.Delete(metricsPath);
 
-        string runId = $"{Path.GetFileName(Path.GetFullPath(options.RunDirectory))}-{Guid.NewGuid():N}"[..40];
+        string name = Path.GetFileName(Path.GetFullPath(options.RunDirectory).TrimEnd(Path.DirectorySeparatorChar));
+        string runId = $"{name[..Math.Min(24, name.Length)]}-{Guid.NewGuid():N}"[..^20];
         var coordinator = grains.GetGrain<ICoordinatorGrain>(runId);
         var status = await coordinator.Start(new RunSetup(siloDataDirectory, config.ToJson(), options.Seed, options.BatchSize, options.Steps,
             options.Epochs, options.LearningRate, options.EvaluateEvery, options.TestSamples, modalities));
@@ -113,7 +117,8 @@ public static class ClusterTraining
             tests.Select(t => JsonSerializer.Serialize(new Dictionary<string, object> { ["step"] = t.Step, ["test_loss"] = t.TestLoss })));
         stepTimes.Sort();
         var best = tests.OrderBy(t => t.TestLoss).FirstOrDefault();
-        return new TrainResult(options.RunDirectory, status.Step, last, best?.TestLoss, best?.Step, stepTimes.Count == 0 ? 0 : stepTimes[stepTimes.Count / 2]);
+        var result = new TrainResult(options.RunDirectory, status.Step, last, best?.TestLoss, best?.Step, stepTimes.Count == 0 ? 0 : stepTimes[stepTimes.Count / 2]);
+        return new DistributedRun(result, runId, status.MemberSilos);
     }
 
     static int FreePort()

@@ -19,21 +19,37 @@ public static class DataCommands
     static Command Make()
     {
         var dataset = new Option<string>("--dataset") { Description = "polymnist, polymnist-extended, or a JSON sharing spec file", Required = true };
-        var output = new Option<string>("--out") { Description = "directory to write the dataset to", Required = true };
-        var mnist = new Option<string?>("--mnist") { Description = "directory with the MNIST IDX files (default: $MRVAE_MNIST_DIR, data/mnist, or ../shared/data/mnist)" };
-        var train = new Option<int>("--train") { Description = "training tuples", DefaultValueFactory = _ => 10000 };
-        var test = new Option<int>("--test") { Description = "test tuples", DefaultValueFactory = _ => 2000 };
-        var seed = new Option<int>("--seed") { Description = "generator seed", DefaultValueFactory = _ => 0 };
+        var output = new Option<string>("--out") { Description = "directory to write the dataset to (spec.json, train/, test/)", Required = true };
+        var mnist = new Option<string?>("--mnist") { Description = $"directory with the four MNIST IDX files, raw or .gz (default: ${MnistLocator.EnvironmentVariable}, ../shared/data/mnist or data/mnist of the repository)" };
+        var train = new Option<int>("--train") { Description = "training tuples (from MNIST train)", DefaultValueFactory = _ => 10000 };
+        var test = new Option<int>("--test") { Description = "test tuples (from MNIST test)", DefaultValueFactory = _ => 2000 };
+        var seed = new Option<int>("--seed") { Description = "generator seed (backgrounds, permutations, crops)", DefaultValueFactory = _ => 0 };
         var cmd = new Command("make", "Generate a PolyMNIST dataset (vanilla, extended or from a sharing spec) into a compact cache") { dataset, output, mnist, train, test, seed };
+        cmd.Validators.Add(r =>
+        {
+            if (r.GetValue(train) < 1 || r.GetValue(test) < 1) r.AddError("--train and --test must be at least 1");
+        });
         cmd.SetAction(p =>
         {
             var spec = PolyMnistSpec.Resolve(p.GetValue(dataset)!);
             string mnistDir = MnistLocator.Resolve(p.GetValue(mnist));
+            string outDir = p.GetValue(output)!;
             var watch = Stopwatch.StartNew();
-            var result = DatasetMaker.Make(spec, mnistDir, p.GetValue(output)!, p.GetValue(train), p.GetValue(test), p.GetValue(seed));
-            AnsiConsole.MarkupLineInterpolated($"[green]wrote[/] {spec.Name} ({spec.Modalities} modalities, {spec.Factors.Length} factors; {result.Train} train / {result.Test} test tuples) to {p.GetValue(output)} in {watch.Elapsed.TotalSeconds:F1} s");
-            foreach (var f in spec.Factors)
-                AnsiConsole.MarkupLineInterpolated($"  factor [bold]{f.Name}[/] shared by {{{string.Join(",", f.Members)}}}");
+            var result = DatasetMaker.Make(spec, mnistDir, outDir, p.GetValue(train), p.GetValue(test), p.GetValue(seed));
+            double seconds = watch.Elapsed.TotalSeconds;
+            long bytes = new DirectoryInfo(outDir).EnumerateFiles("*", SearchOption.AllDirectories).Sum(f => f.Length);
+
+            AnsiConsole.MarkupLineInterpolated($"[green]{spec.Name}[/]: {spec.Modalities} modalities, {spec.Factors.Length} factors, {result.Train} train + {result.Test} test tuples, seed {p.GetValue(seed)}, {seconds:F1} s");
+            int main = PolyMnistGenerator.MainFactor(spec);
+            int width = spec.Factors.Max(f => f.Name.Length);
+            for (int f = 0; f < spec.Factors.Length; f++)
+            {
+                var factor = spec.Factors[f];
+                string role = f == main ? "main digit" : "shared digit";
+                AnsiConsole.MarkupLineInterpolated($"  {factor.Name.PadRight(width)}  members {{{string.Join(",", factor.Members)}}}  {role}");
+            }
+            AnsiConsole.MarkupLineInterpolated($"MNIST: {Path.GetFullPath(mnistDir)}");
+            AnsiConsole.MarkupLineInterpolated($"wrote {bytes / 1e6:F1} MB: {Path.GetFullPath(outDir)}");
             return 0;
         });
         return cmd;
@@ -43,30 +59,40 @@ public static class DataCommands
     {
         var dataDir = new Option<string>("--data") { Description = "dataset directory (from `mrvae data make`)", Required = true };
         var output = new Option<string>("--out") { Description = "PNG file to write", Required = true };
-        var count = new Option<int>("--count") { Description = "tuples (columns)", DefaultValueFactory = _ => 10 };
+        var count = new Option<int>("--count") { Description = "tuples, one per column (the first N of the split)", DefaultValueFactory = _ => 10 };
         var split = new Option<string>("--split") { Description = "train or test", DefaultValueFactory = _ => "test" };
-        var cmd = new Command("grid", "Write a PNG grid: one row per modality, one column per tuple") { dataDir, output, count, split };
+        var scale = new Option<int>("--scale") { Description = "enlarge every pixel by this factor (1-16)", DefaultValueFactory = _ => 1 };
+        split.AcceptOnlyFromAmong(PolyMnistStore.Splits);
+        var cmd = new Command("grid", "Write a PNG grid: one row per modality, one column per tuple (the same tuple down a column)") { dataDir, output, count, split, scale };
+        cmd.Validators.Add(r =>
+        {
+            if (r.GetValue(count) < 1) r.AddError("--count must be at least 1");
+            if (r.GetValue(scale) is < 1 or > 16) r.AddError("--scale must be between 1 and 16");
+        });
         cmd.SetAction(p =>
         {
-            string dir = p.GetValue(dataDir)!;
+            string dir = p.GetValue(dataDir)!, file = p.GetValue(output)!;
             var spec = PolyMnistStore.LoadSpec(dir);
             int n = p.GetValue(count);
             var rows = new byte[]?[spec.Modalities][];
+            int columns = n;
             for (int j = 0; j < spec.Modalities; j++)
             {
                 var pixels = PolyMnistStore.LoadModality(dir, p.GetValue(split)!, j, out int available);
-                rows[j] = Enumerable.Range(0, Math.Min(n, available))
-                    .Select(i => (byte[]?)pixels.AsSpan(i * PolyMnistSplit.ImageBytes, PolyMnistSplit.ImageBytes).ToArray()).ToArray();
+                columns = Math.Min(n, available);
+                rows[j] = new byte[]?[columns];
+                for (int i = 0; i < columns; i++)
+                    rows[j][i] = pixels.AsSpan(i * PolyMnistSplit.ImageBytes, PolyMnistSplit.ImageBytes).ToArray();
             }
-            ImageGrid.Write(p.GetValue(output)!, rows);
-            AnsiConsole.MarkupLineInterpolated($"[green]wrote[/] {p.GetValue(output)} ({spec.Modalities} rows x {rows[0].Length} columns)");
+            ImageGrid.Write(file, rows, p.GetValue(scale));
+            AnsiConsole.MarkupLineInterpolated($"wrote {spec.Modalities} rows (modalities) x {columns} columns (tuples): {Path.GetFullPath(file)}");
             return 0;
         });
         return cmd;
     }
 }
 
-/// <summary>Generation of both splits into a directory.</summary>
+/// <summary>Generation of both splits into a directory: train from MNIST train, test from MNIST test.</summary>
 public static class DatasetMaker
 {
     public static (int Train, int Test) Make(PolyMnistSpec spec, string mnistDir, string outDir, int train, int test, int seed)
@@ -74,8 +100,8 @@ public static class DatasetMaker
         if (train < 1 || test < 1) throw new ArgumentException("--train and --test must be at least 1");
         var mnistTrain = MnistIdx.Load(mnistDir, train: true);
         var mnistTest = MnistIdx.Load(mnistDir, train: false);
+        // Both splits share the seed's backgrounds; the test split has its own random stream.
         var trainSplit = PolyMnistGenerator.Generate(spec, mnistTrain, train, seed);
-        // Test tuples come from MNIST's test images, with their own stream but the same backgrounds.
         var testSplit = PolyMnistGenerator.Generate(spec, mnistTest, test, seed, streamOffset: 1);
         PolyMnistStore.Save(outDir, spec, trainSplit, testSplit);
         return (train, test);

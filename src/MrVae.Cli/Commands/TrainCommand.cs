@@ -3,6 +3,7 @@ using MrVae.Data;
 using MrVae.Model;
 using MrVae.Model.Training;
 using Microsoft.Extensions.DependencyInjection;
+using MrVae.Client;
 using Spectre.Console;
 
 namespace MrVae.Cli.Commands;
@@ -61,7 +62,7 @@ public static class TrainCommand
                 string siloDir = p.GetValue(siloData) ?? Path.GetFullPath(dataDir);
                 // The client never reads the data: each silo's modality grains load their own shards.
                 result = WithProgress($"{kind} D={config.LatentDim} (grains)", options.Steps ?? 1, 0, onStep =>
-                    ClusterTraining.Train(grains, config, options, siloDir, Enumerable.Range(0, spec.Modalities).ToArray(), onStep, cancel).GetAwaiter().GetResult());
+                    ClusterTraining.Train(grains, config, options, siloDir, Enumerable.Range(0, spec.Modalities).ToArray(), onStep, cancel).GetAwaiter().GetResult().Result);
                 await host.StopAsync(CancellationToken.None);
             }
             AnsiConsole.MarkupLineInterpolated($"[green]done[/]: {result.Steps} steps, last loss {result.FinalLoss:F2}, best test loss {result.BestTestLoss:F2} at step {result.BestStep}, median step {result.MedianStepMilliseconds:F0} ms; run in {result.RunDirectory}");
