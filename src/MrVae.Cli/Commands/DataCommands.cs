@@ -25,10 +25,7 @@ public static class DataCommands
         var test = new Option<int>("--test") { Description = "test tuples (from MNIST test)", DefaultValueFactory = _ => 2000 };
         var seed = new Option<int>("--seed") { Description = "generator seed (backgrounds, permutations, crops)", DefaultValueFactory = _ => 0 };
         var cmd = new Command("make", "Generate a PolyMNIST dataset (vanilla, extended or from a sharing spec) into a compact cache") { dataset, output, mnist, train, test, seed };
-        cmd.Validators.Add(r =>
-        {
-            if (r.GetValue(train) < 1 || r.GetValue(test) < 1) r.AddError("--train and --test must be at least 1");
-        });
+        AtLeast(train, 1); AtLeast(test, 1);
         cmd.SetAction(p =>
         {
             var spec = PolyMnistSpec.Resolve(p.GetValue(dataset)!);
@@ -39,21 +36,28 @@ public static class DataCommands
             double seconds = watch.Elapsed.TotalSeconds;
             long bytes = new DirectoryInfo(outDir).EnumerateFiles("*", SearchOption.AllDirectories).Sum(f => f.Length);
 
-            AnsiConsole.MarkupLineInterpolated($"[green]{spec.Name}[/]: {spec.Modalities} modalities, {spec.Factors.Length} factors, {result.Train} train + {result.Test} test tuples, seed {p.GetValue(seed)}, {seconds:F1} s");
+            AnsiConsole.MarkupLineInterpolated($"[green]{spec.Name}[/]: {spec.Modalities} modalities, seed {p.GetValue(seed)}, {result.Train} train + {result.Test} test tuples");
             int main = PolyMnistGenerator.MainFactor(spec);
             int width = spec.Factors.Max(f => f.Name.Length);
             for (int f = 0; f < spec.Factors.Length; f++)
             {
                 var factor = spec.Factors[f];
-                string role = f == main ? "main digit" : "shared digit";
-                AnsiConsole.MarkupLineInterpolated($"  {factor.Name.PadRight(width)}  members {{{string.Join(",", factor.Members)}}}  {role}");
+                AnsiConsole.MarkupLineInterpolated($"  {factor.Name.PadRight(width)}  {{{string.Join(",", factor.Members)}}}{(f == main ? "  main digit" : "")}");
             }
-            AnsiConsole.MarkupLineInterpolated($"MNIST: {Path.GetFullPath(mnistDir)}");
-            AnsiConsole.MarkupLineInterpolated($"wrote {bytes / 1e6:F1} MB: {Path.GetFullPath(outDir)}");
+            AnsiConsole.MarkupLineInterpolated($"MNIST {Path.GetFullPath(mnistDir)}");
+            AnsiConsole.MarkupLineInterpolated($"wrote {bytes / 1e6:F1} MB in {seconds:F1} s: {Path.GetFullPath(outDir)}");
             return 0;
         });
         return cmd;
     }
+
+    /// <summary>A usage error (exit 2) for an integer option outside [min, max].</summary>
+    static void AtLeast(Option<int> option, int min, int max = int.MaxValue) => option.Validators.Add(r =>
+    {
+        int value = r.GetValueOrDefault<int>();
+        if (value < min || value > max)
+            r.AddError(max == int.MaxValue ? $"{option.Name} must be at least {min}, not {value}" : $"{option.Name} must be between {min} and {max}, not {value}");
+    });
 
     static Command Grid()
     {
@@ -64,11 +68,7 @@ public static class DataCommands
         var scale = new Option<int>("--scale") { Description = "enlarge every pixel by this factor (1-16)", DefaultValueFactory = _ => 1 };
         split.AcceptOnlyFromAmong(PolyMnistStore.Splits);
         var cmd = new Command("grid", "Write a PNG grid: one row per modality, one column per tuple (the same tuple down a column)") { dataDir, output, count, split, scale };
-        cmd.Validators.Add(r =>
-        {
-            if (r.GetValue(count) < 1) r.AddError("--count must be at least 1");
-            if (r.GetValue(scale) is < 1 or > 16) r.AddError("--scale must be between 1 and 16");
-        });
+        AtLeast(count, 1); AtLeast(scale, 1, 16);
         cmd.SetAction(p =>
         {
             string dir = p.GetValue(dataDir)!, file = p.GetValue(output)!;
