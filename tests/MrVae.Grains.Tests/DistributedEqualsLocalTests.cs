@@ -24,13 +24,14 @@ public sealed class DistributedEqualsLocalTests(TwoSiloCluster fixture) : IClass
     static MultimodalDataset Load(string dir, string split) =>
         new(Enumerable.Range(0, 5).Select(j => (ModalityImages?)new ModalityImages(PolyMnistStore.LoadModality(dir, split, j, out int n), n)).ToArray());
 
-    // Float tolerance: the split changes only where gradients from several consumers meet at the μ/log σ² boundary
-    // (autograd's accumulation order) and the order of float32 sums; that is round-off, ~1 ulp. Measured after 5
-    // steps: mrVAE bit-identical; MoPoE/MVAE/MMVAE loss terms differ by ~1e-7 relative and parameters by up to
-    // 2e-6 (Adam divides by √v, so ulp-level gradient differences on near-zero gradients become a small fraction of
-    // an lr = 1e-3 sized move). 2e-5 is 2% of one step's move: far below any real divergence.
-    const double LossRelativeTolerance = 1e-5;
-    const double ParameterTolerance = 2e-5;
+    // Float tolerance. With libtorch on one thread (see TwoSiloCluster) both trainers do the same float32 operations;
+    // what the split changes is summation order where several consumers meet: the baselines feed one z to every
+    // decoder, and the five ∂L/∂z_j are added in a different order than in the single graph (1 ulp). Measured after
+    // 5 steps: mrVAE bit-identical; baselines' loss terms within 1e-7 relative, parameters within 1.4e-6 (Adam's
+    // division by √v turns ulp-level gradient differences into ~0.1% of an lr = 1e-3 move). Bounds: 1e-6 relative on
+    // every loss term, 1e-5 absolute (1% of one step's move) on every parameter.
+    const double LossRelativeTolerance = 1e-6;
+    const double ParameterTolerance = 1e-5;
 
     [Theory]
     [InlineData(ModelKind.MrVae)]
