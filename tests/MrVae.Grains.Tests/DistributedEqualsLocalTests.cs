@@ -24,14 +24,16 @@ public sealed class DistributedEqualsLocalTests(TwoSiloCluster fixture) : IClass
     static MultimodalDataset Load(string dir, string split) =>
         new(Enumerable.Range(0, 5).Select(j => (ModalityImages?)new ModalityImages(PolyMnistStore.LoadModality(dir, split, j, out int n), n)).ToArray());
 
-    // Float tolerance. With libtorch on one thread (see TwoSiloCluster) both trainers do the same float32 operations;
-    // what the split changes is summation order where several consumers meet: the baselines feed one z to every
-    // decoder, and the five ∂L/∂z_j are added in a different order than in the single graph (1 ulp). Measured after
-    // 5 steps: mrVAE bit-identical; baselines' loss terms within 1e-7 relative, parameters within 1.4e-6 (Adam's
-    // division by √v turns ulp-level gradient differences into ~0.1% of an lr = 1e-3 move). Bounds: 1e-6 relative on
-    // every loss term, 1e-5 absolute (1% of one step's move) on every parameter.
+    // Float tolerance. With libtorch on one thread (see SingleThreadedLibTorch) both trainers do the same float32
+    // operations; what the split changes is summation order where several consumers meet (the baselines feed one z
+    // to every decoder, and the five ∂L/∂z_j meet in a different order than in the single graph): 1 ulp. Measured
+    // after 5 steps: mrVAE bit-identical; baselines' loss terms within 1e-7 relative. Adam divides by √v, so where a
+    // gradient element is a near-total cancellation (|g| ~ ε = 1e-8) a 1-ulp difference can change that element's
+    // step by a fraction of lr (measured: at most 1.3e-4 on one weight). So: every loss term within 1e-6 relative at
+    // every step; 99.9% of all weights within 1e-6; every weight within one step's size (lr = 1e-3).
     const double LossRelativeTolerance = 1e-6;
-    const double ParameterTolerance = 1e-5;
+    const double TypicalParameterTolerance = 1e-6;
+    const double LearningRate = 1e-3;
 
     [Theory]
     [InlineData(ModelKind.MrVae)]
@@ -47,14 +49,14 @@ public sealed class DistributedEqualsLocalTests(TwoSiloCluster fixture) : IClass
 
         using var local = new LocalTrainer(config, new TrainOptions
         {
-            RunDirectory = Path.Combine(root, "local"), BatchSize = batch, Steps = steps, Seed = seed, LearningRate = 1e-3, TestSamples = 24,
+            RunDirectory = Path.Combine(root, "local"), BatchSize = batch, Steps = steps, Seed = seed, LearningRate = LearningRate, TestSamples = 24,
         }, Load(data, "train"), Load(data, "test"));
         var localSteps = new List<StepReport>();
         local.Run(localSteps.Add);
         double localTest = local.TestLoss();
 
         var coordinator = fixture.Cluster.GrainFactory.GetGrain<ICoordinatorGrain>($"equality-{kind}-{Guid.NewGuid():N}");
-        await coordinator.Start(new RunSetup(data, config.ToJson(), seed, batch, steps, 1, 1e-3, null, 24, [0, 1, 2, 3, 4]));
+        await coordinator.Start(new RunSetup(data, config.ToJson(), seed, batch, steps, 1, LearningRate, null, 24, [0, 1, 2, 3, 4]));
         var status = await WaitUntilDone(coordinator);
         Assert.Equal(RunState.Finished, status.State);
         // Modalities really are spread over both silos.
@@ -76,15 +78,19 @@ public sealed class DistributedEqualsLocalTests(TwoSiloCluster fixture) : IClass
         Assert.True(Math.Abs(remoteTest - localTest) <= LossRelativeTolerance * Math.Abs(localTest), $"test loss: local {localTest}, grains {remoteTest}");
 
         // Parameters after N steps: every modality's networks and the coordinator's relation networks.
+        var diffs = new List<double>();
         for (int j = 0; j < 5; j++)
         {
             var grain = fixture.Cluster.GrainFactory.GetGrain<IModalityGrain>(ModalityKey.For(coordinator.GetPrimaryKeyString(), j));
-            AssertSame(local.Model.ModalityNets[j].parameters().Select(p => p.detach()).ToArray(), await grain.Parameters(), $"modality {j}");
+            AssertSame(local.Model.ModalityNets[j].parameters().Select(p => p.detach()).ToArray(), await grain.Parameters(), $"modality {j}", diffs);
         }
-        AssertSame(local.Model.Coordinator.parameters().Select(p => p.detach()).ToArray(), await coordinator.Parameters(), "coordinator");
+        AssertSame(local.Model.Coordinator.parameters().Select(p => p.detach()).ToArray(), await coordinator.Parameters(), "coordinator", diffs);
+        diffs.Sort();
+        double p999 = diffs[(int)(0.999 * (diffs.Count - 1))];
+        Assert.True(p999 <= TypicalParameterTolerance, $"99.9th percentile of |local − grains| over {diffs.Count} weights is {p999}");
     }
 
-    static void AssertSame(TorchSharp.torch.Tensor[] expected, TensorPayload[] actual, string what)
+    static void AssertSame(TorchSharp.torch.Tensor[] expected, TensorPayload[] actual, string what, List<double> all)
     {
         Assert.Equal(expected.Length, actual.Length);
         for (int i = 0; i < expected.Length; i++)
@@ -92,8 +98,9 @@ public sealed class DistributedEqualsLocalTests(TwoSiloCluster fixture) : IClass
             var e = expected[i].data<float>().ToArray();
             var a = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(actual[i].Data).ToArray();
             Assert.Equal(e.Length, a.Length);
-            double maxDiff = e.Zip(a).Max(p => Math.Abs(p.First - p.Second));
-            Assert.True(maxDiff <= ParameterTolerance, $"{what} parameter {i}: max |local − grains| = {maxDiff}");
+            var diffs = e.Zip(a).Select(p => Math.Abs((double)p.First - p.Second)).ToArray();
+            Assert.True(diffs.Max() <= LearningRate, $"{what} parameter {i}: max |local − grains| = {diffs.Max()}");
+            all.AddRange(diffs);
         }
     }
 

@@ -14,10 +14,6 @@ public sealed class TwoSiloCluster : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        // libtorch splits reductions (e.g. conv weight gradients) across its intra-op threads, and how many threads
-        // an op gets varies when grains compute concurrently; that changes float summation order. One thread makes
-        // the local and the distributed trainer do identical arithmetic, so equality can be checked tightly.
-        TorchSharp.torch.set_num_threads(1);
         var builder = new TestClusterBuilder(2);
         builder.AddSiloBuilderConfigurator<Configurator>();
         Cluster = builder.Build();
