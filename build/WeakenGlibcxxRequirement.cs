@@ -93,11 +93,12 @@ public class WeakenGlibcxxRequirement : Task
                         flags |= VerFlgWeak;
                         elf[vna + 4] = (byte)(flags & 0xff);
                         elf[vna + 5] = (byte)(flags >> 8);
-                        // Stage the patched bytes next to the library before replacing it.
+                        // Stage the patched bytes next to the library, then replace the directory entry (never
+                        // write through it: with hard-linked copy-local files it is the NuGet cache's copy too).
                         string tmp = path + ".weaken.tmp";
                         File.WriteAllBytes(tmp, elf);
-                        File.Copy(tmp, path, overwrite: true);
-                        File.Delete(tmp);
+                        File.Delete(path);
+                        File.Move(tmp, path);
                         return PatchResult.Patched;
                     }
                     vna += (int)BitConverter.ToUInt32(elf, vna + 12);
