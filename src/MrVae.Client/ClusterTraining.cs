@@ -10,6 +10,7 @@ using MrVae.Model;
 using MrVae.Model.Training;
 using MrVae.Silo;
 using Orleans.Configuration;
+using TorchSharp;
 
 namespace MrVae.Client;
 
@@ -119,6 +120,38 @@ public static class ClusterTraining
         var best = tests.OrderBy(t => t.TestLoss).FirstOrDefault();
         var result = new TrainResult(options.RunDirectory, status.Step, last, best?.TestLoss, best?.Step, stepTimes.Count == 0 ? 0 : stepTimes[stepTimes.Count / 2]);
         return new DistributedRun(result, runId, status.MemberSilos);
+    }
+
+    /// <summary>
+    /// Assembles the run's trained model in this process from the parameters of its grains (the modalities' networks
+    /// and the coordinator's objective), for evaluation and generation.
+    /// </summary>
+    public static async Task<MultimodalVae> DownloadModel(IGrainFactory grains, string runId, ModelConfig config, long seed, IEnumerable<int> modalities)
+    {
+        var model = new MultimodalVae(config, seed);
+        foreach (int j in modalities)
+            Load(model.ModalityNets[j].parameters().ToArray(), await grains.GetGrain<IModalityGrain>(ModalityKey.For(runId, j)).Parameters(), $"modality {j}");
+        Load(model.Coordinator.parameters().ToArray(), await grains.GetGrain<ICoordinatorGrain>(runId).Parameters(), "coordinator");
+        return model;
+
+        static void Load(TorchSharp.Modules.Parameter[] target, TensorPayload[] source, string what)
+        {
+            if (target.Length != source.Length) throw new InvalidOperationException($"{what}: the grain has {source.Length} parameters, the model {target.Length}");
+            using var _ = TorchSharp.torch.no_grad();
+            for (int i = 0; i < target.Length; i++)
+            {
+                using var t = TensorWire.FromPayload(source[i], target[i].device);
+                target[i].copy_(t.reshape(target[i].shape));
+            }
+        }
+    }
+
+    /// <summary>Writes a downloaded model as RUNDIR/checkpoints/NAME (weights only; loadable like a local checkpoint).</summary>
+    public static void SaveModel(MultimodalVae model, string runDirectory, string name, long step, double? testLoss)
+    {
+        CheckpointDirectory.WriteAtomically(Path.Combine(runDirectory, "checkpoints", name),
+            new CheckpointState { Step = step, TestLoss = testLoss, Model = model.Config },
+            dir => model.save(Path.Combine(dir, "model.bin")));
     }
 
     static int FreePort()

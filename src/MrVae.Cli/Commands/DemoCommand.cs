@@ -2,6 +2,8 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
+using MrVae.Client;
 using MrVae.Data;
 using MrVae.Model;
 using MrVae.Model.Training;
@@ -11,8 +13,9 @@ using static TorchSharp.torch;
 namespace MrVae.Cli.Commands;
 
 /// <summary>
-/// `mrvae demo`: the main job end to end on small defaults. Makes extended PolyMNIST if absent, trains mrVAE and
-/// MoPoE briefly with the same architecture and budget, and writes a report with sample grids and the learned relation.
+/// `mrvae demo`: the main job end to end on small defaults. Makes extended PolyMNIST if absent, starts an in-process
+/// Orleans silo, trains mrVAE and MoPoE briefly through grains with the same architecture and budget, and writes a
+/// report with sample grids and the learned relation.
 /// </summary>
 public static class DemoCommand
 {
@@ -24,11 +27,11 @@ public static class DemoCommand
         var latent = new Option<int>("--latent") { Description = "latent size D", DefaultValueFactory = _ => 16 };
         var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 0, Description = "run seed" };
         var cmd = new Command("demo", "Make data, train mrVAE and MoPoE briefly, write a report (the README's first command)") { data, output, epochs, latent, seed };
-        cmd.SetAction(p => Run(p.GetValue(data)!, p.GetValue(output)!, p.GetValue(epochs), p.GetValue(latent), p.GetValue(seed)));
+        cmd.SetAction((p, cancel) => Run(p.GetValue(data)!, p.GetValue(output)!, p.GetValue(epochs), p.GetValue(latent), p.GetValue(seed), cancel));
         return cmd;
     }
 
-    static int Run(string dataDir, string outDir, int epochs, int latent, long seed)
+    static async Task<int> Run(string dataDir, string outDir, int epochs, int latent, long seed, CancellationToken cancel)
     {
         var total = Stopwatch.StartNew();
         if (!File.Exists(Path.Combine(dataDir, PolyMnistStore.SpecFile)))
@@ -37,25 +40,27 @@ public static class DemoCommand
             DatasetMaker.Make(PolyMnistSpec.Extended(), MnistLocator.Resolve(null), dataDir, train: 2000, test: 500, seed: 0);
         }
         var spec = PolyMnistStore.LoadSpec(dataDir);
-        var train = TrainCommand.Load(dataDir, "train", spec.Modalities);
+        // The client reads only the test split, for the report's sample grids; training data stays with the grains.
         var test = TrainCommand.Load(dataDir, "test", spec.Modalities);
         Directory.CreateDirectory(outDir);
+        using var silo = await ClusterTraining.StartEmbeddedSilo();
+        var grains = silo.Services.GetRequiredService<IGrainFactory>();
+        var members = Enumerable.Range(0, spec.Modalities).ToArray();
 
         var results = new List<Dictionary<string, object>>();
-        var md = new StringBuilder($"# mrvae demo report\n\nDataset: `{dataDir}` ({spec.Name}, {train.Count} train / {test.Count} test tuples). " +
-                                   $"Latent D = {latent}, {epochs} epochs, batch 64, seed {seed}, single-process trainer.\n\n");
+        PolyMnistStore.LoadLabels(dataDir, "train", out int trainCount, out _);
+        var md = new StringBuilder($"# mrvae demo report\n\nDataset: `{dataDir}` ({spec.Name}, {trainCount} train / {test.Count} test tuples). " +
+                                   $"Latent D = {latent}, {epochs} epochs, batch 64, seed {seed}, trained through grains on an in-process Orleans silo.\n\n");
         foreach (var kind in new[] { ModelKind.MrVae, ModelKind.MoPoE })
         {
             string name = kind.ToString().ToLowerInvariant();
             var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = latent };
             var options = new TrainOptions { RunDirectory = Path.Combine(outDir, name), BatchSize = 64, Epochs = epochs, Seed = seed, LearningRate = 1e-3 };
-            using var trainer = new LocalTrainer(config, options, train, test);
-            TrainResult result = null!;
-            AnsiConsole.Progress().Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new RemainingTimeColumn()).Start(ctx =>
-            {
-                var task = ctx.AddTask(name, maxValue: trainer.TotalSteps);
-                result = trainer.Run(r => { task.Value = r.Step + 1; task.Description = $"{name} loss {r.Terms["loss"]:F0}"; });
-            });
+            var run = TrainCommand.WithProgress(name, 1, 0, onStep =>
+                ClusterTraining.Train(grains, config, options, Path.GetFullPath(dataDir), members, onStep, cancel).GetAwaiter().GetResult());
+            var result = run.Result;
+            using var model = await ClusterTraining.DownloadModel(grains, run.RunId, config, seed, members);
+            ClusterTraining.SaveModel(model, options.RunDirectory, "final", result.Steps, null);
             var entry = new Dictionary<string, object>
             {
                 ["model"] = name, ["steps"] = result.Steps, ["final_train_loss"] = result.FinalLoss,
@@ -66,8 +71,8 @@ public static class DemoCommand
             var ids = Enumerable.Range(0, 10).Select(i => (long)i).ToArray();
             var x = test.Modalities.Select(mo => mo?.Batch(ids)).ToArray();
             var gen = Seeds.Generator(seed, "demo");
-            var (fromFirst, _) = trainer.Model.Generate(x, [true, .. Enumerable.Repeat(false, spec.Modalities - 1)], gen);
-            var (fromAll, _) = trainer.Model.Generate(x, Enumerable.Repeat(true, spec.Modalities).ToArray(), gen, sampleLatents: false);
+            var (fromFirst, _) = model.Generate(x, [true, .. Enumerable.Repeat(false, spec.Modalities - 1)], gen);
+            var (fromAll, _) = model.Generate(x, Enumerable.Repeat(true, spec.Modalities).ToArray(), gen, sampleLatents: false);
             WriteGrid(Path.Combine(outDir, $"{name}_from_x0.png"), [x[0]!, .. fromFirst]);
             WriteGrid(Path.Combine(outDir, $"{name}_reconstruction.png"), [.. x.Select(t => t!), .. fromAll]);
             md.Append($"Conditional generation from x0 (top row: input x0; then x0..x{spec.Modalities - 1} generated): ![]({name}_from_x0.png)\n\n");
@@ -75,7 +80,7 @@ public static class DemoCommand
 
             if (kind == ModelKind.MrVae)
             {
-                var relation = LearnedRelation(trainer.Model, test, spec, gen);
+                var relation = LearnedRelation(model, test, spec, gen);
                 entry["relation"] = relation;
                 md.Append("Learned relation: mean inferred n_A per shared subset on 256 test tuples (* = shared in the data's spec):\n\n| subset | mean n_A |\n|---|---|\n");
                 foreach (var (subset, size) in relation.OrderByDescending(r => r.Value))
@@ -84,6 +89,7 @@ public static class DemoCommand
             }
             results.Add(entry);
         }
+        await silo.StopAsync(CancellationToken.None);
         File.WriteAllText(Path.Combine(outDir, "report.md"), md.ToString());
         File.WriteAllText(Path.Combine(outDir, "report.json"), JsonSerializer.Serialize(new { dataset = dataDir, latent, epochs, seed, models = results }, new JsonSerializerOptions { WriteIndented = true }));
         AnsiConsole.MarkupLineInterpolated($"[green]report[/]: {Path.Combine(outDir, "report.md")} (and PNG grids beside it), {total.Elapsed.TotalSeconds:F0} s in all");

@@ -61,8 +61,13 @@ public static class TrainCommand
                 var grains = host.Services.GetRequiredService<Orleans.IGrainFactory>();
                 string siloDir = p.GetValue(siloData) ?? Path.GetFullPath(dataDir);
                 // The client never reads the data: each silo's modality grains load their own shards.
-                result = WithProgress($"{kind} D={config.LatentDim} (grains)", options.Steps ?? 1, 0, onStep =>
-                    ClusterTraining.Train(grains, config, options, siloDir, Enumerable.Range(0, spec.Modalities).ToArray(), onStep, cancel).GetAwaiter().GetResult().Result);
+                var members = Enumerable.Range(0, spec.Modalities).ToArray();
+                var run = WithProgress($"{kind} D={config.LatentDim} (grains)", options.Steps ?? 1, 0, onStep =>
+                    ClusterTraining.Train(grains, config, options, siloDir, members, onStep, cancel).GetAwaiter().GetResult());
+                result = run.Result;
+                // The final weights, gathered from the grains, as a checkpoint evaluation can load.
+                using (var model = await ClusterTraining.DownloadModel(grains, run.RunId, config, options.Seed, members))
+                    ClusterTraining.SaveModel(model, options.RunDirectory, "final", result.Steps, null);
                 await host.StopAsync(CancellationToken.None);
             }
             AnsiConsole.MarkupLineInterpolated($"[green]done[/]: {result.Steps} steps, last loss {result.FinalLoss:F2}, best test loss {result.BestTestLoss:F2} at step {result.BestStep}, median step {result.MedianStepMilliseconds:F0} ms; run in {result.RunDirectory}");
@@ -72,9 +77,9 @@ public static class TrainCommand
     }
 
     /// <summary>Runs <paramref name="train"/> under a progress bar (step, epoch, loss, ETA).</summary>
-    static TrainResult WithProgress(string title, long totalSteps, long startStep, Func<Action<StepReport>, TrainResult> train)
+    public static T WithProgress<T>(string title, long totalSteps, long startStep, Func<Action<StepReport>, T> train)
     {
-        TrainResult? result = null;
+        T? result = default;
         AnsiConsole.Progress()
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
             .Start(ctx =>
