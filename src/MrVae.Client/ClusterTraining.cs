@@ -32,10 +32,11 @@ public static class ClusterTraining
             ["MrVae:Endpoints:GatewayPort"] = FreePort().ToString(),
             ["MrVae:Cluster:ClusterId"] = "mrvae-embedded",
         }).Build();
+        // MrVae__Silo__* environment variables tune the embedded silo like any other (device, threads).
         config = new ConfigurationBuilder().AddConfiguration(config).AddInMemoryCollection(new Dictionary<string, string?>
         {
             ["MrVae:Endpoints:PrimarySiloPort"] = config["MrVae:Endpoints:SiloPort"],
-        }).Build();
+        }).AddEnvironmentVariables().Build();
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
         builder.UseOrleans(silo => silo.ConfigureMrVae(config));

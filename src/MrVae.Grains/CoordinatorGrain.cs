@@ -23,7 +23,7 @@ namespace MrVae.Grains;
 /// Reentrant so that Status and Metrics answer while the loop awaits its members.
 /// </summary>
 [Reentrant]
-public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<CoordinatorGrain> logger) : Grain, ICoordinatorGrain
+public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<CoordinatorGrain> logger, ComputeGate compute) : Grain, ICoordinatorGrain
 {
     readonly Device device = new(settings.Value.Device);
     RunSetup? setup;
@@ -102,23 +102,27 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
         var watch = Stopwatch.StartNew();
         long bytes = 0;
         var ids = schedule!.BatchIds(step);
+        var phases = new Dictionary<string, double>();
+        double mark = 0;
+        void Phase(string name) { double now = watch.Elapsed.TotalMilliseconds; phases[$"ms_{name}"] = now - mark; mark = now; }
         var encoded = await Task.WhenAll(members.Select(j => grains[j].Encode(step, ids, "train", keepGraph: true)));
+        Phase("encode");
         bytes += ids.Length * sizeof(long) * members.Length + encoded.Sum(e => e.Mu.ByteCount + e.LogVar.ByteCount);
 
         // Forward on the coordinator; the graph (and the leaves standing in for the members' outputs) outlives
         // this synchronous block, so those tensors leave the dispose scope.
         int m = config!.Modalities;
         var mu = new Tensor?[m]; var logVar = new Tensor?[m];
-        CoordinatorOutput output;
         var present = Enumerable.Range(0, m).Select(j => grains.ContainsKey(j)).ToArray();
         var context = new StepContext
         {
             Generator = stepGenerator!, TauSize = config.Temperature(step, totalSteps), TauSelection = config.Temperature(step, totalSteps),
             Training = true, BetaScale = config.BetaScale(step),
         };
-        TensorPayload[] decoderInputs;
-        using (var scope = NewDisposeScope())
+        CoordinatorOutput output = null!;
+        var decoderInputs = await compute.RunCoordinator(() =>
         {
+            using var scope = NewDisposeScope();
             for (int i = 0; i < members.Length; i++)
             {
                 int j = members[i];
@@ -131,17 +135,19 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
             output.Loss.MoveToOuterDisposeScope();
             foreach (var t in output.DecoderInputs) t?.MoveToOuterDisposeScope();
             foreach (var t in output.Terms.Values) t.MoveToOuterDisposeScope();
-            decoderInputs = members.Select(j => TensorWire.ToPayload(output.DecoderInputs[j]!)).ToArray();
-        }
+            return members.Select(j => TensorWire.ToPayload(output.DecoderInputs[j]!)).ToArray();
+        });
+        Phase("coordinator_forward");
         bytes += decoderInputs.Sum(p => p.ByteCount);
 
         var decoded = await Task.WhenAll(members.Select((j, i) => grains[j].Decode(step, decoderInputs[i], output.ViewWeights, backward: true)));
+        Phase("decode");
         bytes += decoded.Sum(d => d.Gradient!.ByteCount + sizeof(float));
 
         var terms = new Dictionary<string, double>();
-        TensorPayload[] dMu, dLogVar;
-        using (var scope = NewDisposeScope())
+        var (dMu, dLogVar) = await compute.RunCoordinator(() =>
         {
+            using var scope = NewDisposeScope();
             // The total in the local trainer's order: coordinator loss, then rec_j by modality.
             var total = output.Loss.detach().clone();
             for (int i = 0; i < members.Length; i++) total = total + tensor(decoded[i].NegativeLogLikelihood, dtype: total.dtype, device: device);
@@ -159,17 +165,20 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
                 grads.Add(TensorWire.FromPayload(decoded[i].Gradient!, device));
             }
             autograd.backward(roots, grads);
-            dMu = members.Select(j => TensorWire.ToPayload(mu[j]!.grad!)).ToArray();
-            dLogVar = members.Select(j => TensorWire.ToPayload(logVar[j]!.grad!)).ToArray();
+            var gradients = (members.Select(j => TensorWire.ToPayload(mu[j]!.grad!)).ToArray(), members.Select(j => TensorWire.ToPayload(logVar[j]!.grad!)).ToArray());
             output.Dispose();
             foreach (var t in mu.Concat(logVar)) t?.Dispose();
-        }
+            return gradients;
+        });
+        Phase("coordinator_backward");
         bytes += dMu.Sum(p => p.ByteCount) + dLogVar.Sum(p => p.ByteCount);
 
         // The barrier: every member and the coordinator step before step + 1 begins.
         await Task.WhenAll(members.Select((j, i) => grains[j].ApplyEncoderGradients(step, dMu[i], dLogVar[i])));
-        optimizer!.step();
+        await compute.RunCoordinator(() => { optimizer!.step(); return true; });
+        Phase("encoder_backward_and_step");
         watch.Stop();
+        foreach (var (k, v) in phases) terms[k] = v;
         return new StepMetrics(step, schedule.EpochOf(step), terms, watch.Elapsed.TotalMilliseconds, bytes);
     }
 
@@ -185,11 +194,11 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
         {
             var ids = Enumerable.Range(start, Math.Min(setup.BatchSize, count - start)).Select(i => (long)i).ToArray();
             var encoded = await Task.WhenAll(members.Select(j => grains[j].Encode(-1 - start, ids, "test", keepGraph: false)));
-            CoordinatorOutput output;
-            TensorPayload[] inputs;
-            using (var scope = NewDisposeScope())
-            using (no_grad())
+            CoordinatorOutput output = null!;
+            var inputs = await compute.RunCoordinator(() =>
             {
+                using var scope = NewDisposeScope();
+                using var noGrad = no_grad();
                 var mu = new Tensor?[m]; var logVar = new Tensor?[m];
                 for (int i = 0; i < members.Length; i++)
                 {
@@ -199,16 +208,17 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
                 var available = MultimodalVae.AllAvailable(present, ids.Length, device: device);
                 output = objective!.Forward(mu, logVar, available, present, new StepContext { Generator = generator, Training = false });
                 output.Loss.MoveToOuterDisposeScope();
-                inputs = members.Select(j => TensorWire.ToPayload(output.DecoderInputs[j]!)).ToArray();
-            }
+                return members.Select(j => TensorWire.ToPayload(output.DecoderInputs[j]!)).ToArray();
+            });
             var decoded = await Task.WhenAll(members.Select((j, i) => grains[j].Decode(-1 - start, inputs[i], output.ViewWeights, backward: false)));
-            using (var scope = NewDisposeScope())
+            sum += await compute.RunCoordinator(() =>
             {
+                using var scope = NewDisposeScope();
                 var total = output.Loss.clone();
                 foreach (var d in decoded) total = total + tensor(d.NegativeLogLikelihood, dtype: total.dtype, device: device);
-                sum += total.ToDouble() * ids.Length;
                 output.Loss.Dispose();
-            }
+                return total.ToDouble() * ids.Length;
+            });
         }
         return sum / count;
     }

@@ -15,7 +15,7 @@ namespace MrVae.Grains;
 /// TorchSharp's dispose scopes belong to the thread that opened them.
 /// </summary>
 [ModalityPlacement]
-public sealed class ModalityGrain(IOptions<SiloSettings> settings, ILocalSiloDetails silo) : Grain, IModalityGrain
+public sealed class ModalityGrain(IOptions<SiloSettings> settings, ILocalSiloDetails silo, ComputeGate gate) : Grain, IModalityGrain
 {
     ModalityNetwork? network;
     TorchSharp.Modules.Adam? optimizer;
@@ -46,6 +46,15 @@ public sealed class ModalityGrain(IOptions<SiloSettings> settings, ILocalSiloDet
     }
 
     public Task<EncodeResult> Encode(long step, long[] ids, string split, bool keepGraph)
+        => gate.RunModality(() => EncodeNow(step, ids, split, keepGraph));
+
+    public Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward)
+        => gate.RunModality(() => DecodeNow(step, decoderInput, viewWeights, backward));
+
+    public Task ApplyEncoderGradients(long step, TensorPayload dMu, TensorPayload dLogVar)
+        => gate.RunModality(() => ApplyEncoderGradientsNow(step, dMu, dLogVar));
+
+    EncodeResult EncodeNow(long step, long[] ids, string split, bool keepGraph)
     {
         var net = Network();
         ResetStep();
@@ -59,10 +68,10 @@ public sealed class ModalityGrain(IOptions<SiloSettings> settings, ILocalSiloDet
         this.step = step;
         batch = x.MoveToOuterDisposeScope();
         if (keepGraph) { mu = m.MoveToOuterDisposeScope(); logVar = lv.MoveToOuterDisposeScope(); }
-        return Task.FromResult(result);
+        return result;
     }
 
-    public Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward)
+    DecodeResult DecodeNow(long step, TensorPayload decoderInput, double[] viewWeights, bool backward)
     {
         var net = Network();
         CheckStep(step);
@@ -73,16 +82,16 @@ public sealed class ModalityGrain(IOptions<SiloSettings> settings, ILocalSiloDet
             z.requires_grad_();
             var nll = net.NegativeLogLikelihood(batch!, z, viewWeights);
             nll.backward();
-            return Task.FromResult(new DecodeResult(nll.item<float>(), TensorWire.ToPayload(z.grad!)));
+            return new DecodeResult(nll.item<float>(), TensorWire.ToPayload(z.grad!));
         }
         using (no_grad())
         {
             var nll = net.NegativeLogLikelihood(batch!, z, viewWeights);
-            return Task.FromResult(new DecodeResult(nll.item<float>(), null));
+            return new DecodeResult(nll.item<float>(), null);
         }
     }
 
-    public Task ApplyEncoderGradients(long step, TensorPayload dMu, TensorPayload dLogVar)
+    bool ApplyEncoderGradientsNow(long step, TensorPayload dMu, TensorPayload dLogVar)
     {
         Network();
         CheckStep(step);
@@ -94,7 +103,7 @@ public sealed class ModalityGrain(IOptions<SiloSettings> settings, ILocalSiloDet
             optimizer.zero_grad();
         }
         ResetStep();
-        return Task.CompletedTask;
+        return true;
     }
 
     public Task<TensorPayload[]> Parameters()

@@ -11,8 +11,13 @@ public sealed class SiloSettings
     public string Device { get; set; } = "cpu";
     /// <summary>Comma-separated modality indices this silo serves; empty: any.</summary>
     public string Modalities { get; set; } = "";
-    /// <summary>libtorch intra-op threads (0: libtorch's default).</summary>
-    public int TorchThreads { get; set; }
+    /// <summary>libtorch intra-op threads for modality work (0: libtorch's default, one per core). Default 1: on CPU,
+    /// grains computing side by side on one thread each beat one grain at a time on all threads (see ComputeGate).</summary>
+    public int TorchThreads { get; set; } = 1;
+    /// <summary>libtorch intra-op threads for the coordinator's relation networks (many small ops: 1 is fastest on CPU).</summary>
+    public int CoordinatorTorchThreads { get; set; } = 1;
+    /// <summary>How many grains may run libtorch work at the same time on this silo (see <see cref="ComputeGate"/>).</summary>
+    public int ConcurrentCompute { get; set; } = Environment.ProcessorCount;
 
     /// <summary>Silo metadata key carrying <see cref="Modalities"/> to the placement director on every silo.</summary>
     public const string ModalitiesMetadataKey = "mrvae.modalities";

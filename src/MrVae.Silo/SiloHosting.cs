@@ -13,7 +13,9 @@ namespace MrVae.Silo;
 /// MrVae__Silo__Modalities=0,1, or command-line --MrVae:Silo:Device=cuda:0):
 ///   MrVae:Silo:Device        cpu | cuda:N — where this silo's grains compute
 ///   MrVae:Silo:Modalities    modalities whose data this silo holds (empty: any)
-///   MrVae:Silo:TorchThreads  libtorch intra-op threads (0: default)
+///   MrVae:Silo:TorchThreads  libtorch intra-op threads for modality work (0: default)
+///   MrVae:Silo:CoordinatorTorchThreads  the same for the coordinator's relation networks (default 1)
+///   MrVae:Silo:ConcurrentCompute  grains of this silo computing at once (default 1: each op gets all threads)
 ///   MrVae:Clustering:Redis   Redis connection string; absent: localhost clustering
 ///   MrVae:Cluster:ClusterId / ServiceId, MrVae:Endpoints:SiloPort / GatewayPort / PrimarySiloPort
 /// </summary>
@@ -22,10 +24,10 @@ public static class SiloHosting
     public static ISiloBuilder ConfigureMrVae(this ISiloBuilder silo, IConfiguration configuration, bool clustering = true)
     {
         var settings = configuration.GetSection(SiloSettings.Section).Get<SiloSettings>() ?? new SiloSettings();
-        if (settings.TorchThreads > 0) TorchSharp.torch.set_num_threads(settings.TorchThreads);
         silo.Services.Configure<SiloSettings>(configuration.GetSection(SiloSettings.Section));
         silo.UseSiloMetadata(new Dictionary<string, string> { [SiloSettings.ModalitiesMetadataKey] = settings.Modalities });
         silo.Services.AddPlacementDirector<ModalityPlacementStrategy, ModalityPlacementDirector>();
+        silo.Services.AddSingleton<ComputeGate>();
 
         if (clustering)
         {
