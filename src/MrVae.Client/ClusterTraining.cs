@@ -103,6 +103,7 @@ public static class ClusterTraining
                 var report = new StepReport(m.Step, m.Epoch, status.TotalSteps, m.Terms, m.StepMilliseconds);
                 var line = LocalTrainer.MetricsLine(report);
                 line["bytes"] = m.BytesMoved;
+                foreach (var (phase, ms) in m.PhaseMilliseconds) line[phase] = Math.Round(ms, 3);
                 File.AppendAllText(metricsPath, JsonSerializer.Serialize(line) + "\n");
                 onStep?.Invoke(report);
                 stepTimes.Add(m.StepMilliseconds);

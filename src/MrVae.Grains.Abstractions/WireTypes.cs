@@ -46,14 +46,15 @@ public sealed record RunSetup(
     [property: Id(8)] int? TestSamples,
     [property: Id(9)] int[] Modalities);
 
-/// <summary>One step's numbers (the same keys as the local trainer's metrics.jsonl).</summary>
+/// <summary>One step's numbers: loss terms with the local trainer's keys, wall time, bytes moved, and time per phase of the protocol.</summary>
 [GenerateSerializer, Immutable]
 public sealed record StepMetrics(
     [property: Id(0)] long Step,
     [property: Id(1)] int Epoch,
     [property: Id(2)] Dictionary<string, double> Terms,
     [property: Id(3)] double StepMilliseconds,
-    [property: Id(4)] long BytesMoved);
+    [property: Id(4)] long BytesMoved,
+    [property: Id(5)] Dictionary<string, double> PhaseMilliseconds);
 
 [GenerateSerializer, Immutable]
 public sealed record TestMetrics([property: Id(0)] long Step, [property: Id(1)] double TestLoss);

@@ -178,8 +178,7 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
         await compute.RunCoordinator(() => { optimizer!.step(); return true; });
         Phase("encoder_backward_and_step");
         watch.Stop();
-        foreach (var (k, v) in phases) terms[k] = v;
-        return new StepMetrics(step, schedule.EpochOf(step), terms, watch.Elapsed.TotalMilliseconds, bytes);
+        return new StepMetrics(step, schedule.EpochOf(step), terms, watch.Elapsed.TotalMilliseconds, bytes, phases);
     }
 
     /// <summary>Mean test loss through the grains, as <see cref="LocalTrainer.TestLoss"/> computes it.</summary>
