@@ -40,6 +40,7 @@ public static class ClusterTraining
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
         builder.UseOrleans(silo => silo.ConfigureMrVae(config));
+        builder.Services.AddMrVaeTelemetry(builder.Configuration, "mrvae-embedded");
         var host = builder.Build();
         await host.StartAsync();
         return host;
@@ -53,8 +54,10 @@ public static class ClusterTraining
     {
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
+        builder.Services.AddMrVaeTelemetry(builder.Configuration, "mrvae-client");
         builder.UseOrleansClient(client =>
         {
+            client.AddActivityPropagation();
             if (connection.StartsWith("redis://", StringComparison.OrdinalIgnoreCase))
             {
                 client.UseRedisClustering(connection["redis://".Length..]);

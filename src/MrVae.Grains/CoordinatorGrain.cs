@@ -70,6 +70,7 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
         setup = s; config = cfg; members = s.Modalities.OrderBy(j => j).ToArray();
         step = 0; error = null; metrics.Clear(); testMetrics.Clear();
         state = RunState.Running;
+        TrainingTelemetry.MembersAttached.Add(members.Length);
         this.DelayDeactivation(TimeSpan.FromDays(7));
         _ = RunLoop();   // runs on this grain's scheduler; interleaves with Status/Metrics at its awaits
         return await Status();
@@ -95,18 +96,34 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
             error = $"step {step}: {e.Message}";
             state = RunState.Failed;
         }
+        finally
+        {
+            TrainingTelemetry.MembersAttached.Add(-members.Length);
+        }
     }
 
     async Task<StepMetrics> RunStep()
     {
         var watch = Stopwatch.StartNew();
+        using var stepSpan = TrainingTelemetry.Source.StartActivity("train step");
+        stepSpan?.SetTag(TrainingTelemetry.Run, this.GetPrimaryKeyString());
+        stepSpan?.SetTag(TrainingTelemetry.Step, step);
+        stepSpan?.SetTag(TrainingTelemetry.Members, string.Join(",", members));
         long bytes = 0;
         var ids = schedule!.BatchIds(step);
+        stepSpan?.SetTag(TrainingTelemetry.BatchSize, ids.Length);
+        var phaseSpan = TrainingTelemetry.Source.StartActivity("encode");
         var phases = new Dictionary<string, double>();
         double mark = 0;
-        void Phase(string name) { double now = watch.Elapsed.TotalMilliseconds; phases[$"ms_{name}"] = now - mark; mark = now; }
+        // Ends the current phase (time and span) and starts the next one's span.
+        void Phase(string name, string? next)
+        {
+            double now = watch.Elapsed.TotalMilliseconds; phases[$"ms_{name}"] = now - mark; mark = now;
+            phaseSpan?.Dispose();
+            phaseSpan = next is null ? null : TrainingTelemetry.Source.StartActivity(next);
+        }
         var encoded = await Task.WhenAll(members.Select(j => grains[j].Encode(step, ids, "train", keepGraph: true)));
-        Phase("encode");
+        Phase("encode", "relation");
         bytes += ids.Length * sizeof(long) * members.Length + encoded.Sum(e => e.Mu.ByteCount + e.LogVar.ByteCount);
 
         // Forward on the coordinator; the graph (and the leaves standing in for the members' outputs) outlives
@@ -137,11 +154,11 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
             foreach (var t in output.Terms.Values) t.MoveToOuterDisposeScope();
             return members.Select(j => TensorWire.ToPayload(output.DecoderInputs[j]!)).ToArray();
         });
-        Phase("coordinator_forward");
+        Phase("coordinator_forward", "decode");
         bytes += decoderInputs.Sum(p => p.ByteCount);
 
         var decoded = await Task.WhenAll(members.Select((j, i) => grains[j].Decode(step, decoderInputs[i], output.ViewWeights, backward: true)));
-        Phase("decode");
+        Phase("decode", "backward");
         bytes += decoded.Sum(d => d.Gradient!.ByteCount + sizeof(float));
 
         var terms = new Dictionary<string, double>();
@@ -170,14 +187,20 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
             foreach (var t in mu.Concat(logVar)) t?.Dispose();
             return gradients;
         });
-        Phase("coordinator_backward");
+        Phase("coordinator_backward", "optimizer");
         bytes += dMu.Sum(p => p.ByteCount) + dLogVar.Sum(p => p.ByteCount);
 
         // The barrier: every member and the coordinator step before step + 1 begins.
         await Task.WhenAll(members.Select((j, i) => grains[j].ApplyEncoderGradients(step, dMu[i], dLogVar[i])));
         await compute.RunCoordinator(() => { optimizer!.step(); return true; });
-        Phase("encoder_backward_and_step");
+        Phase("encoder_backward_and_step", null);
         watch.Stop();
+        stepSpan?.SetTag(TrainingTelemetry.Bytes, bytes);
+        stepSpan?.SetTag("mrvae.loss", terms["loss"]);
+        TrainingTelemetry.StepMilliseconds.Record(watch.Elapsed.TotalMilliseconds);
+        TrainingTelemetry.BytesMoved.Add(bytes);
+        foreach (var key in new[] { "loss", "kl", "kl_private", "kl_shared", "kl_size", "kl_selection" })
+            if (terms.TryGetValue(key, out double value)) TrainingTelemetry.Loss.Record(value, new KeyValuePair<string, object?>(TrainingTelemetry.Term, key));
         return new StepMetrics(step, schedule.EpochOf(step), terms, watch.Elapsed.TotalMilliseconds, bytes, phases);
     }
 

@@ -45,14 +45,33 @@ public sealed class ModalityGrain(IOptions<SiloSettings> settings, ILocalSiloDet
         return Task.FromResult(new ShardInfo(train.Count, test.Count, silo.SiloAddress.ToString(), settings.Value.Device));
     }
 
-    public Task<EncodeResult> Encode(long step, long[] ids, string split, bool keepGraph)
-        => gate.RunModality(() => EncodeNow(step, ids, split, keepGraph));
+    public async Task<EncodeResult> Encode(long step, long[] ids, string split, bool keepGraph)
+    {
+        using var span = StartSpan("modality encode", step);
+        return await gate.RunModality(() => EncodeNow(step, ids, split, keepGraph));
+    }
 
-    public Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward)
-        => gate.RunModality(() => DecodeNow(step, decoderInput, viewWeights, backward));
+    public async Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward)
+    {
+        using var span = StartSpan("modality decode", step);
+        return await gate.RunModality(() => DecodeNow(step, decoderInput, viewWeights, backward));
+    }
 
-    public Task ApplyEncoderGradients(long step, TensorPayload dMu, TensorPayload dLogVar)
-        => gate.RunModality(() => ApplyEncoderGradientsNow(step, dMu, dLogVar));
+    public async Task ApplyEncoderGradients(long step, TensorPayload dMu, TensorPayload dLogVar)
+    {
+        using var span = StartSpan("modality encoder backward", step);
+        await gate.RunModality(() => ApplyEncoderGradientsNow(step, dMu, dLogVar));
+    }
+
+    System.Diagnostics.Activity? StartSpan(string name, long step)
+    {
+        var span = TrainingTelemetry.Source.StartActivity(name);
+        span?.SetTag(TrainingTelemetry.Run, setup?.RunId);
+        span?.SetTag(TrainingTelemetry.Modality, setup?.Modality);
+        span?.SetTag(TrainingTelemetry.Step, step);
+        span?.SetTag(TrainingTelemetry.Silo, silo.SiloAddress.ToString());
+        return span;
+    }
 
     EncodeResult EncodeNow(long step, long[] ids, string split, bool keepGraph)
     {

@@ -28,6 +28,8 @@ public static class SiloHosting
         silo.UseSiloMetadata(new Dictionary<string, string> { [SiloSettings.ModalitiesMetadataKey] = settings.Modalities });
         silo.Services.AddPlacementDirector<ModalityPlacementStrategy, ModalityPlacementDirector>();
         silo.Services.AddSingleton<ComputeGate>();
+        // Spans cross grain calls, and so silos: a step's trace holds every modality's work.
+        silo.AddActivityPropagation();
 
         if (clustering)
         {

@@ -1,0 +1,65 @@
+using System.Diagnostics;
+using MrVae.Data;
+using MrVae.Model;
+using OpenTelemetry;
+using OpenTelemetry.Trace;
+
+namespace MrVae.Grains.Tests;
+
+/// <summary>The shape of a training step's trace, captured with OpenTelemetry's in-memory exporter.</summary>
+public sealed class TracingTests(TwoSiloCluster fixture) : IClassFixture<TwoSiloCluster>, IDisposable
+{
+    readonly string root = Path.Combine(Path.GetTempPath(), "mrvae-trace-" + Guid.NewGuid().ToString("N"));
+    public void Dispose() { if (Directory.Exists(root)) Directory.Delete(root, recursive: true); }
+
+    [Fact]
+    public async Task EveryStepIsOneTraceWithItsPhasesAndEveryModalitysCalls()
+    {
+        string data = Path.Combine(root, "data");
+        var spec = PolyMnistSpec.Extended();
+        var mnist = MnistLocator.Resolve(null);
+        PolyMnistStore.Save(data, spec,
+            PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: true), 32, seed: 1),
+            PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: false), 8, seed: 1, streamOffset: 1));
+
+        var spans = new List<Activity>();
+        using (Sdk.CreateTracerProviderBuilder().AddSource(TrainingTelemetry.Sources).AddInMemoryExporter(spans).Build())
+        {
+            var config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16, RelationHidden = 8 };
+            string run = "trace-" + Guid.NewGuid().ToString("N")[..8];
+            var coordinator = fixture.Cluster.GrainFactory.GetGrain<ICoordinatorGrain>(run);
+            await coordinator.Start(new RunSetup(data, config.ToJson(), 1, 16, 2, 1, 1e-3, 1000, 8, [0, 1, 2, 3, 4]));
+            Assert.Equal(RunState.Finished, (await DistributedEqualsLocalTests.WaitUntilDone(coordinator)).State);
+        }
+
+        var byId = spans.ToDictionary(s => s.SpanId);
+        bool Under(Activity s, Activity ancestor)
+        {
+            for (var p = s; p is not null; p = byId.GetValueOrDefault(p.ParentSpanId))
+                if (p.SpanId == ancestor.SpanId) return true;
+            return false;
+        }
+
+        var steps = spans.Where(s => s.OperationName == "train step").OrderBy(s => (long)s.GetTagItem(TrainingTelemetry.Step)!).ToList();
+        Assert.Equal(2, steps.Count);
+        foreach (var step in steps)
+        {
+            Assert.NotNull(step.GetTagItem(TrainingTelemetry.Bytes));
+            // The five protocol phases are direct children of the step, in order.
+            var phases = spans.Where(s => s.ParentSpanId == step.SpanId && s.Source.Name == TrainingTelemetry.Name)
+                .OrderBy(s => s.StartTimeUtc).Select(s => s.OperationName).ToArray();
+            Assert.Equal(new[] { "encode", "relation", "decode", "backward", "optimizer" }, phases);
+
+            // Every modality's encode, decode and encoder backward belong to this step's trace, under the right phase.
+            foreach (var (call, phase) in new[] { ("modality encode", "encode"), ("modality decode", "decode"), ("modality encoder backward", "optimizer") })
+            {
+                var phaseSpan = spans.Single(s => s.ParentSpanId == step.SpanId && s.OperationName == phase);
+                var calls = spans.Where(s => s.OperationName == call && Under(s, phaseSpan)).ToList();
+                Assert.Equal(new long[] { 0, 1, 2, 3, 4 }, calls.Select(c => Convert.ToInt64(c.GetTagItem(TrainingTelemetry.Modality))).OrderBy(x => x));
+                Assert.All(calls, c => Assert.Equal(step.TraceId, c.TraceId));
+                // Modalities are spread over both silos of the test cluster.
+                Assert.Equal(2, calls.Select(c => (string)c.GetTagItem(TrainingTelemetry.Silo)!).Distinct().Count());
+            }
+        }
+    }
+}
