@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# A MrVae cluster on this machine, on loopback only: a private redis-server (clustering), N mrvae-silo processes
+# (each serving its own modalities), optionally the Aspire OTLP dashboard; then a short training through the client
+# (`mrvae train --cluster redis://...`), a check of the run's metrics.jsonl, and a clean shutdown of exactly the
+# processes this script started (by their recorded PIDs).
+#
+# Usage: deploy/local-cluster.sh [options]
+#   --silos N            silo processes (default 3)
+#   --groups "A B C"     modalities per silo, one comma list per silo (default: the dataset's modalities split in
+#                        contiguous groups, for 5 modalities and 3 silos "0,1 2,3 4"); "-" means "any"
+#   --dataset DIR        extended PolyMNIST dataset (default data/local-cluster); made if it has no spec.json
+#   --train N --test N   tuples when the dataset is made (default 1024 / 256)
+#   --mnist DIR          MNIST folder for making the dataset (default: mrvae's lookup order, see README)
+#   --model NAME         mrvae | mopoe | mvae | mmvae (default mrvae)
+#   --steps N            training steps (default 10)     --batch N  batch size (default 32)
+#   --out DIR            run directory (default runs/local-cluster)
+#   --dashboard          start the Aspire dashboard (OTLP on 127.0.0.1:18889, UI on 127.0.0.1:18888) and send traces
+#                        and metrics to it; skipped with a note when it is not installed (ASPIRE_DASHBOARD_PATH, or
+#                        the NuGet package Aspire.Dashboard.Sdk.linux-x64 in ~/.nuget/packages)
+#   --keep               after the run, keep the cluster up until Ctrl-C (to attach more silos, see README)
+#   --timeout S          bound for each wait: Redis and silo start (default 120); the training gets 5×S
+# Needs: the .NET 10 SDK, redis-server (Debian: apt-get install redis-server).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+silos=3; groups=""; dataset="data/local-cluster"; ntrain=1024; ntest=256; mnist=""; model="mrvae"
+steps=10; batch=32; out="runs/local-cluster"; dashboard=0; keep=0; timeout_s=120
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --silos) silos="$2"; shift 2 ;;
+    --groups) groups="$2"; shift 2 ;;
+    --dataset) dataset="$2"; shift 2 ;;
+    --train) ntrain="$2"; shift 2 ;;
+    --test) ntest="$2"; shift 2 ;;
+    --mnist) mnist="$2"; shift 2 ;;
+    --model) model="$2"; shift 2 ;;
+    --steps) steps="$2"; shift 2 ;;
+    --batch) batch="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    --dashboard) dashboard=1; shift ;;
+    --keep) keep=1; shift ;;
+    --timeout) timeout_s="$2"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "error: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+for n in silos ntrain ntest steps batch timeout_s; do
+  [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || { echo "error: ${n/timeout_s/timeout} must be a positive integer, got '${!n}'" >&2; exit 2; }
+done
+command -v redis-server >/dev/null || { echo "error: redis-server not found (Debian: apt-get install redis-server)" >&2; exit 1; }
+command -v dotnet >/dev/null || { echo "error: dotnet not found (the .NET 10 SDK)" >&2; exit 1; }
+
+logs="$out/cluster-logs"
+mkdir -p "$logs"
+pids=()      # every process this script started, in start order
+names=()
+t0=$SECONDS
+say() { printf '[local-cluster %3ds] %s\n' "$((SECONDS - t0))" "$*"; }
+
+# Sends TERM to the recorded processes whose name matches PATTERN, waits up to S seconds for them, then KILLs the rest.
+stop_matching() {
+  local pattern="$1" s="$2" i pid deadline=$((SECONDS + $2))
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    [[ "${names[$i]}" == $pattern ]] || continue
+    kill -TERM "${pids[$i]}" 2>/dev/null || true
+  done
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    [[ "${names[$i]}" == $pattern ]] || continue
+    pid="${pids[$i]}"
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then
+      say "${names[$i]} (pid $pid) did not stop in $s s: killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+  done
+}
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  # Silos leave the cluster (they write to Redis while doing so), then the dashboard and Redis go.
+  stop_matching 'silo*' 30
+  stop_matching '*' 10
+  [ ${#pids[@]} -gt 0 ] && say "stopped ${#pids[@]} processes (${names[*]})"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A TCP port on 127.0.0.1 that nothing listens on (random in 20000-59999, checked by connecting).
+taken=" "
+free_port() {
+  local p
+  for _ in $(seq 200); do
+    p=$((20000 + RANDOM % 40000))
+    case "$taken" in *" $p "*) continue ;; esac
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then taken="$taken$p "; echo "$p"; return 0; fi
+  done
+  echo "error: no free loopback port found" >&2; return 1
+}
+# Waits until 127.0.0.1:PORT accepts connections, PID is still alive, at most S seconds.
+wait_port() {
+  local port="$1" pid="$2" what="$3" s="$4" log="$5" deadline=$((SECONDS + $4))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "error: $what exited before listening on 127.0.0.1:$port; last lines of $log:" >&2; tail -n 20 "$log" >&2; return 1
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      echo "error: $what not listening on 127.0.0.1:$port after $s s; last lines of $log:" >&2; tail -n 20 "$log" >&2; return 1
+    fi
+    sleep 0.2
+  done
+}
+start() { # name log cmd... ; records the PID
+  local name="$1" log="$2"; shift 2
+  "$@" >"$log" 2>&1 &
+  pids+=($!); names+=("$name")
+}
+
+# 1. Builds: the silo host and the client console (Release).
+say "building mrvae-silo and mrvae (Release)"
+if ! blog=$(dotnet build src/MrVae.Silo -c Release -nologo -v quiet 2>&1); then
+  printf '%s\n' "$blog" >&2; echo "error: building src/MrVae.Silo failed" >&2; exit 1
+fi
+silo_dll="$repo/src/MrVae.Silo/bin/Release/net10.0/mrvae-silo.dll"
+[ -f "$silo_dll" ] || { echo "error: $silo_dll not found after the build" >&2; exit 1; }
+./mrvae --help >/dev/null   # builds the client console once
+
+# 2. The dataset: made once, reused afterwards.
+if [ ! -f "$dataset/spec.json" ]; then
+  say "making extended PolyMNIST in $dataset ($ntrain train, $ntest test)"
+  timeout "$((timeout_s * 3))" ./mrvae data make --dataset polymnist-extended --out "$dataset" --train "$ntrain" --test "$ntest" --seed 0 ${mnist:+--mnist "$mnist"}
+fi
+dataset="$(cd "$dataset" && pwd)"
+modalities=$(grep -o '"modalities"[[:space:]]*:[[:space:]]*[0-9]*' "$dataset/spec.json" | head -n 1 | grep -o '[0-9]*$')
+[ -n "$modalities" ] || { echo "error: no modality count in $dataset/spec.json" >&2; exit 1; }
+
+# 3. Modality groups: given, or contiguous blocks of ceil(M / N).
+if [ -n "$groups" ]; then
+  read -r -a group <<<"$groups"
+  [ ${#group[@]} -eq "$silos" ] || { echo "error: --groups has ${#group[@]} groups for $silos silos" >&2; exit 2; }
+else
+  group=(); per=$(( (modalities + silos - 1) / silos ))
+  for ((i = 0; i < silos; i++)); do
+    g=""; for ((j = i * per; j < (i + 1) * per && j < modalities; j++)); do g="${g:+$g,}$j"; done
+    group+=("${g:--}")
+  done
+fi
+
+# 4. Optional: the Aspire dashboard as the OTLP endpoint.
+otel=()
+if [ "$dashboard" = 1 ]; then
+  dash="${ASPIRE_DASHBOARD_PATH:-}"
+  if [ -z "$dash" ]; then
+    dash=$(ls -d "$HOME"/.nuget/packages/aspire.dashboard.sdk.linux-x64/*/tools/Aspire.Dashboard.dll 2>/dev/null | sort -V | tail -n 1 || true)
+  fi
+  if [ -n "$dash" ] && [ -f "$dash" ]; then
+    say "starting the Aspire dashboard ($dash): UI http://127.0.0.1:18888, OTLP 127.0.0.1:18889"
+    dcmd=("$dash"); case "$dash" in *.dll) dcmd=(dotnet "$dash") ;; esac
+    start dashboard "$logs/dashboard.log" env DOTNET_ROLL_FORWARD=Major ASPNETCORE_URLS=http://127.0.0.1:18888 \
+      DOTNET_DASHBOARD_OTLP_ENDPOINT_URL=http://127.0.0.1:18889 ASPIRE_DASHBOARD_OTLP_ENDPOINT_URL=http://127.0.0.1:18889 \
+      DOTNET_DASHBOARD_UNSECURED_ALLOW_ANONYMOUS=true ASPIRE_DASHBOARD_UNSECURED_ALLOW_ANONYMOUS=true "${dcmd[@]}"
+    wait_port 18889 "${pids[-1]}" dashboard "$timeout_s" "$logs/dashboard.log"
+    otel=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:18889)
+  else
+    say "dashboard: not installed (set ASPIRE_DASHBOARD_PATH to Aspire.Dashboard(.dll), or restore the NuGet package Aspire.Dashboard.Sdk.linux-x64); skipped"
+  fi
+fi
+
+# 5. Redis: private port, loopback, no persistence.
+redis_port=$(free_port)
+start redis "$logs/redis.log" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --protected-mode yes
+wait_port "$redis_port" "${pids[-1]}" redis-server "$timeout_s" "$logs/redis.log"
+say "redis-server on 127.0.0.1:$redis_port (pid ${pids[-1]})"
+
+# 6. Silos: all start at once, each with its own ports and modalities; then wait for every gateway.
+gateways=()
+for ((i = 0; i < silos; i++)); do
+  silo_port=$(free_port); gateway_port=$(free_port)
+  mods="${group[$i]}"; [ "$mods" = "-" ] && mods=""
+  start "silo$i" "$logs/silo$i.log" env DOTNET_ENVIRONMENT=Production \
+    MrVae__Clustering__Redis="127.0.0.1:$redis_port" \
+    MrVae__Silo__Modalities="$mods" MrVae__Silo__TorchThreads=1 \
+    MrVae__Endpoints__SiloPort="$silo_port" MrVae__Endpoints__GatewayPort="$gateway_port" \
+    ${otel[@]+"${otel[@]}"} ${otel[@]+OTEL_SERVICE_NAME=mrvae-silo$i} \
+    dotnet "$silo_dll"
+  gateways+=("$gateway_port")
+  say "silo$i: modalities ${mods:-any}, silo port $silo_port, gateway $gateway_port (pid ${pids[-1]})"
+done
+for ((i = 0; i < silos; i++)); do
+  wait_port "${gateways[$i]}" "${pids[$((${#pids[@]} - silos + i))]}" "silo$i" "$timeout_s" "$logs/silo$i.log"
+done
+say "$silos silos up"
+
+# 7. A short training through the client; the client reads only spec.json, each silo its own shards.
+say "training $model for $steps steps through the cluster (redis://127.0.0.1:$redis_port) into $out"
+rm -f "$out/metrics.jsonl"
+if ! env ${otel[@]+"${otel[@]}"} ${otel[@]+OTEL_SERVICE_NAME=mrvae-client} \
+  timeout "$((timeout_s * 5))" ./mrvae train --cluster "redis://127.0.0.1:$redis_port" --dataset "$dataset" --silo-data "$dataset" \
+  --model "$model" --steps "$steps" --batch "$batch" --seed 0 --out "$out" >"$logs/client.log" 2>&1; then
+  echo "error: training failed or timed out after $((timeout_s * 5)) s; last lines of $logs/client.log:" >&2
+  tr '\r' '\n' <"$logs/client.log" | grep -v '^[[:space:]]*$' | tail -n 15 >&2
+  exit 1
+fi
+tr '\r' '\n' <"$logs/client.log" | grep -E '^(done|error)' | tail -n 1 || true
+
+# 8. Check: one metrics line per step, steps 0..N-1 in order.
+got=$(grep -o '"step":[0-9]*' "$out/metrics.jsonl" 2>/dev/null | cut -d: -f2 | tr '\n' ' ' || true)
+want=$(seq 0 $((steps - 1)) | tr '\n' ' ')
+if [ "$got" != "$want" ]; then
+  echo "error: $out/metrics.jsonl has steps [${got% }], expected [${want% }]" >&2; exit 1
+fi
+say "ok: $steps steps in $out/metrics.jsonl across $silos silo processes (${group[*]})"
+
+if [ "$keep" = 1 ]; then
+  say "cluster kept up: redis://127.0.0.1:$redis_port; attach a silo with MrVae__Clustering__Redis=127.0.0.1:$redis_port (see README). Ctrl-C stops it."
+  while kill -0 "${pids[0]}" 2>/dev/null; do sleep 1; done
+fi
