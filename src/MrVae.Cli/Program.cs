@@ -6,4 +6,5 @@ var root = new RootCommand("mrvae: train and evaluate the multimodal relational 
 root.Subcommands.Add(DataCommands.Create());
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
+foreach (var command in EvalCommand.CreateAll()) root.Subcommands.Add(command);
 return CliErrors.Invoke(root, args);

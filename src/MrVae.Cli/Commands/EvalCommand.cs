@@ -1,0 +1,74 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using MrVae.Evaluation;
+using Spectre.Console;
+
+namespace MrVae.Cli.Commands;
+
+/// <summary>`mrvae eval`: coherence, FD, learned relation and latent probe of a trained run (model.md, "Evaluation").</summary>
+public static class EvalCommand
+{
+    /// <summary>`eval`, and `experiment` (the paper's tables), registered together.</summary>
+    public static IEnumerable<Command> CreateAll() => [Create()];
+
+    public static Command Create()
+    {
+        var run = new Option<string>("--run") { Description = "run directory of `mrvae train` (holds checkpoints/)", Required = true };
+        var data = new Option<string>("--data") { Description = "dataset directory the run was trained on (`mrvae data make`)", Required = true };
+        var output = new Option<string>("--out") { Description = "report directory: report.json, report.md, PNGs", Required = true };
+        var checkpoint = new Option<string>("--checkpoint") { Description = "checkpoint under RUNDIR/checkpoints: best (lowest test loss), last, or final (distributed runs)", DefaultValueFactory = _ => "best" };
+        var samples = new Option<int>("--samples") { Description = "test tuples per input subset for coherence and FD", DefaultValueFactory = _ => 1000 };
+        var batch = new Option<int>("--batch") { Description = "generation batch size", DefaultValueFactory = _ => 250 };
+        var seed = new Option<long>("--seed") { Description = "seed of the generation noise", DefaultValueFactory = _ => 0 };
+        var classifierEpochs = new Option<int>("--classifier-epochs") { Description = "epochs for the digit classifiers when they must be trained", DefaultValueFactory = _ => new ClassifierTraining().Epochs };
+        var classifierDir = new Option<string?>("--classifiers") { Description = "where the digit classifiers are kept (default DATA/classifiers)" };
+        var probeSamples = new Option<int>("--probe-train") { Description = "training tuples for the latent probe", DefaultValueFactory = _ => 5000 };
+        var cmd = new Command("eval", "Evaluate a trained run: coherence, FD, learned relation, latent probe; writes report.json, report.md and PNGs")
+        {
+            run, data, output, checkpoint, samples, batch, seed, classifierEpochs, classifierDir, probeSamples,
+        };
+        cmd.SetAction(p =>
+        {
+            Check(p.GetValue(samples) >= 2, "--samples must be at least 2");
+            Check(p.GetValue(batch) >= 1, "--batch must be at least 1");
+            Check(p.GetValue(classifierEpochs) >= 1, "--classifier-epochs must be at least 1");
+            Check(p.GetValue(probeSamples) >= 10, "--probe-train must be at least 10");
+            var options = new EvalOptions
+            {
+                RunDirectory = p.GetValue(run)!, DataDirectory = p.GetValue(data)!, OutputDirectory = p.GetValue(output)!,
+                Checkpoint = p.GetValue(checkpoint)!, Seed = p.GetValue(seed), ClassifierDirectory = p.GetValue(classifierDir),
+                CrossModal = new CrossModalSettings { Samples = p.GetValue(samples), BatchSize = p.GetValue(batch) },
+                Classifiers = new ClassifierTraining { Epochs = p.GetValue(classifierEpochs) },
+                ProbeTrainSamples = p.GetValue(probeSamples),
+            };
+            var evaluation = Evaluator.Run(options, line => AnsiConsole.WriteLine(line));
+            PrintSummary(evaluation.Report);
+            return 0;
+        });
+        return cmd;
+    }
+
+    static void Check(bool ok, string message)
+    {
+        if (!ok) throw new ArgumentException(message);
+    }
+
+    static string F(JsonNode? n, string format = "F3") => n is null ? "-" : n.GetValue<double>().ToString(format, CultureInfo.InvariantCulture);
+
+    public static void PrintSummary(JsonObject report)
+    {
+        var table = new Table().AddColumn("measure").AddColumn("value");
+        var cls = report["classifier_accuracy"]!;
+        table.AddRow("classifier accuracy (main digit, mean)", F(cls["main_mean"]));
+        if (cls["other_positions_mean"] is { } other) table.AddRow("classifier accuracy (corner digits, mean)", F(other));
+        foreach (var (k, v) in report["coherence"]!["paper_rows"]!.AsObject()) table.AddRow(Markup.Escape($"coherence {k}"), F(v));
+        if (report["coherence"]!["corner_summary"] is JsonObject cs)
+            table.AddRow("corner coherence shared / unshared", $"{F(cs["shared_mean"])} / {F(cs["unshared_mean"])}");
+        foreach (var (k, v) in report["fd"]!["paper_rows"]!.AsObject()) table.AddRow(Markup.Escape($"FD {k}"), F(v, "F1"));
+        if (report["relation"] is JsonObject rel) table.AddRow("relation precision / recall", $"{F(rel["precision"])} / {F(rel["recall"])}");
+        var probe = report["latent_probe"]!["main"]!.AsObject();
+        if (probe.Count > 0) table.AddRow(Markup.Escape($"latent probe {probe.First().Key} / {probe.Last().Key}"), $"{F(probe.First().Value)} / {F(probe.Last().Value)}");
+        AnsiConsole.Write(table);
+    }
+}

@@ -1,0 +1,177 @@
+using MrVae.Data;
+using MrVae.Model;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MrVae.Evaluation;
+
+/// <summary>Conditional generation: from the modalities marked in <c>inputs</c>, every modality's images.</summary>
+public interface IConditionalGenerator
+{
+    int Modalities { get; }
+    /// <summary>Images per modality (B × 3 × 28 × 28 in [0, 1]) and, for mrVAE, the inferred subspace sizes (B × S).</summary>
+    (Tensor[] Images, Tensor? SubspaceSizes) Generate(Tensor?[] x, bool[] inputs, IReadOnlyList<long> ids);
+}
+
+/// <summary>A trained model's own subset path (<see cref="MultimodalVae.Generate"/>), latents sampled.</summary>
+public sealed class ModelGenerator(MultimodalVae model, Generator generator, bool sampleLatents = true) : IConditionalGenerator
+{
+    public int Modalities => model.Config.Modalities;
+
+    public (Tensor[] Images, Tensor? SubspaceSizes) Generate(Tensor?[] x, bool[] inputs, IReadOnlyList<long> ids)
+    {
+        model.eval();
+        return model.Generate(x, inputs, generator, sampleLatents);
+    }
+}
+
+/// <summary>Input subsets as bit masks over modalities, and their names.</summary>
+public static class Subsets
+{
+    public static int[] Members(int mask, int modalities) => Enumerable.Range(0, modalities).Where(j => (mask >> j & 1) == 1).ToArray();
+    public static int Mask(IEnumerable<int> members) => members.Aggregate(0, (m, j) => m | 1 << j);
+    public static string Name(int mask, int modalities) => string.Join(",", Members(mask, modalities));
+    /// <summary>"in=0,1->out=2" (the report's key for one cell of the coherence matrix).</summary>
+    public static string Key(int mask, int output, int modalities) => $"in={Name(mask, modalities)}->out={output}";
+    /// <summary>The paper's notation: "x0->x0" for one input, "X{0,1}->x0" for several.</summary>
+    public static string PaperName(int mask, int output, int modalities)
+    {
+        var m = Members(mask, modalities);
+        return (m.Length == 1 ? $"x{m[0]}" : $"X{{{string.Join(",", m)}}}") + $"->x{output}";
+    }
+}
+
+public sealed record CrossModalSettings
+{
+    /// <summary>Test tuples per input subset (the first N of the test split).</summary>
+    public int Samples { get; init; } = 1000;
+    public int BatchSize { get; init; } = 250;
+    /// <summary>Samples per subset kept for the sample grids.</summary>
+    public int GridSamples { get; init; } = 8;
+    /// <summary>Compute FD for every (input subset, output) cell, not only the paper's rows.</summary>
+    public bool FullFdMatrix { get; init; } = true;
+}
+
+/// <summary>What one pass of conditional generation over every non-empty input subset measured.</summary>
+public sealed class CrossModalResult
+{
+    public int Modalities { get; init; }
+    public int Samples { get; init; }
+    /// <summary>Accuracy per (input mask, output modality, factor) for every factor the output shows.</summary>
+    public Dictionary<(int Mask, int Output, int Factor), double> Accuracy { get; } = new();
+    /// <summary>FD of generated vs real test images per (input mask, output modality).</summary>
+    public Dictionary<(int Mask, int Output), double> Fd { get; } = new();
+    /// <summary>Per subset mask: the grid rows (label, images as CHW bytes).</summary>
+    public Dictionary<int, List<(string Label, byte[][] Images)>> Grids { get; } = new();
+    /// <summary>With all modalities given: frequency of each inferred size per shared subset (S × (D+1)), mrVAE only.</summary>
+    public double[,]? SizeFrequency { get; set; }
+    public double[]? MeanSize { get; set; }
+}
+
+/// <summary>
+/// Coherence, FD and sample grids in one pass: for every non-empty input subset A, generate all modalities of the
+/// first N test tuples from X_A, classify each output with the digit classifiers (accuracy against the true labels
+/// of every factor that output shows), and accumulate classifier features for the Fréchet distance against the
+/// real test images of the same tuples.
+/// </summary>
+public static class CrossModal
+{
+    public static CrossModalResult Run(IConditionalGenerator generator, ClassifierSet classifiers, LabelledSplit test,
+        CrossModalSettings settings, IReadOnlyCollection<(int Mask, int Output)> fdCells, Action<string>? log = null)
+    {
+        int m = generator.Modalities;
+        if (test.Modalities != m) throw new DataFormatException($"the model has {m} modalities, the data {test.Modalities}");
+        int n = Math.Min(settings.Samples, test.Count);
+        if (n < 1) throw new ArgumentException("need at least one test sample");
+        var result = new CrossModalResult { Modalities = m, Samples = n };
+        var factorsOf = Enumerable.Range(0, m).Select(j => classifiers.Targets.Where(t => t.Modality == j).Select(t => t.Factor).ToArray()).ToArray();
+        var correct = new Dictionary<(int, int, int), long>();
+        var cells = settings.FullFdMatrix
+            ? SubsetMasks(m).SelectMany(mask => Enumerable.Range(0, m).Select(j => (mask, j))).ToHashSet()
+            : fdCells.ToHashSet();
+        var fake = cells.ToDictionary(c => c, c => new MomentAccumulator(classifiers.FeatureWidth(c.Item2)));
+        var real = cells.Select(c => c.Item2).Distinct().ToDictionary(j => j, j => new MomentAccumulator(classifiers.FeatureWidth(j)));
+        int fullMask = (1 << m) - 1;
+        var allSizes = new List<long[]>(); int subsetCount = 0;
+        try
+        {
+            // Real features once per output modality.
+            for (int start = 0; start < n; start += settings.BatchSize)
+            {
+                using var scope = NewDisposeScope();
+                var ids = LabelledSplit.Range(start, Math.Min(settings.BatchSize, n - start));
+                foreach (var (j, acc) in real) acc.Add(classifiers.Features(j, test.Images[j].Batch(ids)));
+            }
+            foreach (int mask in SubsetMasks(m))
+            {
+                var inputs = Enumerable.Range(0, m).Select(j => (mask >> j & 1) == 1).ToArray();
+                for (int start = 0; start < n; start += settings.BatchSize)
+                {
+                    using var scope = NewDisposeScope();
+                    var ids = LabelledSplit.Range(start, Math.Min(settings.BatchSize, n - start));
+                    var x = Enumerable.Range(0, m).Select(j => inputs[j] ? test.Images[j].Batch(ids) : null).ToArray();
+                    var (images, sizes) = generator.Generate(x, inputs, ids);
+                    for (int j = 0; j < m; j++)
+                    {
+                        foreach (int f in factorsOf[j])
+                        {
+                            long hits = classifiers.Predict(j, f, images[j]).eq(test.LabelTensor(ids, f)).sum().ToInt64();
+                            correct[(mask, j, f)] = correct.GetValueOrDefault((mask, j, f)) + hits;
+                        }
+                        if (fake.TryGetValue((mask, j), out var acc)) acc.Add(classifiers.Features(j, images[j]));
+                    }
+                    if (start == 0) result.Grids[mask] = GridRows(x, images, inputs, Math.Min(settings.GridSamples, ids.Length));
+                    if (mask == fullMask && sizes is not null)
+                    {
+                        subsetCount = (int)sizes.shape[1];
+                        allSizes.Add(sizes.to(int64).cpu().data<long>().ToArray());
+                    }
+                    foreach (var t in images) t.Dispose();
+                    sizes?.Dispose();
+                }
+                log?.Invoke($"generated from {{{Subsets.Name(mask, m)}}}: main-digit coherence to x0 {(double)correct.GetValueOrDefault((mask, 0, factorsOf[0].FirstOrDefault())) / n:F3}");
+            }
+            foreach (var (key, hits) in correct) result.Accuracy[key] = (double)hits / n;
+            foreach (var ((mask, j), acc) in fake)
+                result.Fd[(mask, j)] = n >= 2 ? Frechet.Distance(acc, real[j]) : double.NaN;
+            if (allSizes.Count > 0)
+            {
+                int columns = (int)allSizes.SelectMany(v => v).DefaultIfEmpty(0).Max() + 1;
+                var freq = new double[subsetCount, columns];
+                var mean = new double[subsetCount];
+                foreach (var values in allSizes)
+                    for (int i = 0; i < values.Length; i++) freq[i % subsetCount, values[i]] += 1.0 / n;
+                for (int s = 0; s < subsetCount; s++)
+                    for (int k = 0; k < columns; k++) mean[s] += k * freq[s, k];
+                result.SizeFrequency = freq; result.MeanSize = mean;
+            }
+        }
+        finally
+        {
+            foreach (var a in fake.Values) a.Dispose();
+            foreach (var a in real.Values) a.Dispose();
+        }
+        return result;
+    }
+
+    /// <summary>Every non-empty subset mask, by size then lexicographically ({0}, {1}, …, {0,1}, …).</summary>
+    public static int[] SubsetMasks(int modalities) => Enumerable.Range(1, (1 << modalities) - 1)
+        .OrderBy(mask => System.Numerics.BitOperations.PopCount((uint)mask))
+        .ThenBy(mask => Subsets.Name(mask, modalities), StringComparer.Ordinal).ToArray();
+
+    static List<(string, byte[][])> GridRows(Tensor?[] x, Tensor[] outputs, bool[] inputs, int count)
+    {
+        var rows = new List<(string, byte[][])>();
+        for (int j = 0; j < inputs.Length; j++)
+            if (inputs[j]) rows.Add(($"input x{j}", ToBytes(x[j]!, count)));
+        for (int j = 0; j < outputs.Length; j++) rows.Add(($"gen x{j}", ToBytes(outputs[j], count)));
+        return rows;
+    }
+
+    public static byte[][] ToBytes(Tensor images, int count)
+    {
+        var values = images.narrow(0, 0, count).detach().cpu().to(float32).contiguous().data<float>().ToArray();
+        const int size = PolyMnistSplit.ImageBytes;
+        return Enumerable.Range(0, count).Select(i => ImageGrid.FromFloats(values.AsSpan(i * size, size))).ToArray();
+    }
+}
