@@ -19,13 +19,16 @@
 #                        the NuGet package Aspire.Dashboard.Sdk.linux-x64 in ~/.nuget/packages)
 #   --keep               after the run, keep the cluster up until Ctrl-C (to attach more silos, see README)
 #   --timeout S          bound for each wait: Redis and silo start (default 120); the training gets 5×S
+#   --no-build           use the existing builds (src/MrVae.Silo/bin/CONFIG/net10.0/mrvae-silo.dll and
+#                        src/MrVae.Cli/bin/CONFIG/net10.0/mrvae.dll; CONFIG: $MRVAE_CONFIGURATION, default Release)
 # Needs: the .NET 10 SDK, redis-server (Debian: apt-get install redis-server).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 silos=3; groups=""; dataset="data/local-cluster"; ntrain=1024; ntest=256; mnist=""; model="mrvae"
-steps=10; batch=32; out="runs/local-cluster"; dashboard=0; keep=0; timeout_s=120
+steps=10; batch=32; out="runs/local-cluster"; dashboard=0; keep=0; timeout_s=120; build=1
+config="${MRVAE_CONFIGURATION:-Release}"
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -42,6 +45,7 @@ while [ $# -gt 0 ]; do
     --dashboard) dashboard=1; shift ;;
     --keep) keep=1; shift ;;
     --timeout) timeout_s="$2"; shift 2 ;;
+    --no-build) build=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -77,9 +81,14 @@ stop_matching() {
     wait "$pid" 2>/dev/null || true
   done
 }
+fg_pid=""   # the client command running now (data make, train), if any
+# Runs a command in the background and waits for it, so that INT/TERM reach the traps at once (bash runs a trap
+# only after a foreground command ends).
+run_fg() { "$@" & fg_pid=$!; local rc=0; wait "$fg_pid" || rc=$?; fg_pid=""; return $rc; }
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  if [ -n "$fg_pid" ]; then kill -TERM "$fg_pid" 2>/dev/null || true; wait "$fg_pid" 2>/dev/null || true; fi
   # Silos leave the cluster (they write to Redis while doing so), then the dashboard and Redis go.
   stop_matching 'silo*' 30
   stop_matching '*' 10
@@ -120,19 +129,25 @@ start() { # name log cmd... ; records the PID
   pids+=($!); names+=("$name")
 }
 
-# 1. Builds: the silo host and the client console (Release).
-say "building mrvae-silo and mrvae (Release)"
-if ! blog=$(dotnet build src/MrVae.Silo -c Release -nologo -v quiet 2>&1); then
-  printf '%s\n' "$blog" >&2; echo "error: building src/MrVae.Silo failed" >&2; exit 1
+# 1. Builds: the silo host and the client console.
+silo_dll="$repo/src/MrVae.Silo/bin/$config/net10.0/mrvae-silo.dll"
+cli_dll="$repo/src/MrVae.Cli/bin/$config/net10.0/mrvae.dll"
+if [ "$build" = 1 ]; then
+  say "building mrvae-silo and mrvae ($config)"
+  for project in src/MrVae.Silo src/MrVae.Cli; do
+    if ! blog=$(dotnet build "$project" -c "$config" -nologo -v quiet 2>&1); then
+      printf '%s\n' "$blog" >&2; echo "error: building $project failed" >&2; exit 1
+    fi
+  done
 fi
-silo_dll="$repo/src/MrVae.Silo/bin/Release/net10.0/mrvae-silo.dll"
-[ -f "$silo_dll" ] || { echo "error: $silo_dll not found after the build" >&2; exit 1; }
-./mrvae --help >/dev/null   # builds the client console once
+for dll in "$silo_dll" "$cli_dll"; do
+  [ -f "$dll" ] || { echo "error: $dll not found (build it, or run without --no-build)" >&2; exit 1; }
+done
 
 # 2. The dataset: made once, reused afterwards.
 if [ ! -f "$dataset/spec.json" ]; then
   say "making extended PolyMNIST in $dataset ($ntrain train, $ntest test)"
-  timeout "$((timeout_s * 3))" ./mrvae data make --dataset polymnist-extended --out "$dataset" --train "$ntrain" --test "$ntest" --seed 0 ${mnist:+--mnist "$mnist"}
+  run_fg timeout "$((timeout_s * 3))" dotnet "$cli_dll" data make --dataset polymnist-extended --out "$dataset" --train "$ntrain" --test "$ntest" --seed 0 ${mnist:+--mnist "$mnist"}
 fi
 dataset="$(cd "$dataset" && pwd)"
 modalities=$(grep -o '"modalities"[[:space:]]*:[[:space:]]*[0-9]*' "$dataset/spec.json" | head -n 1 | grep -o '[0-9]*$')
@@ -190,16 +205,31 @@ for ((i = 0; i < silos; i++)); do
   gateways+=("$gateway_port")
   say "silo$i: modalities ${mods:-any}, silo port $silo_port, gateway $gateway_port (pid ${pids[-1]})"
 done
+# A silo is up when its gateway listens and it has joined the cluster (Orleans logs "Orleans Silo started." once
+# its membership status is Active; the gateway port opens earlier, while the silo is still joining).
+wait_joined() {
+  local i="$1" pid="$2" deadline=$((SECONDS + timeout_s))
+  until grep -q "Orleans Silo started" "$logs/silo$i.log" 2>/dev/null; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "error: silo$i exited while joining; last lines of $logs/silo$i.log:" >&2; tail -n 20 "$logs/silo$i.log" >&2; return 1
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      echo "error: silo$i has not joined the cluster after $timeout_s s; last lines of $logs/silo$i.log:" >&2; tail -n 20 "$logs/silo$i.log" >&2; return 1
+    fi
+    sleep 0.2
+  done
+}
 for ((i = 0; i < silos; i++)); do
-  wait_port "${gateways[$i]}" "${pids[$((${#pids[@]} - silos + i))]}" "silo$i" "$timeout_s" "$logs/silo$i.log"
+  pid="${pids[$((${#pids[@]} - silos + i))]}"
+  wait_port "${gateways[$i]}" "$pid" "silo$i" "$timeout_s" "$logs/silo$i.log"
+  wait_joined "$i" "$pid"
 done
-say "$silos silos up"
+say "$silos silos up (joined the cluster)"
 
 # 7. A short training through the client; the client reads only spec.json, each silo its own shards.
 say "training $model for $steps steps through the cluster (redis://127.0.0.1:$redis_port) into $out"
 rm -f "$out/metrics.jsonl"
-if ! env ${otel[@]+"${otel[@]}"} ${otel[@]+OTEL_SERVICE_NAME=mrvae-client} \
-  timeout "$((timeout_s * 5))" ./mrvae train --cluster "redis://127.0.0.1:$redis_port" --dataset "$dataset" --silo-data "$dataset" \
+if ! run_fg env ${otel[@]+"${otel[@]}"} ${otel[@]+OTEL_SERVICE_NAME=mrvae-client} timeout "$((timeout_s * 5))" dotnet "$cli_dll" train --cluster "redis://127.0.0.1:$redis_port" --dataset "$dataset" --silo-data "$dataset" \
   --model "$model" --steps "$steps" --batch "$batch" --seed 0 --out "$out" >"$logs/client.log" 2>&1; then
   echo "error: training failed or timed out after $((timeout_s * 5)) s; last lines of $logs/client.log:" >&2
   tr '\r' '\n' <"$logs/client.log" | grep -v '^[[:space:]]*$' | tail -n 15 >&2
