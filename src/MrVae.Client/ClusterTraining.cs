@@ -107,6 +107,7 @@ public static class ClusterTraining
                 var line = LocalTrainer.MetricsLine(report);
                 line["bytes"] = m.BytesMoved;
                 foreach (var (phase, ms) in m.PhaseMilliseconds) line[phase] = Math.Round(ms, 3);
+                line["members"] = m.Members;
                 File.AppendAllText(metricsPath, JsonSerializer.Serialize(line) + "\n");
                 onStep?.Invoke(report);
                 stepTimes.Add(m.StepMilliseconds);

@@ -27,4 +27,10 @@ public interface ICoordinatorGrain : IGrainWithStringKey
     Task<StepMetrics[]> Metrics(long fromStep);
     Task<TestMetrics[]> TestMetrics();
     Task<TensorPayload[]> Parameters();
+    /// <summary>Adds a modality from the next step on (its grain loads its shard, from <paramref name="dataDirectory"/> if given).</summary>
+    Task<RunStatus> Attach(int modality, string? dataDirectory);
+    /// <summary>Removes a modality from the next step on; the run goes on with the others.</summary>
+    Task<RunStatus> Detach(int modality);
+    /// <summary>Ends the run after the step in flight.</summary>
+    Task<RunStatus> Stop();
 }

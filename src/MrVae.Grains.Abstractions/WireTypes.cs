@@ -44,7 +44,8 @@ public sealed record RunSetup(
     [property: Id(6)] double LearningRate,
     [property: Id(7)] long? EvaluateEvery,
     [property: Id(8)] int? TestSamples,
-    [property: Id(9)] int[] Modalities);
+    [property: Id(9)] int[] Modalities,
+    [property: Id(10)] double MemberTimeoutSeconds = 60);
 
 /// <summary>One step's numbers: loss terms with the local trainer's keys, wall time, bytes moved, and time per phase of the protocol.</summary>
 [GenerateSerializer, Immutable]
@@ -54,7 +55,8 @@ public sealed record StepMetrics(
     [property: Id(2)] Dictionary<string, double> Terms,
     [property: Id(3)] double StepMilliseconds,
     [property: Id(4)] long BytesMoved,
-    [property: Id(5)] Dictionary<string, double> PhaseMilliseconds);
+    [property: Id(5)] Dictionary<string, double> PhaseMilliseconds,
+    [property: Id(6)] int[] Members);
 
 [GenerateSerializer, Immutable]
 public sealed record TestMetrics([property: Id(0)] long Step, [property: Id(1)] double TestLoss);
@@ -68,4 +70,16 @@ public sealed record RunStatus(
     [property: Id(2)] long TotalSteps,
     [property: Id(3)] double? LastLoss,
     [property: Id(4)] string? Error,
-    [property: Id(5)] Dictionary<int, string> MemberSilos);
+    [property: Id(5)] Dictionary<int, string> MemberSilos,
+    [property: Id(6)] int[] Members,
+    [property: Id(7)] RunEvent[] Events,
+    [property: Id(8)] string CoordinatorSilo);
+
+/// <summary>A membership event of a run: attached, detached, dropped (a failed or timed-out call), stopped.</summary>
+[GenerateSerializer, Immutable]
+public sealed record RunEvent(
+    [property: Id(0)] long Step,
+    [property: Id(1)] string Kind,
+    [property: Id(2)] int Modality,
+    [property: Id(3)] string Message,
+    [property: Id(4)] DateTime Utc);

@@ -23,7 +23,7 @@ namespace MrVae.Grains;
 /// Reentrant so that Status and Metrics answer while the loop awaits its members.
 /// </summary>
 [Reentrant]
-public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<CoordinatorGrain> logger, ComputeGate compute) : Grain, ICoordinatorGrain
+public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<CoordinatorGrain> logger, ComputeGate compute, Orleans.Runtime.ILocalSiloDetails siloDetails) : Grain, ICoordinatorGrain
 {
     readonly Device device = new(settings.Value.Device);
     RunSetup? setup;
@@ -41,6 +41,11 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
     string? error;
     readonly List<StepMetrics> metrics = new();
     readonly List<TestMetrics> testMetrics = new();
+    readonly List<RunEvent> events = new();
+    // Membership changes wait for a step boundary: the step in flight keeps the members it started with.
+    readonly SortedSet<int> pendingAttach = new(), pendingDetach = new();
+    bool stopRequested;
+    TimeSpan memberTimeout = TimeSpan.FromSeconds(60);
 
     public async Task<RunStatus> Start(RunSetup s)
     {
@@ -68,7 +73,10 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
         schedule = new TrainingSchedule(s.Seed, trainCounts[0], s.BatchSize);
         totalSteps = s.Steps ?? s.Epochs * schedule.StepsPerEpoch;
         setup = s; config = cfg; members = s.Modalities.OrderBy(j => j).ToArray();
-        step = 0; error = null; metrics.Clear(); testMetrics.Clear();
+        step = 0; error = null; metrics.Clear(); testMetrics.Clear(); events.Clear(); stopRequested = false;
+        pendingAttach.Clear(); pendingDetach.Clear();
+        memberTimeout = TimeSpan.FromSeconds(s.MemberTimeoutSeconds);
+        foreach (int j in members) Record("attached", j, $"on {memberSilos[j]}");
         state = RunState.Running;
         TrainingTelemetry.MembersAttached.Add(members.Length);
         this.DelayDeactivation(TimeSpan.FromDays(7));
@@ -81,14 +89,30 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
         try
         {
             long evaluateEvery = setup!.EvaluateEvery ?? schedule!.StepsPerEpoch;
-            while (step < totalSteps && state == RunState.Running)
+            while (step < totalSteps && state == RunState.Running && !stopRequested)
             {
-                metrics.Add(await RunStep());
+                ApplyMembershipChanges();
+                // A member that fails before the optimiser phase is dropped and the step runs again without it,
+                // from the same random state, so the step is one consistent update of the remaining parties.
+                using var generatorState = stepGenerator!.get_state();
+                StepMetrics result;
+                try { result = await RunStep(); }
+                catch (MembersFailedException failure)
+                {
+                    Drop(failure);
+                    stepGenerator.set_state(generatorState);
+                    continue;
+                }
+                metrics.Add(result);
                 step++;
                 if (step % evaluateEvery == 0 || step == totalSteps)
                     testMetrics.Add(new TestMetrics(step, await TestLoss()));
             }
-            if (state == RunState.Running) state = RunState.Finished;
+            if (state == RunState.Running)
+            {
+                state = stopRequested ? RunState.Stopped : RunState.Finished;
+                if (stopRequested) Record("stopped", -1, "stopped on request");
+            }
         }
         catch (Exception e)
         {
@@ -122,7 +146,7 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
             phaseSpan?.Dispose();
             phaseSpan = next is null ? null : TrainingTelemetry.Source.StartActivity(next);
         }
-        var encoded = await Task.WhenAll(members.Select(j => grains[j].Encode(step, ids, "train", keepGraph: true)));
+        var encoded = await OnMembers("encode", j => grains[j].Encode(step, ids, "train", keepGraph: true));
         Phase("encode", "relation");
         bytes += ids.Length * sizeof(long) * members.Length + encoded.Sum(e => e.Mu.ByteCount + e.LogVar.ByteCount);
 
@@ -130,7 +154,7 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
         // this synchronous block, so those tensors leave the dispose scope.
         int m = config!.Modalities;
         var mu = new Tensor?[m]; var logVar = new Tensor?[m];
-        var present = Enumerable.Range(0, m).Select(j => grains.ContainsKey(j)).ToArray();
+        var present = Enumerable.Range(0, m).Select(j => members.Contains(j)).ToArray();
         var context = new StepContext
         {
             Generator = stepGenerator!, TauSize = config.Temperature(step, totalSteps), TauSelection = config.Temperature(step, totalSteps),
@@ -157,7 +181,7 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
         Phase("coordinator_forward", "decode");
         bytes += decoderInputs.Sum(p => p.ByteCount);
 
-        var decoded = await Task.WhenAll(members.Select((j, i) => grains[j].Decode(step, decoderInputs[i], output.ViewWeights, backward: true)));
+        var decoded = await OnMembers("decode", j => grains[j].Decode(step, decoderInputs[Array.IndexOf(members, j)], output.ViewWeights, backward: true));
         Phase("decode", "backward");
         bytes += decoded.Sum(d => d.Gradient!.ByteCount + sizeof(float));
 
@@ -191,7 +215,16 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
         bytes += dMu.Sum(p => p.ByteCount) + dLogVar.Sum(p => p.ByteCount);
 
         // The barrier: every member and the coordinator step before step + 1 begins.
-        await Task.WhenAll(members.Select((j, i) => grains[j].ApplyEncoderGradients(step, dMu[i], dLogVar[i])));
+        var stepMembers = members;
+        try
+        {
+            await OnMembers("encoder backward", j => grains[j].ApplyEncoderGradients(step, dMu[Array.IndexOf(stepMembers, j)], dLogVar[Array.IndexOf(stepMembers, j)]).ContinueWith(t => { t.GetAwaiter().GetResult(); return true; }));
+        }
+        catch (MembersFailedException failure)
+        {
+            // The others have stepped already: keep this step, lose only the failed members' update.
+            Drop(failure);
+        }
         await compute.RunCoordinator(() => { optimizer!.step(); return true; });
         Phase("encoder_backward_and_step", null);
         watch.Stop();
@@ -201,7 +234,7 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
         TrainingTelemetry.BytesMoved.Add(bytes);
         foreach (var key in new[] { "loss", "kl", "kl_private", "kl_shared", "kl_size", "kl_selection" })
             if (terms.TryGetValue(key, out double value)) TrainingTelemetry.Loss.Record(value, new KeyValuePair<string, object?>(TrainingTelemetry.Term, key));
-        return new StepMetrics(step, schedule.EpochOf(step), terms, watch.Elapsed.TotalMilliseconds, bytes, phases);
+        return new StepMetrics(step, schedule.EpochOf(step), terms, watch.Elapsed.TotalMilliseconds, bytes, phases, stepMembers);
     }
 
     /// <summary>Mean test loss through the grains, as <see cref="LocalTrainer.TestLoss"/> computes it.</summary>
@@ -210,12 +243,12 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
         int count = Math.Min(testCount, setup!.TestSamples ?? int.MaxValue);
         using var generator = Seeds.Generator(setup.Seed, "evaluation");
         int m = config!.Modalities;
-        var present = Enumerable.Range(0, m).Select(j => grains.ContainsKey(j)).ToArray();
+        var present = Enumerable.Range(0, m).Select(j => members.Contains(j)).ToArray();
         double sum = 0;
         for (int start = 0; start < count; start += setup.BatchSize)
         {
             var ids = Enumerable.Range(start, Math.Min(setup.BatchSize, count - start)).Select(i => (long)i).ToArray();
-            var encoded = await Task.WhenAll(members.Select(j => grains[j].Encode(-1 - start, ids, "test", keepGraph: false)));
+            var encoded = await OnMembers("test encode", j => grains[j].Encode(-1 - start, ids, "test", keepGraph: false));
             CoordinatorOutput output = null!;
             var inputs = await compute.RunCoordinator(() =>
             {
@@ -232,7 +265,7 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
                 output.Loss.MoveToOuterDisposeScope();
                 return members.Select(j => TensorWire.ToPayload(output.DecoderInputs[j]!)).ToArray();
             });
-            var decoded = await Task.WhenAll(members.Select((j, i) => grains[j].Decode(-1 - start, inputs[i], output.ViewWeights, backward: false)));
+            var decoded = await OnMembers("test decode", j => grains[j].Decode(-1 - start, inputs[Array.IndexOf(members, j)], output.ViewWeights, backward: false));
             sum += await compute.RunCoordinator(() =>
             {
                 using var scope = NewDisposeScope();
@@ -246,7 +279,101 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
     }
 
     public Task<RunStatus> Status() => Task.FromResult(new RunStatus(state, step, totalSteps,
-        metrics.Count > 0 ? metrics[^1].Terms["loss"] : null, error, new Dictionary<int, string>(memberSilos)));
+        metrics.Count > 0 ? metrics[^1].Terms["loss"] : null, error, new Dictionary<int, string>(memberSilos), members.ToArray(), events.ToArray(), siloDetails.SiloAddress.ToString()));
+
+    public async Task<RunStatus> Attach(int modality, string? dataDirectory)
+    {
+        var s = RequireRunning();
+        int modalities = config!.Modalities;
+        if (modality < 0 || modality >= modalities) throw new ArgumentException($"unknown modality {modality}: the model has modalities 0..{modalities - 1}");
+        if ((members.Contains(modality) && !pendingDetach.Contains(modality)) || pendingAttach.Contains(modality))
+            throw new ArgumentException($"modality {modality} is already attached to run {this.GetPrimaryKeyString()}");
+        var grain = GrainFactory.GetGrain<IModalityGrain>(ModalityKey.For(this.GetPrimaryKeyString(), modality));
+        var shard = await grain.Configure(new ModalitySetup(this.GetPrimaryKeyString(), modality, dataDirectory ?? s.DataDirectory, s.ModelConfigJson, s.Seed, s.LearningRate));
+        if (shard.TrainCount != schedule!.SampleCount)
+            throw new ArgumentException($"modality {modality}'s shard has {shard.TrainCount} training samples, the run's others {schedule.SampleCount}: it is not part of this dataset");
+        grains[modality] = grain;
+        memberSilos[modality] = shard.Silo;
+        pendingDetach.Remove(modality);
+        pendingAttach.Add(modality);
+        return await Status();
+    }
+
+    public Task<RunStatus> Detach(int modality)
+    {
+        RequireRunning();
+        if (!members.Contains(modality) || pendingDetach.Contains(modality))
+            throw new ArgumentException($"modality {modality} is not attached to run {this.GetPrimaryKeyString()} (members: {string.Join(",", members)})");
+        if (members.Length - pendingDetach.Count <= 1 && pendingAttach.Count == 0)
+            throw new ArgumentException($"modality {modality} is the run's last member: stop the run instead");
+        pendingDetach.Add(modality);
+        return Status();
+    }
+
+    public Task<RunStatus> Stop()
+    {
+        RequireRunning();
+        stopRequested = true;
+        return Status();
+    }
+
+    RunSetup RequireRunning() => state == RunState.Running && setup is not null
+        ? setup
+        : throw new InvalidOperationException($"run {this.GetPrimaryKeyString()} is not running (state {state})");
+
+    void ApplyMembershipChanges()
+    {
+        if (pendingAttach.Count == 0 && pendingDetach.Count == 0) return;
+        foreach (int j in pendingDetach) Record("detached", j, "detached on request");
+        foreach (int j in pendingAttach) Record("attached", j, $"on {memberSilos[j]}");
+        int before = members.Length;
+        members = members.Except(pendingDetach).Union(pendingAttach).OrderBy(j => j).ToArray();
+        TrainingTelemetry.MembersAttached.Add(members.Length - before);
+        pendingAttach.Clear(); pendingDetach.Clear();
+    }
+
+    void Drop(MembersFailedException failure)
+    {
+        foreach (var (j, reason) in failure.Failures) Record("dropped", j, $"{failure.Phase} failed: {reason}");
+        int before = members.Length;
+        members = members.Except(failure.Failures.Select(f => f.Modality)).ToArray();
+        TrainingTelemetry.MembersAttached.Add(members.Length - before);
+        if (members.Length == 0) throw new InvalidOperationException("every modality of the run failed; nothing left to train");
+    }
+
+    void Record(string kind, int modality, string message)
+    {
+        events.Add(new RunEvent(step, kind, modality, message, DateTime.UtcNow));
+        Activity.Current?.AddEvent(new ActivityEvent($"modality {kind}", tags: new ActivityTagsCollection { [TrainingTelemetry.Modality] = modality, ["message"] = message }));
+        logger.LogWarning("run {Run} step {Step}: modality {Modality} {Kind}: {Message}", this.GetPrimaryKeyString(), step, modality, kind, message);
+    }
+
+    /// <summary>
+    /// Calls every current member in parallel, each bounded by the member timeout; if any fails or times out
+    /// (its silo gone, say), throws <see cref="MembersFailedException"/> naming them after all calls have ended.
+    /// </summary>
+    async Task<T[]> OnMembers<T>(string phase, Func<int, Task<T>> call)
+    {
+        var current = members;
+        var tasks = current.Select(j => call(j).WaitAsync(memberTimeout)).ToArray();
+        // Task.WhenAll ends only when every call has ended, so no call of this phase is still in flight after it.
+        try { return await Task.WhenAll(tasks); }
+        catch
+        {
+            var failures = current.Select((j, i) => (j, tasks[i]))
+                .Where(p => p.Item2.IsFaulted || p.Item2.IsCanceled)
+                .Select(p => (p.j, p.Item2.Exception?.GetBaseException() is Exception e ? $"{e.GetType().Name}: {e.Message}" : "cancelled"))
+                .ToArray();
+            throw new MembersFailedException(phase, failures);
+        }
+    }
+
+    sealed class MembersFailedException(string phase, (int Modality, string Reason)[] failures)
+        : Exception($"{phase} failed on modalities {string.Join(",", failures.Select(f => f.Modality))}")
+    {
+        public (int Modality, string Reason)[] Failures { get; } = failures;
+        public string Phase { get; } = phase;
+    }
 
     public Task<StepMetrics[]> Metrics(long fromStep) => Task.FromResult(metrics.Where(x => x.Step >= fromStep).ToArray());
 
