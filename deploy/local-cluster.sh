@@ -15,8 +15,9 @@
 #   --steps N            training steps (default 10)     --batch N  batch size (default 32)
 #   --out DIR            run directory (default runs/local-cluster)
 #   --dashboard          start the Aspire dashboard (OTLP on 127.0.0.1:18889, UI on 127.0.0.1:18888) and send traces
-#                        and metrics to it; skipped with a note when it is not installed (ASPIRE_DASHBOARD_PATH, or
-#                        the NuGet package Aspire.Dashboard.Sdk.linux-x64 in ~/.nuget/packages)
+#                        and metrics to it; skipped with a note when it is not installed (ASPIRE_DASHBOARD_PATH: the
+#                        Aspire.Dashboard executable or .dll; else the NuGet package Aspire.Dashboard.Sdk.linux-x64
+#                        in ~/.nuget/packages)
 #   --keep               after the run, keep the cluster up until Ctrl-C (to attach more silos, see README)
 #   --timeout S          bound for each wait: Redis and silo start (default 120); the training gets 5×S
 #   --no-build           use the existing builds (src/MrVae.Silo/bin/CONFIG/net10.0/mrvae-silo.dll and
@@ -170,7 +171,8 @@ otel=()
 if [ "$dashboard" = 1 ]; then
   dash="${ASPIRE_DASHBOARD_PATH:-}"
   if [ -z "$dash" ]; then
-    dash=$(ls -d "$HOME"/.nuget/packages/aspire.dashboard.sdk.linux-x64/*/tools/Aspire.Dashboard.dll 2>/dev/null | sort -V | tail -n 1 || true)
+    # The package's tools/ folder holds Aspire.Dashboard (13.x: one executable) or Aspire.Dashboard.dll (older).
+    dash=$(ls -d "$HOME"/.nuget/packages/aspire.dashboard.sdk.linux-x64/*/tools/Aspire.Dashboard "$HOME"/.nuget/packages/aspire.dashboard.sdk.linux-x64/*/tools/Aspire.Dashboard.dll 2>/dev/null | sort -V | tail -n 1 || true)
   fi
   if [ -n "$dash" ] && [ -f "$dash" ]; then
     say "starting the Aspire dashboard ($dash): UI http://127.0.0.1:18888, OTLP 127.0.0.1:18889"
