@@ -38,9 +38,13 @@ public sealed class ChecksCanFailTests
         Assert.False(renamed.Reads("MrVae:Endpoints:GatewayPort"));
         var problems = ManifestChecks.UnknownKeys(Rendered.Of("cpu").Objects, renamed);
         Assert.Contains(problems, p => p.Contains("MrVae__Endpoints__GatewayPort"));
-        // A key only mentioned in a comment is not an option.
-        var commented = OptionsWith(hosting.Replace("configuration[\"MrVae:Clustering:Redis\"]", "null // configuration[\"MrVae:Clustering:Redis\"]"));
-        Assert.False(commented.Reads("MrVae:Clustering:Redis"));
+        // A key only mentioned in a comment is not an option; the settings section counts only while it is bound.
+        var parsed = SiloOptions.Parse("silo.ConfigureMrVae(c);", "var a = configuration[\"MrVae:A:B\"]; // configuration[\"MrVae:X:Y\"]\n/* c.GetValue(\"MrVae:Z:W\", 1) */",
+            "", "public const string Section = \"MrVae:Silo\"; public int Threads { get; set; } = 2;");
+        Assert.True(parsed.Reads("MrVae:A:B"));
+        Assert.False(parsed.Reads("MrVae:X:Y"));
+        Assert.False(parsed.Reads("MrVae:Z:W"));
+        Assert.False(parsed.Reads("MrVae:Silo:Threads"));
     }
 
     [Fact]
