@@ -18,6 +18,7 @@ namespace MrVae.Silo;
 ///   MrVae:Silo:ConcurrentCompute  grains of this silo computing at once (default 1: each op gets all threads)
 ///   MrVae:Clustering:Redis   Redis connection string; absent: localhost clustering
 ///   MrVae:Cluster:ClusterId / ServiceId, MrVae:Endpoints:SiloPort / GatewayPort / PrimarySiloPort
+///   MrVae:Endpoints:AdvertisedIP  with Redis clustering: the address to advertise (listens on all); default loopback
 /// </summary>
 public static class SiloHosting
 {
@@ -47,7 +48,13 @@ public static class SiloHosting
             {
                 silo.UseRedisClustering(redis);
                 silo.Configure<ClusterOptions>(o => { o.ClusterId = clusterId; o.ServiceId = serviceId; });
-                silo.ConfigureEndpoints(System.Net.IPAddress.Loopback, siloPort, gatewayPort);
+                // In a pod the silo must advertise its own address (MrVae:Endpoints:AdvertisedIP, e.g. status.podIP)
+                // and listen on all interfaces; on one machine loopback is enough.
+                string? advertised = configuration["MrVae:Endpoints:AdvertisedIP"];
+                if (string.IsNullOrWhiteSpace(advertised))
+                    silo.ConfigureEndpoints(System.Net.IPAddress.Loopback, siloPort, gatewayPort);
+                else
+                    silo.ConfigureEndpoints(System.Net.IPAddress.Parse(advertised), siloPort, gatewayPort, listenOnAnyHostAddress: true);
             }
         }
         // A training step can take seconds on a CPU; grain calls must not time out under normal load.
