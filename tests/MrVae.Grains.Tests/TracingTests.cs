@@ -23,10 +23,10 @@ public sealed class TracingTests(TwoSiloCluster fixture) : IClassFixture<TwoSilo
             PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: false), 8, seed: 1, streamOffset: 1));
 
         var spans = new List<Activity>();
+        string run = "trace-" + Guid.NewGuid().ToString("N")[..8];
         using (Sdk.CreateTracerProviderBuilder().AddSource(TrainingTelemetry.Sources).AddInMemoryExporter(spans).Build())
         {
             var config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16, RelationHidden = 8 };
-            string run = "trace-" + Guid.NewGuid().ToString("N")[..8];
             var coordinator = fixture.Cluster.GrainFactory.GetGrain<ICoordinatorGrain>(run);
             await coordinator.Start(new RunSetup(data, config.ToJson(), 1, 16, 2, 1, 1e-3, 1000, 8, [0, 1, 2, 3, 4]));
             Assert.Equal(RunState.Finished, (await DistributedEqualsLocalTests.WaitUntilDone(coordinator)).State);
@@ -40,7 +40,8 @@ public sealed class TracingTests(TwoSiloCluster fixture) : IClassFixture<TwoSilo
             return false;
         }
 
-        var steps = spans.Where(s => s.OperationName == "train step").OrderBy(s => (long)s.GetTagItem(TrainingTelemetry.Step)!).ToList();
+        // The listener is process-wide and other test classes train at the same time: keep this run's spans.
+        var steps = spans.Where(s => s.OperationName == "train step" && (string?)s.GetTagItem(TrainingTelemetry.Run) == run).OrderBy(s => (long)s.GetTagItem(TrainingTelemetry.Step)!).ToList();
         Assert.Equal(2, steps.Count);
         foreach (var step in steps)
         {
