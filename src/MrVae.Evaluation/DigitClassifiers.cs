@@ -298,12 +298,20 @@ public sealed class ClassifierSet : IDisposable
             ? $"training digit classifiers ({DigitTarget.For(spec).Count}) on {Math.Min(train.Count, options.MaxTrainSamples ?? int.MaxValue)} training tuples, {options.Epochs} epochs -> {dir}"
             : $"the classifiers in {dir} belong to other data or options: retraining");
         var set = Train(spec, train, test, options, log);
-        set.Save(dir, new ClassifierManifest
+        try
         {
-            Spec = spec.Name, DataFingerprint = fingerprint, TrainSamples = Math.Min(train.Count, options.MaxTrainSamples ?? int.MaxValue),
-            TestSamples = test.Count, Training = options, TrainSeconds = Math.Round(set.TrainSeconds, 1),
-            Classifiers = set.Targets.Select(t => new ClassifierEntry(t.Modality, t.Factor, t.Name, t.Name + ".bin", set.accuracy[t.Name])).ToArray(),
-        });
+            set.Save(dir, new ClassifierManifest
+            {
+                Spec = spec.Name, DataFingerprint = fingerprint, TrainSamples = Math.Min(train.Count, options.MaxTrainSamples ?? int.MaxValue),
+                TestSamples = test.Count, Training = options, TrainSeconds = Math.Round(set.TrainSeconds, 1),
+                Classifiers = set.Targets.Select(t => new ClassifierEntry(t.Modality, t.Factor, t.Name, t.Name + ".bin", set.accuracy[t.Name])).ToArray(),
+            });
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // A read-only dataset directory: evaluate anyway, the classifiers are just not kept.
+            log?.Invoke($"could not keep the classifiers in {dir} ({e.Message}); pass --classifiers DIR to reuse them next time");
+        }
         return set;
     }
 

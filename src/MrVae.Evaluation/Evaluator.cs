@@ -34,6 +34,12 @@ public static class Evaluator
 {
     public const string ReportJson = "report.json", ReportMarkdown = "report.md";
 
+    /// <summary>The model's name as papers write it.</summary>
+    public static string DisplayName(ModelKind kind) => kind switch
+    {
+        ModelKind.MrVae => "mrVAE", ModelKind.MoPoE => "MoPoE", ModelKind.Mvae => "MVAE", ModelKind.Mmvae => "MMVAE", _ => kind.ToString(),
+    };
+
     /// <summary>RUNDIR/checkpoints/NAME, checked, with its state; a missing "best" falls back to "final" (distributed runs).</summary>
     public static (string Directory, CheckpointState State) ResolveCheckpoint(string runDirectory, string name)
     {
@@ -325,7 +331,7 @@ public static class Evaluator
             string samplesDir = Path.Combine(outDir, "samples");
             Directory.CreateDirectory(samplesDir);
             foreach (var (mask, rows) in cross.Grids)
-                Plots.SampleGrid($"{config.Kind}: generated from {{{Subsets.Name(mask, m)}}} (first rows: inputs)", rows)
+                Plots.SampleGrid($"{DisplayName(config.Kind)}: generated from {{{Subsets.Name(mask, m)}}} (first rows: inputs)", rows)
                     .Save(Path.Combine(samplesDir, $"in-{Subsets.Name(mask, m).Replace(',', '-')}.png"));
             CoherenceHeatmap(report, cross, spec, config).Save(Path.Combine(outDir, "coherence.png"));
             figures.Add("coherence.png");
@@ -336,7 +342,7 @@ public static class Evaluator
                 figures.Add("relation_heatmap.png"); figures.Add("relation_pairs.png");
             }
         }
-        if (runDirectory is not null && Plots.TrainingCurves(runDirectory, $"training: {config.Kind} D={config.LatentDim} ({Path.GetFileName(Path.GetFullPath(runDirectory).TrimEnd('/'))})") is { } curves)
+        if (runDirectory is not null && Plots.TrainingCurves(runDirectory, $"training: {DisplayName(config.Kind)} D={config.LatentDim} ({Path.GetFileName(Path.GetFullPath(runDirectory).TrimEnd('/'))})") is { } curves)
         {
             curves.Save(Path.Combine(outDir, "training_curves.png"));
             figures.Add("training_curves.png");
@@ -354,7 +360,7 @@ public static class Evaluator
         var values = new double[masks.Length, m];
         for (int r = 0; r < masks.Length; r++)
             for (int j = 0; j < m; j++) values[r, j] = main >= 0 ? cross.Accuracy[(masks[r], j, main)] : double.NaN;
-        return Plots.Heatmap($"{config.Kind}: main-digit coherence", masks.Select(k => $"in {{{Subsets.Name(k, m)}}}").ToArray(),
+        return Plots.Heatmap($"{DisplayName(config.Kind)}: main-digit coherence", masks.Select(k => $"in {{{Subsets.Name(k, m)}}}").ToArray(),
             Enumerable.Range(0, m).Select(j => $"x{j}").ToArray(), values, 0, 1, showValues: true, cell: 30,
             footer: "rows: input subset, columns: generated modality; accuracy of the digit classifier");
     }
@@ -372,7 +378,7 @@ public static class Evaluator
         var truth = RelationRecovery.Truth(spec).Select(t => string.Join(",", t)).ToHashSet();
         var labels = family.Subsets.Select((s, i) => $"{SubsetFamily.Format(s)} {cross.MeanSize![i]:F1}").ToArray();
         var colLabels = Enumerable.Range(0, columns).Select(k => k.ToString(CultureInfo.InvariantCulture)).ToArray();
-        return Plots.Heatmap($"{config.Kind}: inferred n_A per subset", labels, colLabels, values, 0, 1,
+        return Plots.Heatmap($"{DisplayName(config.Kind)}: inferred n_A per subset", labels, colLabels, values, 0, 1,
             rowMarks: family.Subsets.Select(s => truth.Contains(string.Join(",", s))).ToArray(), cell: 14,
             footer: "rows: subset A and mean n_A (* shared in spec.json); columns: size n_A; colour: fraction of test tuples");
     }
@@ -389,7 +395,7 @@ public static class Evaluator
                 values[i, j] = i == j ? double.NaN : rows[i]![j]?.GetValue<double>() ?? double.NaN;
                 if (i != j && double.IsFinite(values[i, j])) max = Math.Max(max, values[i, j]);
             }
-        return Plots.Heatmap($"{config.Kind}: latent dims shared per pair", Enumerable.Range(0, m).Select(j => $"x{j}").ToArray(),
+        return Plots.Heatmap($"{DisplayName(config.Kind)}: latent dims shared per pair", Enumerable.Range(0, m).Select(j => $"x{j}").ToArray(),
             Enumerable.Range(0, m).Select(j => $"x{j}").ToArray(), values, 0, max, showValues: true, cell: 40,
             footer: "sum of mean n_A over subsets containing both");
     }
@@ -401,7 +407,7 @@ public static class Evaluator
         int m = spec.Modalities, main = PolyMnistGenerator.MainFactor(spec);
         var md = new StringBuilder();
         var model = report["model"]!; var data = report["data"]!;
-        md.Append($"# Evaluation: {config.Kind} (D = {config.LatentDim})\n\n");
+        md.Append($"# Evaluation: {DisplayName(config.Kind)} (D = {config.LatentDim})\n\n");
         md.Append($"Run `{model["run"]}`, checkpoint `{model["checkpoint"]}` (step {model["step"]}, test loss {F(model["test_loss"], "F1")}); ");
         md.Append($"data `{data["dir"]}` ({spec.Name}: {data["train"]} train / {data["test"]} test tuples); {report["samples"]} test tuples per input subset, seed {report["seed"]}.\n\n");
         md.Append("## Digit classifiers (test accuracy)\n\n| classifier | accuracy |\n|---|---|\n");

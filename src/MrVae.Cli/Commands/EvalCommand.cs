@@ -10,7 +10,38 @@ namespace MrVae.Cli.Commands;
 public static class EvalCommand
 {
     /// <summary>`eval`, and `experiment` (the paper's tables), registered together.</summary>
-    public static IEnumerable<Command> CreateAll() => [Create()];
+    public static IEnumerable<Command> CreateAll() => [Create(), CreateExperiment()];
+
+    /// <summary>`mrvae experiment paper --budget ci|quick|full --out DIR`.</summary>
+    public static Command CreateExperiment()
+    {
+        var budget = new Option<string>("--budget") { Description = "ci (minutes), quick, or full (the paper's scale)", DefaultValueFactory = _ => "ci" };
+        var output = new Option<string>("--out") { Description = "experiment directory: data/, runs/, reports/, tables.md, results.json", Required = true };
+        var seed = new Option<long>("--seed") { Description = "seed of data, models and evaluation", DefaultValueFactory = _ => 0 };
+        var models = new Option<string>("--models") { Description = "comma-separated models", DefaultValueFactory = _ => "mrvae,mopoe,mvae,mmvae" };
+        var datasets = new Option<string>("--datasets") { Description = "comma-separated datasets", DefaultValueFactory = _ => "polymnist,polymnist-extended" };
+        var mnist = new Option<string?>("--mnist") { Description = "directory with the MNIST IDX files (default: the usual lookup)" };
+        var paper = new Command("paper", "Train mrVAE, MoPoE, MVAE and MMVAE on vanilla and extended PolyMNIST with one budget, evaluate, write the paper's tables beside ours")
+        {
+            budget, output, seed, models, datasets, mnist,
+        };
+        paper.SetAction(p =>
+        {
+            var kinds = p.GetValue(models)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(TrainCommand.ParseModel).Distinct().ToArray();
+            var sets = p.GetValue(datasets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(d => MrVae.Data.PolyMnistSpec.Builtin(d).Name).Distinct().ToArray();
+            Check(kinds.Length > 0, "--models names no model: use mrvae, mopoe, mvae, mmvae");
+            Check(sets.Length > 0, "--datasets names no dataset: use polymnist, polymnist-extended");
+            var results = PaperExperiment.Run(new ExperimentOptions
+            {
+                OutputDirectory = p.GetValue(output)!, Budget = ExperimentBudget.Named(p.GetValue(budget)!), Seed = p.GetValue(seed),
+                Mnist = p.GetValue(mnist), Models = kinds, Datasets = sets,
+            }, line => AnsiConsole.WriteLine(line));
+            AnsiConsole.WriteLine(File.ReadAllText(Path.Combine(p.GetValue(output)!, "tables.md")));
+            return 0;
+        });
+        return new Command("experiment", "Experiments over several trainings and evaluations") { paper };
+    }
 
     public static Command Create()
     {

@@ -1,0 +1,242 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using MrVae.Data;
+using MrVae.Model;
+using MrVae.Model.Training;
+
+namespace MrVae.Evaluation;
+
+/// <summary>One experiment size: data, architecture width, training length and evaluation effort, equal for every model.</summary>
+public sealed record ExperimentBudget(string Name, int Train, int Test, int Latent, int Batch, int Epochs, double LearningRate,
+    int Samples, int ClassifierEpochs, int ProbeTrain)
+{
+    public static readonly ExperimentBudget Ci = new("ci", Train: 2000, Test: 500, Latent: 16, Batch: 64, Epochs: 2, LearningRate: 1e-3,
+        Samples: 200, ClassifierEpochs: 5, ProbeTrain: 1000);
+    public static readonly ExperimentBudget Quick = new("quick", Train: 10000, Test: 2000, Latent: 32, Batch: 128, Epochs: 5, LearningRate: 1e-3,
+        Samples: 1000, ClassifierEpochs: 10, ProbeTrain: 5000);
+    public static readonly ExperimentBudget Full = new("full", Train: 60000, Test: 10000, Latent: 64, Batch: 256, Epochs: 50, LearningRate: 5e-4,
+        Samples: 10000, ClassifierEpochs: 10, ProbeTrain: 10000);
+
+    public static ExperimentBudget Named(string name) => name.ToLowerInvariant() switch
+    {
+        "ci" => Ci, "quick" => Quick, "full" => Full,
+        _ => throw new ArgumentException($"unknown budget '{name}': use ci, quick or full"),
+    };
+}
+
+public sealed record ExperimentOptions
+{
+    public required string OutputDirectory { get; init; }
+    public required ExperimentBudget Budget { get; init; }
+    public long Seed { get; init; }
+    /// <summary>MNIST directory (null: the usual lookup).</summary>
+    public string? Mnist { get; init; }
+    public ModelKind[] Models { get; init; } = [ModelKind.MrVae, ModelKind.MoPoE, ModelKind.Mvae, ModelKind.Mmvae];
+    public string[] Datasets { get; init; } = ["polymnist", "polymnist-extended"];
+}
+
+/// <summary>
+/// `mrvae experiment paper`: the paper's Tables 1 and 2 (coherence and sample quality of mrVAE vs MoPoE on vanilla
+/// and extended PolyMNIST), measured for mrVAE, MoPoE, MVAE and MMVAE trained with the same architecture, latent
+/// size, optimiser, seed and number of steps, and written beside the paper's figures.
+/// </summary>
+public static class PaperExperiment
+{
+    /// <summary>The paper's figures (workshop paper, Tables 1–2): coherence (accuracy) and FID, for mrVAE and MoPoE.</summary>
+    public static readonly Dictionary<(string Dataset, string Table, string Row), (double MrVae, double MoPoE)> Paper = new()
+    {
+        [("polymnist", "coherence", "x0->x0")] = (0.50, 0.47),
+        [("polymnist", "coherence", "X{0,1}->x0")] = (0.51, 0.51),
+        [("polymnist", "coherence", "X{0,1,2}->x0")] = (0.51, 0.53),
+        [("polymnist-extended", "coherence", "x0->x0")] = (0.40, 0.31),
+        [("polymnist-extended", "coherence", "X{0,1}->x0")] = (0.44, 0.32),
+        [("polymnist-extended", "coherence", "X{0,1,2}->x0")] = (0.44, 0.32),
+        [("polymnist", "fd", "x0->x0")] = (105.8, 108.7),
+        [("polymnist", "fd", "x1->x0")] = (129.9, 216.6),
+        [("polymnist", "fd", "X{1,2}->x0")] = (139.6, 221.5),
+        [("polymnist-extended", "fd", "x0->x0")] = (95.1, 157.9),
+        [("polymnist-extended", "fd", "x1->x0")] = (182.4, 265.5),
+        [("polymnist-extended", "fd", "X{1,2}->x0")] = (189.0, 311.6),
+    };
+
+    public static readonly string[] CoherenceRows = ["x0->x0", "X{0,1}->x0", "X{0,1,2}->x0"];
+    public static readonly string[] FdRows = ["x0->x0", "x1->x0", "X{1,2}->x0"];
+
+    public static string ModelName(ModelKind kind) => kind.ToString().ToLowerInvariant();
+
+    public static string DisplayName(ModelKind kind) => Evaluator.DisplayName(kind);
+
+    public static JsonObject Run(ExperimentOptions options, Action<string>? log = null)
+    {
+        var total = Stopwatch.StartNew();
+        var b = options.Budget;
+        Directory.CreateDirectory(options.OutputDirectory);
+        var results = new JsonObject
+        {
+            ["budget"] = JsonNode.Parse(JsonSerializer.Serialize(b, CheckpointDirectory.Json)),
+            ["seed"] = options.Seed,
+            ["models"] = new JsonArray(options.Models.Select(k => (JsonNode?)ModelName(k)).ToArray()),
+        };
+        var runs = new JsonObject();
+        string? mnist = null;
+        foreach (var dataset in options.Datasets)
+        {
+            var spec = PolyMnistSpec.Builtin(dataset);
+            string dataDir = Path.Combine(options.OutputDirectory, "data", spec.Name);
+            if (!DataMatches(dataDir, spec, b))
+            {
+                mnist ??= MnistLocator.Resolve(options.Mnist);
+                log?.Invoke($"making {spec.Name}: {b.Train} train / {b.Test} test tuples in {dataDir}");
+                var trainSplit = PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: true), b.Train, (int)options.Seed);
+                var testSplit = PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: false), b.Test, (int)options.Seed, streamOffset: 1);
+                PolyMnistStore.Save(dataDir, spec, trainSplit, testSplit);
+            }
+            var train = LabelledSplit.Load(dataDir, "train", spec);
+            var test = LabelledSplit.Load(dataDir, "test", spec);
+            foreach (var kind in options.Models)
+            {
+                string name = $"{spec.Name}-{ModelName(kind)}";
+                string runDir = Path.Combine(options.OutputDirectory, "runs", name);
+                var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = b.Latent };
+                var trainOptions = new TrainOptions
+                {
+                    RunDirectory = runDir, BatchSize = b.Batch, Epochs = b.Epochs, Seed = options.Seed, LearningRate = b.LearningRate,
+                    TestSamples = Math.Min(b.Test, 1000),
+                };
+                var watch = Stopwatch.StartNew();
+                TrainResult? trained = null;
+                if (TrainedAlready(runDir, config, b, train.Count)) log?.Invoke($"{name}: reusing the finished run in {runDir}");
+                else
+                {
+                    using var trainer = new LocalTrainer(config, trainOptions, train.ToDataset(), test.ToDataset());
+                    long every = Math.Max(1, trainer.TotalSteps / 10);
+                    log?.Invoke($"{name}: training {trainer.TotalSteps} steps (D={b.Latent}, batch {b.Batch}, {b.Epochs} epochs, lr {b.LearningRate})");
+                    trained = trainer.Run(r =>
+                    {
+                        if ((r.Step + 1) % every == 0 || r.Step + 1 == r.TotalSteps)
+                            log?.Invoke($"{name}: step {r.Step + 1}/{r.TotalSteps} loss {r.Terms["loss"]:F1} ({r.StepMilliseconds:F0} ms/step)");
+                    });
+                }
+                double trainSeconds = watch.Elapsed.TotalSeconds;
+                watch.Restart();
+                var evaluation = Evaluator.Run(new EvalOptions
+                {
+                    RunDirectory = runDir, DataDirectory = dataDir, OutputDirectory = Path.Combine(options.OutputDirectory, "reports", name),
+                    Seed = options.Seed, CrossModal = new CrossModalSettings { Samples = b.Samples },
+                    Classifiers = new ClassifierTraining { Epochs = b.ClassifierEpochs }, ProbeTrainSamples = b.ProbeTrain,
+                }, log);
+                var report = evaluation.Report;
+                runs[name] = new JsonObject
+                {
+                    ["dataset"] = spec.Name, ["model"] = ModelName(kind),
+                    ["train_seconds"] = trained is null ? null : Math.Round(trainSeconds, 1),
+                    ["median_step_ms"] = trained is null ? null : Math.Round(trained.MedianStepMilliseconds, 1),
+                    ["eval_seconds"] = Math.Round(watch.Elapsed.TotalSeconds, 1),
+                    ["test_loss"] = report["model"]!["test_loss"]?.DeepClone(),
+                    ["coherence"] = report["coherence"]!["paper_rows"]!.DeepClone(),
+                    ["coherence_mean_by_input_count"] = report["coherence"]!["main_mean_by_input_count"]?.DeepClone(),
+                    ["corner"] = report["coherence"]!["corner_summary"] is JsonObject cs
+                        ? new JsonObject { ["shared_mean"] = cs["shared_mean"]?.DeepClone(), ["unshared_mean"] = cs["unshared_mean"]?.DeepClone() } : null,
+                    ["fd"] = report["fd"]!["paper_rows"]!.DeepClone(),
+                    ["fd_real_floor"] = report["fd"]!["real_train_vs_test"]!["out=0"]?.DeepClone(),
+                    ["relation"] = report["relation"] is JsonObject rel
+                        ? new JsonObject { ["precision"] = rel["precision"]?.DeepClone(), ["recall"] = rel["recall"]?.DeepClone() } : null,
+                    ["latent_probe"] = report["latent_probe"]!["main"]!.DeepClone(),
+                    ["classifier_main_accuracy"] = report["classifier_accuracy"]!["main_mean"]?.DeepClone(),
+                    ["classifier_corner_accuracy"] = report["classifier_accuracy"]!["other_positions_mean"]?.DeepClone(),
+                };
+            }
+        }
+        results["runs"] = runs;
+        results["wall_seconds"] = Math.Round(total.Elapsed.TotalSeconds, 1);
+        File.WriteAllText(Path.Combine(options.OutputDirectory, "results.json"), results.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        File.WriteAllText(Path.Combine(options.OutputDirectory, "tables.md"), Tables(results, options));
+        log?.Invoke($"tables: {Path.Combine(options.OutputDirectory, "tables.md")} ({total.Elapsed.TotalMinutes:F1} min in all)");
+        return results;
+    }
+
+    static bool DataMatches(string dir, PolyMnistSpec spec, ExperimentBudget b)
+    {
+        if (!File.Exists(Path.Combine(dir, PolyMnistStore.SpecFile))) return false;
+        try
+        {
+            var existing = PolyMnistStore.LoadSpec(dir);
+            PolyMnistStore.LoadLabels(dir, "train", out int train, out _);
+            PolyMnistStore.LoadLabels(dir, "test", out int test, out _);
+            return existing.Name == spec.Name && train == b.Train && test == b.Test;
+        }
+        catch (DataFormatException) { return false; }
+    }
+
+    static bool TrainedAlready(string runDir, ModelConfig config, ExperimentBudget b, int trainCount)
+    {
+        string state = Path.Combine(runDir, "checkpoints", "last", CheckpointDirectory.StateFile);
+        if (!File.Exists(state)) return false;
+        try
+        {
+            var (_, s) = CheckpointDirectory.Read(Path.Combine(runDir, "checkpoints", "last"));
+            long steps = (long)b.Epochs * (trainCount / b.Batch);   // TrainingSchedule: whole batches per epoch
+            return s.Model == config && s.Step >= steps && File.Exists(Path.Combine(runDir, "checkpoints", "best", CheckpointDirectory.StateFile));
+        }
+        catch (CheckpointException) { return false; }
+    }
+
+    static string F(JsonNode? n, string format) => n is null ? "–" : n.GetValue<double>().ToString(format, CultureInfo.InvariantCulture);
+
+    /// <summary>The two tables per dataset, ours beside the paper's, plus what the paper did not report.</summary>
+    public static string Tables(JsonObject results, ExperimentOptions options)
+    {
+        var b = options.Budget;
+        var md = new StringBuilder();
+        md.Append($"# Paper tables, budget `{b.Name}`\n\n");
+        md.Append($"Every model: D = {b.Latent}, {b.Epochs} epochs of {b.Train} training tuples (batch {b.Batch}, Adam lr {b.LearningRate}), seed {options.Seed}, ");
+        md.Append($"checkpoint with the lowest test loss; evaluated on {b.Samples} test tuples per input subset. Digit classifiers: {b.ClassifierEpochs} epochs on the same training split. ");
+        md.Append($"Wall time {F(results["wall_seconds"], "F0")} s.\n\n");
+        md.Append("Paper columns: Sutter & Vogt's workshop paper, Tables 1 and 2 (mrVAE and MoPoE only). Our sample quality is FD on the project's digit-classifier features, ");
+        md.Append("the paper's is FID on Inception features: compare orderings, not magnitudes.\n\n");
+        var runs = results["runs"]!.AsObject();
+        foreach (var dataset in options.Datasets)
+        {
+            string title = dataset == "polymnist" ? "PolyMNIST vanilla" : "PolyMNIST extended";
+            var models = options.Models.Where(k => runs.ContainsKey($"{dataset}-{ModelName(k)}")).ToArray();
+            JsonNode Run(ModelKind k) => runs[$"{dataset}-{ModelName(k)}"]!;
+            string header = "| input → output |" + string.Concat(models.Select(k => $" {DisplayName(k)} |")) + " mrVAE (paper) | MoPoE (paper) |\n|---|" + string.Concat(Enumerable.Repeat("---|", models.Length + 2)) + "\n";
+            md.Append($"## {title}: coherence (Table 1{(dataset == "polymnist" ? "a" : "b")})\n\n{header}");
+            foreach (var row in CoherenceRows)
+            {
+                var p = Paper[(dataset, "coherence", row)];
+                md.Append($"| {row} |" + string.Concat(models.Select(k => $" {F(Run(k)["coherence"]![row], "F3")} |")) + $" {p.MrVae:F2} | {p.MoPoE:F2} |\n");
+            }
+            md.Append($"\n## {title}: sample quality (Table 2{(dataset == "polymnist" ? "a" : "b")}; ours FD, paper FID)\n\n{header}");
+            foreach (var row in FdRows)
+            {
+                var p = Paper[(dataset, "fd", row)];
+                md.Append($"| {row} |" + string.Concat(models.Select(k => $" {F(Run(k)["fd"]![row], "F1")} |")) + $" {p.MrVae:F1} | {p.MoPoE:F1} |\n");
+            }
+            md.Append($"| real train vs real test (FD floor) |" + string.Concat(models.Select(k => $" {F(Run(k)["fd_real_floor"], "F1")} |")) + " | |\n");
+            md.Append($"\n### {title}: beyond the paper\n\n| model | mean coherence, 1 input → others | corner shared / unshared | relation precision / recall | latent probe x0 / all | test loss | train s | eval s |\n|---|---|---|---|---|---|---|---|\n");
+            foreach (var k in models)
+            {
+                var r = Run(k);
+                var probe = r["latent_probe"]!.AsObject();
+                md.Append($"| {DisplayName(k)} | {F(r["coherence_mean_by_input_count"]?["1"], "F3")} | ");
+                md.Append(r["corner"] is JsonObject c ? $"{F(c["shared_mean"], "F3")} / {F(c["unshared_mean"], "F3")}" : "–");
+                md.Append(" | ");
+                md.Append(r["relation"] is JsonObject rel ? $"{F(rel["precision"], "F2")} / {F(rel["recall"], "F2")}" : "–");
+                md.Append($" | {F(probe.FirstOrDefault().Value, "F3")} / {F(probe.LastOrDefault().Value, "F3")} | {F(r["test_loss"], "F0")} | {F(r["train_seconds"], "F0")} | {F(r["eval_seconds"], "F0")} |\n");
+            }
+            var any = models.Select(Run).FirstOrDefault();
+            if (any is not null)
+            {
+                md.Append($"\nDigit classifiers (test accuracy): main digit {F(any["classifier_main_accuracy"], "F3")}");
+                if (any["classifier_corner_accuracy"] is not null) md.Append($", corner digits {F(any["classifier_corner_accuracy"], "F3")}");
+                md.Append(". Chance is 0.1.\n\n");
+            }
+            md.Append($"Reports: {string.Join(", ", models.Select(k => $"[`{dataset}-{ModelName(k)}`](reports/{dataset}-{ModelName(k)}/report.md)"))}.\n\n");
+        }
+        return md.ToString();
+    }
+}

@@ -1,0 +1,51 @@
+using System.Text.Json.Nodes;
+using MrVae.Model;
+
+namespace MrVae.Evaluation.Tests;
+
+public sealed class PaperExperimentTests : IDisposable
+{
+    readonly string root = Path.Combine(Path.GetTempPath(), "mrvae-experiment-" + Guid.NewGuid().ToString("N"));
+    public void Dispose() { if (Directory.Exists(root)) Directory.Delete(root, recursive: true); }
+
+    [Fact]
+    public void AMicroBudgetWritesBothTablesBesideThePapersFiguresAndReusesFinishedRuns()
+    {
+        var micro = new ExperimentBudget("micro", Train: 160, Test: 48, Latent: 4, Batch: 32, Epochs: 1, LearningRate: 1e-3,
+            Samples: 24, ClassifierEpochs: 1, ProbeTrain: 100);
+        var options = new ExperimentOptions { OutputDirectory = root, Budget = micro, Models = [ModelKind.MrVae, ModelKind.MoPoE], Datasets = ["polymnist-extended"] };
+        var logs = new List<string>();
+        var results = PaperExperiment.Run(options, logs.Add);
+        var runs = results["runs"]!.AsObject();
+        Assert.Equal(["polymnist-extended-mrvae", "polymnist-extended-mopoe"], runs.Select(r => r.Key));
+        Assert.Equal(PaperExperiment.CoherenceRows, runs["polymnist-extended-mrvae"]!["coherence"]!.AsObject().Select(p => p.Key));
+        Assert.Equal(PaperExperiment.FdRows, runs["polymnist-extended-mopoe"]!["fd"]!.AsObject().Select(p => p.Key));
+        Assert.NotNull(runs["polymnist-extended-mrvae"]!["relation"]);
+        Assert.Null(runs["polymnist-extended-mopoe"]!["relation"]);
+        Assert.NotNull(runs["polymnist-extended-mopoe"]!["corner"]!["shared_mean"]);
+
+        string tables = File.ReadAllText(Path.Combine(root, "tables.md"));
+        Assert.Contains("## PolyMNIST extended: coherence (Table 1b)", tables);
+        Assert.Contains("| input → output | mrVAE | MoPoE | mrVAE (paper) | MoPoE (paper) |", tables);
+        Assert.Matches(@"\| x0->x0 \| [0-9.]+ \| [0-9.]+ \| 0\.40 \| 0\.31 \|", tables);
+        Assert.Matches(@"\| X\{1,2\}->x0 \| [0-9.]+ \| [0-9.]+ \| 189\.0 \| 311\.6 \|", tables);
+        Assert.True(File.Exists(Path.Combine(root, "reports", "polymnist-extended-mrvae", "relation_heatmap.png")));
+        Assert.Equal("micro", JsonNode.Parse(File.ReadAllText(Path.Combine(root, "results.json")))!["budget"]!["name"]!.GetValue<string>());
+
+        // Again: the data, classifiers and finished trainings are reused.
+        logs.Clear();
+        PaperExperiment.Run(options, logs.Add);
+        Assert.DoesNotContain(logs, l => l.StartsWith("making", StringComparison.Ordinal));
+        Assert.Equal(2, logs.Count(l => l.Contains("reusing the finished run")));
+        Assert.Equal(2, logs.Count(l => l.StartsWith("reusing digit classifiers", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public void BudgetsAreNamedAndUnknownOnesFailClearly()
+    {
+        Assert.Equal(ExperimentBudget.Ci, ExperimentBudget.Named("CI"));
+        Assert.Equal(64, ExperimentBudget.Named("full").Latent);
+        Assert.Contains("use ci, quick or full", Assert.Throws<ArgumentException>(() => ExperimentBudget.Named("huge")).Message);
+        Assert.Equal(12, PaperExperiment.Paper.Count);
+    }
+}
