@@ -48,8 +48,8 @@ public sealed record CrossModalSettings
     public int BatchSize { get; init; } = 250;
     /// <summary>Samples per subset kept for the sample grids.</summary>
     public int GridSamples { get; init; } = 8;
-    /// <summary>Compute FD for every (input subset, output) cell, not only the paper's rows.</summary>
-    public bool FullFdMatrix { get; init; } = true;
+    /// <summary>Compute FD for every (input subset, output) cell, not only the paper's rows (one eigendecomposition per cell).</summary>
+    public bool FullFdMatrix { get; init; }
 }
 
 /// <summary>What one pass of conditional generation over every non-empty input subset measured.</summary>
@@ -82,7 +82,7 @@ public static class CrossModal
         int m = generator.Modalities;
         if (test.Modalities != m) throw new DataFormatException($"the model has {m} modalities, the data {test.Modalities}");
         int n = Math.Min(settings.Samples, test.Count);
-        if (n < 1) throw new ArgumentException("need at least one test sample");
+        if (n < 2) throw new ArgumentException("need at least two test samples (FD needs a covariance)");
         var result = new CrossModalResult { Modalities = m, Samples = n };
         var factorsOf = Enumerable.Range(0, m).Select(j => classifiers.Targets.Where(t => t.Modality == j).Select(t => t.Factor).ToArray()).ToArray();
         var correct = new Dictionary<(int, int, int), long>();
@@ -132,8 +132,20 @@ public static class CrossModal
                 log?.Invoke($"generated from {{{Subsets.Name(mask, m)}}}: main-digit coherence to x0 {(double)correct.GetValueOrDefault((mask, 0, factorsOf[0].FirstOrDefault())) / n:F3}");
             }
             foreach (var (key, hits) in correct) result.Accuracy[key] = (double)hits / n;
+            // One eigendecomposition per real distribution, one per generated one.
+            var reference = real.ToDictionary(kv => kv.Key, kv =>
+            {
+                var (mean, cov) = kv.Value.Moments();
+                return (Mean: mean, Cov: cov, Root: Frechet.SqrtPsd(cov));
+            });
             foreach (var ((mask, j), acc) in fake)
-                result.Fd[(mask, j)] = n >= 2 ? Frechet.Distance(acc, real[j]) : double.NaN;
+            {
+                using var scope = NewDisposeScope();
+                var (mean, cov) = acc.Moments();
+                var r = reference[j];
+                result.Fd[(mask, j)] = Frechet.Distance(r.Mean, r.Cov, mean, cov, r.Root);
+            }
+            foreach (var r in reference.Values) { r.Mean.Dispose(); r.Cov.Dispose(); r.Root.Dispose(); }
             if (allSizes.Count > 0)
             {
                 int columns = (int)allSizes.SelectMany(v => v).DefaultIfEmpty(0).Max() + 1;

@@ -22,23 +22,27 @@ public static class Frechet
         return root.MoveToOuterDisposeScope();
     }
 
-    /// <summary>tr((Σ₁^½ Σ₂ Σ₁^½)^½) = Σ √λ of the symmetric product, which equals tr((Σ₁Σ₂)^½).</summary>
-    public static double TraceSqrtProduct(Tensor cov1, Tensor cov2)
+    /// <summary>
+    /// tr((Σ₁^½ Σ₂ Σ₁^½)^½) = Σ √λ of the symmetric product, which equals tr((Σ₁Σ₂)^½). Pass Σ₁^½ as
+    /// <paramref name="root1"/> when it is known (one reference distribution against many).
+    /// </summary>
+    public static double TraceSqrtProduct(Tensor cov1, Tensor cov2, Tensor? root1 = null)
     {
         using var scope = NewDisposeScope();
-        var root1 = SqrtPsd(cov1);
+        root1 ??= SqrtPsd(cov1);
         var product = root1.matmul(cov2.to(float64)).matmul(root1);
         product = 0.5 * (product + product.T);
         return linalg.eigvalsh(product).clamp_min(0).sqrt().sum().ToDouble();
     }
 
-    public static double Distance(Tensor mean1, Tensor cov1, Tensor mean2, Tensor cov2)
+    /// <param name="root1">Σ₁^½ if already computed (see <see cref="SqrtPsd"/>).</param>
+    public static double Distance(Tensor mean1, Tensor cov1, Tensor mean2, Tensor cov2, Tensor? root1 = null)
     {
         using var scope = NewDisposeScope();
         var diff = mean1.to(float64) - mean2.to(float64);
         double meanTerm = diff.dot(diff).ToDouble();
         double traces = cov1.to(float64).trace().ToDouble() + cov2.to(float64).trace().ToDouble();
-        return meanTerm + traces - 2 * TraceSqrtProduct(cov1, cov2);
+        return meanTerm + traces - 2 * TraceSqrtProduct(cov1, cov2, root1);
     }
 
     /// <summary>FD between two feature sets (N × F each).</summary>

@@ -55,9 +55,10 @@ public static class EvalCommand
         var classifierEpochs = new Option<int>("--classifier-epochs") { Description = "epochs for the digit classifiers when they must be trained", DefaultValueFactory = _ => new ClassifierTraining().Epochs };
         var classifierDir = new Option<string?>("--classifiers") { Description = "where the digit classifiers are kept (default DATA/classifiers)" };
         var probeSamples = new Option<int>("--probe-train") { Description = "training tuples for the latent probe", DefaultValueFactory = _ => 5000 };
+        var fdMatrix = new Option<bool>("--fd-matrix") { Description = "FD for every (input subset, output) cell, not only the paper's rows (slower)" };
         var cmd = new Command("eval", "Evaluate a trained run: coherence, FD, learned relation, latent probe; writes report.json, report.md and PNGs")
         {
-            run, data, output, checkpoint, samples, batch, seed, classifierEpochs, classifierDir, probeSamples,
+            run, data, output, checkpoint, samples, batch, seed, classifierEpochs, classifierDir, probeSamples, fdMatrix,
         };
         cmd.SetAction(p =>
         {
@@ -69,7 +70,7 @@ public static class EvalCommand
             {
                 RunDirectory = p.GetValue(run)!, DataDirectory = p.GetValue(data)!, OutputDirectory = p.GetValue(output)!,
                 Checkpoint = p.GetValue(checkpoint)!, Seed = p.GetValue(seed), ClassifierDirectory = p.GetValue(classifierDir),
-                CrossModal = new CrossModalSettings { Samples = p.GetValue(samples), BatchSize = p.GetValue(batch) },
+                CrossModal = new CrossModalSettings { Samples = p.GetValue(samples), BatchSize = p.GetValue(batch), FullFdMatrix = p.GetValue(fdMatrix) },
                 Classifiers = new ClassifierTraining { Epochs = p.GetValue(classifierEpochs) },
                 ProbeTrainSamples = p.GetValue(probeSamples),
             };
