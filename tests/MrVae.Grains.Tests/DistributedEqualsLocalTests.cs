@@ -12,13 +12,7 @@ public sealed class DistributedEqualsLocalTests(TwoSiloCluster fixture) : IClass
 
     string MakeData()
     {
-        string dir = Path.Combine(root, "data");
-        var mnist = MnistLocator.Resolve(null);
-        var spec = PolyMnistSpec.Extended();
-        PolyMnistStore.Save(dir, spec,
-            PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: true), 96, seed: 3),
-            PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: false), 24, seed: 3, streamOffset: 1));
-        return dir;
+        return TestDatasets.Extended(Path.Combine(root, "data"), train: 96, test: 24, seed: 3);
     }
 
     static MultimodalDataset Load(string dir, string split) =>

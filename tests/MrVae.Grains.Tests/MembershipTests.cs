@@ -13,12 +13,7 @@ public sealed class MembershipTests(TwoSiloCluster fixture) : IClassFixture<TwoS
     {
         string dir = Path.Combine(root, "data-" + train);
         if (Directory.Exists(dir)) return dir;
-        var spec = PolyMnistSpec.Extended();
-        var mnist = MnistLocator.Resolve(null);
-        PolyMnistStore.Save(dir, spec,
-            PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: true), train, seed: 1),
-            PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: false), 8, seed: 1, streamOffset: 1));
-        return dir;
+        return TestDatasets.Extended(dir, train, test: 8, seed: 1);
     }
 
     static readonly string Config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16, RelationHidden = 8 }.ToJson();

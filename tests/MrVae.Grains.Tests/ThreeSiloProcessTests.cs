@@ -21,12 +21,7 @@ public sealed class ThreeSiloProcessTests : IDisposable
     [Fact]
     public async Task ThreeSilosWithRedisClusteringTrainToTheEnd()
     {
-        string data = Path.Combine(root, "data");
-        var spec = PolyMnistSpec.Extended();
-        var mnist = MnistLocator.Resolve(null);
-        PolyMnistStore.Save(data, spec,
-            PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: true), 64, seed: 1),
-            PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: false), 16, seed: 1, streamOffset: 1));
+        string data = TestDatasets.Extended(Path.Combine(root, "data"), train: 64, test: 16, seed: 1);
 
         int redis = processes.StartRedis();
         string clusterId = "test-" + Guid.NewGuid().ToString("N")[..8];

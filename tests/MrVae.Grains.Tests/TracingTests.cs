@@ -15,12 +15,7 @@ public sealed class TracingTests(TwoSiloCluster fixture) : IClassFixture<TwoSilo
     [Fact]
     public async Task EveryStepIsOneTraceWithItsPhasesAndEveryModalitysCalls()
     {
-        string data = Path.Combine(root, "data");
-        var spec = PolyMnistSpec.Extended();
-        var mnist = MnistLocator.Resolve(null);
-        PolyMnistStore.Save(data, spec,
-            PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: true), 32, seed: 1),
-            PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: false), 8, seed: 1, streamOffset: 1));
+        string data = TestDatasets.Extended(Path.Combine(root, "data"), train: 32, test: 8, seed: 1);
 
         var spans = new List<Activity>();
         string run = "trace-" + Guid.NewGuid().ToString("N")[..8];
