@@ -24,6 +24,8 @@ public sealed record EvalOptions
     public ClassifierTraining Classifiers { get; init; } = new();
     /// <summary>Training tuples for the latent probe (test: <see cref="CrossModalSettings.Samples"/>).</summary>
     public int ProbeTrainSamples { get; init; } = 5000;
+    /// <summary>Evaluate even when the data's sharing structure differs from the one the run was trained on.</summary>
+    public bool AllowOtherData { get; init; }
 }
 
 /// <summary>
@@ -80,6 +82,7 @@ public static class Evaluator
         var spec = PolyMnistStore.LoadSpec(options.DataDirectory);
         if (state.Model.Modalities != spec.Modalities)
             throw new DataFormatException($"run {options.RunDirectory} was trained on {state.Model.Modalities} modalities but {options.DataDirectory} ({spec.Name}) has {spec.Modalities}: pass the dataset the run was trained on with --data");
+        var dataCheck = CheckData(options.RunDirectory, options.DataDirectory, options.AllowOtherData, log);
         var train = LabelledSplit.Load(options.DataDirectory, "train", spec);
         var test = LabelledSplit.Load(options.DataDirectory, "test", spec);
         using var classifiers = ClassifierSet.LoadOrTrain(options.DataDirectory, spec, train, test, options.Classifiers, options.ClassifierDirectory, log);
@@ -87,11 +90,54 @@ public static class Evaluator
         log?.Invoke($"evaluating {state.Model.Kind} D={state.Model.LatentDim} from {checkpointDir} (step {state.Step}) on {Math.Min(options.CrossModal.Samples, test.Count)} test tuples per input subset");
         var info = new EvaluationInfo(options.RunDirectory, Path.GetFileName(checkpointDir), state, options.DataDirectory, train.Count, test.Count);
         var evaluation = Evaluate(model, spec, classifiers, train, test, options, info, log);
+        evaluation.Report["data"]!.AsObject()["fingerprint"] = dataCheck;
         var timing = evaluation.Report["timing"]!.AsObject();
         timing["classifier_train_seconds"] = classifiers.Reused ? 0 : Math.Round(classifiers.TrainSeconds, 1);
         timing["total_seconds"] = Math.Round(total.Elapsed.TotalSeconds, 1);
         Write(evaluation, options.OutputDirectory, options.RunDirectory, spec, model.Config, log);
         return evaluation;
+    }
+
+    /// <summary>
+    /// Compares the data a run was trained on (RUNDIR/config.json, train.data) with <paramref name="dataDir"/>: another
+    /// sharing structure is an error (unless <paramref name="allowOther"/>), other data of the same structure (seed,
+    /// size, MNIST) a warning; both are recorded. Runs from before fingerprints were recorded only get the data's.
+    /// </summary>
+    public static JsonObject CheckData(string runDir, string dataDir, bool allowOther, Action<string>? log = null)
+    {
+        var evaluated = DatasetFingerprint.Of(dataDir);
+        var result = new JsonObject { ["evaluated"] = JsonSerializer.SerializeToNode(evaluated, CheckpointDirectory.Json) };
+        var trained = TrainingData(runDir);
+        if (trained is null)
+        {
+            result["training"] = null;
+            result["matches_training"] = null;
+            result["warning"] = $"{runDir} records no training-data fingerprint (config.json from an older mrvae): cannot check that --data is the training data";
+            log?.Invoke("warning: " + result["warning"]);
+            return result;
+        }
+        result["training"] = JsonSerializer.SerializeToNode(trained, CheckpointDirectory.Json);
+        string? difference = trained.Difference(evaluated);
+        result["matches_training"] = difference is null;
+        if (difference is null) return result;
+        if (trained.IsDifferentStructure(evaluated) && !allowOther)
+            throw new DataFormatException($"{difference}: pass the dataset the run was trained on with --data (or --allow-other-data to evaluate anyway)");
+        result["warning"] = difference;
+        log?.Invoke("warning: " + difference);
+        return result;
+    }
+
+    /// <summary>The training data's fingerprint recorded in RUNDIR/config.json, or null when there is none.</summary>
+    public static DatasetFingerprint? TrainingData(string runDir)
+    {
+        string path = Path.Combine(runDir, LocalTrainer.ConfigFile);
+        if (!File.Exists(path)) return null;
+        try
+        {
+            var node = JsonNode.Parse(File.ReadAllText(path))?["train"]?["data"];
+            return node is null ? null : node.Deserialize<DatasetFingerprint>(CheckpointDirectory.Json);
+        }
+        catch (JsonException) { return null; }
     }
 
     public sealed record EvaluationInfo(string RunDirectory, string Checkpoint, CheckpointState State, string DataDirectory, int TrainCount, int TestCount);
@@ -410,6 +456,7 @@ public static class Evaluator
         md.Append($"# Evaluation: {DisplayName(config.Kind)} (D = {config.LatentDim})\n\n");
         md.Append($"Run `{model["run"]}`, checkpoint `{model["checkpoint"]}` (step {model["step"]}, test loss {F(model["test_loss"], "F1")}); ");
         md.Append($"data `{data["dir"]}` ({spec.Name}: {data["train"]} train / {data["test"]} test tuples); {report["samples"]} test tuples per input subset, seed {report["seed"]}.\n\n");
+        if (data["fingerprint"]?["warning"] is { } warning) md.Append($"**Warning:** {warning}.\n\n");
         md.Append("## Digit classifiers (test accuracy)\n\n| classifier | accuracy |\n|---|---|\n");
         foreach (var (k, v) in report["classifier_accuracy"]!.AsObject()) md.Append($"| {k} | {F(v)} |\n");
         var coh = report["coherence"]!;

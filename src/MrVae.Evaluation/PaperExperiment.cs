@@ -104,7 +104,7 @@ public static class PaperExperiment
                 var trainOptions = new TrainOptions
                 {
                     RunDirectory = runDir, BatchSize = b.Batch, Epochs = b.Epochs, Seed = options.Seed, LearningRate = b.LearningRate,
-                    TestSamples = Math.Min(b.Test, 1000),
+                    TestSamples = Math.Min(b.Test, 1000), Data = DatasetFingerprint.Of(dataDir),
                 };
                 var watch = Stopwatch.StartNew();
                 TrainResult? trained = null;

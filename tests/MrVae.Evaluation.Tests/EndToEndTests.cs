@@ -104,6 +104,45 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
         Assert.Contains("no generated dataset", Assert.Throws<DataFormatException>(() => Evaluator.Run(Options(run, Path.Combine(root, "nodata"), Path.Combine(root, "out")))).Message);
     }
 
+    [Fact]
+    public void EvaluationChecksTheRunsTrainingDataFingerprint()
+    {
+        string dataDir = Path.Combine(root, "data");
+        data.SaveExtended(dataDir);
+        // config.json as a training run writes it (the trainer writes it when it starts).
+        string run = Path.Combine(root, "run");
+        var (train, test) = data.Extended;
+        var config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16, RelationHidden = 8 };
+        using (new LocalTrainer(config, new TrainOptions { RunDirectory = run, BatchSize = 8, Steps = 1, Data = DatasetFingerprint.Of(dataDir) }, train.ToDataset(), test.ToDataset())) { }
+
+        var same = Evaluator.CheckData(run, dataDir, allowOther: false);
+        Assert.True(same["matches_training"]!.GetValue<bool>());
+        Assert.Null(same["warning"]);
+
+        // The same structure made with another seed: evaluated, with a warning.
+        var mnist = MnistIdx.Load(MnistLocator.Resolve(null), train: false);
+        var spec = PolyMnistSpec.Extended();
+        string reseeded = Path.Combine(root, "reseeded");
+        PolyMnistStore.Save(reseeded, spec, PolyMnistGenerator.Generate(spec, mnist, 30, 7), PolyMnistGenerator.Generate(spec, mnist, 10, 7, 1));
+        var logs = new List<string>();
+        var other = Evaluator.CheckData(run, reseeded, allowOther: false, logs.Add);
+        Assert.False(other["matches_training"]!.GetValue<bool>());
+        Assert.Contains("another seed", other["warning"]!.GetValue<string>());
+        Assert.Contains(logs, l => l.StartsWith("warning:", StringComparison.Ordinal));
+
+        // Another structure: an error unless allowed.
+        string vanilla = Path.Combine(root, "vanilla");
+        var vspec = PolyMnistSpec.Vanilla();
+        PolyMnistStore.Save(vanilla, vspec, PolyMnistGenerator.Generate(vspec, mnist, 30, 3), PolyMnistGenerator.Generate(vspec, mnist, 10, 3, 1));
+        var e = Assert.Throws<DataFormatException>(() => Evaluator.CheckData(run, vanilla, allowOther: false));
+        Assert.Contains("--allow-other-data", e.Message);
+        Assert.False(Evaluator.CheckData(run, vanilla, allowOther: true)["matches_training"]!.GetValue<bool>());
+
+        // A run without a recorded fingerprint: evaluated, with a warning that it cannot be checked.
+        File.WriteAllText(Path.Combine(run, LocalTrainer.ConfigFile), "{\"model\": {}, \"train\": {}}");
+        Assert.Contains("no training-data fingerprint", Evaluator.CheckData(run, dataDir, allowOther: false)["warning"]!.GetValue<string>());
+    }
+
     sealed class LocalTrainerProbe
     {
         public void WriteCheckpoint(string run)

@@ -55,7 +55,7 @@ public static class DemoCommand
         {
             string name = kind.ToString().ToLowerInvariant();
             var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = latent };
-            var options = new TrainOptions { RunDirectory = Path.Combine(outDir, name), BatchSize = 64, Epochs = epochs, Seed = seed, LearningRate = 1e-3 };
+            var options = new TrainOptions { RunDirectory = Path.Combine(outDir, name), BatchSize = 64, Epochs = epochs, Seed = seed, LearningRate = 1e-3, Data = DatasetFingerprint.Of(dataDir) };
             var run = TrainCommand.WithProgress(name, 1, 0, onStep =>
                 ClusterTraining.Train(grains, config, options, Path.GetFullPath(dataDir), members, onStep, cancel).GetAwaiter().GetResult());
             var result = run.Result;

@@ -56,9 +56,10 @@ public static class EvalCommand
         var classifierDir = new Option<string?>("--classifiers") { Description = "where the digit classifiers are kept (default DATA/classifiers)" };
         var probeSamples = new Option<int>("--probe-train") { Description = "training tuples for the latent probe", DefaultValueFactory = _ => 5000 };
         var fdMatrix = new Option<bool>("--fd-matrix") { Description = "FD for every (input subset, output) cell, not only the paper's rows (slower)" };
+        var allowOther = new Option<bool>("--allow-other-data") { Description = "evaluate even when --data has another sharing structure than the run's training data" };
         var cmd = new Command("eval", "Evaluate a trained run: coherence, FD, learned relation, latent probe; writes report.json, report.md and PNGs")
         {
-            run, data, output, checkpoint, samples, batch, seed, classifierEpochs, classifierDir, probeSamples, fdMatrix,
+            run, data, output, checkpoint, samples, batch, seed, classifierEpochs, classifierDir, probeSamples, fdMatrix, allowOther,
         };
         cmd.SetAction(p =>
         {
@@ -72,7 +73,7 @@ public static class EvalCommand
                 Checkpoint = p.GetValue(checkpoint)!, Seed = p.GetValue(seed), ClassifierDirectory = p.GetValue(classifierDir),
                 CrossModal = new CrossModalSettings { Samples = p.GetValue(samples), BatchSize = p.GetValue(batch), FullFdMatrix = p.GetValue(fdMatrix) },
                 Classifiers = new ClassifierTraining { Epochs = p.GetValue(classifierEpochs) },
-                ProbeTrainSamples = p.GetValue(probeSamples),
+                ProbeTrainSamples = p.GetValue(probeSamples), AllowOtherData = p.GetValue(allowOther),
             };
             var evaluation = Evaluator.Run(options, line => AnsiConsole.WriteLine(line));
             PrintSummary(evaluation.Report);

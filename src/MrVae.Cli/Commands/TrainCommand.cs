@@ -44,7 +44,7 @@ public static class TrainCommand
             var options = new TrainOptions
             {
                 RunDirectory = p.GetValue(output)!, BatchSize = p.GetValue(batch), Steps = p.GetValue(steps), Epochs = p.GetValue(epochs) ?? 1,
-                Seed = p.GetValue(seed), LearningRate = p.GetValue(lr), Resume = p.GetValue(resume),
+                Seed = p.GetValue(seed), LearningRate = p.GetValue(lr), Resume = p.GetValue(resume), Data = DatasetFingerprint.Of(dataDir),
             };
             TrainResult result;
             if (p.GetValue(local))

@@ -22,6 +22,8 @@ public sealed record TrainOptions
     /// <summary>At most this many test samples for the test loss (null: all).</summary>
     public int? TestSamples { get; init; }
     public string Device { get; init; } = "cpu";
+    /// <summary>The training data's fingerprint, recorded in config.json so evaluation can tell other data (null: not recorded).</summary>
+    public MrVae.Data.DatasetFingerprint? Data { get; init; }
 }
 
 /// <summary>One step's numbers, as written to metrics.jsonl.</summary>

@@ -1,0 +1,75 @@
+using System.Security.Cryptography;
+using System.Text.Json.Serialization;
+
+namespace MrVae.Data;
+
+/// <summary>
+/// What identifies a generated dataset directory, cheaply: the sharing structure (SHA-256 of spec.json), the split
+/// sizes, and a content hash over both splits' labels and the header and first 64 KiB of every modality shard
+/// (labels and crops both depend on the generation seed, so another seed or another MNIST gives another hash
+/// without reading hundreds of MB). A run records it in config.json; evaluation compares it with its --data.
+/// </summary>
+public sealed record DatasetFingerprint(
+    [property: JsonPropertyName("spec")] string Spec,
+    [property: JsonPropertyName("spec_sha256")] string SpecSha256,
+    [property: JsonPropertyName("train")] int? Train,
+    [property: JsonPropertyName("test")] int? Test,
+    [property: JsonPropertyName("content_sha256")] string? ContentSha256)
+{
+    const int ShardPrefixBytes = 64 * 1024;
+
+    /// <summary>
+    /// The fingerprint of <paramref name="dir"/>. Needs only spec.json: where the shards are elsewhere (a cluster's
+    /// client sees only the spec) the counts and the content hash are null.
+    /// </summary>
+    public static DatasetFingerprint Of(string dir)
+    {
+        var spec = PolyMnistStore.LoadSpec(dir);
+        string specHash = Hex(SHA256.HashData(File.ReadAllBytes(Path.Combine(dir, PolyMnistStore.SpecFile))));
+        var files = new List<string>();
+        foreach (var split in PolyMnistStore.Splits)
+        {
+            files.Add(PolyMnistStore.LabelsPath(dir, split));
+            for (int j = 0; j < spec.Modalities; j++) files.Add(PolyMnistStore.ModalityPath(dir, split, j));
+        }
+        if (!files.All(File.Exists)) return new DatasetFingerprint(spec.Name, specHash, null, null, null);
+
+        PolyMnistStore.LoadLabels(dir, "train", out int train, out _);
+        PolyMnistStore.LoadLabels(dir, "test", out int test, out _);
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = new byte[ShardPrefixBytes];
+        foreach (var path in files)
+        {
+            using var file = File.OpenRead(path);
+            // Labels whole (small); shards by prefix. The length goes in too: a truncated file is other data.
+            long take = path.EndsWith("labels.bin", StringComparison.Ordinal) ? file.Length : Math.Min(file.Length, ShardPrefixBytes);
+            sha.AppendData(BitConverter.GetBytes(file.Length));
+            for (long done = 0; done < take;)
+            {
+                int read = file.Read(buffer, 0, (int)Math.Min(buffer.Length, take - done));
+                if (read == 0) break;
+                sha.AppendData(buffer, 0, read);
+                done += read;
+            }
+        }
+        return new DatasetFingerprint(spec.Name, specHash, train, test, Hex(sha.GetHashAndReset()));
+    }
+
+    /// <summary>
+    /// How <paramref name="evaluated"/> (the data an evaluation reads) relates to this fingerprint (the data a run
+    /// was trained on): null when they are the same data as far as both fingerprints tell, else a sentence.
+    /// <see cref="IsDifferentStructure"/> says whether the sharing structure itself differs.
+    /// </summary>
+    public string? Difference(DatasetFingerprint evaluated)
+    {
+        if (IsDifferentStructure(evaluated))
+            return $"the run was trained on '{Spec}' (spec.json {SpecSha256[..12]}) but the evaluation data is '{evaluated.Spec}' (spec.json {evaluated.SpecSha256[..12]})";
+        if (ContentSha256 is null || evaluated.ContentSha256 is null) return null;
+        if (ContentSha256 == evaluated.ContentSha256) return null;
+        return $"the run was trained on other '{Spec}' data ({Train} train / {Test} test tuples, content {ContentSha256[..12]}) than the evaluation reads ({evaluated.Train} / {evaluated.Test}, content {evaluated.ContentSha256[..12]}): another seed, size or MNIST";
+    }
+
+    public bool IsDifferentStructure(DatasetFingerprint evaluated) => SpecSha256 != evaluated.SpecSha256;
+
+    static string Hex(byte[] hash) => Convert.ToHexString(hash).ToLowerInvariant();
+}
