@@ -129,10 +129,7 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
     async Task<StepMetrics> RunStep()
     {
         var watch = Stopwatch.StartNew();
-        using var stepSpan = TrainingTelemetry.Source.StartActivity("train step");
-        stepSpan?.SetTag(TrainingTelemetry.Run, this.GetPrimaryKeyString());
-        stepSpan?.SetTag(TrainingTelemetry.Step, step);
-        stepSpan?.SetTag(TrainingTelemetry.Members, string.Join(",", members));
+        using var stepSpan = TrainingTelemetry.StartStep(this.GetPrimaryKeyString(), step, members);
         long bytes = 0;
         var ids = schedule!.BatchIds(step);
         stepSpan?.SetTag(TrainingTelemetry.BatchSize, ids.Length);

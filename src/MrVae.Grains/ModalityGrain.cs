@@ -48,18 +48,23 @@ public sealed class ModalityGrain(IOptions<SiloSettings> settings, ILocalSiloDet
     public async Task<EncodeResult> Encode(long step, long[] ids, string split, bool keepGraph)
     {
         using var span = StartSpan("modality encode", step);
-        return await gate.RunModality(() => EncodeNow(step, ids, split, keepGraph));
+        var result = await gate.RunModality(() => EncodeNow(step, ids, split, keepGraph));
+        span?.SetTag(TrainingTelemetry.Bytes, ids.LongLength * sizeof(long) + result.Mu.ByteCount + result.LogVar.ByteCount);
+        return result;
     }
 
     public async Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward)
     {
         using var span = StartSpan("modality decode", step);
-        return await gate.RunModality(() => DecodeNow(step, decoderInput, viewWeights, backward));
+        var result = await gate.RunModality(() => DecodeNow(step, decoderInput, viewWeights, backward));
+        span?.SetTag(TrainingTelemetry.Bytes, decoderInput.ByteCount + (result.Gradient?.ByteCount ?? 0) + sizeof(float));
+        return result;
     }
 
     public async Task ApplyEncoderGradients(long step, TensorPayload dMu, TensorPayload dLogVar)
     {
         using var span = StartSpan("modality encoder backward", step);
+        span?.SetTag(TrainingTelemetry.Bytes, dMu.ByteCount + dLogVar.ByteCount);
         await gate.RunModality(() => ApplyEncoderGradientsNow(step, dMu, dLogVar));
     }
 
