@@ -26,9 +26,11 @@ public static class TrainCommand
         var seed = new Option<long>("--seed") { Description = "run seed", DefaultValueFactory = _ => 0 };
         var lr = new Option<double>("--lr") { Description = "Adam learning rate", DefaultValueFactory = _ => 5e-4 };
         var beta = new Option<double>("--beta") { Description = "weight of the latent KL terms", DefaultValueFactory = _ => 2.5 };
+        var likelihood = new Option<PixelLikelihood>("--likelihood") { Description = "pixel likelihood: Laplace (model.md) or Gaussian (learns digits far sooner)", DefaultValueFactory = _ => PixelLikelihood.Laplace };
+        var scale = new Option<double?>("--likelihood-scale") { Description = "Laplace b or Gaussian σ on pixels in [0,1] (default 0.75 for Laplace, 0.1 for Gaussian)" };
         var output = new Option<string>("--out") { Description = "run directory (metrics.jsonl, checkpoints/)", Required = true };
         var resume = new Option<bool>("--resume") { Description = "continue from RUNDIR/checkpoints/last" };
-        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, output, resume };
+        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, likelihood, scale, output, resume };
         cmd.Validators.Add(r =>
         {
             if (r.GetValue(epochs) is not null && r.GetValue(steps) is not null) r.AddError("give --epochs or --steps, not both");
@@ -40,7 +42,8 @@ public static class TrainCommand
             var kind = ParseModel(p.GetValue(model)!);
             string dataDir = p.GetValue(dataset)!;
             var spec = PolyMnistStore.LoadSpec(dataDir);
-            var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = p.GetValue(latent), Beta = p.GetValue(beta) };
+            var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = p.GetValue(latent), Beta = p.GetValue(beta),
+                Likelihood = p.GetValue(likelihood), LikelihoodScale = p.GetValue(scale) ?? (p.GetValue(likelihood) == PixelLikelihood.Gaussian ? 0.1 : 0.75) };
             var options = new TrainOptions
             {
                 RunDirectory = p.GetValue(output)!, BatchSize = p.GetValue(batch), Steps = p.GetValue(steps), Epochs = p.GetValue(epochs) ?? 1,

@@ -57,24 +57,29 @@ public sealed class ModalityNetwork : Module
     public ImageEncoder Encoder { get; }
     public ImageDecoder Decoder { get; }
     readonly double scale;
+    readonly PixelLikelihood likelihood;
 
     public ModalityNetwork(ModelConfig config) : base(nameof(ModalityNetwork))
     {
         Encoder = new ImageEncoder(config.LatentDim, config.EncoderHidden);
         Decoder = new ImageDecoder(config.LatentDim);
         scale = config.LikelihoodScale;
+        likelihood = config.Likelihood;
         RegisterComponents();
     }
 
     /// <summary>
-    /// −log p(x | z̃) under a Laplace likelihood with fixed scale, summed over pixels, averaged over the batch,
+    /// −log p(x | z̃) under a Laplace or Gaussian likelihood with fixed scale, summed over pixels, averaged over the batch,
     /// summed over the V stacked views of <paramref name="decoderInput"/> (V × B × D) with <paramref name="viewWeights"/>.
     /// </summary>
     public Tensor NegativeLogLikelihood(Tensor x, Tensor decoderInput, double[] viewWeights)
     {
         long views = decoderInput.shape[0], batch = decoderInput.shape[1];
         var recon = Decoder.forward(decoderInput.reshape(views * batch, -1)).reshape(views, batch, 3, 28, 28);
-        var nll = (recon - x.unsqueeze(0)).abs() / scale + Math.Log(2 * scale);
+        var diff = recon - x.unsqueeze(0);
+        var nll = likelihood == PixelLikelihood.Gaussian
+            ? diff.square() / (2 * scale * scale) + 0.5 * Math.Log(2 * Math.PI * scale * scale)
+            : diff.abs() / scale + Math.Log(2 * scale);
         var perView = nll.sum([2, 3, 4]).mean([1]);                                   // V
         var weights = tensor(viewWeights, dtype: perView.dtype, device: perView.device);
         return (perView * weights).sum();
