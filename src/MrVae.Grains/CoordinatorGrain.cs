@@ -107,7 +107,12 @@ public sealed class CoordinatorGrain(
         if (state == RunState.Running) return await Status();
         if (!record.RecordExists)
             throw new ArgumentException($"unknown run {RunId}: no checkpoint of it in grain storage (check the run id, and that the silos use the same storage: MrVae:Checkpoints)");
-        LaunchLoop(restore: true);
+        // Restore before answering, so a resume that cannot work says why to the caller.
+        var before = state;
+        state = RunState.Running;
+        try { await RestoreFromRecord(); }
+        catch { state = before; throw; }
+        LaunchLoop(restore: false);
         return await Status();
     }
 
