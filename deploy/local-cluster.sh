@@ -187,12 +187,16 @@ start redis "$logs/redis.log" redis-server --port "$redis_port" --bind 127.0.0.1
 wait_port "$redis_port" "${pids[-1]}" redis-server "$timeout_s" "$logs/redis.log"
 say "redis-server on 127.0.0.1:$redis_port (pid ${pids[-1]})"
 
-# 6. Silos: all start at once, each with its own ports and modalities; then wait for every gateway.
+# 6. Silos: all start at once, each with its own ports and modalities; then wait for every gateway. silo0 serves the
+# Orleans dashboard's UI (it shows the whole cluster): on 8080 when that is free, else on a free port.
 gateways=()
+orleans_dashboard=8080
+(exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && orleans_dashboard=$(free_port)
 for ((i = 0; i < silos; i++)); do
   silo_port=$(free_port); gateway_port=$(free_port)
   mods="${group[$i]}"; [ "$mods" = "-" ] && mods=""
-  start "silo$i" "$logs/silo$i.log" env DOTNET_ENVIRONMENT=Production \
+  if [ "$i" = 0 ]; then ui=(MrVae__Dashboard__Port="$orleans_dashboard"); else ui=(MrVae__Dashboard__Enabled=false); fi
+  start "silo$i" "$logs/silo$i.log" env DOTNET_ENVIRONMENT=Production "${ui[@]}" \
     MrVae__Clustering__Redis="127.0.0.1:$redis_port" \
     MrVae__Silo__Modalities="$mods" MrVae__Silo__TorchThreads=1 \
     MrVae__Endpoints__SiloPort="$silo_port" MrVae__Endpoints__GatewayPort="$gateway_port" \
@@ -220,7 +224,7 @@ for ((i = 0; i < silos; i++)); do
   wait_port "${gateways[$i]}" "$pid" "silo$i" "$timeout_s" "$logs/silo$i.log"
   wait_joined "$i" "$pid"
 done
-say "$silos silos up (joined the cluster)"
+say "$silos silos up (joined the cluster); Orleans dashboard: http://127.0.0.1:$orleans_dashboard"
 
 # 7. A short training through the client; the client reads only spec.json, each silo its own shards.
 say "training $model for $steps steps through the cluster (redis://127.0.0.1:$redis_port) into $out"

@@ -7,4 +7,5 @@ root.Subcommands.Add(DataCommands.Create());
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
 foreach (var command in EvalCommand.CreateAll()) root.Subcommands.Add(command);
+foreach (var command in RunCommands.CreateAll()) root.Subcommands.Add(command);
 return CliErrors.Invoke(root, args);
