@@ -19,7 +19,7 @@ public sealed record ExperimentBudget(string Name, int Train, int Test, int Late
 {
     public static readonly ExperimentBudget Ci = new("ci", Train: 2000, Test: 500, Latent: 16, Batch: 64, Epochs: 2, LearningRate: 1e-3,
         Samples: 200, ClassifierEpochs: 5, ProbeTrain: 1000, Likelihood: PixelLikelihood.Gaussian, LikelihoodScale: 0.1);
-    public static readonly ExperimentBudget Quick = new("quick", Train: 20000, Test: 2000, Latent: 32, Batch: 128, Epochs: 5, LearningRate: 1e-3,
+    public static readonly ExperimentBudget Quick = new("quick", Train: 16000, Test: 2000, Latent: 16, Batch: 128, Epochs: 5, LearningRate: 1e-3,
         Samples: 1000, ClassifierEpochs: 5, ProbeTrain: 5000, Likelihood: PixelLikelihood.Gaussian, LikelihoodScale: 0.1);
     /// <summary>The paper's scale and model.md's likelihood (not run on the development machines).</summary>
     public static readonly ExperimentBudget Full = new("full", Train: 60000, Test: 10000, Latent: 64, Batch: 256, Epochs: 50, LearningRate: 5e-4,
