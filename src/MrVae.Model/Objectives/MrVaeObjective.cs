@@ -142,19 +142,22 @@ public sealed class MrVaeObjective : CoordinatorObjective
                 ? wMasked + Relax.Gumbel([batch, members.Length, d], dtype, device, context.Generator)
                 : wMasked;
             var sortKey = perturbed.detach() - 1e4 * (freeA.detach() < 0.5).to(dtype);
-            var permutation = Relax.NeuralSortStraightThrough(perturbed, sortKey, context.TauSelection, context.Relaxed); // B × |A| × D × D
-            var selection = fill.unsqueeze(1).unsqueeze(-1) * permutation;                  // Y_{j,A} = diag(t) P
-            if (context.RecordRelation) selections.Add(selection.detach());
+            var permutation = SortPermutation.Create(perturbed, sortKey, context.TauSelection, context.Relaxed); // P_{j,A}
+            var fillA = fill.unsqueeze(1);                                                  // B × 1 × D
+            if (context.RecordRelation) selections.Add(fillA.unsqueeze(-1) * permutation.Matrix(dtype)); // Y = diag(t) P
+
+            // One product P·[μ, σ², w̃]: each member's posterior and scores in rank order (Y x = t ⊙ P x).
+            var byRank = permutation.Apply(stack([muAll.index_select(1, memberIndex), varAll.index_select(1, memberIndex), wMasked], -1));
+            var sortedScores = byRank.select(-1, 2);                                        // B × |A| × D
 
             // Selection KL, one-sample: log r(y) = PL(top-n) + log n!, log q(y) = −log C(D, n).
-            var logR = Relax.PlackettLuceLogProb(wMasked, permutation, fill.unsqueeze(1)) + (n + 1).lgamma().unsqueeze(1);
+            var logR = Relax.PlackettLuceLogProbSorted(sortedScores, fillA) + (n + 1).lgamma().unsqueeze(1);
             var logQ = -(logFactD - (n + 1).lgamma() - (d - n + 1).lgamma());               // B
             klSelection = klSelection + (logR - logQ.unsqueeze(1)).sum(-1);
 
             // Product of experts of the selected factors of the available members, rank by rank.
-            var muSel = selection.matmul(muAll.index_select(1, memberIndex).unsqueeze(-1)).squeeze(-1);   // B × |A| × D
-            var varSel = selection.matmul(varAll.index_select(1, memberIndex).unsqueeze(-1)).squeeze(-1)
-                         + (1 - fill).unsqueeze(1);                                                       // pad empty rows
+            var muSel = fillA * byRank.select(-1, 0);                                        // B × |A| × D
+            var varSel = fillA * byRank.select(-1, 1) + (1 - fill).unsqueeze(1);              // pad empty rows
             var weight = availA.unsqueeze(-1);
             var precision = (weight / varSel).sum(1) + (1 - anyAvailable).unsqueeze(-1);                  // B × D
             var meanS = (weight * muSel / varSel).sum(1) / precision;
@@ -165,12 +168,13 @@ public sealed class MrVaeObjective : CoordinatorObjective
             zS = zS * fill;
             klShared = klShared + (fill * KlStandardNormal(meanS, varS.log())).sum(-1);
 
+            // One product Pᵀ·[t, t ⊙ z_S]: each member's used factors 1ᵀY and its share Yᵀ z_S of the subspace.
+            var byFactor = permutation.ApplyTransposed(stack([fill, fill * zS], -1).unsqueeze(1).expand(-1, members.Length, -1, -1));
             for (int a = 0; a < members.Length; a++)
             {
                 int j = members[a];
-                var yj = selection[.., a, .., ..];                                                // B × D(rank) × D(factor)
-                free[j] = (free[j] - yj.sum(1)).clamp(0, 1);
-                sharedContribution[j] = sharedContribution[j] + zS.unsqueeze(1).matmul(yj).squeeze(1); // Yᵀ z_S
+                free[j] = (free[j] - byFactor[.., a, .., 0]).clamp(0, 1);
+                sharedContribution[j] = sharedContribution[j] + byFactor[.., a, .., 1];
             }
         }
 
