@@ -14,10 +14,9 @@
 #   --model NAME         mrvae | mopoe | mvae | mmvae (default mrvae)
 #   --steps N            training steps (default 10)     --batch N  batch size (default 32)
 #   --out DIR            run directory (default runs/local-cluster)
-#   --dashboard          start the Aspire dashboard (OTLP on 127.0.0.1:18889, UI on 127.0.0.1:18888) and send traces
-#                        and metrics to it; skipped with a note when it is not installed (ASPIRE_DASHBOARD_PATH: the
-#                        Aspire.Dashboard executable or .dll; else the NuGet package Aspire.Dashboard.Sdk.linux-x64
-#                        in ~/.nuget/packages)
+#   --dashboard          send traces and metrics to the Aspire dashboard (UI http://127.0.0.1:18888, OTLP
+#                        127.0.0.1:4317): one already running from deploy/dashboard.sh, else started here through
+#                        deploy/dashboard.sh (and stopped with the cluster); skipped with a note when it cannot be had
 #   --keep               after the run, keep the cluster up until Ctrl-C (to attach more silos, see README)
 #   --timeout S          bound for each wait: Redis and silo start (default 120); the training gets 5×S
 #   --no-build           use the existing builds (src/MrVae.Silo/bin/CONFIG/net10.0/mrvae-silo.dll and
@@ -166,24 +165,19 @@ else
   done
 fi
 
-# 4. Optional: the Aspire dashboard as the OTLP endpoint.
+# 4. Optional: the Aspire dashboard as the OTLP endpoint (deploy/dashboard.sh: loopback, OTLP/gRPC on 4317).
 otel=()
 if [ "$dashboard" = 1 ]; then
-  dash="${ASPIRE_DASHBOARD_PATH:-}"
-  if [ -z "$dash" ]; then
-    # The package's tools/ folder holds Aspire.Dashboard (13.x: one executable) or Aspire.Dashboard.dll (older).
-    dash=$(ls -d "$HOME"/.nuget/packages/aspire.dashboard.sdk.linux-x64/*/tools/Aspire.Dashboard "$HOME"/.nuget/packages/aspire.dashboard.sdk.linux-x64/*/tools/Aspire.Dashboard.dll 2>/dev/null | sort -V | tail -n 1 || true)
-  fi
-  if [ -n "$dash" ] && [ -f "$dash" ]; then
-    say "starting the Aspire dashboard ($dash): UI http://127.0.0.1:18888, OTLP 127.0.0.1:18889"
-    dcmd=("$dash"); case "$dash" in *.dll) dcmd=(dotnet "$dash") ;; esac
-    start dashboard "$logs/dashboard.log" env DOTNET_ROLL_FORWARD=Major ASPNETCORE_URLS=http://127.0.0.1:18888 \
-      DOTNET_DASHBOARD_OTLP_ENDPOINT_URL=http://127.0.0.1:18889 ASPIRE_DASHBOARD_OTLP_ENDPOINT_URL=http://127.0.0.1:18889 \
-      DOTNET_DASHBOARD_UNSECURED_ALLOW_ANONYMOUS=true ASPIRE_DASHBOARD_UNSECURED_ALLOW_ANONYMOUS=true "${dcmd[@]}"
-    wait_port 18889 "${pids[-1]}" dashboard "$timeout_s" "$logs/dashboard.log"
-    otel=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:18889)
+  if (exec 3<>/dev/tcp/127.0.0.1/4317) 2>/dev/null; then
+    say "dashboard: something already listens on 127.0.0.1:4317 (deploy/dashboard.sh?); sending telemetry there"
+    otel=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317)
+  elif dash=$(bash "$repo/deploy/dashboard.sh" --path 2>"$logs/dashboard.log"); then
+    say "starting the Aspire dashboard ($dash): UI http://127.0.0.1:18888, OTLP 127.0.0.1:4317"
+    start dashboard "$logs/dashboard.log" env ASPIRE_DASHBOARD_PATH="$dash" bash "$repo/deploy/dashboard.sh"
+    wait_port 4317 "${pids[-1]}" dashboard "$timeout_s" "$logs/dashboard.log"
+    otel=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317)
   else
-    say "dashboard: not installed (set ASPIRE_DASHBOARD_PATH to Aspire.Dashboard(.dll), or restore the NuGet package Aspire.Dashboard.Sdk.linux-x64); skipped"
+    say "dashboard: not available ($(tail -n 1 "$logs/dashboard.log")); skipped"
   fi
 fi
 
@@ -193,12 +187,16 @@ start redis "$logs/redis.log" redis-server --port "$redis_port" --bind 127.0.0.1
 wait_port "$redis_port" "${pids[-1]}" redis-server "$timeout_s" "$logs/redis.log"
 say "redis-server on 127.0.0.1:$redis_port (pid ${pids[-1]})"
 
-# 6. Silos: all start at once, each with its own ports and modalities; then wait for every gateway.
+# 6. Silos: all start at once, each with its own ports and modalities; then wait for every gateway. silo0 serves the
+# Orleans dashboard's UI (it shows the whole cluster): on 8080 when that is free, else on a free port.
 gateways=()
+orleans_dashboard=8080
+(exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && orleans_dashboard=$(free_port)
 for ((i = 0; i < silos; i++)); do
   silo_port=$(free_port); gateway_port=$(free_port)
   mods="${group[$i]}"; [ "$mods" = "-" ] && mods=""
-  start "silo$i" "$logs/silo$i.log" env DOTNET_ENVIRONMENT=Production \
+  if [ "$i" = 0 ]; then ui=(MrVae__Dashboard__Port="$orleans_dashboard"); else ui=(MrVae__Dashboard__Enabled=false); fi
+  start "silo$i" "$logs/silo$i.log" env DOTNET_ENVIRONMENT=Production "${ui[@]}" \
     MrVae__Clustering__Redis="127.0.0.1:$redis_port" \
     MrVae__Silo__Modalities="$mods" MrVae__Silo__TorchThreads=1 \
     MrVae__Endpoints__SiloPort="$silo_port" MrVae__Endpoints__GatewayPort="$gateway_port" \
@@ -226,7 +224,7 @@ for ((i = 0; i < silos; i++)); do
   wait_port "${gateways[$i]}" "$pid" "silo$i" "$timeout_s" "$logs/silo$i.log"
   wait_joined "$i" "$pid"
 done
-say "$silos silos up (joined the cluster)"
+say "$silos silos up (joined the cluster); Orleans dashboard: http://127.0.0.1:$orleans_dashboard"
 
 # 7. A short training through the client; the client reads only spec.json, each silo its own shards.
 say "training $model for $steps steps through the cluster (redis://127.0.0.1:$redis_port) into $out"

@@ -7,6 +7,14 @@ namespace MrVae.Grains;
 public interface IModalityGrain : IGrainWithStringKey
 {
     Task<ShardInfo> Configure(ModalitySetup setup);
+    /// <summary>
+    /// Configures like <see cref="Configure"/>, then loads the grain's checkpoint snapshot at <paramref name="step"/>
+    /// (null: its newest; with none stored it stays freshly initialised). Resume asks for the run's committed step,
+    /// a rejoining member for its newest.
+    /// </summary>
+    Task<RestoredShard> Restore(ModalitySetup setup, long? step);
+    /// <summary>Writes a snapshot at <paramref name="step"/> to grain storage, keeping the one at <paramref name="keepStep"/> (the run's committed checkpoint).</summary>
+    Task SaveCheckpoint(long step, long keepStep);
     /// <summary>Encodes the samples <paramref name="ids"/> of a split; with <paramref name="keepGraph"/> the autograd graph is kept for the step's backward.</summary>
     Task<EncodeResult> Encode(long step, long[] ids, string split, bool keepGraph);
     /// <summary>−log p(x | z̃) for the step's batch (z̃: V × B × D); with <paramref name="backward"/>, decoder gradients accumulate and ∂L/∂z̃ is returned.</summary>
@@ -31,6 +39,12 @@ public interface ICoordinatorGrain : IGrainWithStringKey
     Task<RunStatus> Attach(int modality, string? dataDirectory);
     /// <summary>Removes a modality from the next step on; the run goes on with the others.</summary>
     Task<RunStatus> Detach(int modality);
-    /// <summary>Ends the run after the step in flight.</summary>
+    /// <summary>Ends the run after the step in flight, with a final checkpoint.</summary>
     Task<RunStatus> Stop();
+    /// <summary>
+    /// Continues a run from its last committed checkpoint in grain storage (after the whole cluster was stopped, or
+    /// a stop on request); a no-op for a run that is running. A coordinator that finds its run interrupted when it
+    /// is activated (its silo died) resumes by itself.
+    /// </summary>
+    Task<RunStatus> Resume();
 }

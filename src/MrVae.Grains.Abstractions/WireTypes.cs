@@ -32,6 +32,10 @@ public sealed record ModalitySetup(
 [GenerateSerializer, Immutable]
 public sealed record ShardInfo([property: Id(0)] int TrainCount, [property: Id(1)] int TestCount, [property: Id(2)] string Silo, [property: Id(3)] string Device);
 
+/// <summary>A modality grain configured from a checkpoint: its shard, and the step of the snapshot it loaded (null: none, fresh weights).</summary>
+[GenerateSerializer, Immutable]
+public sealed record RestoredShard([property: Id(0)] ShardInfo Shard, [property: Id(1)] long? Step);
+
 /// <summary>A training run as the client asks for it.</summary>
 [GenerateSerializer, Immutable]
 public sealed record RunSetup(
@@ -45,7 +49,11 @@ public sealed record RunSetup(
     [property: Id(7)] long? EvaluateEvery,
     [property: Id(8)] int? TestSamples,
     [property: Id(9)] int[] Modalities,
-    [property: Id(10)] double MemberTimeoutSeconds = 60);
+    [property: Id(10)] double MemberTimeoutSeconds = 60,
+    // Checkpoint every this many steps (null: at every evaluation), and at stop and end.
+    [property: Id(11)] long? CheckpointEvery = null,
+    // How often a dropped member's grain is asked to rejoin (its silo may be back).
+    [property: Id(12)] double RejoinProbeSeconds = 5);
 
 /// <summary>One step's numbers: loss terms with the local trainer's keys, wall time, bytes moved, and time per phase of the protocol.</summary>
 [GenerateSerializer, Immutable]
@@ -73,7 +81,13 @@ public sealed record RunStatus(
     [property: Id(5)] Dictionary<int, string> MemberSilos,
     [property: Id(6)] int[] Members,
     [property: Id(7)] RunEvent[] Events,
-    [property: Id(8)] string CoordinatorSilo);
+    [property: Id(8)] string CoordinatorSilo,
+    // Bumped whenever the run continues from a checkpoint (resume, or the coordinator's silo died); steps from
+    // StartStep on are run again, so a client drops what it had recorded from there.
+    [property: Id(9)] long Incarnation = 0,
+    [property: Id(10)] long StartStep = 0,
+    [property: Id(11)] long? CheckpointStep = null,
+    [property: Id(12)] int[]? Dropped = null);
 
 /// <summary>A membership event of a run: attached, detached, dropped (a failed or timed-out call), stopped.</summary>
 [GenerateSerializer, Immutable]

@@ -23,7 +23,9 @@ namespace MrVae.Grains;
 /// Reentrant so that Status and Metrics answer while the loop awaits its members.
 /// </summary>
 [Reentrant]
-public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<CoordinatorGrain> logger, ComputeGate compute, Orleans.Runtime.ILocalSiloDetails siloDetails) : Grain, ICoordinatorGrain
+public sealed class CoordinatorGrain(
+    IOptions<SiloSettings> settings, ILogger<CoordinatorGrain> logger, ComputeGate compute, Orleans.Runtime.ILocalSiloDetails siloDetails,
+    [PersistentState("run", Checkpointing.StorageName)] IPersistentState<RunCheckpoint> record) : Grain, ICoordinatorGrain
 {
     readonly Device device = new(settings.Value.Device);
     RunSetup? setup;
@@ -35,8 +37,14 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
     int[] members = [];
     Dictionary<int, IModalityGrain> grains = new();
     Dictionary<int, string> memberSilos = new();
+    // Where an attach named a data directory other than the run's.
+    Dictionary<int, string> dataDirectories = new();
+    // Members lost to a failure, by modality, with the reason: asked now and then to rejoin from their checkpoint.
+    readonly SortedDictionary<int, string> dropped = new();
+    Task? rejoinProbe;
+    DateTime lastRejoinProbe = DateTime.MinValue;
     int testCount;
-    long step, totalSteps;
+    long step, totalSteps, committedStep = -1, incarnation, startStep;
     RunState state = RunState.Created;
     string? error;
     readonly List<StepMetrics> metrics = new();
@@ -47,51 +55,151 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
     bool stopRequested;
     TimeSpan memberTimeout = TimeSpan.FromSeconds(60);
 
+    string RunId => this.GetPrimaryKeyString();
+
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        if (!record.RecordExists) return Task.CompletedTask;
+        var c = record.State;
+        // What status reports before (or without) a resume.
+        setup = c.Setup; step = c.Step; committedStep = c.Step; members = c.Members; incarnation = c.Incarnation;
+        totalSteps = c.Setup?.Steps ?? c.Step;
+        error = c.Error; testMetrics.AddRange(c.TestMetrics); events.AddRange(c.Events);
+        state = c.State;
+        if (c.State == RunState.Running)
+        {
+            // The run was interrupted (its silo died, or the whole cluster stopped): continue from the checkpoint.
+            logger.LogWarning("run {Run} was interrupted; resuming from its checkpoint at step {Step}", RunId, c.Step);
+            LaunchLoop(restore: true);
+        }
+        return Task.CompletedTask;
+    }
+
     public async Task<RunStatus> Start(RunSetup s)
     {
-        if (state == RunState.Running) throw new InvalidOperationException($"run {this.GetPrimaryKeyString()} is already running");
+        if (state == RunState.Running) throw new InvalidOperationException($"run {RunId} is already running");
+        if (record.RecordExists)
+            throw new InvalidOperationException($"run {RunId} already exists ({record.State.State} at step {record.State.Step}): resume it (mrvae train --resume) or choose another run id");
         var cfg = ModelConfig.FromJson(s.ModelConfigJson);
         if (s.Modalities.Length == 0) throw new ArgumentException("a run needs at least one modality");
         foreach (int j in s.Modalities)
             if (j < 0 || j >= cfg.Modalities) throw new ArgumentException($"unknown modality {j}: the model has modalities 0..{cfg.Modalities - 1}");
 
-        string runId = this.GetPrimaryKeyString();
-        grains = s.Modalities.ToDictionary(j => j, j => GrainFactory.GetGrain<IModalityGrain>(ModalityKey.For(runId, j)));
-        var shards = await Task.WhenAll(s.Modalities.Select(j =>
-            grains[j].Configure(new ModalitySetup(runId, j, s.DataDirectory, s.ModelConfigJson, s.Seed, s.LearningRate))));
+        grains = s.Modalities.ToDictionary(j => j, ModalityGrain);
+        var shards = await Task.WhenAll(s.Modalities.Select(j => grains[j].Configure(SetupFor(s, j))));
         var trainCounts = shards.Select(x => x.TrainCount).Distinct().ToArray();
         if (trainCounts.Length != 1) throw new ArgumentException($"modality shards disagree on the training size ({string.Join(", ", trainCounts)}): they are not one dataset");
         memberSilos = s.Modalities.Zip(shards).ToDictionary(p => p.First, p => p.Second.Silo);
         testCount = shards.Min(x => x.TestCount);
 
+        Initialize(s, cfg, trainCounts[0]);
+        members = s.Modalities.OrderBy(j => j).ToArray();
+        step = 0; committedStep = -1; incarnation = 0; startStep = 0; error = null;
+        metrics.Clear(); testMetrics.Clear(); events.Clear(); dropped.Clear(); dataDirectories.Clear();
+        foreach (int j in members) Record("attached", j, $"on {memberSilos[j]}");
+        TrainingTelemetry.MembersAttached.Add(members.Length);
+        LaunchLoop(restore: false);
+        return await Status();
+    }
+
+    public async Task<RunStatus> Resume()
+    {
+        if (state == RunState.Running) return await Status();
+        if (!record.RecordExists)
+            throw new ArgumentException($"unknown run {RunId}: no checkpoint of it in grain storage (check the run id, and that the silos use the same storage: MrVae:Checkpoints)");
+        // Restore before answering, so a resume that cannot work says why to the caller.
+        var before = state;
+        state = RunState.Running;
+        try { await RestoreFromRecord(); }
+        catch { state = before; throw; }
+        LaunchLoop(restore: false);
+        return await Status();
+    }
+
+    /// <summary>Builds the coordinator's objective, optimiser, random stream and schedule exactly as a fresh run does.</summary>
+    void Initialize(RunSetup s, ModelConfig cfg, int trainCount)
+    {
         objective?.Dispose(); optimizer?.Dispose(); stepGenerator?.Dispose();
         objective = Seeds.Construct(s.Seed, Seeds.CoordinatorParty, () => CoordinatorObjective.Create(cfg));
         objective.to(device);
         // Adam over no parameters (MoPoE, MVAE, MMVAE) is a no-op; keep one so every model runs the same loop.
         optimizer = optim.Adam(objective.parameters(), lr: s.LearningRate);
         stepGenerator = Seeds.Generator(s.Seed, Seeds.CoordinatorStepsParty);
-        schedule = new TrainingSchedule(s.Seed, trainCounts[0], s.BatchSize);
+        schedule = new TrainingSchedule(s.Seed, trainCount, s.BatchSize);
         totalSteps = s.Steps ?? s.Epochs * schedule.StepsPerEpoch;
-        setup = s; config = cfg; members = s.Modalities.OrderBy(j => j).ToArray();
-        step = 0; error = null; metrics.Clear(); testMetrics.Clear(); events.Clear(); stopRequested = false;
-        pendingAttach.Clear(); pendingDetach.Clear();
+        setup = s; config = cfg;
         memberTimeout = TimeSpan.FromSeconds(s.MemberTimeoutSeconds);
-        foreach (int j in members) Record("attached", j, $"on {memberSilos[j]}");
-        state = RunState.Running;
-        TrainingTelemetry.MembersAttached.Add(members.Length);
-        this.DelayDeactivation(TimeSpan.FromDays(7));
-        _ = RunLoop();   // runs on this grain's scheduler; interleaves with Status/Metrics at its awaits
-        return await Status();
+        stopRequested = false;
+        pendingAttach.Clear(); pendingDetach.Clear();
     }
 
-    async Task RunLoop()
+    IModalityGrain ModalityGrain(int j) => GrainFactory.GetGrain<IModalityGrain>(ModalityKey.For(RunId, j));
+
+    ModalitySetup SetupFor(RunSetup s, int j)
+        => new(RunId, j, dataDirectories.GetValueOrDefault(j) ?? s.DataDirectory, s.ModelConfigJson, s.Seed, s.LearningRate);
+
+    /// <summary>
+    /// Loads the last committed checkpoint: the coordinator's networks, optimiser and random stream from its record,
+    /// every member's weights and optimiser from its snapshot at the same step. A member that cannot be reached
+    /// stays dropped and rejoins from its own newest snapshot when it is back.
+    /// </summary>
+    async Task RestoreFromRecord()
+    {
+        var c = record.State;
+        if (c.FormatVersion != Checkpointing.FormatVersion)
+            throw new InvalidOperationException($"run {RunId}: its checkpoint has format version {c.FormatVersion}, this build reads {Checkpointing.FormatVersion}; resume with the mrvae version that wrote it");
+        var s = c.Setup ?? throw new InvalidOperationException($"run {RunId}: its checkpoint has no setup");
+        var cfg = ModelConfig.FromJson(s.ModelConfigJson);
+        dataDirectories = new Dictionary<int, string>(c.DataDirectories);
+        grains = c.Members.Concat(c.Dropped).Distinct().ToDictionary(j => j, ModalityGrain);
+        dropped.Clear();
+        foreach (int j in c.Dropped) dropped[j] = "dropped before the checkpoint";
+        var (restored, failures) = await CallMembers(c.Members, "restore", j => grains[j].Restore(SetupFor(s, j), c.Step));
+        foreach (var (j, reason) in failures) { dropped[j] = reason; Record("dropped", j, $"restore failed: {reason}"); }
+        if (restored.Count == 0)
+            throw new InvalidOperationException($"run {RunId}: no member could be restored from the checkpoint at step {c.Step} ({string.Join("; ", failures.Select(f => $"{f.Modality}: {f.Reason}"))}); start the silos serving its modalities and resume again");
+        var trainCounts = restored.Values.Select(r => r.Shard.TrainCount).Distinct().ToArray();
+        if (trainCounts.Length != 1) throw new ArgumentException($"modality shards disagree on the training size ({string.Join(", ", trainCounts)}): they are not one dataset");
+        memberSilos = restored.ToDictionary(p => p.Key, p => p.Value.Shard.Silo);
+        testCount = restored.Values.Min(r => r.Shard.TestCount);
+
+        Initialize(s, cfg, trainCounts[0]);
+        await compute.RunCoordinator(() =>
+        {
+            Checkpointing.Load(objective!, c.Objective);
+            Checkpointing.Load(optimizer!, c.Optimizer);
+            Checkpointing.Load(stepGenerator!, c.StepGenerator);
+            return true;
+        });
+        members = restored.Keys.OrderBy(j => j).ToArray();
+        step = c.Step; committedStep = c.Step; startStep = c.Step; incarnation = c.Incarnation + 1; error = null;
+        metrics.Clear();
+        testMetrics.Clear(); testMetrics.AddRange(c.TestMetrics);
+        events.Clear(); events.AddRange(c.Events);
+        Record("resumed", -1, $"from the checkpoint at step {c.Step} with modalities {string.Join(",", members)}");
+        TrainingTelemetry.MembersAttached.Add(members.Length);
+    }
+
+    void LaunchLoop(bool restore)
+    {
+        state = RunState.Running;
+        this.DelayDeactivation(TimeSpan.FromDays(7));
+        _ = RunLoop(restore);   // runs on this grain's scheduler; interleaves with Status/Metrics at its awaits
+    }
+
+    async Task RunLoop(bool restore)
     {
         try
         {
+            if (restore) await RestoreFromRecord();
+            // A checkpoint at step 0 too: a run can always be resumed, and rejoining members find a snapshot.
+            if (committedStep < 0) await Checkpoint(RunState.Running);
             long evaluateEvery = setup!.EvaluateEvery ?? schedule!.StepsPerEpoch;
-            while (step < totalSteps && state == RunState.Running && !stopRequested)
+            long checkpointEvery = setup.CheckpointEvery ?? evaluateEvery;
+            while (step < totalSteps && !stopRequested)
             {
-                ApplyMembershipChanges();
+                await ApplyMembershipChanges();
+                ProbeDroppedMembers();
                 // A member that fails before the optimiser phase is dropped and the step runs again without it,
                 // from the same random state, so the step is one consistent update of the remaining parties.
                 using var generatorState = stepGenerator!.get_state();
@@ -106,19 +214,30 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
                 metrics.Add(result);
                 step++;
                 if (step % evaluateEvery == 0 || step == totalSteps)
-                    testMetrics.Add(new TestMetrics(step, await TestLoss()));
+                {
+                    try { testMetrics.Add(new TestMetrics(step, await TestLoss())); }
+                    catch (MembersFailedException failure) { Drop(failure); }   // the next evaluation uses the others
+                }
+                if (step % checkpointEvery == 0 && step < totalSteps) await Checkpoint(RunState.Running);
             }
-            if (state == RunState.Running)
-            {
-                state = stopRequested ? RunState.Stopped : RunState.Finished;
-                if (stopRequested) Record("stopped", -1, "stopped on request");
-            }
+            var final = stopRequested ? RunState.Stopped : RunState.Finished;
+            if (stopRequested) Record("stopped", -1, $"stopped on request at step {step}");
+            await Checkpoint(final);
+            state = final;
         }
         catch (Exception e)
         {
-            logger.LogError(e, "run {Run} failed at step {Step}", this.GetPrimaryKeyString(), step);
+            logger.LogError(e, "run {Run} failed at step {Step}", RunId, step);
             error = $"step {step}: {e.Message}";
             state = RunState.Failed;
+            if (record.RecordExists)
+            {
+                // Keep the last committed checkpoint; mark it failed so it is not resumed by itself.
+                record.State.State = RunState.Failed;
+                record.State.Error = error;
+                try { await record.WriteStateAsync(); }
+                catch (Exception w) { logger.LogError(w, "run {Run}: could not record the failure", RunId); }
+            }
         }
         finally
         {
@@ -126,13 +245,66 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
         }
     }
 
+    /// <summary>
+    /// Commits a checkpoint at the current step: every member writes a snapshot (keeping the committed one), then the
+    /// coordinator writes its record naming the step and the members that saved. A member that fails to save is
+    /// dropped; the record is the commit, so a crash before it leaves the previous checkpoint in force.
+    /// </summary>
+    async Task Checkpoint(RunState recordedState)
+    {
+        if (step == committedStep && record.RecordExists)
+        {
+            record.State.State = recordedState;
+            record.State.Events = events.ToList();
+            record.State.TestMetrics = testMetrics.ToList();
+            await record.WriteStateAsync();
+            return;
+        }
+        using var span = TrainingTelemetry.Source.StartActivity("checkpoint");
+        span?.SetTag(TrainingTelemetry.Run, RunId);
+        span?.SetTag(TrainingTelemetry.Step, step);
+        var (_, failures) = await CallMembers(members, "checkpoint", async j => { await grains[j].SaveCheckpoint(step, committedStep); return true; });
+        if (failures.Length > 0) Drop(new MembersFailedException("checkpoint", failures));
+        var (objectiveBytes, optimizerBytes, generatorBytes) = await compute.RunCoordinator(() =>
+            (Checkpointing.Save(objective!), Checkpointing.Save(optimizer!), Checkpointing.Save(stepGenerator!)));
+        record.State = new RunCheckpoint
+        {
+            FormatVersion = Checkpointing.FormatVersion, Setup = setup, Step = step, State = recordedState,
+            Members = members.ToArray(), Dropped = dropped.Keys.ToArray(), DataDirectories = new(dataDirectories),
+            Objective = objectiveBytes, Optimizer = optimizerBytes, StepGenerator = generatorBytes,
+            TestMetrics = testMetrics.ToList(), Events = events.ToList(), Incarnation = incarnation, SavedUtc = DateTime.UtcNow,
+        };
+        await record.WriteStateAsync();
+        committedStep = step;
+    }
+
+    /// <summary>Now and then (in the background) asks dropped members to rejoin; those that answer join at the next step boundary.</summary>
+    void ProbeDroppedMembers()
+    {
+        if (dropped.Count == 0 || rejoinProbe is { IsCompleted: false }) return;
+        if (DateTime.UtcNow - lastRejoinProbe < TimeSpan.FromSeconds(setup!.RejoinProbeSeconds)) return;
+        lastRejoinProbe = DateTime.UtcNow;
+        rejoinProbe = Probe(dropped.Keys.ToArray());
+
+        async Task Probe(int[] candidates)
+        {
+            var (back, _) = await CallMembers(candidates, "rejoin", j => grains[j].Restore(SetupFor(setup!, j), null));
+            foreach (var (j, r) in back)
+            {
+                if (state != RunState.Running || !dropped.ContainsKey(j)) continue;
+                if (r.Shard.TrainCount != schedule!.SampleCount) continue;
+                dropped.Remove(j);
+                memberSilos[j] = r.Shard.Silo;
+                pendingAttach.Add(j);
+                Record("rejoined", j, $"on {r.Shard.Silo}, {(r.Step is { } s ? $"from its checkpoint at step {s}" : "with fresh weights (it had no checkpoint)")}");
+            }
+        }
+    }
+
     async Task<StepMetrics> RunStep()
     {
         var watch = Stopwatch.StartNew();
-        using var stepSpan = TrainingTelemetry.Source.StartActivity("train step");
-        stepSpan?.SetTag(TrainingTelemetry.Run, this.GetPrimaryKeyString());
-        stepSpan?.SetTag(TrainingTelemetry.Step, step);
-        stepSpan?.SetTag(TrainingTelemetry.Members, string.Join(",", members));
+        using var stepSpan = TrainingTelemetry.StartStep(this.GetPrimaryKeyString(), step, members);
         long bytes = 0;
         var ids = schedule!.BatchIds(step);
         stepSpan?.SetTag(TrainingTelemetry.BatchSize, ids.Length);
@@ -279,7 +451,8 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
     }
 
     public Task<RunStatus> Status() => Task.FromResult(new RunStatus(state, step, totalSteps,
-        metrics.Count > 0 ? metrics[^1].Terms["loss"] : null, error, new Dictionary<int, string>(memberSilos), members.ToArray(), events.ToArray(), siloDetails.SiloAddress.ToString()));
+        metrics.Count > 0 ? metrics[^1].Terms["loss"] : null, error, new Dictionary<int, string>(memberSilos), members.ToArray(), events.ToArray(),
+        siloDetails.SiloAddress.ToString(), incarnation, startStep, committedStep >= 0 ? committedStep : null, dropped.Keys.ToArray()));
 
     public async Task<RunStatus> Attach(int modality, string? dataDirectory)
     {
@@ -287,15 +460,20 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
         int modalities = config!.Modalities;
         if (modality < 0 || modality >= modalities) throw new ArgumentException($"unknown modality {modality}: the model has modalities 0..{modalities - 1}");
         if ((members.Contains(modality) && !pendingDetach.Contains(modality)) || pendingAttach.Contains(modality))
-            throw new ArgumentException($"modality {modality} is already attached to run {this.GetPrimaryKeyString()}");
-        var grain = GrainFactory.GetGrain<IModalityGrain>(ModalityKey.For(this.GetPrimaryKeyString(), modality));
-        var shard = await grain.Configure(new ModalitySetup(this.GetPrimaryKeyString(), modality, dataDirectory ?? s.DataDirectory, s.ModelConfigJson, s.Seed, s.LearningRate));
-        if (shard.TrainCount != schedule!.SampleCount)
-            throw new ArgumentException($"modality {modality}'s shard has {shard.TrainCount} training samples, the run's others {schedule.SampleCount}: it is not part of this dataset");
+            throw new ArgumentException($"modality {modality} is already attached to run {RunId}");
+        var grain = ModalityGrain(modality);
+        var memberSetup = SetupFor(s, modality) with { DataDirectory = dataDirectory ?? dataDirectories.GetValueOrDefault(modality) ?? s.DataDirectory };
+        // A modality that was a member before comes back with its newest snapshot (taken when it was detached or at a checkpoint).
+        var restored = await grain.Restore(memberSetup, null);
+        if (restored.Shard.TrainCount != schedule!.SampleCount)
+            throw new ArgumentException($"modality {modality}'s shard has {restored.Shard.TrainCount} training samples, the run's others {schedule.SampleCount}: it is not part of this dataset");
+        if (dataDirectory is not null) dataDirectories[modality] = dataDirectory;
         grains[modality] = grain;
-        memberSilos[modality] = shard.Silo;
+        memberSilos[modality] = restored.Shard.Silo;
+        dropped.Remove(modality);
         pendingDetach.Remove(modality);
         pendingAttach.Add(modality);
+        if (restored.Step is { } from) Record("restored", modality, $"from its checkpoint at step {from}");
         return await Status();
     }
 
@@ -317,24 +495,34 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
         return Status();
     }
 
-    RunSetup RequireRunning() => state == RunState.Running && setup is not null
+    RunSetup RequireRunning() => state == RunState.Running && setup is not null && config is not null
         ? setup
-        : throw new InvalidOperationException($"run {this.GetPrimaryKeyString()} is not running (state {state})");
+        : throw new InvalidOperationException(state == RunState.Created && !record.RecordExists
+            ? $"unknown run {RunId}: it was never started on this cluster (check the run id)"
+            : $"run {RunId} is not running (state {state}{(state == RunState.Running ? ", still resuming" : "")})");
 
-    void ApplyMembershipChanges()
+    async Task ApplyMembershipChanges()
     {
         if (pendingAttach.Count == 0 && pendingDetach.Count == 0) return;
-        foreach (int j in pendingDetach) Record("detached", j, "detached on request");
+        // A detached member saves its weights first, so attaching it again continues where it left off.
+        var leaving = pendingDetach.ToArray();
+        var (_, failures) = await CallMembers(leaving, "detach checkpoint", async j => { await grains[j].SaveCheckpoint(step, committedStep); return true; });
+        foreach (var (j, reason) in failures) logger.LogWarning("run {Run}: modality {Modality} could not save on detach: {Reason}", RunId, j, reason);
+        foreach (int j in leaving) Record("detached", j, "detached on request");
         foreach (int j in pendingAttach) Record("attached", j, $"on {memberSilos[j]}");
         int before = members.Length;
-        members = members.Except(pendingDetach).Union(pendingAttach).OrderBy(j => j).ToArray();
+        members = members.Except(leaving).Union(pendingAttach).OrderBy(j => j).ToArray();
         TrainingTelemetry.MembersAttached.Add(members.Length - before);
         pendingAttach.Clear(); pendingDetach.Clear();
     }
 
     void Drop(MembersFailedException failure)
     {
-        foreach (var (j, reason) in failure.Failures) Record("dropped", j, $"{failure.Phase} failed: {reason}");
+        foreach (var (j, reason) in failure.Failures)
+        {
+            Record("dropped", j, $"{failure.Phase} failed: {reason}");
+            dropped[j] = reason;
+        }
         int before = members.Length;
         members = members.Except(failure.Failures.Select(f => f.Modality)).ToArray();
         TrainingTelemetry.MembersAttached.Add(members.Length - before);
@@ -344,6 +532,7 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
     void Record(string kind, int modality, string message)
     {
         events.Add(new RunEvent(step, kind, modality, message, DateTime.UtcNow));
+        if (events.Count > 1000) events.RemoveRange(0, events.Count - 1000);   // a flapping member must not grow the record without bound
         Activity.Current?.AddEvent(new ActivityEvent($"modality {kind}", tags: new ActivityTagsCollection { [TrainingTelemetry.Modality] = modality, ["message"] = message }));
         logger.LogWarning("run {Run} step {Step}: modality {Modality} {Kind}: {Message}", this.GetPrimaryKeyString(), step, modality, kind, message);
     }
@@ -355,17 +544,26 @@ public sealed class CoordinatorGrain(IOptions<SiloSettings> settings, ILogger<Co
     async Task<T[]> OnMembers<T>(string phase, Func<int, Task<T>> call)
     {
         var current = members;
-        var tasks = current.Select(j => call(j).WaitAsync(memberTimeout)).ToArray();
+        var (results, failures) = await CallMembers(current, phase, call);
+        if (failures.Length > 0) throw new MembersFailedException(phase, failures);
+        return current.Select(j => results[j]).ToArray();
+    }
+
+    /// <summary>Calls the given modalities in parallel, each bounded by the member timeout, and sorts the answers from the failures.</summary>
+    async Task<(Dictionary<int, T> Results, (int Modality, string Reason)[] Failures)> CallMembers<T>(IReadOnlyList<int> modalities, string phase, Func<int, Task<T>> call)
+    {
+        var tasks = modalities.Select(j => call(j).WaitAsync(memberTimeout)).ToArray();
         // Task.WhenAll ends only when every call has ended, so no call of this phase is still in flight after it.
-        try { return await Task.WhenAll(tasks); }
-        catch
+        try { await Task.WhenAll(tasks); }
+        catch { /* sorted out below */ }
+        var results = new Dictionary<int, T>();
+        var failures = new List<(int, string)>();
+        for (int i = 0; i < tasks.Length; i++)
         {
-            var failures = current.Select((j, i) => (j, tasks[i]))
-                .Where(p => p.Item2.IsFaulted || p.Item2.IsCanceled)
-                .Select(p => (p.j, p.Item2.Exception?.GetBaseException() is Exception e ? $"{e.GetType().Name}: {e.Message}" : "cancelled"))
-                .ToArray();
-            throw new MembersFailedException(phase, failures);
+            if (tasks[i].IsCompletedSuccessfully) results[modalities[i]] = tasks[i].Result;
+            else failures.Add((modalities[i], tasks[i].Exception?.GetBaseException() is Exception e ? $"{e.GetType().Name}: {e.Message}" : $"{phase} timed out"));
         }
+        return (results, failures.ToArray());
     }
 
     sealed class MembersFailedException(string phase, (int Modality, string Reason)[] failures)

@@ -12,10 +12,14 @@ namespace MrVae.Grains;
 /// <summary>
 /// One modality of one run. Holds the encoder, decoder, their Adam and the modality's data shard (loaded from the
 /// silo's own disk), and the autograd graph of the step in flight. Tensor work stays synchronous between awaits:
-/// TorchSharp's dispose scopes belong to the thread that opened them.
+/// TorchSharp's dispose scopes belong to the thread that opened them. Checkpoints go to two snapshot slots in grain
+/// storage, written alternately so the run's committed one is never overwritten.
 /// </summary>
 [ModalityPlacement]
-public sealed class ModalityGrain(IOptions<SiloSettings> settings, ILocalSiloDetails silo, ComputeGate gate) : Grain, IModalityGrain
+public sealed class ModalityGrain(
+    IOptions<SiloSettings> settings, ILocalSiloDetails silo, ComputeGate gate,
+    [PersistentState("snapshot-a", Checkpointing.StorageName)] IPersistentState<ModalitySnapshot> slotA,
+    [PersistentState("snapshot-b", Checkpointing.StorageName)] IPersistentState<ModalitySnapshot> slotB) : Grain, IModalityGrain
 {
     ModalityNetwork? network;
     TorchSharp.Modules.Adam? optimizer;
@@ -26,6 +30,43 @@ public sealed class ModalityGrain(IOptions<SiloSettings> settings, ILocalSiloDet
     // The step in flight: its batch and, in training, the encoder outputs with their graph.
     long step = -1;
     Tensor? batch, mu, logVar;
+
+    public async Task<RestoredShard> Restore(ModalitySetup s, long? step)
+    {
+        var shard = await Configure(s);
+        var stored = new[] { slotA.State, slotB.State }.Where(x => x.Step >= 0).ToArray();
+        foreach (var x in stored)
+            if (x.FormatVersion != Checkpointing.FormatVersion)
+                throw new InvalidOperationException($"modality grain {this.GetPrimaryKeyString()}: its checkpoint has format version {x.FormatVersion}, this build reads {Checkpointing.FormatVersion}; resume with the mrvae version that wrote it, or start a new run");
+        var chosen = step is { } wanted
+            ? stored.FirstOrDefault(x => x.Step == wanted) ?? throw new InvalidOperationException(
+                $"modality grain {this.GetPrimaryKeyString()} has no checkpoint at step {wanted} (it has {(stored.Length == 0 ? "none" : string.Join(", ", stored.Select(x => x.Step)))}); its storage was lost or belongs to another run")
+            : stored.MaxBy(x => x.Step);
+        if (chosen is null) return new RestoredShard(shard, null);
+        if (chosen.ModelConfigJson != s.ModelConfigJson)
+            throw new InvalidOperationException($"modality grain {this.GetPrimaryKeyString()}: its checkpoint at step {chosen.Step} was trained with another model configuration");
+        await gate.RunModality(() =>
+        {
+            Checkpointing.Load(network!, chosen.Network);
+            Checkpointing.Load(optimizer!, chosen.Optimizer);
+            return true;
+        });
+        return new RestoredShard(shard, chosen.Step);
+    }
+
+    public async Task SaveCheckpoint(long step, long keepStep)
+    {
+        var net = Network();
+        var (networkBytes, optimizerBytes) = await gate.RunModality(() => (Checkpointing.Save(net), Checkpointing.Save(optimizer!)));
+        // Overwrite the slot that does not hold the committed checkpoint (of two such, the older).
+        var slot = slotA.State.Step == keepStep ? slotB : slotB.State.Step == keepStep ? slotA : slotA.State.Step <= slotB.State.Step ? slotA : slotB;
+        slot.State = new ModalitySnapshot
+        {
+            FormatVersion = Checkpointing.FormatVersion, Step = step, ModelConfigJson = setup!.ModelConfigJson,
+            Network = networkBytes, Optimizer = optimizerBytes, SavedUtc = DateTime.UtcNow,
+        };
+        await slot.WriteStateAsync();
+    }
 
     public Task<ShardInfo> Configure(ModalitySetup s)
     {
@@ -48,18 +89,23 @@ public sealed class ModalityGrain(IOptions<SiloSettings> settings, ILocalSiloDet
     public async Task<EncodeResult> Encode(long step, long[] ids, string split, bool keepGraph)
     {
         using var span = StartSpan("modality encode", step);
-        return await gate.RunModality(() => EncodeNow(step, ids, split, keepGraph));
+        var result = await gate.RunModality(() => EncodeNow(step, ids, split, keepGraph));
+        span?.SetTag(TrainingTelemetry.Bytes, ids.LongLength * sizeof(long) + result.Mu.ByteCount + result.LogVar.ByteCount);
+        return result;
     }
 
     public async Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward)
     {
         using var span = StartSpan("modality decode", step);
-        return await gate.RunModality(() => DecodeNow(step, decoderInput, viewWeights, backward));
+        var result = await gate.RunModality(() => DecodeNow(step, decoderInput, viewWeights, backward));
+        span?.SetTag(TrainingTelemetry.Bytes, decoderInput.ByteCount + (result.Gradient?.ByteCount ?? 0) + sizeof(float));
+        return result;
     }
 
     public async Task ApplyEncoderGradients(long step, TensorPayload dMu, TensorPayload dLogVar)
     {
         using var span = StartSpan("modality encoder backward", step);
+        span?.SetTag(TrainingTelemetry.Bytes, dMu.ByteCount + dLogVar.ByteCount);
         await gate.RunModality(() => ApplyEncoderGradientsNow(step, dMu, dLogVar));
     }
 

@@ -19,9 +19,27 @@ public static class TrainingTelemetry
     public static readonly Histogram<double> Loss = Meter.CreateHistogram<double>("mrvae.loss", null, "training loss terms per step (tag: term)");
     public static readonly UpDownCounter<int> MembersAttached = Meter.CreateUpDownCounter<int>("mrvae.members", null, "modality grains attached to running runs");
 
-    // Attribute names.
+    // Attribute names. Bytes: tensor and id bytes moved (on the step: all of it; on a modality call: that call's
+    // request and response). SubsetSize: how many modalities this step trains on (the members present).
     public const string Run = "mrvae.run", Step = "mrvae.step", Modality = "mrvae.modality", Members = "mrvae.members",
-        Silo = "mrvae.silo", Bytes = "mrvae.bytes", BatchSize = "mrvae.batch_size", Term = "term";
+        SubsetSize = "mrvae.subset_size", Silo = "mrvae.silo", Bytes = "mrvae.bytes", BatchSize = "mrvae.batch_size", Term = "term";
+
+    /// <summary>
+    /// Starts a step's span as the root of its own trace (a run of thousands of steps would otherwise be one trace
+    /// under the call that started it), linked to that call's context.
+    /// </summary>
+    public static Activity? StartStep(string run, long step, int[] members)
+    {
+        var started = Activity.Current?.Context;
+        Activity.Current = null;
+        var span = Source.StartActivity("train step", ActivityKind.Internal, parentContext: default,
+            links: started is { } context ? [new ActivityLink(context)] : null);
+        span?.SetTag(Run, run);
+        span?.SetTag(Step, step);
+        span?.SetTag(Members, string.Join(",", members));
+        span?.SetTag(SubsetSize, members.Length);
+        return span;
+    }
 
     /// <summary>Every ActivitySource name a MrVae process should listen to: its own and Orleans' grain-call sources.</summary>
     public static readonly string[] Sources = [Name, "Microsoft.Orleans.Runtime", "Microsoft.Orleans.Application"];

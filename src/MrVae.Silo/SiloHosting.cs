@@ -2,6 +2,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using MrVae.Grains;
+using MrVae.Storage;
 using Orleans.Configuration;
 using Orleans.Hosting;
 using Orleans.Runtime.MembershipService.SiloMetadata;
@@ -19,6 +20,8 @@ namespace MrVae.Silo;
 ///   MrVae:Clustering:Redis   Redis connection string; absent: localhost clustering
 ///   MrVae:Cluster:ClusterId / ServiceId, MrVae:Endpoints:SiloPort / GatewayPort / PrimarySiloPort
 ///   MrVae:Endpoints:AdvertisedIP  with Redis clustering: the address to advertise (listens on all); default loopback
+///   MrVae:Checkpoints:Directory  grain storage for checkpoints as files here (default ./mrvae-state without Redis)
+///   MrVae:Checkpoints:Redis  grain storage in this Redis (default: the clustering Redis, when there is one)
 /// </summary>
 public static class SiloHosting
 {
@@ -57,6 +60,21 @@ public static class SiloHosting
                     silo.ConfigureEndpoints(System.Net.IPAddress.Parse(advertised), siloPort, gatewayPort, listenOnAnyHostAddress: true);
             }
         }
+        // Checkpoints: every silo of a cluster must reach the same storage, so a grain restored on another silo finds
+        // its state. Redis when the cluster has one; files for one machine (the embedded default, local clusters).
+        string? checkpointDirectory = configuration["MrVae:Checkpoints:Directory"];
+        string? checkpointRedis = configuration["MrVae:Checkpoints:Redis"];
+        if (string.IsNullOrWhiteSpace(checkpointRedis) && string.IsNullOrWhiteSpace(checkpointDirectory)) checkpointRedis = configuration["MrVae:Clustering:Redis"];
+        if (!string.IsNullOrWhiteSpace(checkpointRedis))
+            silo.AddRedisGrainStorage(Checkpointing.StorageName, options => options.Configure<IServiceProvider>((o, services) =>
+            {
+                o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(checkpointRedis);
+                // Binary, not the default JSON: snapshots are megabytes of tensor bytes.
+                o.GrainStorageSerializer = ActivatorUtilities.CreateInstance<Orleans.Storage.OrleansGrainStorageSerializer>(services);
+            }));
+        else
+            silo.Services.AddFileGrainStorage(Checkpointing.StorageName, string.IsNullOrWhiteSpace(checkpointDirectory) ? "mrvae-state" : checkpointDirectory);
+
         // A training step can take seconds on a CPU; grain calls must not time out under normal load.
         silo.Configure<SiloMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromMinutes(5));
         return silo;

@@ -136,6 +136,32 @@ public sealed partial class DockerfileTests
                 }
     }
 
+    /// <summary>
+    /// The .NET image a Dockerfile runs on has every shared framework the published program asks for in its
+    /// runtimeconfig.json (built by this test project): the silo needs ASP.NET Core for the Orleans dashboard.
+    /// </summary>
+    [Theory, MemberData(nameof(Dockerfiles))]
+    public void TheRuntimeImageHasEverySharedFrameworkTheProgramNeeds(string name)
+    {
+        var instructions = Of(name);
+        string project = PublishedProject(instructions);
+        string output = Repo.Path($"{Path.GetDirectoryName(project)}/bin/{Repo.Configuration}/net10.0");
+        string assembly = XDocument.Load(Repo.Path(project)).Descendants("AssemblyName").Single().Value;
+        using var config = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(output, $"{assembly}.runtimeconfig.json")));
+        var options = config.RootElement.GetProperty("runtimeOptions");
+        var needed = (options.TryGetProperty("frameworks", out var list) ? list.EnumerateArray().ToList() : [options.GetProperty("framework")])
+            .Select(f => f.GetProperty("name").GetString()!).ToList();
+        var image = instructions.Where(i => i.Keyword == "FROM").Select(i => DotnetImage().Match(i.Arguments)).Last(m => m.Success).Groups[1].Value;
+        string[] provided = image switch
+        {
+            "runtime" => ["Microsoft.NETCore.App"],
+            "aspnet" => ["Microsoft.NETCore.App", "Microsoft.AspNetCore.App"],
+            _ => throw new InvalidOperationException($"{name}: unexpected .NET image dotnet/{image}"),
+        };
+        Assert.All(needed, f => Assert.Contains(f, provided));
+    }
+
+    [GeneratedRegex(@"mcr\.microsoft\.com/dotnet/(runtime|aspnet|sdk):")] private static partial Regex DotnetImage();
     [GeneratedRegex(@"\bAS\s+(\S+)\s*$", RegexOptions.IgnoreCase)] private static partial Regex FromAlias();
     [GeneratedRegex(@"dotnet publish\s+(\S+\.csproj)")] private static partial Regex PublishProject();
 }

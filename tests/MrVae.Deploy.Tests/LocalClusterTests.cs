@@ -29,6 +29,7 @@ public sealed partial class LocalClusterTests : IDisposable
             "--steps", "6", "--batch", "16", "--out", run);
         Assert.True(result.ExitCode == 0, result.Describe("deploy/local-cluster.sh"));
         Assert.Contains("3 silos up", result.Stdout);
+        Assert.Contains("Orleans dashboard: http://127.0.0.1:", result.Stdout);
         Assert.Contains("silo0: modalities 0,1", result.Stdout);
         Assert.Contains("silo1: modalities 2,3", result.Stdout);
         Assert.Contains("silo2: modalities 4", result.Stdout);

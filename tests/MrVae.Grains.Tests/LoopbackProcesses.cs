@@ -40,6 +40,8 @@ public sealed class LoopbackProcesses : IDisposable
     public Process StartSilo(Dictionary<string, string> environment, string name)
     {
         environment["DOTNET_ENVIRONMENT"] = "Production";
+        // The Orleans dashboard's UI would take port 8080 of this machine; tests that want it say so.
+        environment.TryAdd("MrVae__Dashboard__Enabled", "false");
         return Start("dotnet", [SiloDll()], environment, name);
     }
 
@@ -58,6 +60,9 @@ public sealed class LoopbackProcesses : IDisposable
     }
 
     public string Logs() { lock (logs) return string.Join("\n", logs.TakeLast(60)); }
+
+    /// <summary>Whether any process printed a line containing <paramref name="text"/>.</summary>
+    public bool Logged(string text) { lock (logs) return logs.Any(l => l.Contains(text)); }
 
     public static void WaitForPort(int port, TimeSpan timeout)
     {

@@ -38,9 +38,18 @@ public sealed class TracingTests(TwoSiloCluster fixture) : IClassFixture<TwoSilo
         // The listener is process-wide and other test classes train at the same time: keep this run's spans.
         var steps = spans.Where(s => s.OperationName == "train step" && (string?)s.GetTagItem(TrainingTelemetry.Run) == run).OrderBy(s => (long)s.GetTagItem(TrainingTelemetry.Step)!).ToList();
         Assert.Equal(2, steps.Count);
+        // Each step is the root of its own trace.
+        Assert.All(steps, s => Assert.Equal(default, s.ParentSpanId));
+        Assert.NotEqual(steps[0].TraceId, steps[1].TraceId);
         foreach (var step in steps)
         {
-            Assert.NotNull(step.GetTagItem(TrainingTelemetry.Bytes));
+            Assert.Equal(5, step.GetTagItem(TrainingTelemetry.SubsetSize));
+            Assert.Equal("0,1,2,3,4", step.GetTagItem(TrainingTelemetry.Members));
+            Assert.Equal(16, step.GetTagItem(TrainingTelemetry.BatchSize));
+            // The step's bytes are the sum of what its modality calls moved, each measured on the grain's side.
+            var stepCalls = spans.Where(s => s.TraceId == step.TraceId && s.OperationName.StartsWith("modality ")).ToList();
+            Assert.Equal(15, stepCalls.Count);
+            Assert.Equal((long)step.GetTagItem(TrainingTelemetry.Bytes)!, stepCalls.Sum(c => (long)c.GetTagItem(TrainingTelemetry.Bytes)!));
             // The five protocol phases are direct children of the step, in order.
             var phases = spans.Where(s => s.ParentSpanId == step.SpanId && s.Source.Name == TrainingTelemetry.Name)
                 .OrderBy(s => s.StartTimeUtc).Select(s => s.OperationName).ToArray();

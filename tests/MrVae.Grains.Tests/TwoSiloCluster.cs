@@ -11,16 +11,28 @@ namespace MrVae.Grains.Tests;
 public sealed class TwoSiloCluster : IAsyncLifetime
 {
     public TestCluster Cluster { get; private set; } = null!;
+    /// <summary>Grain storage (checkpoints) shared by both silos, as a cluster's Redis would be.</summary>
+    public string StateDirectory { get; } = Path.Combine(Path.GetTempPath(), "mrvae-state-" + Guid.NewGuid().ToString("N"));
 
-    public async Task InitializeAsync()
+    public async Task InitializeAsync() => Cluster = await Deploy(StateDirectory);
+
+    /// <summary>Starts a two-silo cluster over <paramref name="stateDirectory"/> (a later cluster over the same directory resumes its runs).</summary>
+    public static async Task<TestCluster> Deploy(string stateDirectory)
     {
         var builder = new TestClusterBuilder(2);
+        builder.Properties["StateDirectory"] = stateDirectory;
         builder.AddSiloBuilderConfigurator<Configurator>();
-        Cluster = builder.Build();
-        await Cluster.DeployAsync();
+        var cluster = builder.Build();
+        await cluster.DeployAsync();
+        return cluster;
     }
 
-    public async Task DisposeAsync() => await Cluster.StopAllSilosAsync();
+    public async Task DisposeAsync()
+    {
+        await Cluster.StopAllSilosAsync();
+        await Cluster.DisposeAsync();
+        if (Directory.Exists(StateDirectory)) Directory.Delete(StateDirectory, recursive: true);
+    }
 
     sealed class Configurator : ISiloConfigurator
     {
@@ -32,6 +44,7 @@ public sealed class TwoSiloCluster : IAsyncLifetime
             {
                 ["MrVae:Silo:Modalities"] = primary ? "0,2,4" : "1,3",
                 ["MrVae:Silo:Device"] = "cpu",
+                ["MrVae:Checkpoints:Directory"] = silo.Configuration["StateDirectory"],
             }).Build();
             silo.ConfigureMrVae(settings, clustering: false);
         }
