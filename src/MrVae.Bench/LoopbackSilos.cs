@@ -55,6 +55,8 @@ public sealed class LoopbackSilos : IAsyncDisposable
                     ["MrVae__Endpoints__SiloPort"] = siloPort.ToString(),
                     ["MrVae__Endpoints__GatewayPort"] = gatewayPort.ToString(),
                     ["MrVae__Endpoints__PrimarySiloPort"] = primary.ToString(),
+                    // No web UI: nothing to look at during a measurement, and silos started together race for its port.
+                    ["MrVae__Dashboard__Enabled"] = "false",
                 });
                 // The primary first: the others join through it.
                 await WaitForPort(gatewayPort, timeout, silos.processes[^1], silos.LogPath(i));
@@ -63,6 +65,8 @@ public sealed class LoopbackSilos : IAsyncDisposable
             var deadline = DateTime.UtcNow + timeout;
             while ((await silos.Grains.GetGrain<IManagementGrain>(0).GetHosts(onlyActive: true)).Count < groups.Length)
             {
+                if (silos.processes.FirstOrDefault(p => p.HasExited) is { } exited)
+                    throw new InvalidOperationException($"silo {silos.processes.IndexOf(exited)} exited with code {exited.ExitCode}; see {silos.LogPath(silos.processes.IndexOf(exited))}");
                 if (DateTime.UtcNow > deadline) throw new TimeoutException($"only some of {groups.Length} silos joined within {timeout.TotalSeconds} s; logs in {logDirectory}");
                 await Task.Delay(200);
             }

@@ -42,6 +42,16 @@ public static class Relax
     /// </summary>
     public static Tensor NeuralSort(Tensor scores, double tau)
     {
+        var (left, right) = NeuralSortFactors(scores, tau);
+        return nn.functional.softmax(left.matmul(right), dim: -1);
+    }
+
+    /// <summary>
+    /// NeuralSort's logits as a product left · right of an n × 2 constant and a … × 2 × n stack:
+    /// logits[…, i, j] = ((n + 1 − 2i)·s_j − Σ_k |s_j − s_k|) / τ (one n × n write, and a cheap backward).
+    /// </summary>
+    public static (Tensor Left, Tensor Right) NeuralSortFactors(Tensor scores, double tau)
+    {
         long n = scores.shape[^1];
         // Σ_k |s_j − s_k| in O(n log n) instead of an n × n difference matrix: with v ascending and exclusive prefix
         // sums c_i = Σ_{k<i} v_k, Σ_k |v_i − v_k| = v_i (2i − n) + Σ v − 2 c_i.
@@ -50,19 +60,14 @@ public static class Relax
         var prefix = sorted.cumsum(-1) - sorted;
         var absSumSorted = sorted * (2 * position - n) + sorted.sum(-1, keepdim: true) - 2 * prefix;
         var absDiffRowSum = zeros_like(scores).scatter(-1, index, absSumSorted);  // back to item order
-        // logits[…, i, j] = ((n + 1 − 2i)·s_j − Σ_k |s_j − s_k|) / τ as one batched product of an n × 2 constant with a
-        // 2 × n stack (one n × n write, and a cheap backward), then the row softmax.
         var ranks = arange(1, n + 1, dtype: scores.dtype, device: scores.device);
         var left = stack([((n + 1) - 2 * ranks) / tau, full_like(ranks, -1.0 / tau)], -1);   // n × 2
-        var right = stack([scores, absDiffRowSum], -2);                                          // … × 2 × n
-        return nn.functional.softmax(left.matmul(right), dim: -1);
+        return (left, stack([scores, absDiffRowSum], -2));                                     // … × 2 × n
     }
 
     /// <summary>Exact descending-sort permutation matrix of <paramref name="key"/> (… × n): row r is the one-hot of the rank-r item.</summary>
     public static Tensor HardSortPermutation(Tensor key)
-    {
-        return PermutationMatrix(key.argsort(-1, descending: true), key.dtype);   // order: item at rank r
-    }
+        => PermutationMatrix(key.argsort(-1, descending: true), key.dtype);   // order: item at rank r
 
     /// <summary>Exact descending-sort permutation matrix from the item order (… × n, item at rank r).</summary>
     public static Tensor PermutationMatrix(Tensor order, ScalarType dtype)
@@ -100,20 +105,23 @@ public static class Relax
 /// <summary>
 /// A sort permutation P over the last dimension that is only used through the products P·X and Pᵀ·R (X, R: … × n × k):
 /// straight-through (forward: the exact sort <see cref="Order"/>; gradient: that of the relaxed NeuralSort P̂) or
-/// relaxed (forward and gradient of P̂). The straight-through products never build an n × n matrix besides P̂ itself:
-/// the forward is a gather or scatter by the order (exact), plus the correction P̂·sg(X) − sg(P̂·sg(X)), which is exactly
-/// zero in the forward and carries P̂'s gradient — the same gradients as (P_hard + P̂ − sg(P̂))·X, at a fraction of the
-/// memory traffic (the relation module's cost is dominated by these … × n × n tensors).
+/// relaxed (forward and gradient of P̂). Straight-through products are a gather or scatter by the order (exact) plus
+/// zero-valued corrections c − sg(c), c = P̂·sg(X) and P̂ᵀ·sg(R), that carry P̂'s gradient: the same gradients as
+/// (P_hard + P̂ − sg(P̂))·X, without building the hard matrix, and with P̂ itself only inside
+/// <see cref="NeuralSortProducts"/> (the relation module's cost is dominated by these … × n × n tensors).
 /// </summary>
 public sealed class SortPermutation
 {
-    /// <summary>P̂ (… × n × n); null for a straight-through sort when no gradient is recorded (nothing needs it).</summary>
+    /// <summary>P̂ (… × n × n) when relaxed.</summary>
     public Tensor? Soft { get; }
-    /// <summary>Item at rank r (… × n); null when relaxed.</summary>
+    /// <summary>Item at rank r (… × n) when straight-through.</summary>
     public Tensor? Order { get; }
-    public bool Relaxed { get; }
+    public bool Relaxed => Soft is not null;
+    /// <summary>Straight-through with a gradient to record: the products need <see cref="Corrections"/>.</summary>
+    public bool NeedsCorrections => factors is not null;
+    readonly (Tensor Left, Tensor Right)? factors;
 
-    SortPermutation(Tensor? soft, Tensor? order, bool relaxed) { Soft = soft; Order = order; Relaxed = relaxed; }
+    SortPermutation(Tensor? soft, Tensor? order, (Tensor, Tensor)? factors) { Soft = soft; Order = order; this.factors = factors; }
 
     /// <summary>
     /// Straight-through: the descending sort of <paramref name="sortKey"/> forward, NeuralSort(<paramref name="scores"/>, τ)
@@ -121,32 +129,82 @@ public sealed class SortPermutation
     /// </summary>
     public static SortPermutation Create(Tensor scores, Tensor sortKey, double tau, bool relaxed)
     {
-        if (relaxed) return new SortPermutation(Relax.NeuralSort(scores, tau), null, true);
-        var order = sortKey.argsort(-1, descending: true);
-        var soft = is_grad_enabled() && scores.requires_grad ? Relax.NeuralSort(scores, tau) : null;
-        return new SortPermutation(soft, order, false);
+        if (relaxed) return new SortPermutation(Relax.NeuralSort(scores, tau), null, null);
+        var factors = is_grad_enabled() && scores.requires_grad ? Relax.NeuralSortFactors(scores, tau) : ((Tensor, Tensor)?)null;
+        return new SortPermutation(null, sortKey.argsort(-1, descending: true), factors);
     }
 
-    /// <summary>P·X: row r of the result is the row of X of the item at rank r.</summary>
-    public Tensor Apply(Tensor x)
-    {
-        if (Relaxed) return Soft!.matmul(x);
-        var hard = x.gather(-2, Order!.unsqueeze(-1).expand(x.shape));
-        if (Soft is null) return hard;
-        var correction = Soft.matmul(x.detach());
-        return hard + (correction - correction.detach());
-    }
+    /// <summary>Relaxed P̂·X.</summary>
+    public Tensor Apply(Tensor x) => Soft!.matmul(x);
 
-    /// <summary>Pᵀ·R: row c of the result is the row of R at the rank of item c.</summary>
-    public Tensor ApplyTransposed(Tensor r)
+    /// <summary>Relaxed P̂ᵀ·R.</summary>
+    public Tensor ApplyTransposed(Tensor r) => Soft!.transpose(-1, -2).matmul(r);
+
+    /// <summary>Straight-through forward value of P·X: row r is the row of X of the item at rank r.</summary>
+    public Tensor Gather(Tensor x) => x.gather(-2, Order!.unsqueeze(-1).expand(x.shape));
+
+    /// <summary>Straight-through forward value of Pᵀ·R: row c is the row of R at the rank of item c.</summary>
+    public Tensor Scatter(Tensor r) => zeros_like(r).scatter(-2, Order!.unsqueeze(-1).expand(r.shape), r);
+
+    /// <summary>
+    /// The zero-valued corrections to add to <see cref="Gather"/>(X) and <see cref="Scatter"/>(R) for P̂'s gradient, from
+    /// X and R's forward values (both products in one pass over P̂).
+    /// </summary>
+    public (Tensor X, Tensor R) Corrections(Tensor x, Tensor r)
     {
-        if (Relaxed) return Soft!.transpose(-1, -2).matmul(r);
-        var hard = zeros_like(r).scatter(-2, Order!.unsqueeze(-1).expand(r.shape), r);
-        if (Soft is null) return hard;
-        var correction = Soft.transpose(-1, -2).matmul(r.detach());
-        return hard + (correction - correction.detach());
+        var (left, right) = factors ?? throw new InvalidOperationException("no gradient is recorded for this sort");
+        var products = NeuralSortProducts.apply(right, left, x.detach(), r.detach().contiguous());
+        var (cx, cr) = (products[0], products[1]);
+        return (cx - cx.detach(), cr - cr.detach());
     }
 
     /// <summary>The forward value of P as a matrix (… × n × n), detached: for recording the inferred structure.</summary>
     public Tensor Matrix(ScalarType dtype) => Relaxed ? Soft!.detach() : Relax.PermutationMatrix(Order!, dtype);
+}
+
+/// <summary>
+/// U = P̂·X and V = P̂ᵀ·R for the NeuralSort matrix P̂ = softmax(left·right) and constants X (… × n × k1), R (… × n × k2),
+/// with the gradient to right = [s; Σ_k |s − s_k|] only. Autograd through softmax and two matmuls would write four
+/// … × n × n gradient tensors; here the upstream gradient G = gU·Xᵀ + R·gVᵀ of P̂ is rank k1 + k2 and never formed:
+/// with ρ_i = Σ_c P̂_ic G_ic, the softmax backward is P̂ ⊙ (G − ρ1ᵀ), and its product with leftᵀ needs only two
+/// products with P̂ (one per direction). So the backward reads P̂ twice and writes nothing of size n × n.
+/// </summary>
+sealed class NeuralSortProducts : autograd.MultiTensorFunction<NeuralSortProducts>
+{
+    public override string Name => nameof(NeuralSortProducts);
+
+    public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var (right, left, x, r) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (Tensor)vars[3]);
+        var p = nn.functional.softmax(left.matmul(right), dim: -1);
+        var u = p.matmul(x);
+        var v = p.transpose(-1, -2).matmul(r);
+        ctx.save_for_backward([p, left, x, r, u]);
+        return [u, v];
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
+    {
+        var saved = ctx.get_saved_variables();
+        var (p, left, x, r, u) = (saved[0], saved[1], saved[2], saved[3], saved[4]);
+        var (gu, gv) = (grads[0], grads[1]);
+        long k1 = x.shape[^1], k2 = r.shape[^1];
+        var rho = (gu * u).sum(-1) + (r * p.matmul(gv)).sum(-1);                 // … × n: Σ_c P̂_ic G_ic
+        // For each column q of left (weights v over the rank rows): Σ_i v_i P̂_ic (G_ic − ρ_i)
+        //   = Σ_k X_ck (P̂ᵀ(v ⊙ gU_k))_c + Σ_k gV_ck (P̂ᵀ(v ⊙ R_k))_c − (P̂ᵀ(v ⊙ ρ))_c; both q in one product.
+        var columns = new List<Tensor>();
+        for (int q = 0; q < 2; q++)
+        {
+            var vq = left.select(-1, q).unsqueeze(-1);                            // n × 1
+            columns.Add(vq * gu); columns.Add(vq * r); columns.Add(vq * rho.unsqueeze(-1));
+        }
+        var pw = p.transpose(-1, -2).matmul(cat(columns, -1));                   // … × n × 2(k1 + k2 + 1)
+        var perQ = new Tensor[2];
+        for (int q = 0; q < 2; q++)
+        {
+            long o = q * (k1 + k2 + 1);
+            perQ[q] = (x * pw.narrow(-1, o, k1)).sum(-1) + (gv * pw.narrow(-1, o + k1, k2)).sum(-1) - pw.select(-1, o + k1 + k2);
+        }
+        return [stack(perQ, -2), null!, null!, null!];
+    }
 }
