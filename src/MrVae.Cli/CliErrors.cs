@@ -24,6 +24,8 @@ public static class CliErrors
         catch (Exception e) when (e is DataFormatException or CheckpointException or IOException or ArgumentException or UnauthorizedAccessException or InvalidOperationException or Orleans.Runtime.OrleansException or TimeoutException)
         {
             WriteError(e.Message);
+            // MRVAE_DEBUG=1: the whole exception, for bug reports.
+            if (Environment.GetEnvironmentVariable("MRVAE_DEBUG") is "1" or "true") Console.Error.WriteLine(e);
             return 1;
         }
     }

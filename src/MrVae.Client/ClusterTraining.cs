@@ -23,14 +23,21 @@ public sealed record DistributedRun(TrainResult Result, string RunId, IReadOnlyD
 /// </summary>
 public static class ClusterTraining
 {
-    /// <summary>Starts a one-silo cluster in this process (localhost clustering on free ports) that serves every modality.</summary>
-    public static async Task<IHost> StartEmbeddedSilo()
+    /// <summary>The gateway port an embedded silo takes when it is free, so `mrvae status` etc. reach it by default.</summary>
+    public const int DefaultGatewayPort = 30000;
+
+    /// <summary>
+    /// Starts a one-silo cluster in this process (localhost clustering; gateway on <see cref="DefaultGatewayPort"/>
+    /// when free) that serves every modality and keeps checkpoints as files under <paramref name="stateDirectory"/>.
+    /// </summary>
+    public static async Task<IHost> StartEmbeddedSilo(string stateDirectory)
     {
         var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
         {
             ["MrVae:Endpoints:SiloPort"] = FreePort().ToString(),
-            ["MrVae:Endpoints:GatewayPort"] = FreePort().ToString(),
-            ["MrVae:Cluster:ClusterId"] = "mrvae-embedded",
+            ["MrVae:Endpoints:GatewayPort"] = (IsFree(DefaultGatewayPort) ? DefaultGatewayPort : FreePort()).ToString(),
+            ["MrVae:Cluster:ClusterId"] = "mrvae",   // the default a client (mrvae status …) connects with
+            ["MrVae:Checkpoints:Directory"] = Path.GetFullPath(stateDirectory),
         }).Build();
         // MrVae__Silo__* environment variables tune the embedded silo like any other (device, threads).
         config = new ConfigurationBuilder().AddConfiguration(config).AddInMemoryCollection(new Dictionary<string, string?>
@@ -44,6 +51,13 @@ public static class ClusterTraining
         var host = builder.Build();
         await host.StartAsync();
         return host;
+    }
+
+    /// <summary>The "--cluster" connection that reaches an embedded silo from another process.</summary>
+    public static string EmbeddedConnection(IHost silo)
+    {
+        var endpoints = silo.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<EndpointOptions>>().Value;
+        return $"localhost:{endpoints.GatewayPort}";
     }
 
     /// <summary>
@@ -81,51 +95,132 @@ public static class ClusterTraining
         return host;
     }
 
-    /// <summary>Runs a training through the coordinator grain and writes metrics.jsonl, test.jsonl and config.json into the run directory.</summary>
+    /// <summary>
+    /// Runs a training through the coordinator grain and writes metrics.jsonl, test.jsonl and config.json into the run
+    /// directory. With <see cref="TrainOptions.Resume"/> it continues the run named in the directory's config.json
+    /// from its last checkpoint in grain storage. <paramref name="onStarted"/> gets the run id once the run is going.
+    /// Cancelling asks the run to stop (it checkpoints) and waits for that.
+    /// </summary>
     public static async Task<DistributedRun> Train(IGrainFactory grains, ModelConfig config, TrainOptions options, string siloDataDirectory,
-        int[] modalities, Action<StepReport>? onStep = null, CancellationToken cancel = default)
+        int[] modalities, Action<StepReport>? onStep = null, CancellationToken cancel = default, string? runId = null, Action<string>? onStarted = null)
     {
         Directory.CreateDirectory(options.RunDirectory);
-        File.WriteAllText(Path.Combine(options.RunDirectory, LocalTrainer.ConfigFile),
-            JsonSerializer.Serialize(new { model = config, train = options, data_on_silos = siloDataDirectory, modalities }, CheckpointDirectory.Json));
+        string configPath = Path.Combine(options.RunDirectory, LocalTrainer.ConfigFile);
         string metricsPath = Path.Combine(options.RunDirectory, LocalTrainer.MetricsFile);
-        File.Delete(metricsPath);
+        ICoordinatorGrain coordinator;
+        RunStatus status;
+        if (options.Resume)
+        {
+            runId ??= RunIdOf(options.RunDirectory);
+            coordinator = grains.GetGrain<ICoordinatorGrain>(runId);
+            status = await coordinator.Resume();
+        }
+        else
+        {
+            runId ??= NewRunId(options.RunDirectory);
+            File.WriteAllText(configPath, JsonSerializer.Serialize(
+                new { run_id = runId, model = config, train = options, data_on_silos = siloDataDirectory, modalities }, CheckpointDirectory.Json));
+            File.Delete(metricsPath);
+            coordinator = grains.GetGrain<ICoordinatorGrain>(runId);
+            status = await coordinator.Start(new RunSetup(siloDataDirectory, config.ToJson(), options.Seed, options.BatchSize, options.Steps,
+                options.Epochs, options.LearningRate, options.EvaluateEvery, options.TestSamples, modalities));
+        }
+        onStarted?.Invoke(runId);
 
-        string name = Path.GetFileName(Path.GetFullPath(options.RunDirectory).TrimEnd(Path.DirectorySeparatorChar));
-        string runId = $"{name[..Math.Min(24, name.Length)]}-{Guid.NewGuid():N}"[..^20];
-        var coordinator = grains.GetGrain<ICoordinatorGrain>(runId);
-        var status = await coordinator.Start(new RunSetup(siloDataDirectory, config.ToJson(), options.Seed, options.BatchSize, options.Steps,
-            options.Epochs, options.LearningRate, options.EvaluateEvery, options.TestSamples, modalities));
-        long next = 0;
-        var stepTimes = new List<double>();
+        long incarnation = -1, next = 0;
+        var stepTimes = new SortedDictionary<long, double>();
         double last = double.NaN;
+        bool stopping = false;
+        DateTime? unreachableSince = null;
         while (true)
         {
-            foreach (var m in await coordinator.Metrics(next))
+            try
             {
-                var report = new StepReport(m.Step, m.Epoch, status.TotalSteps, m.Terms, m.StepMilliseconds);
-                var line = LocalTrainer.MetricsLine(report);
-                line["bytes"] = m.BytesMoved;
-                foreach (var (phase, ms) in m.PhaseMilliseconds) line[phase] = Math.Round(ms, 3);
-                line["members"] = m.Members;
-                File.AppendAllText(metricsPath, JsonSerializer.Serialize(line) + "\n");
-                onStep?.Invoke(report);
-                stepTimes.Add(m.StepMilliseconds);
-                last = m.Terms["loss"];
-                next = m.Step + 1;
+                status = await coordinator.Status();
+                if (status.Incarnation != incarnation)
+                {
+                    // The run continued from a checkpoint: steps from there on run again.
+                    incarnation = status.Incarnation;
+                    next = status.StartStep;
+                    KeepStepsBefore(metricsPath, next);
+                    foreach (var k in stepTimes.Keys.Where(k => k >= next).ToArray()) stepTimes.Remove(k);
+                }
+                foreach (var m in await coordinator.Metrics(next))
+                {
+                    if (m.Step != next) break;   // a newer incarnation began meanwhile; the next poll rewinds
+                    var report = new StepReport(m.Step, m.Epoch, status.TotalSteps, m.Terms, m.StepMilliseconds);
+                    var line = LocalTrainer.MetricsLine(report);
+                    line["bytes"] = m.BytesMoved;
+                    foreach (var (phase, ms) in m.PhaseMilliseconds) line[phase] = Math.Round(ms, 3);
+                    line["members"] = m.Members;
+                    File.AppendAllText(metricsPath, JsonSerializer.Serialize(line) + "\n");
+                    onStep?.Invoke(report);
+                    stepTimes[m.Step] = m.StepMilliseconds;
+                    last = m.Terms["loss"];
+                    next = m.Step + 1;
+                }
+                unreachableSince = null;
             }
-            status = await coordinator.Status();
+            catch (Exception e) when (e is OrleansException or TimeoutException or SiloUnavailableException)
+            {
+                // The coordinator's silo is gone: the next call activates it on another silo, which resumes the run.
+                unreachableSince ??= DateTime.UtcNow;
+                if (DateTime.UtcNow - unreachableSince > UnreachableLimit)
+                    throw new InvalidOperationException($"run {runId}: no answer from its coordinator for {UnreachableLimit.TotalMinutes:F0} minutes ({e.Message.ReplaceLineEndings(" ")}); the cluster may be down. When it is back: mrvae train --resume --out {options.RunDirectory}");
+                await Task.Delay(500, CancellationToken.None);
+                continue;
+            }
             if (status.State is RunState.Failed) throw new InvalidOperationException($"run {runId} failed: {status.Error}");
             if (status.State is RunState.Finished or RunState.Stopped && next >= status.Step) break;
-            await Task.Delay(200, cancel);
+            try { await Task.Delay(200, cancel); }
+            catch (OperationCanceledException) when (!stopping)
+            {
+                // Ctrl+C: stop the run cleanly (it writes a final checkpoint) rather than abandon it.
+                stopping = true;
+                try { await coordinator.Stop(); } catch (InvalidOperationException) { /* not running any more */ }
+            }
         }
         var tests = await coordinator.TestMetrics();
         File.WriteAllLines(Path.Combine(options.RunDirectory, LocalTrainer.TestMetricsFile),
             tests.Select(t => JsonSerializer.Serialize(new Dictionary<string, object> { ["step"] = t.Step, ["test_loss"] = t.TestLoss })));
-        stepTimes.Sort();
+        var times = stepTimes.Values.OrderBy(t => t).ToList();
         var best = tests.OrderBy(t => t.TestLoss).FirstOrDefault();
-        var result = new TrainResult(options.RunDirectory, status.Step, last, best?.TestLoss, best?.Step, stepTimes.Count == 0 ? 0 : stepTimes[stepTimes.Count / 2]);
+        var result = new TrainResult(options.RunDirectory, status.Step, last, best?.TestLoss, best?.Step, times.Count == 0 ? 0 : times[times.Count / 2]);
         return new DistributedRun(result, runId, status.MemberSilos);
+    }
+
+    /// <summary>How long a client keeps asking an unreachable coordinator before it gives up (the run itself goes on).</summary>
+    public static TimeSpan UnreachableLimit { get; set; } = TimeSpan.FromMinutes(3);
+
+    /// <summary>A new run id: the run directory's name (readable in dashboards) and a random suffix.</summary>
+    public static string NewRunId(string runDirectory)
+    {
+        string name = Path.GetFileName(Path.GetFullPath(runDirectory).TrimEnd(Path.DirectorySeparatorChar));
+        var safe = new string(name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '-').ToArray());
+        return $"{safe[..Math.Min(24, safe.Length)]}-{Guid.NewGuid():N}"[..^20];
+    }
+
+    /// <summary>The run id recorded in RUNDIR/config.json by the run's first start.</summary>
+    public static string RunIdOf(string runDirectory)
+    {
+        string path = Path.Combine(runDirectory, LocalTrainer.ConfigFile);
+        if (!File.Exists(path)) throw new ArgumentException($"--resume: {path} not found; point --out at the directory of a run started with --embedded or --cluster");
+        using var json = JsonDocument.Parse(File.ReadAllText(path));
+        return json.RootElement.TryGetProperty("run_id", out var id) && id.GetString() is { Length: > 0 } value
+            ? value
+            : throw new ArgumentException($"--resume: {path} has no run_id; it is a --local run (resume it with --local --resume)");
+    }
+
+    /// <summary>Keeps the metrics lines of steps before <paramref name="step"/> (a resumed run writes the rest again).</summary>
+    static void KeepStepsBefore(string metricsPath, long step)
+    {
+        if (!File.Exists(metricsPath)) return;
+        var kept = File.ReadLines(metricsPath).Where(l =>
+        {
+            using var line = JsonDocument.Parse(l);
+            return line.RootElement.GetProperty("step").GetInt64() < step;
+        }).ToList();
+        File.WriteAllLines(metricsPath, kept);
     }
 
     /// <summary>
@@ -158,6 +253,17 @@ public static class ClusterTraining
         CheckpointDirectory.WriteAtomically(Path.Combine(runDirectory, "checkpoints", name),
             new CheckpointState { Step = step, TestLoss = testLoss, Model = model.Config },
             dir => model.save(Path.Combine(dir, "model.bin")));
+    }
+
+    static bool IsFree(int port)
+    {
+        try
+        {
+            using var l = new TcpListener(IPAddress.Loopback, port);
+            l.Start();
+            return true;
+        }
+        catch (SocketException) { return false; }
     }
 
     static int FreePort()

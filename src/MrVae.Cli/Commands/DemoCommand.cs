@@ -43,7 +43,10 @@ public static class DemoCommand
         // The client reads only the test split, for the report's sample grids; training data stays with the grains.
         var test = TrainCommand.Load(dataDir, "test", spec.Modalities);
         Directory.CreateDirectory(outDir);
-        using var silo = await ClusterTraining.StartEmbeddedSilo();
+        // The demo always trains afresh: its grain storage (checkpoints of earlier demo runs) goes first.
+        string state = Path.Combine(outDir, TrainCommand.EmbeddedStateDirectory);
+        if (Directory.Exists(state)) Directory.Delete(state, recursive: true);
+        using var silo = await ClusterTraining.StartEmbeddedSilo(state);
         var grains = silo.Services.GetRequiredService<IGrainFactory>();
         var members = Enumerable.Range(0, spec.Modalities).ToArray();
 

@@ -27,8 +27,9 @@ public static class TrainCommand
         var lr = new Option<double>("--lr") { Description = "Adam learning rate", DefaultValueFactory = _ => 5e-4 };
         var beta = new Option<double>("--beta") { Description = "weight of the latent KL terms", DefaultValueFactory = _ => 2.5 };
         var output = new Option<string>("--out") { Description = "run directory (metrics.jsonl, checkpoints/)", Required = true };
-        var resume = new Option<bool>("--resume") { Description = "continue from RUNDIR/checkpoints/last" };
-        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, output, resume };
+        var resume = new Option<bool>("--resume") { Description = "continue the run in --out from its last checkpoint (--local: RUNDIR/checkpoints/last; grains: grain storage)" };
+        var runId = new Option<string?>("--run-id") { Description = "with --embedded or --cluster: the run's id (default: the run directory's name and a random suffix)" };
+        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, output, resume, runId };
         cmd.Validators.Add(r =>
         {
             if (r.GetValue(epochs) is not null && r.GetValue(steps) is not null) r.AddError("give --epochs or --steps, not both");
@@ -41,6 +42,8 @@ public static class TrainCommand
             string dataDir = p.GetValue(dataset)!;
             var spec = PolyMnistStore.LoadSpec(dataDir);
             var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = p.GetValue(latent), Beta = p.GetValue(beta) };
+            // A resumed grain run goes on with the model it started with (its checkpoint has it), whatever the flags say.
+            if (p.GetValue(resume) && !p.GetValue(local)) config = StartedModel(p.GetValue(output)!) ?? config;
             var options = new TrainOptions
             {
                 RunDirectory = p.GetValue(output)!, BatchSize = p.GetValue(batch), Steps = p.GetValue(steps), Epochs = p.GetValue(epochs) ?? 1,
@@ -54,16 +57,19 @@ public static class TrainCommand
             }
             else
             {
-                if (options.Resume) throw new ArgumentException("--resume is for --local runs; distributed runs resume through their checkpoints (not available yet)");
+                // The embedded silo keeps its grain storage (checkpoints) in the run directory, so --resume finds it.
                 using var host = p.GetValue(cluster) is { } connection
                     ? await ClusterTraining.ConnectClient(connection)
-                    : await ClusterTraining.StartEmbeddedSilo();
+                    : await ClusterTraining.StartEmbeddedSilo(Path.Combine(options.RunDirectory, EmbeddedStateDirectory));
+                string control = p.GetValue(cluster) ?? ClusterTraining.EmbeddedConnection(host);
+                string controlFlag = control == $"localhost:{ClusterTraining.DefaultGatewayPort}" ? "" : $" --cluster {control}";
                 var grains = host.Services.GetRequiredService<Orleans.IGrainFactory>();
                 string siloDir = p.GetValue(siloData) ?? Path.GetFullPath(dataDir);
                 // The client never reads the data: each silo's modality grains load their own shards.
                 var members = Enumerable.Range(0, spec.Modalities).ToArray();
                 var run = WithProgress($"{kind} D={config.LatentDim} (grains)", options.Steps ?? 1, 0, onStep =>
-                    ClusterTraining.Train(grains, config, options, siloDir, members, onStep, cancel).GetAwaiter().GetResult());
+                    ClusterTraining.Train(grains, config, options, siloDir, members, onStep, cancel, p.GetValue(runId), id =>
+                        AnsiConsole.MarkupLineInterpolated($"run [bold]{id}[/] ({(options.Resume ? "resumed" : "started")}); from another terminal: [grey]mrvae status --run {id}{controlFlag}[/] (also attach, detach, stop)")).GetAwaiter().GetResult());
                 result = run.Result;
                 // The final weights, gathered from the grains, as a checkpoint evaluation can load.
                 using (var model = await ClusterTraining.DownloadModel(grains, run.RunId, config, options.Seed, members))
@@ -75,6 +81,17 @@ public static class TrainCommand
         });
         return cmd;
     }
+
+    static ModelConfig? StartedModel(string runDirectory)
+    {
+        string path = Path.Combine(runDirectory, LocalTrainer.ConfigFile);
+        if (!File.Exists(path)) return null;
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(path));
+        return json.RootElement.TryGetProperty("model", out var model) ? System.Text.Json.JsonSerializer.Deserialize<ModelConfig>(model, CheckpointDirectory.Json) : null;
+    }
+
+    /// <summary>Where an embedded run keeps its grain storage (checkpoints), inside the run directory.</summary>
+    public const string EmbeddedStateDirectory = "grain-state";
 
     /// <summary>Runs <paramref name="train"/> under a progress bar (step, epoch, loss, ETA).</summary>
     public static T WithProgress<T>(string title, long totalSteps, long startStep, Func<Action<StepReport>, T> train)
