@@ -117,7 +117,7 @@ public static class Benchmark
     static async Task<BenchResult> RunEmbedded(ModelConfig config, BenchOptions o, string dir, CancellationToken cancel)
     {
         ProcessMemory.ResetPeak();
-        using var host = await ClusterTraining.StartEmbeddedSilo();
+        using var host = await ClusterTraining.StartEmbeddedSilo(Path.Combine(dir, "silo-state"));
         var measured = await RunThroughGrains(host.Services.GetRequiredService<IGrainFactory>(), config, o, dir, cancel);
         double? peak = ProcessMemory.PeakRssMb();
         await host.StopAsync(CancellationToken.None);
@@ -181,7 +181,7 @@ public static class Benchmark
         var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = modalities, LatentDim = o.MemoryLatent };
         long early = Math.Max(1, o.MemorySteps / 10), every = Math.Max(1, o.MemorySteps / 20);
         var samples = new List<MemorySample>();
-        using var host = await ClusterTraining.StartEmbeddedSilo();
+        using var host = await ClusterTraining.StartEmbeddedSilo(Path.Combine(dir, "silo-state"));
         var options = new TrainOptions
         {
             RunDirectory = dir, BatchSize = o.MemoryBatch, Steps = o.MemorySteps, Seed = o.Seed, EvaluateEvery = o.MemorySteps, TestSamples = o.MemoryBatch,
