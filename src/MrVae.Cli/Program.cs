@@ -6,6 +6,7 @@ var root = new RootCommand("mrvae: train and evaluate the multimodal relational 
 root.Subcommands.Add(DataCommands.Create());
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
+root.Subcommands.Add(BenchCommand.Create());
 foreach (var command in EvalCommand.CreateAll()) root.Subcommands.Add(command);
 foreach (var command in RunCommands.CreateAll()) root.Subcommands.Add(command);
 return CliErrors.Invoke(root, args);

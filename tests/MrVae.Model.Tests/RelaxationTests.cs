@@ -79,6 +79,46 @@ public class RelaxationTests
     }
 
     [Fact]
+    public void StraightThroughSortProductsMatchTheExplicitStraightThroughMatrix()
+    {
+        // Reference: Y = P_hard + P̂ − sg(P̂) as a matrix, multiplied out by autograd; SortPermutation never builds it
+        // (gather/scatter forward, P̂'s gradient through NeuralSortProducts' own backward).
+        var gen = new Generator(21);
+        const double tau = 0.7;
+        using var s = randn([3, 2, 7], dtype: float64, generator: gen).requires_grad_();
+        using var key = randn([3, 2, 7], dtype: float64, generator: gen);
+        using var x = randn([3, 2, 7, 3], dtype: float64, generator: gen).requires_grad_();
+        using var r = randn([3, 2, 7, 2], dtype: float64, generator: gen).requires_grad_();
+        using var gx = randn([3, 2, 7, 3], dtype: float64, generator: gen);
+        using var gr = randn([3, 2, 7, 2], dtype: float64, generator: gen);
+
+        Tensor[] Gradients(Func<(Tensor PX, Tensor PtR)> products)
+        {
+            foreach (var t in new[] { s, x, r }) t.grad?.zero_();
+            var (px, ptr) = products();
+            ((px * gx).sum() + (ptr * gr).sum()).backward();
+            return [px.detach().clone(), ptr.detach().clone(), s.grad!.clone(), x.grad!.clone(), r.grad!.clone()];
+        }
+
+        var expected = Gradients(() =>
+        {
+            var y = Relax.NeuralSortStraightThrough(s, key, tau);
+            return (y.matmul(x), y.transpose(-1, -2).matmul(r));
+        });
+        var got = Gradients(() =>
+        {
+            var p = SortPermutation.Create(s, key, tau, relaxed: false);
+            var (cx, cr) = p.Corrections(x, r);
+            return (p.Gather(x) + cx, p.Scatter(r) + cr);
+        });
+        string[] names = ["P·X", "Pᵀ·R", "∂/∂s", "∂/∂X", "∂/∂R"];
+        for (int i = 0; i < names.Length; i++)
+            Assert.True(allclose(got[i], expected[i], rtol: 1e-9, atol: 1e-11), $"{names[i]} differs: max |Δ| = {(got[i] - expected[i]).abs().max().item<double>()}");
+        using var nonZero = s.grad!.abs().gt(1e-8).sum();
+        Assert.True(nonZero.item<long>() > s.numel() / 2, "the scores' gradient is mostly zero: the check proves little");
+    }
+
+    [Fact]
     public void StraightThroughGumbelIsOneHotForwardAndSoftmaxBackward()
     {
         var gen = new Generator(1);

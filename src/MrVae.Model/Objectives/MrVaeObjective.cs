@@ -142,35 +142,47 @@ public sealed class MrVaeObjective : CoordinatorObjective
                 ? wMasked + Relax.Gumbel([batch, members.Length, d], dtype, device, context.Generator)
                 : wMasked;
             var sortKey = perturbed.detach() - 1e4 * (freeA.detach() < 0.5).to(dtype);
-            var permutation = Relax.NeuralSortStraightThrough(perturbed, sortKey, context.TauSelection, context.Relaxed); // B × |A| × D × D
-            var selection = fill.unsqueeze(1).unsqueeze(-1) * permutation;                  // Y_{j,A} = diag(t) P
-            if (context.RecordRelation) selections.Add(selection.detach());
+            var permutation = SortPermutation.Create(perturbed, sortKey, context.TauSelection, context.Relaxed); // P_{j,A}
+            var fillA = fill.unsqueeze(1);                                                  // B × 1 × D
+            if (context.RecordRelation) selections.Add(fillA.unsqueeze(-1) * permutation.Matrix(dtype)); // Y = diag(t) P
+
+            // P·[μ, σ², w̃] (Y x = t ⊙ P x) and Pᵀ·[t, t ⊙ z_S] (1ᵀY: the factors each member used; Yᵀ z_S: its share of
+            // the subspace). Straight-through, the forward values are a gather and a scatter by the hard order, and
+            // P̂'s gradient comes in zero-valued corrections computed in one pass over P̂ from both right-hand sides;
+            // Pᵀ's right-hand side is known before its gradient path is built because the corrections add nothing.
+            var byMember = stack([muAll.index_select(1, memberIndex), varAll.index_select(1, memberIndex), wMasked], -1);  // B × |A| × D × 3
+            var eps = context.SampleLatents ? randn([batch, d], dtype: dtype, device: device, generator: context.Generator) : null;
+            Tensor ByFactorInput(Tensor zS) => stack([fill, fill * zS], -1).unsqueeze(1).expand(-1, members.Length, -1, -1);
+            Tensor byRank;
+            Tensor? correctionR = null;
+            if (permutation.Relaxed) byRank = permutation.Apply(byMember);
+            else
+            {
+                byRank = permutation.Gather(byMember);
+                if (permutation.NeedsCorrections)
+                {
+                    Tensor zValue;
+                    using (no_grad()) zValue = Subspace(byRank, fill, availA, anyAvailable, eps).ZS;
+                    var (cx, cr) = permutation.Corrections(byMember, ByFactorInput(zValue));
+                    byRank = byRank + cx;
+                    correctionR = cr;
+                }
+            }
 
             // Selection KL, one-sample: log r(y) = PL(top-n) + log n!, log q(y) = −log C(D, n).
-            var logR = Relax.PlackettLuceLogProb(wMasked, permutation, fill.unsqueeze(1)) + (n + 1).lgamma().unsqueeze(1);
+            var logR = Relax.PlackettLuceLogProbSorted(byRank.select(-1, 2), fillA) + (n + 1).lgamma().unsqueeze(1);
             var logQ = -(logFactD - (n + 1).lgamma() - (d - n + 1).lgamma());               // B
             klSelection = klSelection + (logR - logQ.unsqueeze(1)).sum(-1);
 
-            // Product of experts of the selected factors of the available members, rank by rank.
-            var muSel = selection.matmul(muAll.index_select(1, memberIndex).unsqueeze(-1)).squeeze(-1);   // B × |A| × D
-            var varSel = selection.matmul(varAll.index_select(1, memberIndex).unsqueeze(-1)).squeeze(-1)
-                         + (1 - fill).unsqueeze(1);                                                       // pad empty rows
-            var weight = availA.unsqueeze(-1);
-            var precision = (weight / varSel).sum(1) + (1 - anyAvailable).unsqueeze(-1);                  // B × D
-            var meanS = (weight * muSel / varSel).sum(1) / precision;
-            var varS = 1 / precision;
-            var zS = context.SampleLatents
-                ? meanS + varS.sqrt() * randn(meanS.shape, dtype: dtype, device: device, generator: context.Generator)
-                : meanS;
-            zS = zS * fill;
+            var (meanS, varS, zS) = Subspace(byRank, fill, availA, anyAvailable, eps);
             klShared = klShared + (fill * KlStandardNormal(meanS, varS.log())).sum(-1);
-
+            var byFactor = permutation.Relaxed ? permutation.ApplyTransposed(ByFactorInput(zS)) : permutation.Scatter(ByFactorInput(zS));
+            if (correctionR is not null) byFactor = byFactor + correctionR;
             for (int a = 0; a < members.Length; a++)
             {
                 int j = members[a];
-                var yj = selection[.., a, .., ..];                                                // B × D(rank) × D(factor)
-                free[j] = (free[j] - yj.sum(1)).clamp(0, 1);
-                sharedContribution[j] = sharedContribution[j] + zS.unsqueeze(1).matmul(yj).squeeze(1); // Yᵀ z_S
+                free[j] = (free[j] - byFactor[.., a, .., 0]).clamp(0, 1);
+                sharedContribution[j] = sharedContribution[j] + byFactor[.., a, .., 1];
             }
         }
 
@@ -192,5 +204,22 @@ public sealed class MrVaeObjective : CoordinatorObjective
 
         var record = context.RecordRelation ? new RelationRecord(selections.ToArray(), stack(free, 1).detach()) : null;
         return new ViewResult(decoderInputs, klPrivate.mean(), klShared.mean(), klSize.mean(), klSelection.mean(), stack(sizes, 1), record);
+    }
+
+    /// <summary>
+    /// Product of experts of the selected factors of the available members, rank by rank (rows ≥ n_A padded with unit
+    /// variance and zeroed in the sample): the subspace's posterior mean and variance and its sample z_S = fill ⊙ (mean + σ·ε).
+    /// </summary>
+    static (Tensor Mean, Tensor Var, Tensor ZS) Subspace(Tensor byRank, Tensor fill, Tensor availA, Tensor anyAvailable, Tensor? eps)
+    {
+        var fillA = fill.unsqueeze(1);
+        var muSel = fillA * byRank.select(-1, 0);                                        // B × |A| × D
+        var varSel = fillA * byRank.select(-1, 1) + (1 - fill).unsqueeze(1);
+        var weight = availA.unsqueeze(-1);
+        var precision = (weight / varSel).sum(1) + (1 - anyAvailable).unsqueeze(-1);     // B × D
+        var meanS = (weight * muSel / varSel).sum(1) / precision;
+        var varS = 1 / precision;
+        var zS = eps is null ? meanS : meanS + varS.sqrt() * eps;
+        return (meanS, varS, zS * fill);
     }
 }

@@ -16,8 +16,10 @@ public static class Relax
 
     /// <summary>
     /// Straight-through estimator: the forward value is <paramref name="hard"/>, the gradient is that of <paramref name="soft"/>.
+    /// The correction soft − sg(soft) is exactly zero in the forward, so the forward value is exactly <paramref name="hard"/>
+    /// (hard − sg(soft) + soft would round, e.g. 1 − 0.7 + 0.7 ≠ 1 in float32).
     /// </summary>
-    public static Tensor StraightThrough(Tensor hard, Tensor soft) => hard - soft.detach() + soft;
+    public static Tensor StraightThrough(Tensor hard, Tensor soft) => hard + (soft - soft.detach());
 
     /// <summary>
     /// Straight-through Gumbel-softmax over the last dimension (Jang et al. 2016): one-hot of argmax(logits + g)
@@ -40,23 +42,39 @@ public static class Relax
     /// </summary>
     public static Tensor NeuralSort(Tensor scores, double tau)
     {
+        var (left, right) = NeuralSortFactors(scores, tau);
+        return nn.functional.softmax(left.matmul(right), dim: -1);
+    }
+
+    /// <summary>
+    /// NeuralSort's logits as a product left · right of an n × 2 constant and a … × 2 × n stack:
+    /// logits[…, i, j] = ((n + 1 − 2i)·s_j − Σ_k |s_j − s_k|) / τ (one n × n write, and a cheap backward).
+    /// </summary>
+    public static (Tensor Left, Tensor Right) NeuralSortFactors(Tensor scores, double tau)
+    {
         long n = scores.shape[^1];
-        var s = scores.unsqueeze(-1);                                   // … × n × 1
-        var absDiffRowSum = (s - s.transpose(-1, -2)).abs().sum(-1);    // … × n : Σ_k |s_j − s_k|
+        // Σ_k |s_j − s_k| in O(n log n) instead of an n × n difference matrix: with v ascending and exclusive prefix
+        // sums c_i = Σ_{k<i} v_k, Σ_k |v_i − v_k| = v_i (2i − n) + Σ v − 2 c_i.
+        var (sorted, index) = scores.sort(-1);
+        var position = arange(n, dtype: scores.dtype, device: scores.device);
+        var prefix = sorted.cumsum(-1) - sorted;
+        var absSumSorted = sorted * (2 * position - n) + sorted.sum(-1, keepdim: true) - 2 * prefix;
+        var absDiffRowSum = zeros_like(scores).scatter(-1, index, absSumSorted);  // back to item order
         var ranks = arange(1, n + 1, dtype: scores.dtype, device: scores.device);
-        var scale = (n + 1) - 2 * ranks;                                // n
-        // logits[…, i, j] = scale_i · s_j − absDiffRowSum_j
-        var logits = scale.unsqueeze(-1) * scores.unsqueeze(-2) - absDiffRowSum.unsqueeze(-2);
-        return nn.functional.softmax(logits / tau, dim: -1);
+        var left = stack([((n + 1) - 2 * ranks) / tau, full_like(ranks, -1.0 / tau)], -1);   // n × 2
+        return (left, stack([scores, absDiffRowSum], -2));                                     // … × 2 × n
     }
 
     /// <summary>Exact descending-sort permutation matrix of <paramref name="key"/> (… × n): row r is the one-hot of the rank-r item.</summary>
     public static Tensor HardSortPermutation(Tensor key)
+        => PermutationMatrix(key.argsort(-1, descending: true), key.dtype);   // order: item at rank r
+
+    /// <summary>Exact descending-sort permutation matrix from the item order (… × n, item at rank r).</summary>
+    public static Tensor PermutationMatrix(Tensor order, ScalarType dtype)
     {
-        var order = key.argsort(-1, descending: true);                 // … × n, item at rank r
-        long n = key.shape[^1];
-        var eye = torch.eye(n, dtype: key.dtype, device: key.device);
-        return eye.index_select(0, order.flatten()).reshape([.. key.shape, n]);
+        long n = order.shape[^1];
+        var eye = torch.eye(n, dtype: dtype, device: order.device);
+        return eye.index_select(0, order.flatten()).reshape([.. order.shape, n]);
     }
 
     /// <summary>
@@ -72,11 +90,121 @@ public static class Relax
     /// <paramref name="take"/> (… × n) weights each rank (the filled mask t).
     /// </summary>
     public static Tensor PlackettLuceLogProb(Tensor scores, Tensor permutation, Tensor take)
-    {
         // Sorted scores by rank: w_sorted[r] = Σ_j P[r, j] w_j (exact for a hard permutation).
-        var sorted = permutation.matmul(scores.unsqueeze(-1)).squeeze(-1);          // … × n
+        => PlackettLuceLogProbSorted(permutation.matmul(scores.unsqueeze(-1)).squeeze(-1), take);
+
+    /// <summary>As <see cref="PlackettLuceLogProb"/>, from the scores already in rank order (… × n).</summary>
+    public static Tensor PlackettLuceLogProbSorted(Tensor sorted, Tensor take)
+    {
         // logsumexp over the suffix l ≥ r: reverse, cumulative logsumexp, reverse back.
         var suffix = sorted.flip(-1).logcumsumexp(-1).flip(-1);
         return ((sorted - suffix) * take).sum(-1);
+    }
+}
+
+/// <summary>
+/// A sort permutation P over the last dimension that is only used through the products P·X and Pᵀ·R (X, R: … × n × k):
+/// straight-through (forward: the exact sort <see cref="Order"/>; gradient: that of the relaxed NeuralSort P̂) or
+/// relaxed (forward and gradient of P̂). Straight-through products are a gather or scatter by the order (exact) plus
+/// zero-valued corrections c − sg(c), c = P̂·sg(X) and P̂ᵀ·sg(R), that carry P̂'s gradient: the same gradients as
+/// (P_hard + P̂ − sg(P̂))·X, without building the hard matrix, and with P̂ itself only inside
+/// <see cref="NeuralSortProducts"/> (the relation module's cost is dominated by these … × n × n tensors).
+/// </summary>
+public sealed class SortPermutation
+{
+    /// <summary>P̂ (… × n × n) when relaxed.</summary>
+    public Tensor? Soft { get; }
+    /// <summary>Item at rank r (… × n) when straight-through.</summary>
+    public Tensor? Order { get; }
+    public bool Relaxed => Soft is not null;
+    /// <summary>Straight-through with a gradient to record: the products need <see cref="Corrections"/>.</summary>
+    public bool NeedsCorrections => factors is not null;
+    readonly (Tensor Left, Tensor Right)? factors;
+
+    SortPermutation(Tensor? soft, Tensor? order, (Tensor, Tensor)? factors) { Soft = soft; Order = order; this.factors = factors; }
+
+    /// <summary>
+    /// Straight-through: the descending sort of <paramref name="sortKey"/> forward, NeuralSort(<paramref name="scores"/>, τ)
+    /// backward; relaxed: NeuralSort(<paramref name="scores"/>, τ) both ways.
+    /// </summary>
+    public static SortPermutation Create(Tensor scores, Tensor sortKey, double tau, bool relaxed)
+    {
+        if (relaxed) return new SortPermutation(Relax.NeuralSort(scores, tau), null, null);
+        var factors = is_grad_enabled() && scores.requires_grad ? Relax.NeuralSortFactors(scores, tau) : ((Tensor, Tensor)?)null;
+        return new SortPermutation(null, sortKey.argsort(-1, descending: true), factors);
+    }
+
+    /// <summary>Relaxed P̂·X.</summary>
+    public Tensor Apply(Tensor x) => Soft!.matmul(x);
+
+    /// <summary>Relaxed P̂ᵀ·R.</summary>
+    public Tensor ApplyTransposed(Tensor r) => Soft!.transpose(-1, -2).matmul(r);
+
+    /// <summary>Straight-through forward value of P·X: row r is the row of X of the item at rank r.</summary>
+    public Tensor Gather(Tensor x) => x.gather(-2, Order!.unsqueeze(-1).expand(x.shape));
+
+    /// <summary>Straight-through forward value of Pᵀ·R: row c is the row of R at the rank of item c.</summary>
+    public Tensor Scatter(Tensor r) => zeros_like(r).scatter(-2, Order!.unsqueeze(-1).expand(r.shape), r);
+
+    /// <summary>
+    /// The zero-valued corrections to add to <see cref="Gather"/>(X) and <see cref="Scatter"/>(R) for P̂'s gradient, from
+    /// X and R's forward values (both products in one pass over P̂).
+    /// </summary>
+    public (Tensor X, Tensor R) Corrections(Tensor x, Tensor r)
+    {
+        var (left, right) = factors ?? throw new InvalidOperationException("no gradient is recorded for this sort");
+        var products = NeuralSortProducts.apply(right, left, x.detach(), r.detach().contiguous());
+        var (cx, cr) = (products[0], products[1]);
+        return (cx - cx.detach(), cr - cr.detach());
+    }
+
+    /// <summary>The forward value of P as a matrix (… × n × n), detached: for recording the inferred structure.</summary>
+    public Tensor Matrix(ScalarType dtype) => Relaxed ? Soft!.detach() : Relax.PermutationMatrix(Order!, dtype);
+}
+
+/// <summary>
+/// U = P̂·X and V = P̂ᵀ·R for the NeuralSort matrix P̂ = softmax(left·right) and constants X (… × n × k1), R (… × n × k2),
+/// with the gradient to right = [s; Σ_k |s − s_k|] only. Autograd through softmax and two matmuls would write four
+/// … × n × n gradient tensors; here the upstream gradient G = gU·Xᵀ + R·gVᵀ of P̂ is rank k1 + k2 and never formed:
+/// with ρ_i = Σ_c P̂_ic G_ic, the softmax backward is P̂ ⊙ (G − ρ1ᵀ), and its product with leftᵀ needs only two
+/// products with P̂ (one per direction). So the backward reads P̂ twice and writes nothing of size n × n.
+/// </summary>
+sealed class NeuralSortProducts : autograd.MultiTensorFunction<NeuralSortProducts>
+{
+    public override string Name => nameof(NeuralSortProducts);
+
+    public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var (right, left, x, r) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (Tensor)vars[3]);
+        var p = nn.functional.softmax(left.matmul(right), dim: -1);
+        var u = p.matmul(x);
+        var v = p.transpose(-1, -2).matmul(r);
+        ctx.save_for_backward([p, left, x, r, u]);
+        return [u, v];
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
+    {
+        var saved = ctx.get_saved_variables();
+        var (p, left, x, r, u) = (saved[0], saved[1], saved[2], saved[3], saved[4]);
+        var (gu, gv) = (grads[0], grads[1]);
+        long k1 = x.shape[^1], k2 = r.shape[^1];
+        var rho = (gu * u).sum(-1) + (r * p.matmul(gv)).sum(-1);                 // … × n: Σ_c P̂_ic G_ic
+        // For each column q of left (weights v over the rank rows): Σ_i v_i P̂_ic (G_ic − ρ_i)
+        //   = Σ_k X_ck (P̂ᵀ(v ⊙ gU_k))_c + Σ_k gV_ck (P̂ᵀ(v ⊙ R_k))_c − (P̂ᵀ(v ⊙ ρ))_c; both q in one product.
+        var columns = new List<Tensor>();
+        for (int q = 0; q < 2; q++)
+        {
+            var vq = left.select(-1, q).unsqueeze(-1);                            // n × 1
+            columns.Add(vq * gu); columns.Add(vq * r); columns.Add(vq * rho.unsqueeze(-1));
+        }
+        var pw = p.transpose(-1, -2).matmul(cat(columns, -1));                   // … × n × 2(k1 + k2 + 1)
+        var perQ = new Tensor[2];
+        for (int q = 0; q < 2; q++)
+        {
+            long o = q * (k1 + k2 + 1);
+            perQ[q] = (x * pw.narrow(-1, o, k1)).sum(-1) + (gv * pw.narrow(-1, o + k1, k2)).sum(-1) - pw.select(-1, o + k1 + k2);
+        }
+        return [stack(perQ, -2), null!, null!, null!];
     }
 }

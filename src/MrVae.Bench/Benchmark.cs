@@ -1,0 +1,229 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using MrVae.Client;
+using MrVae.Data;
+using MrVae.Grains;
+using MrVae.Model;
+using MrVae.Model.Training;
+
+namespace MrVae.Bench;
+
+/// <summary>
+/// Runs the benchmark: for every model and latent size, the same data, seed and batch through the single-process
+/// trainer, the embedded cluster and loopback silo processes; several fresh repeats each, warm-up steps dropped.
+/// Step times are the trainers' own per-step clocks (LocalTrainer's step, the coordinator's step), so start-up,
+/// polling and the final test loss are not counted.
+/// </summary>
+public static class Benchmark
+{
+    public static async Task<BenchReport> Run(BenchOptions o, Action<string>? log = null, CancellationToken cancel = default)
+    {
+        log ??= _ => { };
+        if (o.Steps < 1 || o.Repeats < 1 || o.WarmupSteps < 0 || o.BatchSize < 1) throw new ArgumentException("steps, repeats and batch must be at least 1 (warm-up at least 0)");
+        var started = DateTime.UtcNow;
+        var wall = Stopwatch.StartNew();
+        var loadStart = ProcessMemory.LoadAverage();
+        var spec = PolyMnistStore.LoadSpec(o.DataDirectory);
+        var train = LoadSplit(o.DataDirectory, "train", spec.Modalities);
+        if (o.SiloGroups.SelectMany(g => g.Split(',')).Select(int.Parse).Order().SequenceEqual(Enumerable.Range(0, spec.Modalities)) is false && o.Modes.Contains(BenchMode.Silos3))
+            throw new ArgumentException($"the silo groups {string.Join(" ", o.SiloGroups)} must cover modalities 0..{spec.Modalities - 1} once each");
+        int localThreads = o.LocalTorchThreads > 0 ? o.LocalTorchThreads : Environment.ProcessorCount;
+        var siloSettings = new SiloSettings();
+
+        var results = new List<BenchResult>();
+        foreach (var kind in o.Models)
+            foreach (int latent in o.LatentDims)
+            {
+                var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = latent };
+                string name = kind.ToString().ToLowerInvariant();
+                foreach (var mode in o.Modes)
+                {
+                    cancel.ThrowIfCancellationRequested();
+                    log($"{name} D={latent} {mode.ToString().ToLowerInvariant()}: {o.Repeats} × ({o.WarmupSteps} warm-up + {o.Steps}) steps, batch {o.BatchSize}");
+                    string dir = Path.Combine(o.WorkDirectory, $"{name}-d{latent}-{mode.ToString().ToLowerInvariant()}");
+                    var result = mode switch
+                    {
+                        BenchMode.Local => await RunLocal(config, o, train, dir, localThreads),
+                        BenchMode.Embedded => await RunEmbedded(config, o, dir, cancel),
+                        _ => await RunSilos(config, o, dir, cancel),
+                    };
+                    results.Add(result);
+                    log($"  median {result.StepMs.Median:F1} ms (IQR {result.StepMs.Q1:F1}–{result.StepMs.Q3:F1})");
+                }
+            }
+        var withRatios = results.Select(r => r with { RatioToLocal = results.FirstOrDefault(l => l.Mode == BenchMode.Local && l.Model == r.Model && l.Latent == r.Latent) is { } local ? r.StepMs.Median / local.StepMs.Median : null }).ToArray();
+
+        MemoryReport? memory = null;
+        if (o.MemorySteps > 0)
+        {
+            log($"memory: embedded mrvae D={o.MemoryLatent}, batch {o.MemoryBatch}, {o.MemorySteps} steps");
+            memory = await RunMemory(spec.Modalities, o, Path.Combine(o.WorkDirectory, "memory"), cancel);
+            log($"  RSS {memory.EarlyRssMb:F0} MB after {memory.EarlyStep} steps, {memory.LateRssMb:F0} MB after {memory.Steps} ({memory.Growth:+0.0%;-0.0%})");
+        }
+
+        var machine = new MachineFacts(Environment.ProcessorCount, ProcessMemory.CpuModel(), RuntimeInformation.OSDescription, RuntimeInformation.FrameworkDescription,
+            typeof(TorchSharp.torch).Assembly.GetName().Version?.ToString() ?? "?", loadStart, ProcessMemory.LoadAverage(),
+            localThreads, siloSettings.TorchThreads, siloSettings.CoordinatorTorchThreads, siloSettings.ConcurrentCompute);
+        return new BenchReport(started.ToString("o", CultureInfo.InvariantCulture), wall.Elapsed.TotalSeconds, machine, o, withRatios, memory, Goals(withRatios, memory));
+    }
+
+    /// <summary>The issue's goals, from this run's numbers.</summary>
+    public static Goal[] Goals(IReadOnlyList<BenchResult> results, MemoryReport? memory)
+    {
+        var goals = new List<Goal>();
+        foreach (var r in results.Where(r => r.RatioToLocal is not null && r.Mode != BenchMode.Local))
+        {
+            double limit = r.Mode == BenchMode.Embedded ? 1.10 : 1.25;
+            goals.Add(new Goal($"{r.Mode.ToString().ToLowerInvariant()} / local step, {r.Model} D={r.Latent}", r.RatioToLocal!.Value, limit, r.RatioToLocal <= limit));
+        }
+        // The relation module's share of an mrVAE step at the largest D measured (the issue names D = 64).
+        var relation = results.Where(r => r.Model == "mrvae" && r.RelationShare is not null)
+            .OrderByDescending(r => r.Latent).ThenBy(r => r.Mode).FirstOrDefault();
+        if (relation is not null)
+            goals.Add(new Goal($"relation module share of the mrvae step, D={relation.Latent} ({relation.Mode.ToString().ToLowerInvariant()})", relation.RelationShare!.Median, 0.25, relation.RelationShare.Median <= 0.25));
+        if (memory is not null)
+            goals.Add(new Goal($"RSS growth from step {memory.EarlyStep} to step {memory.Steps}", memory.Growth, 0.10, memory.Growth <= 0.10));
+        return goals.ToArray();
+    }
+
+    static Task<BenchResult> RunLocal(ModelConfig config, BenchOptions o, MultimodalDataset train, string dir, int threads)
+        // A dedicated thread: libtorch's OpenMP team size belongs to the calling thread (see ComputeGate).
+        => OnDedicatedThread(threads, () =>
+        {
+            ProcessMemory.ResetPeak();
+            var times = new List<double>();
+            var repeatMedians = new List<double>();
+            for (int r = 0; r < o.Repeats; r++)
+            {
+                var options = new TrainOptions { RunDirectory = Path.Combine(dir, $"r{r}"), BatchSize = o.BatchSize, Steps = o.WarmupSteps + o.Steps, Seed = o.Seed };
+                using var trainer = new LocalTrainer(config, options, train, test: null);
+                var measured = new List<double>();
+                for (int s = 0; s < o.WarmupSteps + o.Steps; s++)
+                {
+                    var report = trainer.RunStep();
+                    if (s >= o.WarmupSteps) measured.Add(report.StepMilliseconds);
+                }
+                times.AddRange(measured);
+                repeatMedians.Add(Spread.Of(measured).Median);
+            }
+            return new BenchResult(Name(config), config.LatentDim, BenchMode.Local, o.BatchSize, Spread.Of(times), repeatMedians.ToArray(),
+                null, null, null, null, ProcessMemory.PeakRssMb(), null);
+        });
+
+    static async Task<BenchResult> RunEmbedded(ModelConfig config, BenchOptions o, string dir, CancellationToken cancel)
+    {
+        ProcessMemory.ResetPeak();
+        using var host = await ClusterTraining.StartEmbeddedSilo(Path.Combine(dir, "silo-state"));
+        var measured = await RunThroughGrains(host.Services.GetRequiredService<IGrainFactory>(), config, o, dir, cancel);
+        double? peak = ProcessMemory.PeakRssMb();
+        await host.StopAsync(CancellationToken.None);
+        return measured.Result(config, BenchMode.Embedded, o.BatchSize, peak, null);
+    }
+
+    static async Task<BenchResult> RunSilos(ModelConfig config, BenchOptions o, string dir, CancellationToken cancel)
+    {
+        ProcessMemory.ResetPeak();
+        await using var silos = await LoopbackSilos.Start(LoopbackSilos.SiloDll(o.SiloDll), o.SiloGroups, Path.Combine(dir, "silo-logs"), TimeSpan.FromSeconds(120));
+        var measured = await RunThroughGrains(silos.Grains, config, o, dir, cancel);
+        var siloPeaks = silos.Processes.Select(p => ProcessMemory.PeakRssMb(p.Id) ?? double.NaN).ToArray();
+        return measured.Result(config, BenchMode.Silos3, o.BatchSize, ProcessMemory.PeakRssMb(), siloPeaks);
+    }
+
+    sealed record GrainMeasurements(List<double> StepMs, List<double> RepeatMedians, List<double> RelationMs, List<double> RelationShare, List<long> Bytes)
+    {
+        public BenchResult Result(ModelConfig config, BenchMode mode, int batch, double? peak, double[]? siloPeaks) =>
+            new(Name(config), config.LatentDim, mode, batch, Spread.Of(StepMs), RepeatMedians.ToArray(), null,
+                Spread.Of(RelationShare), Spread.Of(RelationMs), (long)Spread.Of(Bytes.Select(b => (double)b)).Median, peak, siloPeaks);
+    }
+
+    /// <summary>Fresh runs through the coordinator grain; reads each run's metrics.jsonl (step_ms, bytes, ms_* per phase).</summary>
+    static async Task<GrainMeasurements> RunThroughGrains(IGrainFactory grains, ModelConfig config, BenchOptions o, string dir, CancellationToken cancel)
+    {
+        var m = new GrainMeasurements(new(), new(), new(), new(), new());
+        string data = Path.GetFullPath(o.DataDirectory);
+        var members = Enumerable.Range(0, config.Modalities).ToArray();
+        for (int r = 0; r < o.Repeats; r++)
+        {
+            int total = o.WarmupSteps + o.Steps;
+            var options = new TrainOptions
+            {
+                RunDirectory = Path.Combine(dir, $"r{r}"), BatchSize = o.BatchSize, Steps = total, Seed = o.Seed,
+                EvaluateEvery = total, TestSamples = o.BatchSize,
+            };
+            await ClusterTraining.Train(grains, config, options, data, members, cancel: cancel);
+            var measured = new List<double>();
+            foreach (var line in File.ReadLines(Path.Combine(options.RunDirectory, LocalTrainer.MetricsFile)))
+            {
+                using var json = JsonDocument.Parse(line);
+                var root = json.RootElement;
+                if (root.GetProperty("step").GetInt64() < o.WarmupSteps) continue;
+                double step = root.GetProperty("step_ms").GetDouble();
+                // The relation module runs in the coordinator's forward and backward phases (mrVAE; the baselines' objectives there are small).
+                double relation = root.GetProperty("ms_coordinator_forward").GetDouble() + root.GetProperty("ms_coordinator_backward").GetDouble();
+                measured.Add(step);
+                m.RelationMs.Add(relation);
+                m.RelationShare.Add(relation / step);
+                m.Bytes.Add(root.GetProperty("bytes").GetInt64());
+            }
+            if (measured.Count != o.Steps) throw new InvalidOperationException($"run {options.RunDirectory} reported {measured.Count} measured steps, expected {o.Steps}");
+            m.StepMs.AddRange(measured);
+            m.RepeatMedians.Add(Spread.Of(measured).Median);
+        }
+        return m;
+    }
+
+    static async Task<MemoryReport> RunMemory(int modalities, BenchOptions o, string dir, CancellationToken cancel)
+    {
+        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = modalities, LatentDim = o.MemoryLatent };
+        long early = Math.Max(1, o.MemorySteps / 10), every = Math.Max(1, o.MemorySteps / 20);
+        var samples = new List<MemorySample>();
+        using var host = await ClusterTraining.StartEmbeddedSilo(Path.Combine(dir, "silo-state"));
+        var options = new TrainOptions
+        {
+            RunDirectory = dir, BatchSize = o.MemoryBatch, Steps = o.MemorySteps, Seed = o.Seed, EvaluateEvery = o.MemorySteps, TestSamples = o.MemoryBatch,
+        };
+        long next = every;
+        // Metrics arrive in polls (a few steps at a time): a sample is the RSS when step s was reported, s ≥ the sampling point.
+        await ClusterTraining.Train(host.Services.GetRequiredService<IGrainFactory>(), config, options, Path.GetFullPath(o.DataDirectory),
+            Enumerable.Range(0, modalities).ToArray(), report =>
+            {
+                long done = report.Step + 1;
+                if (done >= next || done == o.MemorySteps)
+                {
+                    samples.Add(new MemorySample(done, ProcessMemory.RssMb() ?? double.NaN));
+                    while (next <= done) next += every;
+                }
+            }, cancel);
+        await host.StopAsync(CancellationToken.None);
+        var earlySample = samples.First(s => s.Step >= early);
+        var late = samples[^1];
+        return new MemoryReport("mrvae", o.MemoryLatent, o.MemoryBatch, late.Step, earlySample.Step, earlySample.RssMb, late.RssMb,
+            late.RssMb / earlySample.RssMb - 1, samples.ToArray(),
+            $"resident memory of the process hosting the embedded cluster (all grains and the coordinator); batch {o.MemoryBatch} and D = {o.MemoryLatent} keep the long run affordable");
+    }
+
+    static string Name(ModelConfig config) => config.Kind.ToString().ToLowerInvariant();
+
+    static Task<T> OnDedicatedThread<T>(int torchThreads, Func<T> work)
+    {
+        var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        new Thread(() =>
+        {
+            try
+            {
+                TorchSharp.torch.set_num_threads(torchThreads);
+                done.SetResult(work());
+            }
+            catch (Exception e) { done.SetException(e); }
+        }) { IsBackground = true, Name = "mrvae-bench-local" }.Start();
+        return done.Task;
+    }
+
+    /// <summary>Every modality's shard of a split, in memory (the single-process trainer's data).</summary>
+    public static MultimodalDataset LoadSplit(string dir, string split, int modalities) =>
+        new(Enumerable.Range(0, modalities).Select(j => (ModalityImages?)new ModalityImages(PolyMnistStore.LoadModality(dir, split, j, out int n), n)).ToArray());
+}

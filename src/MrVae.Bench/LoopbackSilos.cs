@@ -1,0 +1,133 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Reflection;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using MrVae.Client;
+
+namespace MrVae.Bench;
+
+/// <summary>
+/// Silo processes (`mrvae-silo`) on 127.0.0.1 with localhost clustering (no Redis): silo 0 is the primary, every
+/// silo serves one modality group, and a client connects through silo 0's gateway. Dispose kills exactly these processes.
+/// </summary>
+public sealed class LoopbackSilos : IAsyncDisposable
+{
+    readonly List<Process> processes = new();
+    readonly string logDirectory;
+    public IHost Client { get; private set; } = null!;
+    public IGrainFactory Grains => Client.Services.GetRequiredService<IGrainFactory>();
+    public IReadOnlyList<Process> Processes => processes;
+
+    LoopbackSilos(string logDirectory) { this.logDirectory = logDirectory; }
+
+    /// <summary>The silo build beside this assembly's project (or <paramref name="explicitPath"/>).</summary>
+    public static string SiloDll(string? explicitPath)
+    {
+        string dll = explicitPath ?? Path.Combine(
+            typeof(LoopbackSilos).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == "SiloOutput").Value!,
+            "mrvae-silo.dll");
+        if (!File.Exists(dll)) throw new FileNotFoundException($"mrvae-silo.dll not found at {dll}: build src/MrVae.Silo (Release) or pass --silo PATH");
+        return dll;
+    }
+
+    /// <summary>Starts one silo per group (e.g. "0,1", "2,3", "4") and waits until all have joined and a client is connected.</summary>
+    public static async Task<LoopbackSilos> Start(string siloDll, string[] groups, string logDirectory, TimeSpan timeout)
+    {
+        Directory.CreateDirectory(logDirectory);
+        var silos = new LoopbackSilos(logDirectory);
+        try
+        {
+            string clusterId = "bench-" + Guid.NewGuid().ToString("N")[..8];
+            int primary = FreePort();
+            int firstGateway = 0;
+            for (int i = 0; i < groups.Length; i++)
+            {
+                int siloPort = i == 0 ? primary : FreePort(), gatewayPort = FreePort();
+                if (i == 0) firstGateway = gatewayPort;
+                silos.StartSilo(siloDll, i, new Dictionary<string, string>
+                {
+                    ["DOTNET_ENVIRONMENT"] = "Production",
+                    ["MrVae__Cluster__ClusterId"] = clusterId,
+                    ["MrVae__Silo__Modalities"] = groups[i],
+                    ["MrVae__Silo__TorchThreads"] = "1",
+                    ["MrVae__Endpoints__SiloPort"] = siloPort.ToString(),
+                    ["MrVae__Endpoints__GatewayPort"] = gatewayPort.ToString(),
+                    ["MrVae__Endpoints__PrimarySiloPort"] = primary.ToString(),
+                    // No web UI: nothing to look at during a measurement, and silos started together race for its port.
+                    ["MrVae__Dashboard__Enabled"] = "false",
+                });
+                // The primary first: the others join through it.
+                await WaitForPort(gatewayPort, timeout, silos.processes[^1], silos.LogPath(i));
+            }
+            silos.Client = await ClusterTraining.ConnectClient($"127.0.0.1:{firstGateway}", clusterId);
+            var deadline = DateTime.UtcNow + timeout;
+            while ((await silos.Grains.GetGrain<IManagementGrain>(0).GetHosts(onlyActive: true)).Count < groups.Length)
+            {
+                if (silos.processes.FirstOrDefault(p => p.HasExited) is { } exited)
+                    throw new InvalidOperationException($"silo {silos.processes.IndexOf(exited)} exited with code {exited.ExitCode}; see {silos.LogPath(silos.processes.IndexOf(exited))}");
+                if (DateTime.UtcNow > deadline) throw new TimeoutException($"only some of {groups.Length} silos joined within {timeout.TotalSeconds} s; logs in {logDirectory}");
+                await Task.Delay(200);
+            }
+            return silos;
+        }
+        catch
+        {
+            await silos.DisposeAsync();
+            throw;
+        }
+    }
+
+    string LogPath(int i) => Path.Combine(logDirectory, $"silo{i}.log");
+
+    void StartSilo(string dll, int index, Dictionary<string, string> environment)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(dll);
+        foreach (var (k, v) in environment) psi.Environment[k] = v;
+        var log = new StreamWriter(LogPath(index)) { AutoFlush = true };
+        var p = Process.Start(psi) ?? throw new InvalidOperationException($"could not start {dll}");
+        // Drain both pipes into the log so a chatty silo never blocks on a full pipe.
+        p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };
+        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };
+        p.Exited += (_, _) => { lock (log) log.Dispose(); };
+        p.EnableRaisingEvents = true;
+        p.BeginOutputReadLine(); p.BeginErrorReadLine();
+        processes.Add(p);
+    }
+
+    static async Task WaitForPort(int port, TimeSpan timeout, Process process, string log)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (DateTime.UtcNow < deadline)
+        {
+            if (process.HasExited) throw new InvalidOperationException($"a silo exited with code {process.ExitCode} while starting; see {log}");
+            try { using var c = new TcpClient(); await c.ConnectAsync(IPAddress.Loopback, port); return; }
+            catch (SocketException) { await Task.Delay(100); }
+        }
+        throw new TimeoutException($"no silo gateway on 127.0.0.1:{port} within {timeout.TotalSeconds} s; see {log}");
+    }
+
+    static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Client is not null)
+        {
+            try { await Client.StopAsync(CancellationToken.None); } catch (Exception e) when (e is OrleansException or OperationCanceledException or ObjectDisposedException) { }
+            Client.Dispose();
+        }
+        foreach (var p in processes)
+        {
+            try { if (!p.HasExited) { p.Kill(entireProcessTree: true); await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10)); } }
+            catch (Exception e) when (e is InvalidOperationException or TimeoutException) { }
+            p.Dispose();
+        }
+    }
+}

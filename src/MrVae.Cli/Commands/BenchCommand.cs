@@ -1,0 +1,104 @@
+using System.CommandLine;
+using System.Globalization;
+using MrVae.Bench;
+using MrVae.Data;
+using MrVae.Model;
+using Spectre.Console;
+
+namespace MrVae.Cli.Commands;
+
+/// <summary>`mrvae bench`: step time, relation share, bytes and memory of the three trainers (logic in MrVae.Bench).</summary>
+public static class BenchCommand
+{
+    public static Command Create()
+    {
+        var output = new Option<string>("--out") { Description = "JSON report to write", Required = true };
+        var data = new Option<string>("--data") { Description = "extended PolyMNIST dataset (made if it has no spec.json)", DefaultValueFactory = _ => Path.Combine("data", "bench") };
+        var mnist = new Option<string?>("--mnist") { Description = "MNIST directory for making the dataset (default: mrvae's lookup order)" };
+        var work = new Option<string>("--work") { Description = "run directories and silo logs", DefaultValueFactory = _ => Path.Combine("runs", "bench") };
+        var models = new Option<string>("--models") { Description = "comma list of mrvae, mopoe, mvae, mmvae", DefaultValueFactory = _ => "mrvae,mopoe" };
+        var latent = new Option<string>("--latent") { Description = "comma list of latent sizes D", DefaultValueFactory = _ => "32,64" };
+        var modes = new Option<string>("--modes") { Description = "comma list of local, embedded, silos3", DefaultValueFactory = _ => "local,embedded,silos3" };
+        var batch = new Option<int>("--batch") { Description = "batch size", DefaultValueFactory = _ => 256 };
+        var warmup = new Option<int>("--warmup") { Description = "unmeasured steps at the start of every repeat", DefaultValueFactory = _ => 2 };
+        var steps = new Option<int>("--steps") { Description = "measured steps per repeat", DefaultValueFactory = _ => 4 };
+        var repeats = new Option<int>("--repeats") { Description = "fresh runs per configuration", DefaultValueFactory = _ => 3 };
+        var seed = new Option<long>("--seed") { Description = "run seed", DefaultValueFactory = _ => 0 };
+        var localThreads = new Option<int>("--local-threads") { Description = "libtorch threads of the single-process trainer (0: libtorch's default, one per core)", DefaultValueFactory = _ => 1 };
+        var memorySteps = new Option<int>("--memory-steps") { Description = "long-run memory check: steps of the embedded cluster (0: skip)", DefaultValueFactory = _ => 2000 };
+        var memoryBatch = new Option<int>("--memory-batch") { Description = "batch of the memory check", DefaultValueFactory = _ => 16 };
+        var memoryLatent = new Option<int>("--memory-latent") { Description = "latent size of the memory check", DefaultValueFactory = _ => 16 };
+        var silo = new Option<string?>("--silo") { Description = "mrvae-silo.dll for the loopback silos (default: the build beside this one)" };
+        var cmd = new Command("bench", "Measure step time (single process, embedded cluster, three loopback silos), relation-module share, bytes per step and memory")
+        {
+            output, data, mnist, work, models, latent, modes, batch, warmup, steps, repeats, seed, localThreads, memorySteps, memoryBatch, memoryLatent, silo,
+        };
+        cmd.SetAction(async (p, cancel) =>
+        {
+            var options = new BenchOptions
+            {
+                DataDirectory = p.GetValue(data)!, WorkDirectory = p.GetValue(work)!,
+                Models = List(p.GetValue(models)!).Select(TrainCommand.ParseModel).ToArray(),
+                LatentDims = List(p.GetValue(latent)!).Select(x => int.TryParse(x, out int d) && d > 0 ? d : throw new ArgumentException($"--latent: '{x}' is not a positive integer")).ToArray(),
+                Modes = List(p.GetValue(modes)!).Select(ParseMode).ToArray(),
+                BatchSize = p.GetValue(batch), WarmupSteps = p.GetValue(warmup), Steps = p.GetValue(steps), Repeats = p.GetValue(repeats), Seed = p.GetValue(seed),
+                LocalTorchThreads = p.GetValue(localThreads), MemorySteps = p.GetValue(memorySteps), MemoryBatch = p.GetValue(memoryBatch),
+                MemoryLatent = p.GetValue(memoryLatent), SiloDll = p.GetValue(silo),
+            };
+            if (!File.Exists(Path.Combine(options.DataDirectory, PolyMnistStore.SpecFile)))
+            {
+                int largest = Math.Max(options.BatchSize, options.MemoryBatch);
+                AnsiConsole.MarkupLineInterpolated($"making extended PolyMNIST in {options.DataDirectory} ...");
+                DatasetMaker.Make(PolyMnistSpec.Extended(), MnistLocator.Resolve(p.GetValue(mnist)), options.DataDirectory, train: Math.Max(1024, 4 * largest), test: largest, seed: 0);
+            }
+            var report = await Benchmark.Run(options, line => AnsiConsole.WriteLine(line), cancel);
+            string outFile = p.GetValue(output)!;
+            if (Path.GetDirectoryName(Path.GetFullPath(outFile)) is { } dir) Directory.CreateDirectory(dir);
+            File.WriteAllText(outFile, report.ToJson());
+            Print(report);
+            AnsiConsole.MarkupLineInterpolated($"[green]wrote[/] {outFile} ({report.WallSeconds:F0} s)");
+            return 0;
+        });
+        return cmd;
+    }
+
+    static string[] List(string value) => value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+
+    static BenchMode ParseMode(string name) => name.ToLowerInvariant() switch
+    {
+        "local" => BenchMode.Local,
+        "embedded" => BenchMode.Embedded,
+        "silos3" => BenchMode.Silos3,
+        _ => throw new ArgumentException($"unknown mode '{name}': use local, embedded or silos3"),
+    };
+
+    /// <summary>The report as a markdown table (pastes into the README as is), then the memory check and the goals.</summary>
+    public static void Print(BenchReport report)
+    {
+        var m = report.Machine;
+        var s = report.Settings;
+        Console.WriteLine($"{m.Cores} cores ({m.Cpu}), load average {Load(m.LoadAverageStart)} at start, {Load(m.LoadAverageEnd)} at end; " +
+                          $"libtorch threads: local {m.LocalTorchThreads}, silo modality work {m.SiloTorchThreads} per lane × {m.SiloConcurrentCompute} lanes, coordinator {m.CoordinatorTorchThreads}");
+        Console.WriteLine($"batch {s.BatchSize}, M = 5, {s.Repeats} repeats × ({s.WarmupSteps} warm-up + {s.Steps} measured) steps per configuration, seed {s.Seed}");
+        Console.WriteLine();
+        Console.WriteLine("| model | D | mode | median step ms | IQR ms | min–max ms | × local | relation share | MB moved/step | peak RSS MB |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
+        foreach (var r in report.Results)
+            Console.WriteLine($"| {r.Model} | {r.Latent} | {r.Mode.ToString().ToLowerInvariant()} | {F(r.StepMs.Median)} | {F(r.StepMs.Q1)}–{F(r.StepMs.Q3)} | " +
+                              $"{F(r.StepMs.Min)}–{F(r.StepMs.Max)} | {(r.RatioToLocal is { } x ? x.ToString("F2", CultureInfo.InvariantCulture) : "")} | " +
+                              $"{(r.RelationShare is { } rel ? rel.Median.ToString("P0", CultureInfo.InvariantCulture) : "")} | " +
+                              $"{(r.BytesPerStep is { } b ? (b / 1e6).ToString("F2", CultureInfo.InvariantCulture) : "")} | {Peak(r)} |");
+        Console.WriteLine();
+        if (report.Memory is { } mem)
+            Console.WriteLine($"memory ({mem.Model} D={mem.Latent}, batch {mem.Batch}, embedded cluster): RSS {mem.EarlyRssMb:F0} MB after {mem.EarlyStep} steps, " +
+                              $"{mem.LateRssMb:F0} MB after {mem.Steps} steps ({mem.Growth.ToString("+0.0%;-0.0%", CultureInfo.InvariantCulture)})");
+        foreach (var g in report.Goals)
+            AnsiConsole.MarkupLine($"{(g.Met ? "[green]met[/]    " : "[red]not met[/]")} {Markup.Escape($"{g.Name}: {g.Measured.ToString("G3", CultureInfo.InvariantCulture)} (goal ≤ {g.Limit.ToString(CultureInfo.InvariantCulture)})")}");
+    }
+
+    static string F(double v) => v.ToString(v >= 100 ? "F0" : "F1", CultureInfo.InvariantCulture);
+    static string Load(double[]? l) => l is null ? "?" : string.Join(" ", l.Select(x => x.ToString("F2", CultureInfo.InvariantCulture)));
+    static string Peak(BenchResult r) => r.SiloPeakRssMb is { } silos
+        ? $"silos {string.Join(" / ", silos.Select(x => x.ToString("F0", CultureInfo.InvariantCulture)))}; client {r.PeakRssMb:F0}"
+        : r.PeakRssMb is { } p ? p.ToString("F0", CultureInfo.InvariantCulture) : "";
+}
