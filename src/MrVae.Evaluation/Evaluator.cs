@@ -26,6 +26,8 @@ public sealed record EvalOptions
     public int ProbeTrainSamples { get; init; } = 5000;
     /// <summary>Evaluate even when the data's sharing structure differs from the one the run was trained on.</summary>
     public bool AllowOtherData { get; init; }
+    /// <summary>TorchSharp-format state dict of torchvision's inception_v3: FID is computed too (null: FD only).</summary>
+    public string? InceptionWeights { get; init; }
 }
 
 /// <summary>
@@ -176,7 +178,23 @@ public static class Evaluator
         watch.Restart();
         report["latent_probe"] = ProbeJson(model, spec, train, test, options, main);
         log?.Invoke($"latent probe: {watch.Elapsed.TotalSeconds:F0} s");
-        report["timing"] = new JsonObject { ["cross_modal_seconds"] = Math.Round(crossSeconds, 1), ["probe_seconds"] = Math.Round(watch.Elapsed.TotalSeconds, 1) };
+        var timing = new JsonObject { ["cross_modal_seconds"] = Math.Round(crossSeconds, 1), ["probe_seconds"] = Math.Round(watch.Elapsed.TotalSeconds, 1) };
+        report["fid"] = null;
+        if (options.InceptionWeights is { } weights)
+        {
+            watch.Restart();
+            using var inception = InceptionV3Features.Load(weights);
+            var fid = InceptionFid.Compute(new ModelGenerator(model, Seeds.Generator(options.Seed, "evaluation/fid")), inception, test, paperFd, options.CrossModal.Samples, log: log);
+            var rows = new JsonObject();
+            foreach (var (mask, j) in paperFd) rows[Subsets.PaperName(mask, j, m)] = Round(fid[(mask, j)], 2);
+            report["fid"] = new JsonObject
+            {
+                ["paper_rows"] = rows, ["samples"] = Math.Min(options.CrossModal.Samples, test.Count), ["weights"] = weights,
+                ["features"] = "InceptionV3 pool features (2048), images resized to 299x299 and scaled to [-1, 1]",
+            };
+            timing["fid_seconds"] = Math.Round(watch.Elapsed.TotalSeconds, 1);
+        }
+        report["timing"] = timing;
         return new Evaluation(report, cross);
     }
 
@@ -489,6 +507,11 @@ public static class Evaluator
         md.Append($"\n## Sample quality: FD\n\nFréchet distance on {fd["features"]}; {fd["samples"]} generated vs real test images (lower is better; not FID).\n\n| input → output | FD |\n|---|---|\n");
         foreach (var (k, v) in fd["paper_rows"]!.AsObject()) md.Append($"| {k} | {F(v, "F2")} |\n");
         foreach (var (k, v) in fd["real_train_vs_test"]!.AsObject()) md.Append($"| real train vs real test ({k}) | {F(v, "F2")} |\n");
+        if (report["fid"] is JsonObject fid)
+        {
+            md.Append($"\n## Sample quality: FID\n\nFréchet distance on {fid["features"]} (weights `{fid["weights"]}`); {fid["samples"]} generated vs real test images.\n\n| input → output | FID |\n|---|---|\n");
+            foreach (var (k, v) in fid["paper_rows"]!.AsObject()) md.Append($"| {k} | {F(v, "F2")} |\n");
+        }
         if (report["relation"] is JsonObject rel)
         {
             md.Append($"\n## Learned relation\n\nMean inferred n_A per shared subset with every modality given (argmax sizes); recovered = E[n_A] ≥ {rel["threshold"]}.\n");

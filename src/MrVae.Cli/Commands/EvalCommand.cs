@@ -56,10 +56,11 @@ public static class EvalCommand
         var classifierDir = new Option<string?>("--classifiers") { Description = "where the digit classifiers are kept (default DATA/classifiers)" };
         var probeSamples = new Option<int>("--probe-train") { Description = "training tuples for the latent probe", DefaultValueFactory = _ => 5000 };
         var fdMatrix = new Option<bool>("--fd-matrix") { Description = "FD for every (input subset, output) cell, not only the paper's rows (slower)" };
+        var inception = new Option<string?>("--inception") { Description = "TorchSharp-format state dict of torchvision's inception_v3 (exportsd.py): also compute FID (slow on a CPU)" };
         var allowOther = new Option<bool>("--allow-other-data") { Description = "evaluate even when --data has another sharing structure than the run's training data" };
         var cmd = new Command("eval", "Evaluate a trained run: coherence, FD, learned relation, latent probe; writes report.json, report.md and PNGs")
         {
-            run, data, output, checkpoint, samples, batch, seed, classifierEpochs, classifierDir, probeSamples, fdMatrix, allowOther,
+            run, data, output, checkpoint, samples, batch, seed, classifierEpochs, classifierDir, probeSamples, fdMatrix, allowOther, inception,
         };
         cmd.SetAction(p =>
         {
@@ -73,7 +74,7 @@ public static class EvalCommand
                 Checkpoint = p.GetValue(checkpoint)!, Seed = p.GetValue(seed), ClassifierDirectory = p.GetValue(classifierDir),
                 CrossModal = new CrossModalSettings { Samples = p.GetValue(samples), BatchSize = p.GetValue(batch), FullFdMatrix = p.GetValue(fdMatrix) },
                 Classifiers = new ClassifierTraining { Epochs = p.GetValue(classifierEpochs) },
-                ProbeTrainSamples = p.GetValue(probeSamples), AllowOtherData = p.GetValue(allowOther),
+                ProbeTrainSamples = p.GetValue(probeSamples), AllowOtherData = p.GetValue(allowOther), InceptionWeights = p.GetValue(inception),
             };
             var evaluation = Evaluator.Run(options, line => AnsiConsole.WriteLine(line));
             PrintSummary(evaluation.Report);
@@ -99,6 +100,8 @@ public static class EvalCommand
         if (report["coherence"]!["corner_summary"] is JsonObject cs)
             table.AddRow("corner coherence shared / unshared", $"{F(cs["shared_mean"])} / {F(cs["unshared_mean"])}");
         foreach (var (k, v) in report["fd"]!["paper_rows"]!.AsObject()) table.AddRow(Markup.Escape($"FD {k}"), F(v, "F1"));
+        if (report["fid"] is JsonObject fid)
+            foreach (var (k, v) in fid["paper_rows"]!.AsObject()) table.AddRow(Markup.Escape($"FID {k}"), F(v, "F1"));
         if (report["relation"] is JsonObject rel) table.AddRow("relation precision / recall", $"{F(rel["precision"])} / {F(rel["recall"])}");
         var probe = report["latent_probe"]!["main"]!.AsObject();
         if (probe.Count > 0) table.AddRow(Markup.Escape($"latent probe {probe.First().Key} / {probe.Last().Key}"), $"{F(probe.First().Value)} / {F(probe.Last().Value)}");
