@@ -43,6 +43,8 @@ public sealed record ModelConfig
     public double SubsetWeight { get; init; } = 1.0;
     /// <summary>Linear KL warm-up: β grows from 0 to <see cref="Beta"/> over this many steps (0: none).</summary>
     public long BetaWarmupSteps { get; init; }
+    /// <summary>mrVAE: initialise the size networks' output bias at the log prior (untrained sizes follow H_A, not uniform).</summary>
+    public bool SizeLogitsFromPrior { get; init; }
     public double TauStart { get; init; } = 1.0;
     public double TauEnd { get; init; } = 0.1;
 

@@ -113,6 +113,26 @@ public class MrVaeObjectiveTests
     }
 
     [Fact]
+    public void SizeLogitsFromPriorShiftsOnlyTheSizeBiasByTheLogPrior()
+    {
+        var config = TinyModels.Config(modalities: 4, latent: 5);
+        using var plain = Seeds.Construct(7, "coordinator", () => new MrVaeObjective(config));
+        using var fromPrior = Seeds.Construct(7, "coordinator", () => new MrVaeObjective(config with { SizeLogitsFromPrior = true }));
+        var a = plain.state_dict(); var b = fromPrior.state_dict();
+        string bias = a.Keys.Single(k => k.EndsWith("sizeB3", StringComparison.Ordinal));
+        foreach (var key in a.Keys.Where(k => k != bias))
+            Assert.Equal(0, (a[key] - b[key]).abs().max().ToDouble());
+        var shift = (b[bias] - a[bias]).to(float64);
+        var family = config.SharedSubsets();
+        for (int s = 0; s < family.Subsets.Count; s++)
+        {
+            var prior = MrVaeObjective.SizePrior(family, family.Subsets[s], config.LatentDim);
+            for (int k = 0; k <= config.LatentDim; k++)
+                Assert.Equal(Math.Max(prior[k], -30), shift[s, k].ToDouble(), 4);
+        }
+    }
+
+    [Fact]
     public void SizePriorIsTheMembersHypergeometricMarginal()
     {
         var family = SubsetFamily.All(5);

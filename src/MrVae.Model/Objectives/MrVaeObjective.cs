@@ -30,6 +30,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
         latentDim = config.LatentDim;
         relation = new RelationNetworks(family, config.LatentDim, config.RelationHidden);
         logPrior = family.Subsets.Select(members => SizePrior(family, members, latentDim)).ToArray();
+        if (config.SizeLogitsFromPrior) relation.StartSizesAtPrior(logPrior);
         RegisterComponents();
     }
 

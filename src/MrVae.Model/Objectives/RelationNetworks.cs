@@ -74,6 +74,19 @@ public sealed class RelationNetworks : nn.Module
         return tensor(data, [groupOf.Length, groups]);
     }
 
+    /// <summary>
+    /// Adds <paramref name="logPrior"/> (S × (D+1), log H_A) to the size logits' bias, so the untrained size networks
+    /// draw sizes near the prior instead of near-uniform over 0..D (which lets the first subsets take every factor).
+    /// Impossible sizes (−∞) get −30.
+    /// </summary>
+    public void StartSizesAtPrior(double[][] logPrior)
+    {
+        using var _ = no_grad();
+        var flat = logPrior.SelectMany(row => row.Select(v => (float)Math.Max(v, -30))).ToArray();
+        using var prior = tensor(flat, [logPrior.Length, logPrior[0].Length]);
+        sizeB3.add_(prior);
+    }
+
     /// <summary>A stack of <paramref name="count"/> linear layers in → out, initialised like nn.Linear (U(±1/√in)).</summary>
     static (TorchSharp.Modules.Parameter W, TorchSharp.Modules.Parameter B) Layer(int count, int inDim, int outDim)
     {
