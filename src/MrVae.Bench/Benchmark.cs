@@ -34,13 +34,15 @@ public static class Benchmark
         int localThreads = o.LocalTorchThreads > 0 ? o.LocalTorchThreads : Environment.ProcessorCount;
         var siloSettings = new SiloSettings();
 
+        ReturnLargeBlocksOnFree();
+        using var lane = new LocalLane(localThreads);
         var results = new List<BenchResult>();
         foreach (var kind in o.Models)
             foreach (int latent in o.LatentDims)
             {
                 var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = latent };
                 log($"{Name(config)} D={latent}: {o.Repeats} × ({o.WarmupSteps} warm-up + {o.Steps}) steps, batch {o.BatchSize}, modes {string.Join(", ", o.Modes.Select(ModeName))}");
-                foreach (var result in await RunConfiguration(config, o, train, localThreads, cancel))
+                foreach (var result in await RunConfiguration(config, o, train, lane, cancel))
                 {
                     results.Add(result);
                     log($"  {ModeName(result.Mode)}: median {result.StepMs.Median:F1} ms (IQR {result.StepMs.Q1:F1}–{result.StepMs.Q3:F1})");
@@ -87,7 +89,7 @@ public static class Benchmark
     /// processes start at their first repeat and serve all repeats. Peak RSS is each mode's first repeat (the process's
     /// peak is reset before it; silo processes run nothing else).
     /// </summary>
-    static async Task<BenchResult[]> RunConfiguration(ModelConfig config, BenchOptions o, MultimodalDataset train, int localThreads, CancellationToken cancel)
+    static async Task<BenchResult[]> RunConfiguration(ModelConfig config, BenchOptions o, MultimodalDataset train, LocalLane lane, CancellationToken cancel)
     {
         var measurements = o.Modes.ToDictionary(m => m, _ => new Measurements());
         IHost? embedded = null;
@@ -104,7 +106,7 @@ public static class Benchmark
                     switch (mode)
                     {
                         case BenchMode.Local:
-                            await RunLocal(config, o, train, Path.Combine(dir, $"r{r}"), localThreads, m);
+                            await RunLocal(config, o, train, Path.Combine(dir, $"r{r}"), lane, m);
                             break;
                         case BenchMode.Embedded:
                             embedded ??= await ClusterTraining.StartEmbeddedSilo(Path.Combine(dir, "silo-state"));
@@ -150,9 +152,8 @@ public static class Benchmark
             Bytes.Count > 0 ? (long)Spread.Of(Bytes.Select(b => (double)b)).Median : null, PeakRssMb, SiloPeakRssMb);
     }
 
-    static Task RunLocal(ModelConfig config, BenchOptions o, MultimodalDataset train, string runDirectory, int threads, Measurements m)
-        // A dedicated thread: libtorch's OpenMP team size belongs to the calling thread (see ComputeGate).
-        => OnDedicatedThread(threads, () =>
+    static Task RunLocal(ModelConfig config, BenchOptions o, MultimodalDataset train, string runDirectory, LocalLane lane, Measurements m)
+        => lane.Run(() =>
         {
             var options = new TrainOptions { RunDirectory = runDirectory, BatchSize = o.BatchSize, Steps = o.WarmupSteps + o.Steps, Seed = o.Seed };
             using var trainer = new LocalTrainer(config, options, train, test: null);
@@ -163,7 +164,6 @@ public static class Benchmark
                 if (s >= o.WarmupSteps) measured.Add(report.StepMilliseconds);
             }
             m.AddRepeat(measured);
-            return true;
         });
 
     /// <summary>One fresh run through the coordinator grain; reads its metrics.jsonl (step_ms, bytes, ms_* per phase).</summary>
@@ -226,20 +226,52 @@ public static class Benchmark
     static string Name(ModelConfig config) => config.Kind.ToString().ToLowerInvariant();
     static string ModeName(BenchMode mode) => mode.ToString().ToLowerInvariant();
 
-    static Task<T> OnDedicatedThread<T>(int torchThreads, Func<T> work)
+    /// <summary>
+    /// One long-lived thread for every single-process run: libtorch's OpenMP team size belongs to the calling thread
+    /// (see ComputeGate), and glibc gives each new thread its own malloc arena, which keeps what libtorch freed; a new
+    /// thread per run would pile up arenas of several GB at D = 64.
+    /// </summary>
+    sealed class LocalLane : IDisposable
     {
-        var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
-        new Thread(() =>
+        readonly System.Collections.Concurrent.BlockingCollection<Action> queue = new();
+
+        public LocalLane(int torchThreads)
         {
-            try
+            new Thread(() =>
             {
                 TorchSharp.torch.set_num_threads(torchThreads);
-                done.SetResult(work());
-            }
-            catch (Exception e) { done.SetException(e); }
-        }) { IsBackground = true, Name = "mrvae-bench-local" }.Start();
-        return done.Task;
+                foreach (var work in queue.GetConsumingEnumerable()) work();
+            }) { IsBackground = true, Name = "mrvae-bench-local" }.Start();
+        }
+
+        public Task Run(Action work)
+        {
+            var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            queue.Add(() =>
+            {
+                try { work(); done.SetResult(); }
+                catch (Exception e) { done.SetException(e); }
+            });
+            return done.Task;
+        }
+
+        public void Dispose() => queue.CompleteAdding();
     }
+
+    /// <summary>
+    /// glibc's malloc raises its mmap threshold after large blocks are freed and then keeps such blocks in its heaps:
+    /// the bench process runs several trainers one after another, and one's freed tensors would count as the next one's
+    /// resident memory. A fixed threshold (which also turns the adjustment off) returns every large block on free.
+    /// </summary>
+    static void ReturnLargeBlocksOnFree()
+    {
+        const int MmapThreshold = -3;   // M_MMAP_THRESHOLD
+        try { mallopt(MmapThreshold, 1 << 20); }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { }
+    }
+
+    [DllImport("libc", EntryPoint = "mallopt")]
+    static extern int mallopt(int param, int value);
 
     /// <summary>Every modality's shard of a split, in memory (the single-process trainer's data).</summary>
     public static MultimodalDataset LoadSplit(string dir, string split, int modalities) =>
