@@ -34,7 +34,6 @@ public static class Benchmark
         int localThreads = o.LocalTorchThreads > 0 ? o.LocalTorchThreads : Environment.ProcessorCount;
         var siloSettings = new SiloSettings();
 
-        ReturnLargeBlocksOnFree();
         using var lane = new LocalLane(localThreads);
         var results = new List<BenchResult>();
         foreach (var kind in o.Models)
@@ -86,8 +85,9 @@ public static class Benchmark
     /// <summary>
     /// One configuration in every mode, the modes interleaved repeat by repeat (local, embedded, silos, local, ...) so
     /// that a change in the machine's load during the run falls on all of them alike. The embedded silo and the silo
-    /// processes start at their first repeat and serve all repeats. Peak RSS is each mode's first repeat (the process's
-    /// peak is reset before it; silo processes run nothing else).
+    /// processes start at their first repeat and serve all repeats. Peak RSS is each mode's first repeat: the bench
+    /// process's peak is reset before it, so it includes what earlier modes left resident (malloc keeps freed blocks);
+    /// the silo processes run nothing else.
     /// </summary>
     static async Task<BenchResult[]> RunConfiguration(ModelConfig config, BenchOptions o, MultimodalDataset train, LocalLane lane, CancellationToken cancel)
     {
@@ -257,21 +257,6 @@ public static class Benchmark
 
         public void Dispose() => queue.CompleteAdding();
     }
-
-    /// <summary>
-    /// glibc's malloc raises its mmap threshold after large blocks are freed and then keeps such blocks in its heaps:
-    /// the bench process runs several trainers one after another, and one's freed tensors would count as the next one's
-    /// resident memory. A fixed threshold (which also turns the adjustment off) returns every large block on free.
-    /// </summary>
-    static void ReturnLargeBlocksOnFree()
-    {
-        const int MmapThreshold = -3;   // M_MMAP_THRESHOLD
-        try { mallopt(MmapThreshold, 1 << 20); }
-        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { }
-    }
-
-    [DllImport("libc", EntryPoint = "mallopt")]
-    static extern int mallopt(int param, int value);
 
     /// <summary>Every modality's shard of a split, in memory (the single-process trainer's data).</summary>
     public static MultimodalDataset LoadSplit(string dir, string split, int modalities) =>
