@@ -51,7 +51,8 @@ public sealed class ComputeGate : IDisposable
             var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
             queue.Add(() =>
             {
-                try { done.SetResult(work()); }
+                // No GC during libtorch calls (TorchSharp's temporary Scalars, see NativeCallGuard).
+                try { done.SetResult(MrVae.Model.Runtime.NativeCallGuard.Run(work)); }
                 catch (Exception e) { done.SetException(e); }
             });
             return done.Task;

@@ -31,8 +31,11 @@ public static class Seeds
     {
         lock (ConstructionLock)
         {
-            manual_seed(Derive(runSeed, party));
-            return build();
+            return Runtime.NativeCallGuard.Run(() =>
+            {
+                manual_seed(Derive(runSeed, party));
+                return build();
+            });
         }
     }
 

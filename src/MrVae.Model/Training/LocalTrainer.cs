@@ -85,7 +85,9 @@ public sealed class LocalTrainer : IDisposable
     }
 
     /// <summary>Runs one optimiser step and returns its report (also appended to metrics.jsonl).</summary>
-    public StepReport RunStep()
+    public StepReport RunStep() => Runtime.NativeCallGuard.Run(RunStepNow);
+
+    StepReport RunStepNow()
     {
         var watch = Stopwatch.StartNew();
         Dictionary<string, double> terms;
@@ -120,7 +122,9 @@ public sealed class LocalTrainer : IDisposable
     }
 
     /// <summary>Mean test loss (evaluation mode: argmax sizes, hard sorts, no subset view) with a fixed generator.</summary>
-    public double TestLoss()
+    public double TestLoss() => Runtime.NativeCallGuard.Run(TestLossNow);
+
+    double TestLossNow()
     {
         if (test is null) throw new InvalidOperationException("no test split was given");
         using var scope = NewDisposeScope();

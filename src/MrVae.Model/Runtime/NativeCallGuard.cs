@@ -1,0 +1,75 @@
+using System.Runtime;
+
+namespace MrVae.Model.Runtime;
+
+/// <summary>
+/// Keeps the garbage collector out of libtorch calls. TorchSharp 0.107 passes temporary <c>Scalar</c>s to native code
+/// without keeping them alive (e.g. <c>Tensor.add(Scalar)</c> calls <c>add(scalar, 1)</c> and hands the new alpha's
+/// handle to libtorch): a GC during the call finalizes the Scalar, and libtorch reads freed memory. Seen in a silo as
+/// "Expected false to be true ... toFloat" from <c>Scalar.h</c> after a few hundred steps, and reproduced in a loop
+/// of <c>1 - t * 0.5</c> beside a thread that allocates (errors and segfaults; none without the allocating thread).
+/// Holding our own Scalars does not help, the temporaries are TorchSharp's. So torch work runs inside one long
+/// no-GC region; the region is renewed (one blocking GC) only when no guarded work is in flight.
+/// </summary>
+public static class NativeCallGuard
+{
+    // Allocation allowed in a region (small and large object heaps each get half), and how much is used before the
+    // next renewal: the rest is room for other threads' allocations while guarded work drains.
+    const long RegionBytes = 256L << 20, LargeObjectBytes = 128L << 20, RenewAfterBytes = 32L << 20;
+    static readonly object gate = new();
+    static int active;
+    static bool draining;
+    static long regionStart;
+    [ThreadStatic] static int depth;
+    /// <summary>Regions started, and starts the runtime refused (diagnostics).</summary>
+    public static long Regions { get; private set; }
+    public static long Refusals { get; private set; }
+
+    /// <summary>Whether guarded work runs inside a no-GC region (false where the runtime refused one).</summary>
+    public static bool Protecting => GCSettings.LatencyMode == GCLatencyMode.NoGCRegion;
+
+    public static T Run<T>(Func<T> work)
+    {
+        if (depth++ > 0)
+        {
+            try { return work(); } finally { depth--; }
+        }
+        Enter();
+        try { return work(); }
+        finally { Exit(); depth--; }
+    }
+
+    public static void Run(Action work) => Run(() => { work(); return true; });
+
+    static void Enter()
+    {
+        lock (gate)
+        {
+            while (draining) Monitor.Wait(gate);
+            bool stale = GC.GetTotalAllocatedBytes() - regionStart > RenewAfterBytes;
+            if (!Protecting || stale)
+            {
+                // Renew only with nothing in flight: the GC that starting a region performs must not meet a native call.
+                draining = true;
+                while (active > 0) Monitor.Wait(gate);
+                if (Protecting) { try { GC.EndNoGCRegion(); } catch (InvalidOperationException) { /* ended by a GC already */ } }
+                try { if (GC.TryStartNoGCRegion(RegionBytes, LargeObjectBytes)) Regions++; else Refusals++; }
+                catch (InvalidOperationException) { /* another region is in progress */ }
+                catch (ArgumentOutOfRangeException) { /* budget too large for this runtime: run unprotected */ }
+                regionStart = GC.GetTotalAllocatedBytes();
+                draining = false;
+                Monitor.PulseAll(gate);
+            }
+            active++;
+        }
+    }
+
+    static void Exit()
+    {
+        lock (gate)
+        {
+            active--;
+            Monitor.PulseAll(gate);
+        }
+    }
+}
