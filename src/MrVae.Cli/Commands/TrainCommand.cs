@@ -63,7 +63,7 @@ public static class TrainCommand
                 // The embedded silo keeps its grain storage (checkpoints) in the run directory, so --resume finds it.
                 using var host = p.GetValue(cluster) is { } connection
                     ? await ClusterTraining.ConnectClient(connection)
-                    : await ClusterTraining.StartEmbeddedSilo(Path.Combine(options.RunDirectory, EmbeddedStateDirectory));
+                    : await ClusterTraining.StartEmbeddedSilo(Path.Combine(options.RunDirectory, EmbeddedStateDirectory), Path.Combine(options.RunDirectory, "silo.log"));
                 string control = p.GetValue(cluster) ?? ClusterTraining.EmbeddedConnection(host);
                 string controlFlag = control == $"localhost:{ClusterTraining.DefaultGatewayPort}" ? "" : $" --cluster {control}";
                 var grains = host.Services.GetRequiredService<Orleans.IGrainFactory>();
@@ -72,7 +72,8 @@ public static class TrainCommand
                 var members = Enumerable.Range(0, spec.Modalities).ToArray();
                 var run = WithProgress($"{kind} D={config.LatentDim} (grains)", options.Steps ?? 1, 0, onStep =>
                     ClusterTraining.Train(grains, config, options, siloDir, members, onStep, cancel, p.GetValue(runId), id =>
-                        AnsiConsole.MarkupLineInterpolated($"run [bold]{id}[/] ({(options.Resume ? "resumed" : "started")}); from another terminal: [grey]mrvae status --run {id}{controlFlag}[/] (also attach, detach, stop)")).GetAwaiter().GetResult());
+                        // Plain, never wrapped: scripts read the run id and the command from this line.
+                        Console.WriteLine($"run {id} ({(options.Resume ? "resumed" : "started")}); from another terminal: mrvae status --run {id}{controlFlag} (also attach, detach, stop)")).GetAwaiter().GetResult());
                 result = run.Result;
                 // The final weights, gathered from the grains, as a checkpoint evaluation can load.
                 using (var model = await ClusterTraining.DownloadModel(grains, run.RunId, config, options.Seed, members))
