@@ -19,11 +19,11 @@ public sealed record BenchOptions
     public BenchMode[] Modes { get; init; } = [BenchMode.Local, BenchMode.Embedded, BenchMode.Silos3];
     public int BatchSize { get; init; } = 256;
     /// <summary>Steps at the start of every repeat that are not measured (allocator, JIT and libtorch warm-up).</summary>
-    public int WarmupSteps { get; init; } = 2;
+    public int WarmupSteps { get; init; } = 1;
     /// <summary>Measured steps per repeat.</summary>
-    public int Steps { get; init; } = 4;
+    public int Steps { get; init; } = 3;
     /// <summary>Fresh runs (same data and seed) per configuration.</summary>
-    public int Repeats { get; init; } = 3;
+    public int Repeats { get; init; } = 2;
     public long Seed { get; init; }
     /// <summary>
     /// libtorch threads of the single-process trainer (0: libtorch's default, one per core). Default 1, as the silos'
@@ -33,8 +33,8 @@ public sealed record BenchOptions
     public int LocalTorchThreads { get; init; } = 1;
     /// <summary>Long-run memory check: steps of the embedded cluster (0: skip), on its own small batch and latent size.</summary>
     public int MemorySteps { get; init; } = 2000;
-    public int MemoryBatch { get; init; } = 16;
-    public int MemoryLatent { get; init; } = 16;
+    public int MemoryBatch { get; init; } = 8;
+    public int MemoryLatent { get; init; } = 8;
     /// <summary>mrvae-silo.dll for the loopback silos (default: the build beside this one).</summary>
     public string? SiloDll { get; init; }
     /// <summary>Modality groups of the loopback silos, one per silo.</summary>

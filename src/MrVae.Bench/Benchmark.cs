@@ -34,25 +34,17 @@ public static class Benchmark
         int localThreads = o.LocalTorchThreads > 0 ? o.LocalTorchThreads : Environment.ProcessorCount;
         var siloSettings = new SiloSettings();
 
+        using var lane = new LocalLane(localThreads);
         var results = new List<BenchResult>();
         foreach (var kind in o.Models)
             foreach (int latent in o.LatentDims)
             {
                 var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = latent };
-                string name = kind.ToString().ToLowerInvariant();
-                foreach (var mode in o.Modes)
+                log($"{Name(config)} D={latent}: {o.Repeats} × ({o.WarmupSteps} warm-up + {o.Steps}) steps, batch {o.BatchSize}, modes {string.Join(", ", o.Modes.Select(ModeName))}");
+                foreach (var result in await RunConfiguration(config, o, train, lane, cancel))
                 {
-                    cancel.ThrowIfCancellationRequested();
-                    log($"{name} D={latent} {mode.ToString().ToLowerInvariant()}: {o.Repeats} × ({o.WarmupSteps} warm-up + {o.Steps}) steps, batch {o.BatchSize}");
-                    string dir = Path.Combine(o.WorkDirectory, $"{name}-d{latent}-{mode.ToString().ToLowerInvariant()}");
-                    var result = mode switch
-                    {
-                        BenchMode.Local => await RunLocal(config, o, train, dir, localThreads),
-                        BenchMode.Embedded => await RunEmbedded(config, o, dir, cancel),
-                        _ => await RunSilos(config, o, dir, cancel),
-                    };
                     results.Add(result);
-                    log($"  median {result.StepMs.Median:F1} ms (IQR {result.StepMs.Q1:F1}–{result.StepMs.Q3:F1})");
+                    log($"  {ModeName(result.Mode)}: median {result.StepMs.Median:F1} ms (IQR {result.StepMs.Q1:F1}–{result.StepMs.Q3:F1})");
                 }
             }
         var withRatios = results.Select(r => r with { RatioToLocal = results.FirstOrDefault(l => l.Mode == BenchMode.Local && l.Model == r.Model && l.Latent == r.Latent) is { } local ? r.StepMs.Median / local.StepMs.Median : null }).ToArray();
@@ -90,90 +82,115 @@ public static class Benchmark
         return goals.ToArray();
     }
 
-    static Task<BenchResult> RunLocal(ModelConfig config, BenchOptions o, MultimodalDataset train, string dir, int threads)
-        // A dedicated thread: libtorch's OpenMP team size belongs to the calling thread (see ComputeGate).
-        => OnDedicatedThread(threads, () =>
+    /// <summary>
+    /// One configuration in every mode, the modes interleaved repeat by repeat (local, embedded, silos, local, ...) so
+    /// that a change in the machine's load during the run falls on all of them alike. The embedded silo and the silo
+    /// processes start at their first repeat and serve all repeats. Peak RSS is each mode's first repeat: the bench
+    /// process's peak is reset before it, so it includes what earlier modes left resident (malloc keeps freed blocks);
+    /// the silo processes run nothing else.
+    /// </summary>
+    static async Task<BenchResult[]> RunConfiguration(ModelConfig config, BenchOptions o, MultimodalDataset train, LocalLane lane, CancellationToken cancel)
+    {
+        var measurements = o.Modes.ToDictionary(m => m, _ => new Measurements());
+        IHost? embedded = null;
+        LoopbackSilos? silos = null;
+        try
         {
-            ProcessMemory.ResetPeak();
-            var times = new List<double>();
-            var repeatMedians = new List<double>();
             for (int r = 0; r < o.Repeats; r++)
-            {
-                var options = new TrainOptions { RunDirectory = Path.Combine(dir, $"r{r}"), BatchSize = o.BatchSize, Steps = o.WarmupSteps + o.Steps, Seed = o.Seed };
-                using var trainer = new LocalTrainer(config, options, train, test: null);
-                var measured = new List<double>();
-                for (int s = 0; s < o.WarmupSteps + o.Steps; s++)
+                foreach (var mode in o.Modes)
                 {
-                    var report = trainer.RunStep();
-                    if (s >= o.WarmupSteps) measured.Add(report.StepMilliseconds);
+                    cancel.ThrowIfCancellationRequested();
+                    var m = measurements[mode];
+                    string dir = Path.Combine(o.WorkDirectory, $"{Name(config)}-d{config.LatentDim}-{ModeName(mode)}");
+                    if (r == 0) ProcessMemory.ResetPeak();
+                    switch (mode)
+                    {
+                        case BenchMode.Local:
+                            await RunLocal(config, o, train, Path.Combine(dir, $"r{r}"), lane, m);
+                            break;
+                        case BenchMode.Embedded:
+                            embedded ??= await ClusterTraining.StartEmbeddedSilo(Path.Combine(dir, "silo-state"));
+                            await RunThroughGrains(embedded.Services.GetRequiredService<IGrainFactory>(), config, o, Path.Combine(dir, $"r{r}"), m, cancel);
+                            break;
+                        default:
+                            silos ??= await LoopbackSilos.Start(LoopbackSilos.SiloDll(o.SiloDll), o.SiloGroups, dir, TimeSpan.FromSeconds(120));
+                            await RunThroughGrains(silos.Grains, config, o, Path.Combine(dir, $"r{r}"), m, cancel);
+                            break;
+                    }
+                    if (r == 0) m.PeakRssMb = ProcessMemory.PeakRssMb();
                 }
-                times.AddRange(measured);
-                repeatMedians.Add(Spread.Of(measured).Median);
+            if (silos is not null) measurements[BenchMode.Silos3].SiloPeakRssMb = silos.Processes.Select(p => ProcessMemory.PeakRssMb(p.Id) ?? double.NaN).ToArray();
+        }
+        finally
+        {
+            if (embedded is not null) { await embedded.StopAsync(CancellationToken.None); embedded.Dispose(); }
+            if (silos is not null) await silos.DisposeAsync();
+        }
+        return o.Modes.Select(mode => measurements[mode].Result(config, mode, o.BatchSize)).ToArray();
+    }
+
+    /// <summary>What the repeats of one mode measured (times of measured steps only).</summary>
+    sealed class Measurements
+    {
+        public List<double> StepMs { get; } = new();
+        public List<double> RepeatMedians { get; } = new();
+        public List<double> RelationMs { get; } = new();
+        public List<double> RelationShare { get; } = new();
+        public List<long> Bytes { get; } = new();
+        public double? PeakRssMb { get; set; }
+        public double[]? SiloPeakRssMb { get; set; }
+
+        public void AddRepeat(List<double> stepMs)
+        {
+            StepMs.AddRange(stepMs);
+            RepeatMedians.Add(Spread.Of(stepMs).Median);
+        }
+
+        public BenchResult Result(ModelConfig config, BenchMode mode, int batch) => new(Name(config), config.LatentDim, mode, batch,
+            Spread.Of(StepMs), RepeatMedians.ToArray(), null,
+            RelationShare.Count > 0 ? Spread.Of(RelationShare) : null, RelationMs.Count > 0 ? Spread.Of(RelationMs) : null,
+            Bytes.Count > 0 ? (long)Spread.Of(Bytes.Select(b => (double)b)).Median : null, PeakRssMb, SiloPeakRssMb);
+    }
+
+    static Task RunLocal(ModelConfig config, BenchOptions o, MultimodalDataset train, string runDirectory, LocalLane lane, Measurements m)
+        => lane.Run(() =>
+        {
+            var options = new TrainOptions { RunDirectory = runDirectory, BatchSize = o.BatchSize, Steps = o.WarmupSteps + o.Steps, Seed = o.Seed };
+            using var trainer = new LocalTrainer(config, options, train, test: null);
+            var measured = new List<double>();
+            for (int s = 0; s < o.WarmupSteps + o.Steps; s++)
+            {
+                var report = trainer.RunStep();
+                if (s >= o.WarmupSteps) measured.Add(report.StepMilliseconds);
             }
-            return new BenchResult(Name(config), config.LatentDim, BenchMode.Local, o.BatchSize, Spread.Of(times), repeatMedians.ToArray(),
-                null, null, null, null, ProcessMemory.PeakRssMb(), null);
+            m.AddRepeat(measured);
         });
 
-    static async Task<BenchResult> RunEmbedded(ModelConfig config, BenchOptions o, string dir, CancellationToken cancel)
+    /// <summary>One fresh run through the coordinator grain; reads its metrics.jsonl (step_ms, bytes, ms_* per phase).</summary>
+    static async Task RunThroughGrains(IGrainFactory grains, ModelConfig config, BenchOptions o, string runDirectory, Measurements m, CancellationToken cancel)
     {
-        ProcessMemory.ResetPeak();
-        using var host = await ClusterTraining.StartEmbeddedSilo(Path.Combine(dir, "silo-state"));
-        var measured = await RunThroughGrains(host.Services.GetRequiredService<IGrainFactory>(), config, o, dir, cancel);
-        double? peak = ProcessMemory.PeakRssMb();
-        await host.StopAsync(CancellationToken.None);
-        return measured.Result(config, BenchMode.Embedded, o.BatchSize, peak, null);
-    }
-
-    static async Task<BenchResult> RunSilos(ModelConfig config, BenchOptions o, string dir, CancellationToken cancel)
-    {
-        ProcessMemory.ResetPeak();
-        await using var silos = await LoopbackSilos.Start(LoopbackSilos.SiloDll(o.SiloDll), o.SiloGroups, Path.Combine(dir, "silo-logs"), TimeSpan.FromSeconds(120));
-        var measured = await RunThroughGrains(silos.Grains, config, o, dir, cancel);
-        var siloPeaks = silos.Processes.Select(p => ProcessMemory.PeakRssMb(p.Id) ?? double.NaN).ToArray();
-        return measured.Result(config, BenchMode.Silos3, o.BatchSize, ProcessMemory.PeakRssMb(), siloPeaks);
-    }
-
-    sealed record GrainMeasurements(List<double> StepMs, List<double> RepeatMedians, List<double> RelationMs, List<double> RelationShare, List<long> Bytes)
-    {
-        public BenchResult Result(ModelConfig config, BenchMode mode, int batch, double? peak, double[]? siloPeaks) =>
-            new(Name(config), config.LatentDim, mode, batch, Spread.Of(StepMs), RepeatMedians.ToArray(), null,
-                Spread.Of(RelationShare), Spread.Of(RelationMs), (long)Spread.Of(Bytes.Select(b => (double)b)).Median, peak, siloPeaks);
-    }
-
-    /// <summary>Fresh runs through the coordinator grain; reads each run's metrics.jsonl (step_ms, bytes, ms_* per phase).</summary>
-    static async Task<GrainMeasurements> RunThroughGrains(IGrainFactory grains, ModelConfig config, BenchOptions o, string dir, CancellationToken cancel)
-    {
-        var m = new GrainMeasurements(new(), new(), new(), new(), new());
-        string data = Path.GetFullPath(o.DataDirectory);
-        var members = Enumerable.Range(0, config.Modalities).ToArray();
-        for (int r = 0; r < o.Repeats; r++)
+        int total = o.WarmupSteps + o.Steps;
+        var options = new TrainOptions
         {
-            int total = o.WarmupSteps + o.Steps;
-            var options = new TrainOptions
-            {
-                RunDirectory = Path.Combine(dir, $"r{r}"), BatchSize = o.BatchSize, Steps = total, Seed = o.Seed,
-                EvaluateEvery = total, TestSamples = o.BatchSize,
-            };
-            await ClusterTraining.Train(grains, config, options, data, members, cancel: cancel);
-            var measured = new List<double>();
-            foreach (var line in File.ReadLines(Path.Combine(options.RunDirectory, LocalTrainer.MetricsFile)))
-            {
-                using var json = JsonDocument.Parse(line);
-                var root = json.RootElement;
-                if (root.GetProperty("step").GetInt64() < o.WarmupSteps) continue;
-                double step = root.GetProperty("step_ms").GetDouble();
-                // The relation module runs in the coordinator's forward and backward phases (mrVAE; the baselines' objectives there are small).
-                double relation = root.GetProperty("ms_coordinator_forward").GetDouble() + root.GetProperty("ms_coordinator_backward").GetDouble();
-                measured.Add(step);
-                m.RelationMs.Add(relation);
-                m.RelationShare.Add(relation / step);
-                m.Bytes.Add(root.GetProperty("bytes").GetInt64());
-            }
-            if (measured.Count != o.Steps) throw new InvalidOperationException($"run {options.RunDirectory} reported {measured.Count} measured steps, expected {o.Steps}");
-            m.StepMs.AddRange(measured);
-            m.RepeatMedians.Add(Spread.Of(measured).Median);
+            RunDirectory = runDirectory, BatchSize = o.BatchSize, Steps = total, Seed = o.Seed, EvaluateEvery = total, TestSamples = o.BatchSize,
+        };
+        await ClusterTraining.Train(grains, config, options, Path.GetFullPath(o.DataDirectory), Enumerable.Range(0, config.Modalities).ToArray(), cancel: cancel);
+        var measured = new List<double>();
+        foreach (var line in File.ReadLines(Path.Combine(runDirectory, LocalTrainer.MetricsFile)))
+        {
+            using var json = JsonDocument.Parse(line);
+            var root = json.RootElement;
+            if (root.GetProperty("step").GetInt64() < o.WarmupSteps) continue;
+            double step = root.GetProperty("step_ms").GetDouble();
+            // The relation module runs in the coordinator's forward and backward phases (mrVAE; the baselines' objectives there are small).
+            double relation = root.GetProperty("ms_coordinator_forward").GetDouble() + root.GetProperty("ms_coordinator_backward").GetDouble();
+            measured.Add(step);
+            m.RelationMs.Add(relation);
+            m.RelationShare.Add(relation / step);
+            m.Bytes.Add(root.GetProperty("bytes").GetInt64());
         }
-        return m;
+        if (measured.Count != o.Steps) throw new InvalidOperationException($"run {runDirectory} reported {measured.Count} measured steps, expected {o.Steps}");
+        m.AddRepeat(measured);
     }
 
     static async Task<MemoryReport> RunMemory(int modalities, BenchOptions o, string dir, CancellationToken cancel)
@@ -207,20 +224,38 @@ public static class Benchmark
     }
 
     static string Name(ModelConfig config) => config.Kind.ToString().ToLowerInvariant();
+    static string ModeName(BenchMode mode) => mode.ToString().ToLowerInvariant();
 
-    static Task<T> OnDedicatedThread<T>(int torchThreads, Func<T> work)
+    /// <summary>
+    /// One long-lived thread for every single-process run: libtorch's OpenMP team size belongs to the calling thread
+    /// (see ComputeGate), and glibc gives each new thread its own malloc arena, which keeps what libtorch freed; a new
+    /// thread per run would pile up arenas of several GB at D = 64.
+    /// </summary>
+    sealed class LocalLane : IDisposable
     {
-        var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
-        new Thread(() =>
+        readonly System.Collections.Concurrent.BlockingCollection<Action> queue = new();
+
+        public LocalLane(int torchThreads)
         {
-            try
+            new Thread(() =>
             {
                 TorchSharp.torch.set_num_threads(torchThreads);
-                done.SetResult(work());
-            }
-            catch (Exception e) { done.SetException(e); }
-        }) { IsBackground = true, Name = "mrvae-bench-local" }.Start();
-        return done.Task;
+                foreach (var work in queue.GetConsumingEnumerable()) work();
+            }) { IsBackground = true, Name = "mrvae-bench-local" }.Start();
+        }
+
+        public Task Run(Action work)
+        {
+            var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            queue.Add(() =>
+            {
+                try { work(); done.SetResult(); }
+                catch (Exception e) { done.SetException(e); }
+            });
+            return done.Task;
+        }
+
+        public void Dispose() => queue.CompleteAdding();
     }
 
     /// <summary>Every modality's shard of a split, in memory (the single-process trainer's data).</summary>

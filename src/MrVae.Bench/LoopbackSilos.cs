@@ -32,9 +32,13 @@ public sealed class LoopbackSilos : IAsyncDisposable
         return dll;
     }
 
-    /// <summary>Starts one silo per group (e.g. "0,1", "2,3", "4") and waits until all have joined and a client is connected.</summary>
-    public static async Task<LoopbackSilos> Start(string siloDll, string[] groups, string logDirectory, TimeSpan timeout)
+    /// <summary>
+    /// Starts one silo per group (e.g. "0,1", "2,3", "4") and waits until all have joined and a client is connected.
+    /// Logs go to WORK/silo-logs, the silos' grain state (checkpoints) to WORK/silo-state.
+    /// </summary>
+    public static async Task<LoopbackSilos> Start(string siloDll, string[] groups, string workDirectory, TimeSpan timeout)
     {
+        string logDirectory = Path.Combine(workDirectory, "silo-logs"), stateDirectory = Path.GetFullPath(Path.Combine(workDirectory, "silo-state"));
         Directory.CreateDirectory(logDirectory);
         var silos = new LoopbackSilos(logDirectory);
         try
@@ -57,6 +61,7 @@ public sealed class LoopbackSilos : IAsyncDisposable
                     ["MrVae__Endpoints__PrimarySiloPort"] = primary.ToString(),
                     // No web UI: nothing to look at during a measurement, and silos started together race for its port.
                     ["MrVae__Dashboard__Enabled"] = "false",
+                    ["MrVae__Checkpoints__Directory"] = stateDirectory,
                 });
                 // The primary first: the others join through it.
                 await WaitForPort(gatewayPort, timeout, silos.processes[^1], silos.LogPath(i));

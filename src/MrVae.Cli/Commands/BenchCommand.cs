@@ -20,14 +20,14 @@ public static class BenchCommand
         var latent = new Option<string>("--latent") { Description = "comma list of latent sizes D", DefaultValueFactory = _ => "32,64" };
         var modes = new Option<string>("--modes") { Description = "comma list of local, embedded, silos3", DefaultValueFactory = _ => "local,embedded,silos3" };
         var batch = new Option<int>("--batch") { Description = "batch size", DefaultValueFactory = _ => 256 };
-        var warmup = new Option<int>("--warmup") { Description = "unmeasured steps at the start of every repeat", DefaultValueFactory = _ => 2 };
-        var steps = new Option<int>("--steps") { Description = "measured steps per repeat", DefaultValueFactory = _ => 4 };
-        var repeats = new Option<int>("--repeats") { Description = "fresh runs per configuration", DefaultValueFactory = _ => 3 };
+        var warmup = new Option<int>("--warmup") { Description = "unmeasured steps at the start of every repeat", DefaultValueFactory = _ => 1 };
+        var steps = new Option<int>("--steps") { Description = "measured steps per repeat", DefaultValueFactory = _ => 3 };
+        var repeats = new Option<int>("--repeats") { Description = "fresh runs per configuration (modes interleaved)", DefaultValueFactory = _ => 2 };
         var seed = new Option<long>("--seed") { Description = "run seed", DefaultValueFactory = _ => 0 };
         var localThreads = new Option<int>("--local-threads") { Description = "libtorch threads of the single-process trainer (0: libtorch's default, one per core)", DefaultValueFactory = _ => 1 };
         var memorySteps = new Option<int>("--memory-steps") { Description = "long-run memory check: steps of the embedded cluster (0: skip)", DefaultValueFactory = _ => 2000 };
-        var memoryBatch = new Option<int>("--memory-batch") { Description = "batch of the memory check", DefaultValueFactory = _ => 16 };
-        var memoryLatent = new Option<int>("--memory-latent") { Description = "latent size of the memory check", DefaultValueFactory = _ => 16 };
+        var memoryBatch = new Option<int>("--memory-batch") { Description = "batch of the memory check", DefaultValueFactory = _ => 8 };
+        var memoryLatent = new Option<int>("--memory-latent") { Description = "latent size of the memory check", DefaultValueFactory = _ => 8 };
         var silo = new Option<string?>("--silo") { Description = "mrvae-silo.dll for the loopback silos (default: the build beside this one)" };
         var cmd = new Command("bench", "Measure step time (single process, embedded cluster, three loopback silos), relation-module share, bytes per step and memory")
         {

@@ -176,7 +176,9 @@ sealed class NeuralSortProducts : autograd.MultiTensorFunction<NeuralSortProduct
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
         var (right, left, x, r) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (Tensor)vars[3]);
-        var p = nn.functional.softmax(left.matmul(right), dim: -1);
+        Tensor p;
+        // Free the logits at once: an enclosing dispose scope would keep this n × n temporary until the step ends.
+        using (var logits = left.matmul(right)) p = nn.functional.softmax(logits, dim: -1);
         var u = p.matmul(x);
         var v = p.transpose(-1, -2).matmul(r);
         ctx.save_for_backward([p, left, x, r, u]);
@@ -205,6 +207,8 @@ sealed class NeuralSortProducts : autograd.MultiTensorFunction<NeuralSortProduct
             long o = q * (k1 + k2 + 1);
             perQ[q] = (x * pw.narrow(-1, o, k1)).sum(-1) + (gv * pw.narrow(-1, o + k1, k2)).sum(-1) - pw.select(-1, o + k1 + k2);
         }
-        return [stack(perQ, -2), null!, null!, null!];
+        var gradient = stack(perQ, -2);
+        foreach (var t in saved) t.Dispose();   // the wrappers only: the saved tensors go with the graph
+        return [gradient, null!, null!, null!];
     }
 }
