@@ -28,9 +28,10 @@ public static class ClusterTraining
 
     /// <summary>
     /// Starts a one-silo cluster in this process (localhost clustering; gateway on <see cref="DefaultGatewayPort"/>
-    /// when free) that serves every modality and keeps checkpoints as files under <paramref name="stateDirectory"/>.
+    /// when free) that serves every modality and keeps checkpoints as files under <paramref name="stateDirectory"/>;
+    /// its warnings and errors go to <paramref name="logFile"/> when given.
     /// </summary>
-    public static async Task<IHost> StartEmbeddedSilo(string stateDirectory)
+    public static async Task<IHost> StartEmbeddedSilo(string stateDirectory, string? logFile = null)
     {
         var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
         {
@@ -46,6 +47,11 @@ public static class ClusterTraining
         }).AddEnvironmentVariables().Build();
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
+        if (logFile is not null)
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(logFile))!);
+            builder.Logging.AddProvider(new FileLogProvider(logFile));
+        }
         builder.UseOrleans(silo => silo.ConfigureMrVae(config));
         builder.Services.AddMrVaeTelemetry(builder.Configuration, "mrvae-embedded");
         var host = builder.Build();

@@ -274,7 +274,7 @@ public sealed class CoordinatorGrain(
             Objective = objectiveBytes, Optimizer = optimizerBytes, StepGenerator = generatorBytes,
             TestMetrics = testMetrics.ToList(), Events = events.ToList(), Incarnation = incarnation, SavedUtc = DateTime.UtcNow,
         };
-        await record.WriteStateAsync();
+        await MrVae.Model.Runtime.NativeCallGuard.ExclusiveAsync(() => record.WriteStateAsync());
         committedStep = step;
     }
 

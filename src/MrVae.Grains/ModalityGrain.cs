@@ -3,6 +3,7 @@ using MrVae.Data;
 using MrVae.Model;
 using MrVae.Model.Networks;
 using MrVae.Model.Training;
+using MrVae.Model.Runtime;
 using Orleans.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -65,7 +66,8 @@ public sealed class ModalityGrain(
             FormatVersion = Checkpointing.FormatVersion, Step = step, ModelConfigJson = setup!.ModelConfigJson,
             Network = networkBytes, Optimizer = optimizerBytes, SavedUtc = DateTime.UtcNow,
         };
-        await slot.WriteStateAsync();
+        // Serialising megabytes: no libtorch call may be in flight when that allocation collects.
+        await NativeCallGuard.ExclusiveAsync(() => slot.WriteStateAsync());
     }
 
     public Task<ShardInfo> Configure(ModalitySetup s)
@@ -75,8 +77,8 @@ public sealed class ModalityGrain(
         var config = ModelConfig.FromJson(s.ModelConfigJson);
         if (s.Modality < 0 || s.Modality >= config.Modalities)
             throw new ArgumentException($"unknown modality {s.Modality}: the model has modalities 0..{config.Modalities - 1}");
-        train = LoadShard(s.DataDirectory, "train", s.Modality);
-        test = LoadShard(s.DataDirectory, "test", s.Modality);
+        // Shards are large managed arrays: load them with no libtorch call in flight.
+        (train, test) = NativeCallGuard.Exclusive(() => (LoadShard(s.DataDirectory, "train", s.Modality), LoadShard(s.DataDirectory, "test", s.Modality)));
         ResetStep();
         network?.Dispose(); optimizer?.Dispose();
         network = Seeds.Construct(s.Seed, Seeds.ModalityParty(s.Modality), () => new ModalityNetwork(config));

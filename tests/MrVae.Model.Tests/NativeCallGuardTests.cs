@@ -4,11 +4,15 @@ using static TorchSharp.torch;
 
 namespace MrVae.Model.Tests;
 
+[CollectionDefinition(nameof(NativeCallGuardTests), DisableParallelization = true)]
+public sealed class NativeCallGuardCollection;
+
 /// <summary>
 /// TorchSharp's temporary Scalars die under a GC in flight (see <see cref="NativeCallGuard"/>); guarded work must
 /// survive a thread that allocates beside it, as Orleans messaging does in a silo. Unguarded, the same loop failed
 /// about once in 2,000 iterations here (and sometimes crashed the process), so it is not run as a control.
 /// </summary>
+[Collection(nameof(NativeCallGuardTests))]   // alone: other classes' unguarded torch work would race its GCs
 public sealed class NativeCallGuardTests
 {
     [Fact]

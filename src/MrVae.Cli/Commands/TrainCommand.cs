@@ -61,7 +61,7 @@ public static class TrainCommand
                 // The embedded silo keeps its grain storage (checkpoints) in the run directory, so --resume finds it.
                 using var host = p.GetValue(cluster) is { } connection
                     ? await CliCluster.Connect(connection, cancel)
-                    : await ClusterTraining.StartEmbeddedSilo(Path.Combine(options.RunDirectory, EmbeddedStateDirectory));
+                    : await ClusterTraining.StartEmbeddedSilo(Path.Combine(options.RunDirectory, EmbeddedStateDirectory), Path.Combine(options.RunDirectory, "silo.log"));
                 string control = p.GetValue(cluster) ?? ClusterTraining.EmbeddedConnection(host);
                 string controlFlag = control == $"localhost:{ClusterTraining.DefaultGatewayPort}" ? "" : $" --cluster {control}";
                 var grains = host.Services.GetRequiredService<Orleans.IGrainFactory>();

@@ -41,6 +41,49 @@ public static class NativeCallGuard
 
     public static void Run(Action work) => Run(() => { work(); return true; });
 
+    /// <summary>
+    /// Runs work that allocates a lot at once (loading a data shard, serialising a checkpoint) with no guarded work in
+    /// flight and none starting: the GCs it causes cannot meet a libtorch call. Not from inside guarded work.
+    /// </summary>
+    public static async Task<T> ExclusiveAsync<T>(Func<Task<T>> work)
+    {
+        // Wait on the thread pool, not on the caller's scheduler (a grain's: blocking it would stall the grain).
+        await Task.Run(BeginExclusive);
+        try { return await work(); }
+        finally { EndExclusive(); }
+    }
+
+    /// <summary>Synchronous <see cref="ExclusiveAsync{T}(Func{Task{T}})"/>, for work that does not await.</summary>
+    public static T Exclusive<T>(Func<T> work)
+    {
+        BeginExclusive();
+        try { return work(); }
+        finally { EndExclusive(); }
+    }
+
+    static void BeginExclusive()
+    {
+        if (depth > 0) throw new InvalidOperationException("NativeCallGuard: exclusive work inside guarded work would wait for itself");
+        lock (gate)
+        {
+            while (draining) Monitor.Wait(gate);
+            draining = true;
+            while (active > 0) Monitor.Wait(gate);
+            if (Protecting) { try { GC.EndNoGCRegion(); } catch (InvalidOperationException) { /* ended by a GC already */ } }
+        }
+    }
+
+    static void EndExclusive()
+    {
+        lock (gate)
+        {
+            draining = false;   // the next guarded call starts a fresh region
+            Monitor.PulseAll(gate);
+        }
+    }
+
+    public static Task ExclusiveAsync(Func<Task> work) => ExclusiveAsync(async () => { await work(); return true; });
+
     static void Enter()
     {
         lock (gate)
