@@ -52,7 +52,8 @@ public sealed class CoordinatorGrain(
     readonly List<RunEvent> events = new();
     // Membership changes wait for a step boundary: the step in flight keeps the members it started with.
     readonly SortedSet<int> pendingAttach = new(), pendingDetach = new();
-    bool stopRequested;
+    bool stopRequested, deactivating;
+    Task? loop;
     TimeSpan memberTimeout = TimeSpan.FromSeconds(60);
 
     string RunId => this.GetPrimaryKeyString();
@@ -184,7 +185,7 @@ public sealed class CoordinatorGrain(
     {
         state = RunState.Running;
         this.DelayDeactivation(TimeSpan.FromDays(7));
-        _ = RunLoop(restore);   // runs on this grain's scheduler; interleaves with Status/Metrics at its awaits
+        loop = RunLoop(restore);   // runs on this grain's scheduler; interleaves with Status/Metrics at its awaits
     }
 
     async Task RunLoop(bool restore)
@@ -198,6 +199,9 @@ public sealed class CoordinatorGrain(
             long checkpointEvery = setup.CheckpointEvery ?? evaluateEvery;
             while (step < totalSteps && !stopRequested)
             {
+                // The silo is going away: stop between steps; the record still says Running, so the run resumes
+                // from its last checkpoint wherever the coordinator is activated next.
+                if (deactivating) return;
                 await ApplyMembershipChanges();
                 ProbeDroppedMembers();
                 // A member that fails before the optimiser phase is dropped and the step runs again without it,
@@ -224,6 +228,10 @@ public sealed class CoordinatorGrain(
             if (stopRequested) Record("stopped", -1, $"stopped on request at step {step}");
             await Checkpoint(final);
             state = final;
+        }
+        catch (Exception) when (deactivating)
+        {
+            // Failures while the silo shuts down are not the run's: leave the record Running for a resume.
         }
         catch (Exception e)
         {
@@ -580,10 +588,20 @@ public sealed class CoordinatorGrain(
     public Task<TensorPayload[]> Parameters()
         => Task.FromResult(objective?.parameters().Select(p => TensorWire.ToPayload(p)).ToArray() ?? []);
 
-    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
-        state = state == RunState.Running ? RunState.Stopped : state;
-        objective?.Dispose(); optimizer?.Dispose(); stepGenerator?.Dispose();
-        return Task.CompletedTask;
+        deactivating = true;
+        // The step loop may be inside a compute lane with these networks: let it end before disposing them.
+        if (loop is { IsCompleted: false })
+        {
+            try { await loop.WaitAsync(cancellationToken); }
+            catch (Exception) { /* shutdown timed out */ }
+        }
+        if (loop is null || loop.IsCompleted)
+        {
+            objective?.Dispose(); optimizer?.Dispose(); stepGenerator?.Dispose();
+        }
+        // else: a lane may still hold them; leave them to the finalizer rather than free memory in use.
+        if (state == RunState.Running) state = RunState.Stopped;
     }
 }

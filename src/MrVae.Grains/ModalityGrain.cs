@@ -46,7 +46,7 @@ public sealed class ModalityGrain(
         if (chosen is null) return new RestoredShard(shard, null);
         if (chosen.ModelConfigJson != s.ModelConfigJson)
             throw new InvalidOperationException($"modality grain {this.GetPrimaryKeyString()}: its checkpoint at step {chosen.Step} was trained with another model configuration");
-        await gate.RunModality(() =>
+        await Compute(() =>
         {
             Checkpointing.Load(network!, chosen.Network);
             Checkpointing.Load(optimizer!, chosen.Optimizer);
@@ -58,7 +58,7 @@ public sealed class ModalityGrain(
     public async Task SaveCheckpoint(long step, long keepStep)
     {
         var net = Network();
-        var (networkBytes, optimizerBytes) = await gate.RunModality(() => (Checkpointing.Save(net), Checkpointing.Save(optimizer!)));
+        var (networkBytes, optimizerBytes) = await Compute(() => (Checkpointing.Save(net), Checkpointing.Save(optimizer!)));
         // Overwrite the slot that does not hold the committed checkpoint (of two such, the older).
         var slot = slotA.State.Step == keepStep ? slotB : slotB.State.Step == keepStep ? slotA : slotA.State.Step <= slotB.State.Step ? slotA : slotB;
         slot.State = new ModalitySnapshot
@@ -91,7 +91,7 @@ public sealed class ModalityGrain(
     public async Task<EncodeResult> Encode(long step, long[] ids, string split, bool keepGraph)
     {
         using var span = StartSpan("modality encode", step);
-        var result = await gate.RunModality(() => EncodeNow(step, ids, split, keepGraph));
+        var result = await Compute(() => EncodeNow(step, ids, split, keepGraph));
         span?.SetTag(TrainingTelemetry.Bytes, ids.LongLength * sizeof(long) + result.Mu.ByteCount + result.LogVar.ByteCount);
         return result;
     }
@@ -99,7 +99,7 @@ public sealed class ModalityGrain(
     public async Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward)
     {
         using var span = StartSpan("modality decode", step);
-        var result = await gate.RunModality(() => DecodeNow(step, decoderInput, viewWeights, backward));
+        var result = await Compute(() => DecodeNow(step, decoderInput, viewWeights, backward));
         span?.SetTag(TrainingTelemetry.Bytes, decoderInput.ByteCount + (result.Gradient?.ByteCount ?? 0) + sizeof(float));
         return result;
     }
@@ -108,7 +108,7 @@ public sealed class ModalityGrain(
     {
         using var span = StartSpan("modality encoder backward", step);
         span?.SetTag(TrainingTelemetry.Bytes, dMu.ByteCount + dLogVar.ByteCount);
-        await gate.RunModality(() => ApplyEncoderGradientsNow(step, dMu, dLogVar));
+        await Compute(() => ApplyEncoderGradientsNow(step, dMu, dLogVar));
     }
 
     System.Diagnostics.Activity? StartSpan(string name, long step)
@@ -197,10 +197,23 @@ public sealed class ModalityGrain(
         return new ModalityImages(pixels, count);
     }
 
-    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    // The grain's latest compute-lane work: deactivation (a silo shutting down mid-call) waits for it before freeing
+    // the networks it may be using.
+    Task lastCompute = Task.CompletedTask;
+
+    Task<T> Compute<T>(Func<T> work)
     {
+        var task = gate.RunModality(work);
+        lastCompute = task;
+        return task;
+    }
+
+    public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        try { await lastCompute.WaitAsync(cancellationToken); }
+        catch (Exception) { /* failed or timed out: checked below */ }
+        if (!lastCompute.IsCompleted) return;   // still computing: leave the networks to the finalizer, never free memory in use
         ResetStep();
         optimizer?.Dispose(); network?.Dispose();
-        return Task.CompletedTask;
     }
 }
