@@ -46,6 +46,8 @@ public sealed record ExperimentOptions
     public string? Mnist { get; init; }
     public ModelKind[] Models { get; init; } = [ModelKind.MrVae, ModelKind.MoPoE, ModelKind.Mvae, ModelKind.Mmvae];
     public string[] Datasets { get; init; } = ["polymnist", "polymnist-extended"];
+    /// <summary>Every training step of every run, with the run's name (dataset-model), e.g. for a progress bar.</summary>
+    public Action<string, StepReport>? OnStep { get; init; }
 }
 
 /// <summary>
@@ -126,6 +128,7 @@ public static class PaperExperiment
                     log?.Invoke($"{name}: training {trainer.TotalSteps} steps (D={b.Latent}, batch {b.Batch}, {b.Epochs} epochs, lr {b.LearningRate})");
                     trained = trainer.Run(r =>
                     {
+                        options.OnStep?.Invoke(name, r);
                         if ((r.Step + 1) % every == 0 || r.Step + 1 == r.TotalSteps)
                             log?.Invoke($"{name}: step {r.Step + 1}/{r.TotalSteps} loss {r.Terms["loss"]:F1} ({r.StepMilliseconds:F0} ms/step)");
                     });

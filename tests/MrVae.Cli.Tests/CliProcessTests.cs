@@ -21,15 +21,36 @@ public sealed class CliProcessTests : IDisposable
 
     static (int Exit, string Output) Run(params string[] args)
     {
+        var (exit, stdout, stderr) = RunSplit(args);
+        return (exit, (stdout + stderr).Trim());
+    }
+
+    /// <summary>Runs mrvae with its output redirected, as scripts and CI logs see it (no COLUMNS, no terminal).</summary>
+    static (int Exit, string Stdout, string Stderr) RunSplit(params string[] args)
+    {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add(CliDll());
         foreach (var a in args) psi.ArgumentList.Add(a);
-        psi.Environment["COLUMNS"] = "400";   // keep Spectre from wrapping lines
+        psi.Environment.Remove("COLUMNS");
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
         Assert.True(p.WaitForExit(120_000), "mrvae did not finish in 2 minutes");
-        return (p.ExitCode, (stdout.Result + stderr.Result).Trim());
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    string SmallDataset()
+    {
+        string dir = Path.Combine(temp, "small");
+        Assert.Equal(0, Run("data", "make", "--dataset", "polymnist", "--out", dir, "--train", "64", "--test", "16").Exit);
+        return dir;
+    }
+
+    static int ClosedPort()
+    {
+        using var l = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        l.Start();
+        return ((System.Net.IPEndPoint)l.LocalEndpoint).Port;   // closed again when l is disposed
     }
 
     static void AssertOneLineError((int Exit, string Output) r, string expected)
@@ -74,11 +95,84 @@ public sealed class CliProcessTests : IDisposable
     }
 
     [Fact]
-    public void WrongFlagsFailWithUsage()
+    public void WrongFlagsAreOneLineNamingTheFlagAndTheHelp()
     {
         var r = Run("data", "make", "--datasett", "polymnist");
-        Assert.NotEqual(0, r.Exit);
-        Assert.Contains("--datasett", r.Output);
+        AssertOneLineError(r, "Unrecognized command or argument '--datasett'");
+        Assert.Equal(2, r.Exit);
+        Assert.Contains("(see `mrvae data make --help`)", r.Output);
+    }
+
+    [Fact]
+    public void UnknownCommandIsOneLineAndNonZero()
+    {
+        var r = Run("trian", "--local");
+        AssertOneLineError(r, "Unrecognized command or argument 'trian'");
+        Assert.DoesNotContain("Required command", r.Output);
+    }
+
+    [Fact]
+    public void AValueOfTheWrongTypeIsOneLineInWords()
+    {
+        var r = Run("train", "--local", "--dataset", temp, "--out", temp, "--steps", "ten");
+        AssertOneLineError(r, "Cannot parse argument 'ten' for option '--steps' as an integer");
+        Assert.DoesNotContain("System.", r.Output);
+    }
+
+    [Fact]
+    public void TrainingWithoutAModeIsOneLineAndNonZero()
+        => AssertOneLineError(Run("train", "--dataset", temp, "--out", temp), "choose exactly one of --local, --embedded or --cluster");
+
+    [Fact]
+    public void TrainingEmbeddedOnAMissingDatasetIsOneLineAndNonZero()
+        => AssertOneLineError(Run("train", "--embedded", "--dataset", Path.Combine(temp, "nothing"), "--out", Path.Combine(temp, "run")), "mrvae data make");
+
+    [Fact]
+    public void AnUnreachableClusterIsOneLineAndNonZeroAtOnce()
+    {
+        string data = SmallDataset();
+        int port = ClosedPort();
+        var watch = Stopwatch.StartNew();
+        foreach (var connection in new[] { $"127.0.0.1:{port}", $"redis://127.0.0.1:{port}" })
+            AssertOneLineError(Run("train", "--cluster", connection, "--dataset", data, "--out", Path.Combine(temp, "run")),
+                $"cannot reach the cluster at {connection}: nothing answers on 127.0.0.1:{port}");
+        // Not the client's 30 s gateway timeout: the closed port is found at once (generous bound for a loaded machine).
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(25), $"took {watch.Elapsed.TotalSeconds:F0} s");
+    }
+
+    [Fact]
+    public void EmbeddedTrainWithJsonKeepsStdoutForTheSummaryAlone()
+    {
+        string data = SmallDataset(), run = Path.Combine(temp, "emb");
+        var r = RunSplit("train", "--embedded", "--dataset", data, "--latent", "4", "--batch", "32", "--steps", "2", "--json", "--out", run);
+        Assert.True(r.Exit == 0, r.Stderr);
+        using var doc = System.Text.Json.JsonDocument.Parse(r.Stdout.Trim());
+        Assert.Equal(2, doc.RootElement.GetProperty("steps").GetInt64());
+        Assert.Equal(run, doc.RootElement.GetProperty("run_dir").GetString());
+        // The run id, for status/attach/detach/stop from another terminal, goes to stderr.
+        Assert.Matches(@"^run \S+ \(started\); from another terminal: mrvae status --run \S+", r.Stderr.Trim());
+    }
+
+    [Fact]
+    public void TrainPrintsOneUnwrappedSummaryLineOrOneJsonObject()
+    {
+        string data = SmallDataset();
+        var plain = RunSplit("train", "--local", "--dataset", data, "--latent", "4", "--batch", "32", "--steps", "2", "--out", Path.Combine(temp, "a"));
+        Assert.Equal(0, plain.Exit);
+        // Redirected output has no width: the summary stays on one line however long the run directory's path is.
+        var done = plain.Stdout.Split('\n').Single(l => l.StartsWith("done: "));
+        Assert.Matches(@"^done: 2 steps, last loss [0-9.]+, best test loss [0-9.]+ at step 2, median step \d+ ms; run in .*a$", done.TrimEnd());
+
+        var json = RunSplit("train", "--local", "--dataset", data, "--latent", "4", "--batch", "32", "--steps", "2", "--json", "--out", Path.Combine(temp, "b"));
+        Assert.Equal(0, json.Exit);
+        Assert.Equal("", json.Stderr);
+        using var doc = System.Text.Json.JsonDocument.Parse(json.Stdout.Trim());   // the whole stdout: one JSON object, no progress
+        Assert.Equal(2, doc.RootElement.GetProperty("steps").GetInt64());
+        Assert.Equal(2, doc.RootElement.GetProperty("best_step").GetInt64());
+        Assert.Equal(Path.Combine(temp, "b"), doc.RootElement.GetProperty("run_dir").GetString());
+        // The same final loss as the last line of the run's metrics.
+        using var last = System.Text.Json.JsonDocument.Parse(File.ReadAllLines(Path.Combine(temp, "b", "metrics.jsonl"))[^1]);
+        Assert.Equal(last.RootElement.GetProperty("loss").GetDouble(), doc.RootElement.GetProperty("final_loss").GetDouble(), 6);
     }
 
     [Fact]

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Microsoft.Extensions.DependencyInjection;
 using MrVae.Client;
 using MrVae.Data;
@@ -26,17 +27,23 @@ public static class DemoCommand
         var epochs = new Option<int>("--epochs") { Description = "training epochs per model", DefaultValueFactory = _ => 2 };
         var latent = new Option<int>("--latent") { Description = "latent size D", DefaultValueFactory = _ => 16 };
         var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 0, Description = "run seed" };
-        var cmd = new Command("demo", "Make data, train mrVAE and MoPoE briefly, write a report (the README's first command)") { data, output, epochs, latent, seed };
-        cmd.SetAction((p, cancel) => Run(p.GetValue(data)!, p.GetValue(output)!, p.GetValue(epochs), p.GetValue(latent), p.GetValue(seed), cancel));
+        var json = new Option<bool>("--json") { Description = "no progress bars; print report.json's summary as one JSON object at the end" };
+        var cmd = new Command("demo", "Make data, train mrVAE and MoPoE briefly, write a report (the README's first command)") { data, output, epochs, latent, seed, json };
+        cmd.Validators.Add(r =>
+        {
+            if (r.GetValue(epochs) < 1) r.AddError("--epochs must be at least 1");
+            if (r.GetValue(latent) < 1) r.AddError("--latent must be at least 1");
+        });
+        cmd.SetAction((p, cancel) => Run(p.GetValue(data)!, p.GetValue(output)!, p.GetValue(epochs), p.GetValue(latent), p.GetValue(seed), p.GetValue(json), cancel));
         return cmd;
     }
 
-    static async Task<int> Run(string dataDir, string outDir, int epochs, int latent, long seed, CancellationToken cancel)
+    static async Task<int> Run(string dataDir, string outDir, int epochs, int latent, long seed, bool json, CancellationToken cancel)
     {
         var total = Stopwatch.StartNew();
         if (!File.Exists(Path.Combine(dataDir, PolyMnistStore.SpecFile)))
         {
-            AnsiConsole.MarkupLineInterpolated($"making extended PolyMNIST in {dataDir} ...");
+            if (!json) AnsiConsole.MarkupLineInterpolated($"making extended PolyMNIST in {dataDir} ...");
             DatasetMaker.Make(PolyMnistSpec.Extended(), MnistLocator.Resolve(null), dataDir, train: 2000, test: 500, seed: 0);
         }
         var spec = PolyMnistStore.LoadSpec(dataDir);
@@ -60,7 +67,7 @@ public static class DemoCommand
             var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = latent };
             var options = new TrainOptions { RunDirectory = Path.Combine(outDir, name), BatchSize = 64, Epochs = epochs, Seed = seed, LearningRate = 1e-3, Data = DatasetFingerprint.Of(dataDir) };
             var run = TrainCommand.WithProgress(name, 1, 0, onStep =>
-                ClusterTraining.Train(grains, config, options, Path.GetFullPath(dataDir), members, onStep, cancel).GetAwaiter().GetResult());
+                ClusterTraining.Train(grains, config, options, Path.GetFullPath(dataDir), members, onStep, cancel).GetAwaiter().GetResult(), quiet: json);
             var result = run.Result;
             using var model = await ClusterTraining.DownloadModel(grains, run.RunId, config, seed, members);
             ClusterTraining.SaveModel(model, options.RunDirectory, "final", result.Steps, null);
@@ -94,7 +101,13 @@ public static class DemoCommand
         }
         await silo.StopAsync(CancellationToken.None);
         File.WriteAllText(Path.Combine(outDir, "report.md"), md.ToString());
-        File.WriteAllText(Path.Combine(outDir, "report.json"), JsonSerializer.Serialize(new { dataset = dataDir, latent, epochs, seed, models = results }, new JsonSerializerOptions { WriteIndented = true }));
+        var summary = new { dataset = dataDir, latent, epochs, seed, models = results, report = Path.GetFullPath(Path.Combine(outDir, "report.md")) };
+        File.WriteAllText(Path.Combine(outDir, "report.json"), JsonSerializer.Serialize(summary, new JsonSerializerOptions { WriteIndented = true, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals }));
+        if (json)
+        {
+            Console.WriteLine(JsonSerializer.Serialize(summary, new JsonSerializerOptions { NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals }));
+            return 0;
+        }
         AnsiConsole.MarkupLineInterpolated($"[green]report[/]: {Path.Combine(outDir, "report.md")} (and PNG grids beside it), {total.Elapsed.TotalSeconds:F0} s in all");
         return 0;
     }

@@ -32,11 +32,11 @@ public static class EvalCommand
                 .Select(d => MrVae.Data.PolyMnistSpec.Builtin(d).Name).Distinct().ToArray();
             Check(kinds.Length > 0, "--models names no model: use mrvae, mopoe, mvae, mmvae");
             Check(sets.Length > 0, "--datasets names no dataset: use polymnist, polymnist-extended");
-            var results = PaperExperiment.Run(new ExperimentOptions
+            var results = RunProgress.Runs((onStep, log) => PaperExperiment.Run(new ExperimentOptions
             {
                 OutputDirectory = p.GetValue(output)!, Budget = ExperimentBudget.Named(p.GetValue(budget)!), Seed = p.GetValue(seed),
-                Mnist = p.GetValue(mnist), Models = kinds, Datasets = sets,
-            }, line => AnsiConsole.WriteLine(line));
+                Mnist = p.GetValue(mnist), Models = kinds, Datasets = sets, OnStep = onStep,
+            }, log));
             AnsiConsole.WriteLine(File.ReadAllText(Path.Combine(p.GetValue(output)!, "tables.md")));
             return 0;
         });

@@ -35,7 +35,7 @@ public static class RunCommands
         var cmd = new Command("status", "Show a run: state, step, loss, checkpoint, and each modality's silo and health") { run, cluster, json, watch };
         cmd.SetAction(async (p, cancel) =>
         {
-            using var client = await ClusterTraining.ConnectClient(p.GetValue(cluster)!);
+            using var client = await CliCluster.Connect(p.GetValue(cluster)!);
             var coordinator = Coordinator(client, p.GetValue(run)!);
             var status = await Known(coordinator, p.GetValue(run)!);
             if (p.GetValue(json)) { Console.WriteLine(ToJson(p.GetValue(run)!, status)); return 0; }
@@ -61,7 +61,7 @@ public static class RunCommands
         var cmd = new Command("attach", "Add a modality to a running run from the next step on (it restores its last checkpoint if it had one)") { run, cluster, modality, data, json };
         cmd.SetAction(async (p, cancel) =>
         {
-            using var client = await ClusterTraining.ConnectClient(p.GetValue(cluster)!);
+            using var client = await CliCluster.Connect(p.GetValue(cluster)!);
             var coordinator = Coordinator(client, p.GetValue(run)!);
             await Known(coordinator, p.GetValue(run)!);
             var status = await coordinator.Attach(p.GetValue(modality), p.GetValue(data));
@@ -77,7 +77,7 @@ public static class RunCommands
         var cmd = new Command("detach", "Remove a modality from a running run after the step in flight (it saves a snapshot first)") { run, cluster, modality, json };
         cmd.SetAction(async (p, cancel) =>
         {
-            using var client = await ClusterTraining.ConnectClient(p.GetValue(cluster)!);
+            using var client = await CliCluster.Connect(p.GetValue(cluster)!);
             var coordinator = Coordinator(client, p.GetValue(run)!);
             await Known(coordinator, p.GetValue(run)!);
             var status = await coordinator.Detach(p.GetValue(modality));
@@ -94,7 +94,7 @@ public static class RunCommands
         var cmd = new Command("stop", "End a run after the step in flight, with a final checkpoint (mrvae train --resume continues it)") { run, cluster, wait, json };
         cmd.SetAction(async (p, cancel) =>
         {
-            using var client = await ClusterTraining.ConnectClient(p.GetValue(cluster)!);
+            using var client = await CliCluster.Connect(p.GetValue(cluster)!);
             var coordinator = Coordinator(client, p.GetValue(run)!);
             await Known(coordinator, p.GetValue(run)!);
             var status = await coordinator.Stop();

@@ -31,7 +31,8 @@ public static class TrainCommand
         var output = new Option<string>("--out") { Description = "run directory (metrics.jsonl, checkpoints/)", Required = true };
         var resume = new Option<bool>("--resume") { Description = "continue the run in --out from its last checkpoint (--local: RUNDIR/checkpoints/last; grains: grain storage)" };
         var runId = new Option<string?>("--run-id") { Description = "with --embedded or --cluster: the run's id (default: the run directory's name and a random suffix)" };
-        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, likelihood, scale, output, resume, runId };
+        var json = new Option<bool>("--json") { Description = "no progress bar; print the final summary as one JSON object (steps, losses, run_dir)" };
+        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, likelihood, scale, output, resume, runId, json };
         cmd.Validators.Add(r =>
         {
             if (r.GetValue(epochs) is not null && r.GetValue(steps) is not null) r.AddError("give --epochs or --steps, not both");
@@ -56,13 +57,13 @@ public static class TrainCommand
             if (p.GetValue(local))
             {
                 using var trainer = new LocalTrainer(config, options, Load(dataDir, "train", spec.Modalities), Load(dataDir, "test", spec.Modalities));
-                result = WithProgress($"{kind} D={config.LatentDim}", trainer.TotalSteps, trainer.Step, onStep => trainer.Run(onStep, cancel));
+                result = WithProgress($"{kind} D={config.LatentDim}", trainer.TotalSteps, trainer.Step, onStep => trainer.Run(onStep, cancel), quiet: p.GetValue(json));
             }
             else
             {
                 // The embedded silo keeps its grain storage (checkpoints) in the run directory, so --resume finds it.
                 using var host = p.GetValue(cluster) is { } connection
-                    ? await ClusterTraining.ConnectClient(connection)
+                    ? await CliCluster.Connect(connection, cancel)
                     : await ClusterTraining.StartEmbeddedSilo(Path.Combine(options.RunDirectory, EmbeddedStateDirectory), Path.Combine(options.RunDirectory, "silo.log"));
                 string control = p.GetValue(cluster) ?? ClusterTraining.EmbeddedConnection(host);
                 string controlFlag = control == $"localhost:{ClusterTraining.DefaultGatewayPort}" ? "" : $" --cluster {control}";
@@ -72,15 +73,14 @@ public static class TrainCommand
                 var members = Enumerable.Range(0, spec.Modalities).ToArray();
                 var run = WithProgress($"{kind} D={config.LatentDim} (grains)", options.Steps ?? 1, 0, onStep =>
                     ClusterTraining.Train(grains, config, options, siloDir, members, onStep, cancel, p.GetValue(runId), id =>
-                        // Plain, never wrapped: scripts read the run id and the command from this line.
-                        Console.WriteLine($"run {id} ({(options.Resume ? "resumed" : "started")}); from another terminal: mrvae status --run {id}{controlFlag} (also attach, detach, stop)")).GetAwaiter().GetResult());
+                        Started(id, options.Resume, controlFlag, p.GetValue(json))).GetAwaiter().GetResult(), quiet: p.GetValue(json));
                 result = run.Result;
                 // The final weights, gathered from the grains, as a checkpoint evaluation can load.
                 using (var model = await ClusterTraining.DownloadModel(grains, run.RunId, config, options.Seed, members))
                     ClusterTraining.SaveModel(model, options.RunDirectory, "final", result.Steps, null);
                 await host.StopAsync(CancellationToken.None);
             }
-            AnsiConsole.MarkupLineInterpolated($"[green]done[/]: {result.Steps} steps, last loss {result.FinalLoss:F2}, best test loss {result.BestTestLoss:F2} at step {result.BestStep}, median step {result.MedianStepMilliseconds:F0} ms; run in {result.RunDirectory}");
+            RunSummary.Print(result, p.GetValue(json));
             return 0;
         });
         return cmd;
@@ -97,9 +97,17 @@ public static class TrainCommand
     /// <summary>Where an embedded run keeps its grain storage (checkpoints), inside the run directory.</summary>
     public const string EmbeddedStateDirectory = "grain-state";
 
-    /// <summary>Runs <paramref name="train"/> under a progress bar (step, epoch, loss, ETA).</summary>
-    public static T WithProgress<T>(string title, long totalSteps, long startStep, Func<Action<StepReport>, T> train)
+    /// <summary>
+    /// Where to follow a grains run from another terminal. Plain, never wrapped: scripts read the run id and the
+    /// command from this line; on stderr with --json, whose stdout is the summary alone.
+    /// </summary>
+    static void Started(string id, bool resumed, string controlFlag, bool json)
+        => (json ? Console.Error : Console.Out).WriteLine($"run {id} ({(resumed ? "resumed" : "started")}); from another terminal: mrvae status --run {id}{controlFlag} (also attach, detach, stop)");
+
+    /// <summary>Runs <paramref name="train"/> under a progress bar (step, epoch, loss, ETA); <paramref name="quiet"/>: without.</summary>
+    public static T WithProgress<T>(string title, long totalSteps, long startStep, Func<Action<StepReport>, T> train, bool quiet = false)
     {
+        if (quiet) return train(_ => { });
         T? result = default;
         AnsiConsole.Progress()
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
