@@ -184,18 +184,22 @@ public sealed class ClassifierSet : IDisposable
                 rng.Shuffle(order);
                 for (int start = 0; start < count; start += options.BatchSize)
                 {
-                    using var scope = NewDisposeScope();
                     var ids = order.AsSpan(start, Math.Min(options.BatchSize, count - start)).ToArray();
-                    var x = train.Images[j].Batch(ids);
-                    for (int k = 0; k < targets.Length; k++)
+                    // No GC inside libtorch calls (TorchSharp's temporary Scalars; see NativeCallGuard).
+                    MrVae.Model.Runtime.NativeCallGuard.Run(() =>
                     {
-                        var net = set.nets[(targets[k].Modality, targets[k].Factor)];
-                        net.train();
-                        optimizers[k].zero_grad();
-                        var loss = nn.functional.cross_entropy(net.forward(targets[k].Prepare(x)), train.LabelTensor(ids, targets[k].Factor));
-                        loss.backward();
-                        optimizers[k].step();
-                    }
+                        using var scope = NewDisposeScope();
+                        var x = train.Images[j].Batch(ids);
+                        for (int k = 0; k < targets.Length; k++)
+                        {
+                            var net = set.nets[(targets[k].Modality, targets[k].Factor)];
+                            net.train();
+                            optimizers[k].zero_grad();
+                            var loss = nn.functional.cross_entropy(net.forward(targets[k].Prepare(x)), train.LabelTensor(ids, targets[k].Factor));
+                            loss.backward();
+                            optimizers[k].step();
+                        }
+                    });
                 }
             }
             foreach (var o in optimizers) o.Dispose();

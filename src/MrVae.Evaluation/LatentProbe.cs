@@ -50,11 +50,14 @@ public static class LatentProbe
         using var opt = optim.Adam([weight, bias], lr: learningRate, weight_decay: weightDecay);
         for (int it = 0; it < iterations; it++)
         {
-            using var inner = NewDisposeScope();
-            opt.zero_grad();
-            var loss = nn.functional.cross_entropy(x.matmul(weight) + bias, trainY);
-            loss.backward();
-            opt.step();
+            MrVae.Model.Runtime.NativeCallGuard.Run(() =>
+            {
+                using var inner = NewDisposeScope();
+                opt.zero_grad();
+                var loss = nn.functional.cross_entropy(x.matmul(weight) + bias, trainY);
+                loss.backward();
+                opt.step();
+            });
         }
         using var _ = no_grad();
         var predicted = (xt.matmul(weight) + bias).argmax(1);
