@@ -88,12 +88,11 @@ public sealed class CoordinatorGrain(
 
         grains = s.Modalities.ToDictionary(j => j, ModalityGrain);
         var shards = await Task.WhenAll(s.Modalities.Select(j => grains[j].Configure(SetupFor(s, j))));
-        var trainCounts = shards.Select(x => x.TrainCount).Distinct().ToArray();
-        if (trainCounts.Length != 1) throw new ArgumentException($"modality shards disagree on the training size ({string.Join(", ", trainCounts)}): they are not one dataset");
+        int trainCount = AgreedTrainCount(shards);
         memberSilos = s.Modalities.Zip(shards).ToDictionary(p => p.First, p => p.Second.Silo);
         testCount = shards.Min(x => x.TestCount);
 
-        Initialize(s, cfg, trainCounts[0]);
+        Initialize(s, cfg, trainCount);
         members = s.Modalities.OrderBy(j => j).ToArray();
         step = 0; committedStep = -1; incarnation = 0; startStep = 0; error = null;
         metrics.Clear(); testMetrics.Clear(); events.Clear(); dropped.Clear(); dataDirectories.Clear();
@@ -134,6 +133,13 @@ public sealed class CoordinatorGrain(
         pendingAttach.Clear(); pendingDetach.Clear();
     }
 
+    static int AgreedTrainCount(IEnumerable<ShardInfo> shards)
+    {
+        var counts = shards.Select(x => x.TrainCount).Distinct().ToArray();
+        return counts.Length == 1 ? counts[0]
+            : throw new ArgumentException($"modality shards disagree on the training size ({string.Join(", ", counts)}): they are not one dataset");
+    }
+
     IModalityGrain ModalityGrain(int j) => GrainFactory.GetGrain<IModalityGrain>(ModalityKey.For(RunId, j));
 
     ModalitySetup SetupFor(RunSetup s, int j)
@@ -159,12 +165,11 @@ public sealed class CoordinatorGrain(
         foreach (var (j, reason) in failures) { dropped[j] = reason; Record("dropped", j, $"restore failed: {reason}"); }
         if (restored.Count == 0)
             throw new InvalidOperationException($"run {RunId}: no member could be restored from the checkpoint at step {c.Step} ({string.Join("; ", failures.Select(f => $"{f.Modality}: {f.Reason}"))}); start the silos serving its modalities and resume again");
-        var trainCounts = restored.Values.Select(r => r.Shard.TrainCount).Distinct().ToArray();
-        if (trainCounts.Length != 1) throw new ArgumentException($"modality shards disagree on the training size ({string.Join(", ", trainCounts)}): they are not one dataset");
+        int trainCount = AgreedTrainCount(restored.Values.Select(r => r.Shard));
         memberSilos = restored.ToDictionary(p => p.Key, p => p.Value.Shard.Silo);
         testCount = restored.Values.Min(r => r.Shard.TestCount);
 
-        Initialize(s, cfg, trainCounts[0]);
+        Initialize(s, cfg, trainCount);
         await compute.RunCoordinator(() =>
         {
             Checkpointing.Load(objective!, c.Objective);

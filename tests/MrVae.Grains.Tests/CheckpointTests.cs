@@ -102,6 +102,16 @@ public sealed class CheckpointTests : IDisposable
         AssertIdentical(expected, await Parameters(second.GrainFactory, "killed"), "killed and resumed");
     }
 
+    /// <summary>A run whose coordinator Orleans placed on <paramref name="silo"/> (asking Status activates it without starting anything).</summary>
+    static async Task<ICoordinatorGrain> CoordinatorOn(TestCluster cluster, SiloHandle silo, string prefix)
+    {
+        for (int i = 0; ; i++)
+        {
+            var run = cluster.GrainFactory.GetGrain<ICoordinatorGrain>($"{prefix}-{i}");
+            if ((await run.Status()).CoordinatorSilo == silo.SiloAddress.ToString()) return run;
+        }
+    }
+
     static void AssertIdentical(float[][] expected, float[][] actual, string what)
     {
         Assert.Equal(expected.Length, actual.Length);
@@ -116,12 +126,7 @@ public sealed class CheckpointTests : IDisposable
         var cluster = await Cluster("rejoin");
         var secondary = cluster.Silos.Single(s => s != cluster.Primary);
         // The coordinator on the primary silo (0, 2, 4), so killing the secondary (1, 3) takes only modalities.
-        ICoordinatorGrain run = null!;
-        for (int i = 0; ; i++)
-        {
-            run = cluster.GrainFactory.GetGrain<ICoordinatorGrain>($"rejoin-{i}");
-            if ((await run.Status()).CoordinatorSilo == cluster.Primary!.SiloAddress.ToString()) break;
-        }
+        var run = await CoordinatorOn(cluster, cluster.Primary!, "rejoin");
         await run.Start(Setup(data, steps: 100_000, checkpointEvery: 2));
         await WaitFor(run, s => s.CheckpointStep >= 2, "a checkpoint");
         await cluster.KillSiloAsync(secondary);
@@ -157,12 +162,7 @@ public sealed class CheckpointTests : IDisposable
         var cluster = await Cluster("coordinator");
         var secondary = cluster.Silos.Single(s => s != cluster.Primary);
         // The coordinator on the secondary silo (with modalities 1 and 3); the primary (0, 2, 4) survives.
-        ICoordinatorGrain run = null!;
-        for (int i = 0; ; i++)
-        {
-            run = cluster.GrainFactory.GetGrain<ICoordinatorGrain>($"orphan-{i}");
-            if ((await run.Status()).CoordinatorSilo == secondary.SiloAddress.ToString()) break;
-        }
+        var run = await CoordinatorOn(cluster, secondary, "orphan");
         await run.Start(Setup(data, steps: 40, checkpointEvery: 2));
         await WaitFor(run, s => s.CheckpointStep >= 4, "a checkpoint");
         await cluster.KillSiloAsync(secondary);

@@ -69,7 +69,7 @@ public static class NativeCallGuard
             while (draining) Monitor.Wait(gate);
             draining = true;
             while (active > 0) Monitor.Wait(gate);
-            if (Protecting) { try { GC.EndNoGCRegion(); } catch (InvalidOperationException) { /* ended by a GC already */ } }
+            EndRegion();
         }
     }
 
@@ -95,7 +95,7 @@ public static class NativeCallGuard
                 // Renew only with nothing in flight: the GC that starting a region performs must not meet a native call.
                 draining = true;
                 while (active > 0) Monitor.Wait(gate);
-                if (Protecting) { try { GC.EndNoGCRegion(); } catch (InvalidOperationException) { /* ended by a GC already */ } }
+                EndRegion();
                 try { if (GC.TryStartNoGCRegion(RegionBytes, LargeObjectBytes)) Regions++; else Refusals++; }
                 catch (InvalidOperationException) { /* another region is in progress */ }
                 catch (ArgumentOutOfRangeException) { /* budget too large for this runtime: run unprotected */ }
@@ -105,6 +105,13 @@ public static class NativeCallGuard
             }
             active++;
         }
+    }
+
+    static void EndRegion()
+    {
+        if (!Protecting) return;
+        try { GC.EndNoGCRegion(); }
+        catch (InvalidOperationException) { /* ended by a GC already */ }
     }
 
     static void Exit()
