@@ -31,8 +31,9 @@ public static class DemoCommand
         var cmd = new Command("demo", "Make data, train mrVAE and MoPoE briefly, write a report (the README's first command)") { data, output, epochs, latent, seed, json };
         cmd.Validators.Add(r =>
         {
-            if (r.GetValue(epochs) < 1) r.AddError("--epochs must be at least 1");
-            if (r.GetValue(latent) < 1) r.AddError("--latent must be at least 1");
+            // Only values the user gave: in a command validator an omitted option reads 0, not its default.
+            if (r.GetResult(epochs) is { Implicit: false } e && e.GetValueOrDefault<int>() < 1) r.AddError("--epochs must be at least 1");
+            if (r.GetResult(latent) is { Implicit: false } l && l.GetValueOrDefault<int>() < 1) r.AddError("--latent must be at least 1");
         });
         cmd.SetAction((p, cancel) => Run(p.GetValue(data)!, p.GetValue(output)!, p.GetValue(epochs), p.GetValue(latent), p.GetValue(seed), p.GetValue(json), cancel));
         return cmd;
