@@ -7,6 +7,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using MrVae.Grains;
 using MrVae.Model;
+using MrVae.Model.Runtime;
 using MrVae.Model.Training;
 using MrVae.Silo;
 using Orleans.Configuration;
@@ -241,7 +242,8 @@ public static class ClusterTraining
         Load(model.Coordinator.parameters().ToArray(), await grains.GetGrain<ICoordinatorGrain>(runId).Parameters(), "coordinator");
         return model;
 
-        static void Load(TorchSharp.Modules.Parameter[] target, TensorPayload[] source, string what)
+        // Guarded: with an embedded silo, its messaging allocates in this process while we call libtorch.
+        static void Load(TorchSharp.Modules.Parameter[] target, TensorPayload[] source, string what) => NativeCallGuard.Run(() =>
         {
             if (target.Length != source.Length) throw new InvalidOperationException($"{what}: the grain has {source.Length} parameters, the model {target.Length}");
             using var _ = TorchSharp.torch.no_grad();
@@ -250,7 +252,7 @@ public static class ClusterTraining
                 using var t = TensorWire.FromPayload(source[i], target[i].device);
                 target[i].copy_(t.reshape(target[i].shape));
             }
-        }
+        });
     }
 
     /// <summary>Writes a downloaded model as RUNDIR/checkpoints/NAME (weights only; loadable like a local checkpoint).</summary>
@@ -258,7 +260,7 @@ public static class ClusterTraining
     {
         CheckpointDirectory.WriteAtomically(Path.Combine(runDirectory, "checkpoints", name),
             new CheckpointState { Step = step, TestLoss = testLoss, Model = model.Config },
-            dir => model.save(Path.Combine(dir, "model.bin")));
+            dir => NativeCallGuard.Run(() => model.save(Path.Combine(dir, "model.bin"))));
     }
 
     static bool IsFree(int port)

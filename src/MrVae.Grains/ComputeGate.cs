@@ -1,5 +1,7 @@
 using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using MrVae.Model.Runtime;
 
 namespace MrVae.Grains;
 
@@ -16,9 +18,11 @@ public sealed class ComputeGate : IDisposable
 {
     readonly Lane modality, coordinator;
 
-    public ComputeGate(IOptions<SiloSettings> settings)
+    public ComputeGate(IOptions<SiloSettings> settings, ILogger<ComputeGate> logger)
     {
         var s = settings.Value;
+        // A breach is a libtorch call the guard did not protect: say so once, it explains any crash that follows.
+        NativeCallGuard.FirstBreach += message => logger.LogWarning("NativeCallGuard: {Message}", message);
         modality = new Lane("modality", Math.Max(1, s.ConcurrentCompute), s.TorchThreads);
         coordinator = new Lane("coordinator", 1, s.CoordinatorTorchThreads);
     }
@@ -52,7 +56,7 @@ public sealed class ComputeGate : IDisposable
             queue.Add(() =>
             {
                 // No GC during libtorch calls (TorchSharp's temporary Scalars, see NativeCallGuard).
-                try { done.SetResult(MrVae.Model.Runtime.NativeCallGuard.Run(work)); }
+                try { done.SetResult(NativeCallGuard.Run(work)); }
                 catch (Exception e) { done.SetException(e); }
             });
             return done.Task;

@@ -92,7 +92,7 @@ public sealed class CoordinatorGrain(
         memberSilos = s.Modalities.Zip(shards).ToDictionary(p => p.First, p => p.Second.Silo);
         testCount = shards.Min(x => x.TestCount);
 
-        Initialize(s, cfg, trainCount);
+        await Initialize(s, cfg, trainCount);
         members = s.Modalities.OrderBy(j => j).ToArray();
         step = 0; committedStep = -1; incarnation = 0; startStep = 0; error = null;
         metrics.Clear(); testMetrics.Clear(); events.Clear(); dropped.Clear(); dataDirectories.Clear();
@@ -117,14 +117,19 @@ public sealed class CoordinatorGrain(
     }
 
     /// <summary>Builds the coordinator's objective, optimiser, random stream and schedule exactly as a fresh run does.</summary>
-    void Initialize(RunSetup s, ModelConfig cfg, int trainCount)
+    async Task Initialize(RunSetup s, ModelConfig cfg, int trainCount)
     {
-        objective?.Dispose(); optimizer?.Dispose(); stepGenerator?.Dispose();
-        objective = Seeds.Construct(s.Seed, Seeds.CoordinatorParty, () => CoordinatorObjective.Create(cfg));
-        objective.to(device);
-        // Adam over no parameters (MoPoE, MVAE, MMVAE) is a no-op; keep one so every model runs the same loop.
-        optimizer = optim.Adam(objective.parameters(), lr: s.LearningRate);
-        stepGenerator = Seeds.Generator(s.Seed, Seeds.CoordinatorStepsParty);
+        // libtorch work, so on the compute lane (NativeCallGuard), not on the grain's thread.
+        await compute.RunCoordinator(() =>
+        {
+            objective?.Dispose(); optimizer?.Dispose(); stepGenerator?.Dispose();
+            objective = Seeds.Construct(s.Seed, Seeds.CoordinatorParty, () => CoordinatorObjective.Create(cfg));
+            objective.to(device);
+            // Adam over no parameters (MoPoE, MVAE, MMVAE) is a no-op; keep one so every model runs the same loop.
+            optimizer = optim.Adam(objective.parameters(), lr: s.LearningRate);
+            stepGenerator = Seeds.Generator(s.Seed, Seeds.CoordinatorStepsParty);
+            return true;
+        });
         schedule = new TrainingSchedule(s.Seed, trainCount, s.BatchSize);
         totalSteps = s.Steps ?? s.Epochs * schedule.StepsPerEpoch;
         setup = s; config = cfg;
@@ -169,7 +174,7 @@ public sealed class CoordinatorGrain(
         memberSilos = restored.ToDictionary(p => p.Key, p => p.Value.Shard.Silo);
         testCount = restored.Values.Min(r => r.Shard.TestCount);
 
-        Initialize(s, cfg, trainCount);
+        await Initialize(s, cfg, trainCount);
         await compute.RunCoordinator(() =>
         {
             Checkpointing.Load(objective!, c.Objective);
@@ -211,13 +216,13 @@ public sealed class CoordinatorGrain(
                 ProbeDroppedMembers();
                 // A member that fails before the optimiser phase is dropped and the step runs again without it,
                 // from the same random state, so the step is one consistent update of the remaining parties.
-                using var generatorState = stepGenerator!.get_state();
+                using var generatorState = await compute.RunCoordinator(() => stepGenerator!.get_state());
                 StepMetrics result;
                 try { result = await RunStep(); }
                 catch (MembersFailedException failure)
                 {
                     Drop(failure);
-                    stepGenerator.set_state(generatorState);
+                    await compute.RunCoordinator(() => { stepGenerator!.set_state(generatorState); return true; });
                     continue;
                 }
                 metrics.Add(result);
@@ -591,7 +596,7 @@ public sealed class CoordinatorGrain(
     public Task<TestMetrics[]> TestMetrics() => Task.FromResult(testMetrics.ToArray());
 
     public Task<TensorPayload[]> Parameters()
-        => Task.FromResult(objective?.parameters().Select(p => TensorWire.ToPayload(p)).ToArray() ?? []);
+        => compute.RunCoordinator(() => objective?.parameters().Select(p => TensorWire.ToPayload(p)).ToArray() ?? []);
 
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {

@@ -70,7 +70,7 @@ public sealed class ModalityGrain(
         await NativeCallGuard.ExclusiveAsync(() => slot.WriteStateAsync());
     }
 
-    public Task<ShardInfo> Configure(ModalitySetup s)
+    public async Task<ShardInfo> Configure(ModalitySetup s)
     {
         var (_, keyModality) = ModalityKey.Parse(this.GetPrimaryKeyString());
         if (keyModality != s.Modality) throw new ArgumentException($"grain {this.GetPrimaryKeyString()} cannot serve modality {s.Modality}");
@@ -79,13 +79,18 @@ public sealed class ModalityGrain(
             throw new ArgumentException($"unknown modality {s.Modality}: the model has modalities 0..{config.Modalities - 1}");
         // Shards are large managed arrays: load them with no libtorch call in flight.
         (train, test) = NativeCallGuard.Exclusive(() => (LoadShard(s.DataDirectory, "train", s.Modality), LoadShard(s.DataDirectory, "test", s.Modality)));
-        ResetStep();
-        network?.Dispose(); optimizer?.Dispose();
-        network = Seeds.Construct(s.Seed, Seeds.ModalityParty(s.Modality), () => new ModalityNetwork(config));
-        network.to(device);
-        optimizer = optim.Adam(network.parameters(), lr: s.LearningRate);
+        // libtorch work, so on the compute lane (NativeCallGuard), not on the grain's thread.
+        await Compute(() =>
+        {
+            ResetStep();
+            network?.Dispose(); optimizer?.Dispose();
+            network = Seeds.Construct(s.Seed, Seeds.ModalityParty(s.Modality), () => new ModalityNetwork(config));
+            network.to(device);
+            optimizer = optim.Adam(network.parameters(), lr: s.LearningRate);
+            return true;
+        });
         setup = s;
-        return Task.FromResult(new ShardInfo(train.Count, test.Count, silo.SiloAddress.ToString(), settings.Value.Device));
+        return new ShardInfo(train!.Count, test!.Count, silo.SiloAddress.ToString(), settings.Value.Device);
     }
 
     public async Task<EncodeResult> Encode(long step, long[] ids, string split, bool keepGraph)
@@ -174,7 +179,10 @@ public sealed class ModalityGrain(
     }
 
     public Task<TensorPayload[]> Parameters()
-        => Task.FromResult(Network().parameters().Select(p => TensorWire.ToPayload(p)).ToArray());
+    {
+        var net = Network();
+        return Compute(() => net.parameters().Select(p => TensorWire.ToPayload(p)).ToArray());
+    }
 
     ModalityNetwork Network() => network ?? throw new InvalidOperationException($"modality grain {this.GetPrimaryKeyString()} is not configured: attach it to a run first");
 

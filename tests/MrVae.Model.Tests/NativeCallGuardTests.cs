@@ -34,6 +34,7 @@ public sealed class NativeCallGuardTests
         });
         churn.Start();
         int gcsBefore = GC.CollectionCount(0);
+        long breachesBefore = NativeCallGuard.Breaches;
         var wrong = new List<string>();
         try
         {
@@ -59,5 +60,7 @@ public sealed class NativeCallGuardTests
         // The other thread really did allocate, and collections happened: renewals, between guarded calls.
         Assert.True(allocated > 1L << 28, $"only {allocated} bytes allocated beside the loop");
         Assert.True(GC.CollectionCount(0) > gcsBefore);
+        // ... and none of them during a guarded call.
+        Assert.Equal(0, NativeCallGuard.Breaches - breachesBefore);
     }
 }

@@ -21,9 +21,18 @@ public static class NativeCallGuard
     static bool draining;
     static long regionStart;
     [ThreadStatic] static int depth;
+    [ThreadStatic] static int collectionsAtEnter;
     /// <summary>Regions started, and starts the runtime refused (diagnostics).</summary>
     public static long Regions { get; private set; }
     public static long Refusals { get; private set; }
+    /// <summary>
+    /// Guarded calls during which a collection happened anyway (the region's allocation budget ran out, or something
+    /// forced a GC): each one is a call the guard did not protect. Zero in a healthy process.
+    /// </summary>
+    public static long Breaches => Interlocked.Read(ref breaches);
+    static long breaches;
+    /// <summary>Raised (on the thread that saw it) the first time a guarded call was breached, for a log line.</summary>
+    public static event Action<string>? FirstBreach;
 
     /// <summary>Whether guarded work runs inside a no-GC region (false where the runtime refused one).</summary>
     public static bool Protecting => GCSettings.LatencyMode == GCLatencyMode.NoGCRegion;
@@ -35,8 +44,14 @@ public static class NativeCallGuard
             try { return work(); } finally { depth--; }
         }
         Enter();
+        collectionsAtEnter = GC.CollectionCount(0);
         try { return work(); }
-        finally { Exit(); depth--; }
+        finally
+        {
+            if (GC.CollectionCount(0) != collectionsAtEnter && Interlocked.Increment(ref breaches) == 1)
+                FirstBreach?.Invoke($"a garbage collection ran during guarded libtorch work ({GC.GetTotalAllocatedBytes() - regionStart} bytes allocated since the no-GC region started, budget {RegionBytes}); TorchSharp temporaries may have been freed under a native call");
+            Exit(); depth--;
+        }
     }
 
     public static void Run(Action work) => Run(() => { work(); return true; });
