@@ -43,11 +43,13 @@ public class GradientCheckTests
         Assert.True(nonZero >= checkedEntries / 2, $"only {nonZero} of {checkedEntries} checked gradients were non-zero");
     }
 
-    [Fact]
-    public void RelationModuleGradientsMatchFiniteDifferences()
+    [Theory]
+    [InlineData(0.0)]
+    [InlineData(3.0)]   // the selection ramp, with its larger penalty on taken factors
+    public void RelationModuleGradientsMatchFiniteDifferences(double rampSlope)
     {
         const int m = 3, d = 4, batch = 3;
-        var config = TinyModels.Config(modalities: m, latent: d);
+        var config = TinyModels.Config(modalities: m, latent: d) with { SelectionRampSlope = rampSlope };
         using var objective = Seeds.Construct(4, "c", () => CoordinatorObjective.Create(config));
         objective.to(float64);
         var (mu, logVar) = TinyModels.Posteriors(m, batch, d, new Generator(8));
