@@ -54,6 +54,14 @@ public sealed record ModelConfig
     /// next free factors in the same order, and the networks can learn away from it.
     /// </summary>
     public double SelectionRampSlope { get; init; }
+    /// <summary>
+    /// mrVAE: the size and selection networks read sg(z), so the straight-through gradients of the discrete structure
+    /// train those networks but not the encoders. Undetached, with the Gaussian σ = 0.1 likelihood, these gradients
+    /// (reconstruction-sized, times NeuralSort's (D+1−2r)/τ) drove the encoders' log σ² up until the KL terms reached
+    /// 10⁸–10⁹ after 130–220 steps (vanilla PolyMNIST, D = 16, lr 1e-3, with or without τ annealing); Adam's second
+    /// moments then froze the networks and the decoders drew only backgrounds. Detached, no run diverged.
+    /// </summary>
+    public bool RelationReadsDetachedLatents { get; init; }
     public double TauStart { get; init; } = 1.0;
     public double TauEnd { get; init; } = 0.1;
 

@@ -237,6 +237,32 @@ public class MrVaeObjectiveTests
                 Assert.Equal(-2.5 * k, shift[p, k].ToDouble(), 5);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void DetachedRelationInputsStopTheStructuresGradientAtTheLatents(bool detached)
+    {
+        // A loss that reaches μ and log σ² only through the size networks: β_n·KL(c_A ‖ H_A).
+        const int m = 3, d = 5, batch = 6;
+        var config = TinyModels.Config(modalities: m, latent: d) with
+        {
+            Beta = 0, BetaSelection = 0, BetaSize = 1, SubsetWeight = 0, RelationReadsDetachedLatents = detached,
+        };
+        using var objective = Seeds.Construct(5, "c", () => new MrVaeObjective(config));
+        objective.to(float64);
+        var (mu, logVar) = TinyModels.Posteriors(m, batch, d, new Generator(3));
+        foreach (var t in mu.Concat(logVar)) t!.requires_grad_();
+        using var available = TinyModels.Availability((1 << m) - 1, m, batch);
+        var context = new StepContext { Generator = new Generator(4), Training = true, TauSize = 0.8, TauSelection = 0.8 };
+        using var output = objective.Forward(mu, logVar, available, Enumerable.Repeat(false, m).ToArray(), context);
+        output.Loss.backward();
+        double latentGradient = mu.Concat(logVar).Sum(t => t!.grad is null ? 0 : t.grad.abs().sum().ToDouble());
+        double networkGradient = objective.parameters().Sum(p => p.grad is null ? 0 : p.grad.abs().sum().ToDouble());
+        Assert.True(networkGradient > 1e-6, "the size networks get no gradient");
+        if (detached) Assert.Equal(0, latentGradient);
+        else Assert.True(latentGradient > 1e-6, "the latents get no gradient through the size networks");
+    }
+
     [Fact]
     public void SizePriorIsTheMembersHypergeometricMarginal()
     {

@@ -105,8 +105,9 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var varAll = logVarAll.exp();
         var z = Sample(muAll, logVarAll, context);                         // B × M × D
 
-        var sizeLogits = relation.SizeLogits(z, available);                // B × S × (D+1)
-        var scores = relation.SelectionScores(z, available);               // B × P × D
+        var zRelation = Config.RelationReadsDetachedLatents ? z.detach() : z;
+        var sizeLogits = relation.SizeLogits(zRelation, available);        // B × S × (D+1)
+        var scores = relation.SelectionScores(zRelation, available);       // B × P × D
 
         // a_j: which factors of modality j are still free (starts at all ones).
         var free = Enumerable.Range(0, m).Select(_ => ones(batch, d, dtype: dtype, device: device)).ToArray();
