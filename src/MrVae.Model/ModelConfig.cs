@@ -61,7 +61,7 @@ public sealed record ModelConfig
     /// 10⁸–10⁹ after 130–220 steps (vanilla PolyMNIST, D = 16, lr 1e-3, with or without τ annealing); Adam's second
     /// moments then froze the networks and the decoders drew only backgrounds. Detached, no run diverged.
     /// </summary>
-    public bool RelationReadsDetachedLatents { get; init; }
+    public bool RelationReadsDetachedLatents { get; init; } = true;
     public double TauStart { get; init; } = 1.0;
     public double TauEnd { get; init; } = 0.1;
 
