@@ -472,7 +472,7 @@ public sealed class CoordinatorGrain(
         metrics.Count > 0 ? metrics[^1].Terms["loss"] : null, error, new Dictionary<int, string>(memberSilos), members.ToArray(), events.ToArray(),
         siloDetails.SiloAddress.ToString(), incarnation, startStep, committedStep >= 0 ? committedStep : null, dropped.Keys.ToArray()));
 
-    public async Task<RunStatus> Attach(int modality, string? dataDirectory)
+    public async Task<RunStatus> Attach(int modality, string? dataDirectory, string? siloRole = null)
     {
         var s = RequireRunning();
         int modalities = config!.Modalities;
@@ -480,6 +480,7 @@ public sealed class CoordinatorGrain(
         if ((members.Contains(modality) && !pendingDetach.Contains(modality)) || pendingAttach.Contains(modality))
             throw new ArgumentException($"modality {modality} is already attached to run {RunId}");
         var grain = ModalityGrain(modality);
+        if (!string.IsNullOrWhiteSpace(siloRole)) await MoveToRole(grain, modality, siloRole.Trim());
         var memberSetup = SetupFor(s, modality) with { DataDirectory = dataDirectory ?? dataDirectories.GetValueOrDefault(modality) ?? s.DataDirectory };
         // A modality that was a member before comes back with its newest snapshot (taken when it was detached or at a checkpoint).
         var restored = await grain.Restore(memberSetup, null);
@@ -493,6 +494,33 @@ public sealed class CoordinatorGrain(
         pendingAttach.Add(modality);
         if (restored.Step is { } from) Record("restored", modality, $"from its checkpoint at step {from}");
         return await Status();
+    }
+
+    /// <summary>
+    /// Makes <paramref name="grain"/> active on a silo with <paramref name="role"/>: the role rides in the request
+    /// context to the placement director, which honours it when the call activates the grain; a grain active on
+    /// another silo is released first (its snapshot is in shared storage, so it restores the same on the new silo).
+    /// </summary>
+    static async Task MoveToRole(IModalityGrain grain, int modality, string role)
+    {
+        RequestContext.Set(ModalityPlacementDirector.RoleRequestKey, role);
+        try
+        {
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            string current;
+            while ((current = await grain.SiloRole()) != role)
+            {
+                if (DateTime.UtcNow > deadline)
+                    throw new InvalidOperationException($"modality {modality} stays on silo '{current}' instead of moving to '{role}'");
+                await grain.Release();
+                await Task.Delay(100);   // let the deactivation complete, so the next call places the grain anew
+            }
+        }
+        catch (OrleansException e) when (e.Message.Contains("MrVae:Silo:"))
+        {
+            throw new ArgumentException(e.Message);   // from the placement director: no such silo; a user error, not a fault
+        }
+        finally { RequestContext.Remove(ModalityPlacementDirector.RoleRequestKey); }
     }
 
     public Task<RunStatus> Detach(int modality)
