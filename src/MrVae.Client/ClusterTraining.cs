@@ -52,6 +52,9 @@ public static class ClusterTraining
         {
             Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(logFile))!);
             builder.Logging.AddProvider(new FileLogProvider(logFile));
+            // Every `mrvae status` from another console ends by resetting its connection, which Orleans reports as
+            // a warning with a stack trace: hundreds of lines an hour that bury the run's own story.
+            builder.Logging.AddFilter<FileLogProvider>("Orleans.Runtime.Messaging", LogLevel.Error);
         }
         builder.UseOrleans(silo => silo.ConfigureMrVae(config));
         builder.Services.AddMrVaeTelemetry(builder.Configuration, "mrvae-embedded");
