@@ -31,14 +31,14 @@ public sealed class RelationNetworks : nn.Module
         // Index tables are constants, not state: keep them out of the state dict but on the module's device.
         register_buffer("pair_member", tensor(family.PairMember.Select(x => (long)x).ToArray()), persistent: false);
         register_buffer("triple_input", tensor(family.TripleInput.Select(x => (long)x).ToArray()), persistent: false);
-        register_buffer("pair_to_subset", OneHotRows(family.PairSubset, s), persistent: false);
-        register_buffer("triple_to_pair", OneHotRows(family.TriplePair, p), persistent: false);
+        register_buffer("pair_subset", tensor(family.PairSubset.Select(x => (long)x).ToArray()), persistent: false);
+        register_buffer("triple_pair", tensor(family.TriplePair.Select(x => (long)x).ToArray()), persistent: false);
     }
 
     /// <summary>Size logits c_A for every shared subset: B × S × (D+1).</summary>
     public Tensor SizeLogits(Tensor z, Tensor available)
     {
-        var mean = GroupMean(z, available, Buffer("pair_member"), sizeW1, sizeB1, Buffer("pair_to_subset"));
+        var mean = GroupMean(z, available, Buffer("pair_member"), sizeW1, sizeB1, Buffer("pair_subset"), family.Subsets.Count);
         var h = nn.functional.relu(einsum("bsh,shk->bsk", mean, sizeW2) + sizeB2);
         return einsum("bsh,shk->bsk", h, sizeW3) + sizeB3;
     }
@@ -46,7 +46,7 @@ public sealed class RelationNetworks : nn.Module
     /// <summary>Selection scores w_{j,A} for every (subset, member) pair: B × P × D.</summary>
     public Tensor SelectionScores(Tensor z, Tensor available)
     {
-        var mean = GroupMean(z, available, Buffer("triple_input"), selW1, selB1, Buffer("triple_to_pair"));
+        var mean = GroupMean(z, available, Buffer("triple_input"), selW1, selB1, Buffer("triple_pair"), family.PairCount);
         var h = nn.functional.relu(einsum("bph,phk->bpk", mean, selW2) + selB2);
         return einsum("bph,phk->bpk", h, selW3) + selB3;
     }
@@ -55,23 +55,21 @@ public sealed class RelationNetworks : nn.Module
 
     Tensor Buffer(string name) => get_buffer(name)!;
 
-    /// <summary>mean over available inputs of ReLU(W_g z_input(g) + b_g), grouped by the 0/1 matrix group (G × groups).</summary>
-    static Tensor GroupMean(Tensor z, Tensor available, Tensor inputIndex, Tensor w, Tensor b, Tensor group)
+    /// <summary>
+    /// mean over available inputs of ReLU(W_g z_input(g) + b_g), per group (groupOf: the group of each g). Sums by
+    /// scatter_add: a product with a G × groups 0/1 matrix cost about as much as the layer itself.
+    /// </summary>
+    static Tensor GroupMean(Tensor z, Tensor available, Tensor inputIndex, Tensor w, Tensor b, Tensor groupOf, long groups)
     {
-        if (group.dtype != z.dtype) group = group.to(z.dtype);
         var zIn = z.index_select(1, inputIndex);                                  // B × G × D
-        var mask = available.index_select(1, inputIndex).unsqueeze(-1);           // B × G × 1
-        var h = nn.functional.relu(einsum("bgd,gdh->bgh", zIn, w) + b) * mask;
-        var sum = einsum("bgh,gk->bkh", h, group);                                // B × groups × H
-        var count = available.index_select(1, inputIndex).matmul(group);          // B × groups
+        var mask = available.index_select(1, inputIndex);                         // B × G
+        var h = nn.functional.relu(einsum("bgd,gdh->bgh", zIn, w) + b) * mask.unsqueeze(-1);
+        long batch = z.shape[0], hidden = w.shape[^1];
+        var sum = zeros([batch, groups, hidden], dtype: h.dtype, device: h.device)
+            .scatter_add(1, groupOf.view(1, -1, 1).expand(h.shape), h);                                // B × groups × H
+        var count = zeros([batch, groups], dtype: mask.dtype, device: mask.device)
+            .scatter_add(1, groupOf.unsqueeze(0).expand(mask.shape), mask);
         return sum / count.clamp_min(1).unsqueeze(-1);
-    }
-
-    static Tensor OneHotRows(int[] groupOf, int groups)
-    {
-        var data = new float[groupOf.Length * groups];
-        for (int i = 0; i < groupOf.Length; i++) data[i * groups + groupOf[i]] = 1;
-        return tensor(data, [groupOf.Length, groups]);
     }
 
     /// <summary>

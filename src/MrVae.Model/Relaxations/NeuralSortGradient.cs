@@ -133,7 +133,7 @@ public static class NeuralSortGradient
                 {
                     var l = va * new Vector<T>(s[c..]) + vz * new Vector<T>(absSum[c..]);
                     l.CopyTo(e[c..]);
-                    vmax = Vector.Max(vmax, l);
+                    vmax = Vector.MaxNative(vmax, l);   // no NaN here: plain vmaxps
                 }
                 for (int w = 0; w < width; w++) max = T.Max(max, vmax[w]);
             }
