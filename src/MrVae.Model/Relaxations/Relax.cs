@@ -118,10 +118,11 @@ public sealed class SortPermutation
     public Tensor? Order { get; }
     public bool Relaxed => Soft is not null;
     /// <summary>Straight-through with a gradient to record: the products need <see cref="Corrections"/>.</summary>
-    public bool NeedsCorrections => factors is not null;
-    readonly (Tensor Left, Tensor Right)? factors;
+    public bool NeedsCorrections => scores is not null;
+    readonly Tensor? scores;   // straight-through with a gradient to record: P̂'s scores, and its temperature
+    readonly double tau;
 
-    SortPermutation(Tensor? soft, Tensor? order, (Tensor, Tensor)? factors) { Soft = soft; Order = order; this.factors = factors; }
+    SortPermutation(Tensor? soft, Tensor? order, Tensor? scores, double tau) { Soft = soft; Order = order; this.scores = scores; this.tau = tau; }
 
     /// <summary>
     /// Straight-through: the descending sort of <paramref name="sortKey"/> forward, NeuralSort(<paramref name="scores"/>, τ)
@@ -129,9 +130,9 @@ public sealed class SortPermutation
     /// </summary>
     public static SortPermutation Create(Tensor scores, Tensor sortKey, double tau, bool relaxed)
     {
-        if (relaxed) return new SortPermutation(Relax.NeuralSort(scores, tau), null, null);
-        var factors = is_grad_enabled() && scores.requires_grad ? Relax.NeuralSortFactors(scores, tau) : ((Tensor, Tensor)?)null;
-        return new SortPermutation(null, sortKey.argsort(-1, descending: true), factors);
+        if (relaxed) return new SortPermutation(Relax.NeuralSort(scores, tau), null, null, tau);
+        bool recording = is_grad_enabled() && scores.requires_grad;
+        return new SortPermutation(null, sortKey.argsort(-1, descending: true), recording ? scores : null, tau);
     }
 
     /// <summary>Relaxed P̂·X.</summary>
@@ -152,8 +153,8 @@ public sealed class SortPermutation
     /// </summary>
     public (Tensor X, Tensor R) Corrections(Tensor x, Tensor r)
     {
-        var (left, right) = factors ?? throw new InvalidOperationException("no gradient is recorded for this sort");
-        var corrections = NeuralSortCorrections.apply(right, left, x.detach(), r.detach());
+        if (scores is null) throw new InvalidOperationException("no gradient is recorded for this sort");
+        var corrections = NeuralSortCorrections.apply(scores, x.detach(), r.detach(), tau);
         return (corrections[0], corrections[1]);
     }
 
