@@ -57,10 +57,7 @@ public sealed partial class RunControlTests : IDisposable
     // Long enough never to finish while the test talks to it: the run ends by `stop`, twice.
     const long Steps = 1_000_000;
 
-    // Skipped in the default run: on this 2-core machine under load the embedded trainer process died with an
-    // AccessViolationException after a few minutes (a native crash still under investigation, issue 5's note), and
-    // a dead trainer fails this test. To run it, remove Skip.
-    [Fact(Skip = "native crash of the embedded trainer under load: see the closing note of issue 5")]
+    [Fact]
     public async Task StatusDetachAttachStopFromAnotherConsoleThenResume()
     {
         string data = Path.Combine(temp, "data"), run = Path.Combine(temp, "run");
