@@ -84,7 +84,7 @@ public static class NeuralSortGradient
     {
         void Part(long first, long end)
         {
-            var scratch = new T[(shape.K1 + shape.K2 + 4) * shape.N + shape.K1 + shape.K2];
+            var scratch = new T[(shape.K1 + shape.K2 + 6) * shape.N + 2 * (shape.K1 + shape.K2)];
             Span<T> s = Data<T>(inputs[0]), x = Data<T>(inputs[1]), r = Data<T>(inputs[2]),
                 gu = Data<T>(inputs[3]), gv = Data<T>(inputs[4]), output = Data<T>(gradient);
             for (long b = first; b < end; b++) Matrix(s, x, r, gu, gv, output, shape, (int)b, scratch);
@@ -97,109 +97,131 @@ public static class NeuralSortGradient
     /// <summary>A tensor's elements as a span over its native storage (CPU, contiguous: no copy).</summary>
     static Span<T> Data<T>(Tensor t) where T : unmanaged => MemoryMarshal.Cast<byte, T>(t.bytes);
 
-    /// <summary>∂L/∂s for matrix <paramref name="b"/>: |s|, three passes over each P̂ row (vectorised over its columns), |s|'s gradient.</summary>
+    /// <summary>
+    /// ∂L/∂s for matrix <paramref name="b"/>: |s|, then P̂'s rows two at a time in three passes each (logits and their
+    /// maximum; exp, Z, G and Σ e·G; the rows' contributions), vectorised over columns, then |s|'s gradient.
+    /// </summary>
     static void Matrix<T>(Span<T> sAll, Span<T> xAll, Span<T> rAll, Span<T> guAll, Span<T> gvAll,
         Span<T> gradientAll, Shape shape, int b, T[] scratch) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        int n = shape.N, k1 = shape.K1, k2 = shape.K2;
+        int n = shape.N, k1 = shape.K1, k2 = shape.K2, k = k1 + k2;
         var s = sAll.Slice(b * n, n);
         var x = xAll.Slice(b * n * k1, n * k1);
         var r = rAll.Slice(b * n * k2, n * k2);
         var gu = guAll.Slice(b * n * k1, n * k1);
         var gv = gvAll.Slice(b * n * k2, n * k2);
         var span = scratch.AsSpan();
-        var out0 = gradientAll.Slice(b * n, n);                 // ∂L/∂right[0] = the direct part of ∂L/∂s
-        var out1 = span.Slice((k1 + k2 + 3) * n, n);            // ∂L/∂right[1] = ∂L/∂|s|
+        var out0 = gradientAll.Slice(b * n, n);     // ∂L/∂right[0] = the direct part of ∂L/∂s
+        var out1 = span.Slice((k + 5) * n, n);      // Σ_i h_ic; ∂L/∂right[1] = ∂L/∂|s| = z · this (left's column 1 is z)
         out0.Clear(); out1.Clear();
 
         // Column-major copies of X and gV (k × n), so G's row is a sum of k1 + k2 scaled vectors over c.
-        var columns = span[..((k1 + k2) * n)];
+        var columns = span[..(k * n)];
         for (int c = 0; c < n; c++)
         {
-            for (int k = 0; k < k1; k++) columns[k * n + c] = x[c * k1 + k];
-            for (int k = 0; k < k2; k++) columns[(k1 + k) * n + c] = gv[c * k2 + k];
+            for (int q = 0; q < k1; q++) columns[q * n + c] = x[c * k1 + q];
+            for (int q = 0; q < k2; q++) columns[(k1 + q) * n + c] = gv[c * k2 + q];
         }
-        var e = span.Slice((k1 + k2) * n, n);
-        var g = span.Slice((k1 + k2 + 1) * n, n);
-        var absSum = span.Slice((k1 + k2 + 2) * n, n);
-        var weights = span.Slice((k1 + k2 + 4) * n, k1 + k2);   // gU's and R's row i: the weights of G's row
+        var e0 = span.Slice(k * n, n); var e1 = span.Slice((k + 1) * n, n);
+        var g0 = span.Slice((k + 2) * n, n); var g1 = span.Slice((k + 3) * n, n);
+        var zAbs = span.Slice((k + 4) * n, n);
+        var weights = span.Slice((k + 6) * n, 2 * k);   // gU's and R's rows i and i + 1: the weights of G's rows
         int width = Vector<T>.Count, vectorEnd = n - n % width;
-        absSum.Clear();
-        for (int k = 0; k < n; k++)
-        {
-            int c = 0;
-            var sk = new Vector<T>(s[k]);
-            for (; c < vectorEnd; c += width) (new Vector<T>(absSum[c..]) + Vector.Abs(new Vector<T>(s[c..]) - sk)).CopyTo(absSum[c..]);
-            for (; c < n; c++) absSum[c] += T.Abs(s[c] - s[k]);
-        }
         T tau = T.CreateChecked(shape.Tau), z = -T.One / tau;
-
-        for (int i = 0; i < n; i++)
+        // z·|s|_c, |s|_c = Σ_k |s_c − s_k|: the logits' part shared by every row.
+        zAbs.Clear();
+        for (int q = 0; q < n; q++)
         {
-            T a = T.CreateChecked(n - 1 - 2 * i) / tau;   // rank i + 1: (n + 1 − 2(i + 1))/τ
-            // Pass 1: logits a·s_c + z·|s|_c and their maximum (softmax's shift).
-            T max = T.NegativeInfinity;
+            int c = 0;
+            var sq = new Vector<T>(s[q]);
+            for (; c < vectorEnd; c += width) (new Vector<T>(zAbs[c..]) + Vector.Abs(new Vector<T>(s[c..]) - sq)).CopyTo(zAbs[c..]);
+            for (; c < n; c++) zAbs[c] += T.Abs(s[c] - s[q]);
+        }
+        for (int c = 0; c < n; c++) zAbs[c] *= z;
+
+        for (int i = 0; i < n; i += 2)
+        {
+            // Rows i and i + 1 (ranks i + 1 and i + 2: a = (n + 1 − 2·rank)/τ). With n odd the last pair's second row
+            // is a stand-in with a = 0 and G = 0, whose contribution h = P̂(G − ρ) is exactly 0.
+            bool pair = i + 1 < n;
+            T a0 = T.CreateChecked(n - 1 - 2 * i) / tau, a1 = pair ? T.CreateChecked(n - 3 - 2 * i) / tau : T.Zero;
+            for (int q = 0; q < k1; q++) { weights[q] = gu[i * k1 + q]; weights[k + q] = pair ? gu[(i + 1) * k1 + q] : T.Zero; }
+            for (int q = 0; q < k2; q++) { weights[k1 + q] = r[i * k2 + q]; weights[k + k1 + q] = pair ? r[(i + 1) * k2 + q] : T.Zero; }
+
+            // Pass 1: logits a·s_c + z·|s|_c and their maxima (softmax's shifts).
+            T max0 = T.NegativeInfinity, max1 = T.NegativeInfinity;
             int c = 0;
             if (vectorEnd > 0)
             {
-                var va = new Vector<T>(a); var vz = new Vector<T>(z);
-                var vmax = new Vector<T>(T.NegativeInfinity);
+                var va0 = new Vector<T>(a0); var va1 = new Vector<T>(a1);
+                var vmax0 = new Vector<T>(T.NegativeInfinity); var vmax1 = vmax0;
                 for (; c < vectorEnd; c += width)
                 {
-                    var l = va * new Vector<T>(s[c..]) + vz * new Vector<T>(absSum[c..]);
-                    l.CopyTo(e[c..]);
-                    vmax = Vector.MaxNative(vmax, l);   // no NaN here: plain vmaxps
+                    var sc = new Vector<T>(s[c..]); var zc = new Vector<T>(zAbs[c..]);
+                    var l0 = va0 * sc + zc; var l1 = va1 * sc + zc;
+                    l0.CopyTo(e0[c..]); l1.CopyTo(e1[c..]);
+                    vmax0 = Vector.MaxNative(vmax0, l0); vmax1 = Vector.MaxNative(vmax1, l1);   // no NaN here: plain vmaxps
                 }
-                for (int w = 0; w < width; w++) max = T.Max(max, vmax[w]);
-            }
-            for (; c < n; c++) { e[c] = a * s[c] + z * absSum[c]; max = T.Max(max, e[c]); }
-
-            // Pass 2: e_c = exp(logit − max), Z = Σ e, G's row, S = Σ e·G.
-            for (int k = 0; k < k1; k++) weights[k] = gu[i * k1 + k];
-            for (int k = 0; k < k2; k++) weights[k1 + k] = r[i * k2 + k];
-            T sumE = T.Zero, sumEG = T.Zero;
-            c = 0;
-            if (vectorEnd > 0)
-            {
-                var vmax = new Vector<T>(max);
-                var vsumE = Vector<T>.Zero; var vsumEG = Vector<T>.Zero;
-                for (; c < vectorEnd; c += width)
-                {
-                    var ev = Exp(new Vector<T>(e[c..]) - vmax);
-                    var gRow = Vector<T>.Zero;
-                    for (int k = 0; k < k1 + k2; k++) gRow += new Vector<T>(weights[k]) * new Vector<T>(columns[(k * n + c)..]);
-                    ev.CopyTo(e[c..]); gRow.CopyTo(g[c..]);
-                    vsumE += ev; vsumEG += ev * gRow;
-                }
-                sumE = Vector.Sum(vsumE); sumEG = Vector.Sum(vsumEG);
+                for (int w = 0; w < width; w++) { max0 = T.Max(max0, vmax0[w]); max1 = T.Max(max1, vmax1[w]); }
             }
             for (; c < n; c++)
             {
-                T ev = T.Exp(e[c] - max), gRow = T.Zero;
-                for (int k = 0; k < k1 + k2; k++) gRow += weights[k] * columns[k * n + c];
-                e[c] = ev; g[c] = gRow; sumE += ev; sumEG += ev * gRow;
+                e0[c] = a0 * s[c] + zAbs[c]; max0 = T.Max(max0, e0[c]);
+                e1[c] = a1 * s[c] + zAbs[c]; max1 = T.Max(max1, e1[c]);
             }
 
-            // Pass 3: h_c = P̂_ic (G_ic − ρ_i); ∂L/∂right[q, c] += left_iq · h_c.
-            T inverse = T.One / sumE, rho = sumEG * inverse;
+            // Pass 2: e_c = exp(logit − max), Z = Σ e, G's rows, S = Σ e·G.
+            T sumE0 = T.Zero, sumEG0 = T.Zero, sumE1 = T.Zero, sumEG1 = T.Zero;
             c = 0;
             if (vectorEnd > 0)
             {
-                var vInverse = new Vector<T>(inverse); var vRho = new Vector<T>(rho);
-                var va = new Vector<T>(a); var vz = new Vector<T>(z);
+                var vmax0 = new Vector<T>(max0); var vmax1 = new Vector<T>(max1);
+                Vector<T> vsumE0 = default, vsumEG0 = default, vsumE1 = default, vsumEG1 = default;
                 for (; c < vectorEnd; c += width)
                 {
-                    var h = new Vector<T>(e[c..]) * vInverse * (new Vector<T>(g[c..]) - vRho);
-                    (new Vector<T>(out0[c..]) + va * h).CopyTo(out0[c..]);
-                    (new Vector<T>(out1[c..]) + vz * h).CopyTo(out1[c..]);
+                    var ev0 = Exp(new Vector<T>(e0[c..]) - vmax0); var ev1 = Exp(new Vector<T>(e1[c..]) - vmax1);
+                    Vector<T> gRow0 = default, gRow1 = default;
+                    for (int q = 0; q < k; q++)
+                    {
+                        var column = new Vector<T>(columns[(q * n + c)..]);
+                        gRow0 += new Vector<T>(weights[q]) * column; gRow1 += new Vector<T>(weights[k + q]) * column;
+                    }
+                    ev0.CopyTo(e0[c..]); gRow0.CopyTo(g0[c..]); ev1.CopyTo(e1[c..]); gRow1.CopyTo(g1[c..]);
+                    vsumE0 += ev0; vsumEG0 += ev0 * gRow0; vsumE1 += ev1; vsumEG1 += ev1 * gRow1;
+                }
+                sumE0 = Vector.Sum(vsumE0); sumEG0 = Vector.Sum(vsumEG0); sumE1 = Vector.Sum(vsumE1); sumEG1 = Vector.Sum(vsumEG1);
+            }
+            for (; c < n; c++)
+            {
+                T ev0 = T.Exp(e0[c] - max0), ev1 = T.Exp(e1[c] - max1), gRow0 = T.Zero, gRow1 = T.Zero;
+                for (int q = 0; q < k; q++) { gRow0 += weights[q] * columns[q * n + c]; gRow1 += weights[k + q] * columns[q * n + c]; }
+                e0[c] = ev0; g0[c] = gRow0; sumE0 += ev0; sumEG0 += ev0 * gRow0;
+                e1[c] = ev1; g1[c] = gRow1; sumE1 += ev1; sumEG1 += ev1 * gRow1;
+            }
+
+            // Pass 3: h_c = P̂_ic (G_ic − ρ_i); ∂L/∂right[0, c] += a_i·h_c, Σ_i h_ic for ∂L/∂right[1, c].
+            T inverse0 = T.One / sumE0, rho0 = sumEG0 * inverse0, inverse1 = T.One / sumE1, rho1 = sumEG1 * inverse1;
+            c = 0;
+            if (vectorEnd > 0)
+            {
+                var vInverse0 = new Vector<T>(inverse0); var vRho0 = new Vector<T>(rho0);
+                var vInverse1 = new Vector<T>(inverse1); var vRho1 = new Vector<T>(rho1);
+                var va0 = new Vector<T>(a0); var va1 = new Vector<T>(a1);
+                for (; c < vectorEnd; c += width)
+                {
+                    var h0 = new Vector<T>(e0[c..]) * vInverse0 * (new Vector<T>(g0[c..]) - vRho0);
+                    var h1 = new Vector<T>(e1[c..]) * vInverse1 * (new Vector<T>(g1[c..]) - vRho1);
+                    (new Vector<T>(out0[c..]) + va0 * h0 + va1 * h1).CopyTo(out0[c..]);
+                    (new Vector<T>(out1[c..]) + h0 + h1).CopyTo(out1[c..]);
                 }
             }
             for (; c < n; c++)
             {
-                T h = e[c] * inverse * (g[c] - rho);
-                out0[c] += a * h; out1[c] += z * h;
+                T h0 = e0[c] * inverse0 * (g0[c] - rho0), h1 = e1[c] * inverse1 * (g1[c] - rho1);
+                out0[c] += a0 * h0 + a1 * h1; out1[c] += h0 + h1;
             }
         }
+        for (int c = 0; c < n; c++) out1[c] *= z;
 
         // |s|_j = Σ_k |s_j − s_k|: ∂|s|_j/∂s_m = sign(s_m − s_j) for j ≠ m and Σ_k sign(s_m − s_k) for j = m.
         // Vectorised over m: out0_m += Σ_j sign(s_m − s_j)(out1_j + out1_m).
