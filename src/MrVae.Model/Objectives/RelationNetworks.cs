@@ -37,39 +37,35 @@ public sealed class RelationNetworks : nn.Module
 
     /// <summary>Size logits c_A for every shared subset: B × S × (D+1).</summary>
     public Tensor SizeLogits(Tensor z, Tensor available)
-    {
-        var mean = GroupMean(z, available, Buffer("pair_member"), sizeW1, sizeB1, Buffer("pair_subset"), family.Subsets.Count);
-        var h = nn.functional.relu(einsum("bsh,shk->bsk", mean, sizeW2) + sizeB2);
-        return einsum("bsh,shk->bsk", h, sizeW3) + sizeB3;
-    }
+        => Network(z, available, Buffer("pair_member"), Buffer("pair_subset"), family.Subsets.Count, sizeW1, sizeB1, sizeW2, sizeB2, sizeW3, sizeB3);
 
     /// <summary>Selection scores w_{j,A} for every (subset, member) pair: B × P × D.</summary>
     public Tensor SelectionScores(Tensor z, Tensor available)
-    {
-        var mean = GroupMean(z, available, Buffer("triple_input"), selW1, selB1, Buffer("triple_pair"), family.PairCount);
-        var h = nn.functional.relu(einsum("bph,phk->bpk", mean, selW2) + selB2);
-        return einsum("bph,phk->bpk", h, selW3) + selB3;
-    }
+        => Network(z, available, Buffer("triple_input"), Buffer("triple_pair"), family.PairCount, selW1, selB1, selW2, selB2, selW3, selB3);
 
     public SubsetFamily Family => family;
 
     Tensor Buffer(string name) => get_buffer(name)!;
 
     /// <summary>
-    /// mean over available inputs of ReLU(W_g z_input(g) + b_g), per group (groupOf: the group of each g). Sums by
-    /// scatter_add: a product with a G × groups 0/1 matrix cost about as much as the layer itself.
+    /// W3_g · ReLU(W2_g · mean_{available inputs i of g} ReLU(W1_{g,i} z_i + b1) + b2) + b3 for every group g, computed
+    /// group-major (group × B × features): each layer is one batched product (bmm) and needs no
+    /// permuted copies; the inputs' means are sums by scatter_add (a product with a 0/1 matrix cost about as much as the
+    /// first layer). Returns B × groups × out (a transposed view).
     /// </summary>
-    static Tensor GroupMean(Tensor z, Tensor available, Tensor inputIndex, Tensor w, Tensor b, Tensor groupOf, long groups)
+    static Tensor Network(Tensor z, Tensor available, Tensor inputIndex, Tensor groupOf, long groups,
+        Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor w3, Tensor b3)
     {
-        var zIn = z.index_select(1, inputIndex);                                  // B × G × D
-        var mask = available.index_select(1, inputIndex);                         // B × G
-        var h = nn.functional.relu(einsum("bgd,gdh->bgh", zIn, w) + b) * mask.unsqueeze(-1);
-        long batch = z.shape[0], hidden = w.shape[^1];
-        var sum = zeros([batch, groups, hidden], dtype: h.dtype, device: h.device)
-            .scatter_add(1, groupOf.view(1, -1, 1).expand(h.shape), h);                                // B × groups × H
-        var count = zeros([batch, groups], dtype: mask.dtype, device: mask.device)
-            .scatter_add(1, groupOf.unsqueeze(0).expand(mask.shape), mask);
-        return sum / count.clamp_min(1).unsqueeze(-1);
+        var zIn = z.transpose(0, 1).index_select(0, inputIndex);                         // G × B × D
+        var mask = available.t().index_select(0, inputIndex).unsqueeze(-1);            // G × B × 1
+        var h = nn.functional.relu(zIn.bmm(w1) + b1.unsqueeze(1)) * mask;            // G × B × H
+        var sum = zeros([groups, h.shape[1], h.shape[2]], dtype: h.dtype, device: h.device)
+            .scatter_add(0, groupOf.view(-1, 1, 1).expand(h.shape), h);                  // groups × B × H
+        var count = zeros([groups, mask.shape[1], 1], dtype: mask.dtype, device: mask.device)
+            .scatter_add(0, groupOf.view(-1, 1, 1).expand(mask.shape), mask);
+        var mean = sum / count.clamp_min(1);
+        var hidden = nn.functional.relu(mean.bmm(w2) + b2.unsqueeze(1));
+        return (hidden.bmm(w3) + b3.unsqueeze(1)).transpose(0, 1);
     }
 
     /// <summary>
