@@ -198,12 +198,12 @@ for ((i = 0; i < silos; i++)); do
   if [ "$i" = 0 ]; then ui=(MrVae__Dashboard__Port="$orleans_dashboard"); else ui=(MrVae__Dashboard__Enabled=false); fi
   start "silo$i" "$logs/silo$i.log" env DOTNET_ENVIRONMENT=Production "${ui[@]}" \
     MrVae__Clustering__Redis="127.0.0.1:$redis_port" \
-    MrVae__Silo__Modalities="$mods" MrVae__Silo__TorchThreads=1 \
+    MrVae__Silo__Modalities="$mods" MrVae__Silo__Role="silo$i" MrVae__Silo__TorchThreads=1 \
     MrVae__Endpoints__SiloPort="$silo_port" MrVae__Endpoints__GatewayPort="$gateway_port" \
     ${otel[@]+"${otel[@]}"} ${otel[@]+OTEL_SERVICE_NAME=mrvae-silo$i} \
     dotnet "$silo_dll"
   gateways+=("$gateway_port")
-  say "silo$i: modalities ${mods:-any}, silo port $silo_port, gateway $gateway_port (pid ${pids[-1]})"
+  say "silo$i: modalities ${mods:-any}, role silo$i (attach --silo), silo port $silo_port, gateway $gateway_port (pid ${pids[-1]})"
 done
 # A silo is up when its gateway listens and it has joined the cluster (Orleans logs "Orleans Silo started." once
 # its membership status is Active; the gateway port opens earlier, while the silo is still joining).

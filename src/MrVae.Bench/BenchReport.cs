@@ -42,7 +42,8 @@ public sealed record BenchOptions
 }
 
 public sealed record MachineFacts(int Cores, string? Cpu, string Os, string Runtime, string TorchSharp, double[]? LoadAverageStart,
-    double[]? LoadAverageEnd, int LocalTorchThreads, int SiloTorchThreads, int CoordinatorTorchThreads, int SiloConcurrentCompute);
+    double[]? LoadAverageEnd, int LocalTorchThreads, int SiloTorchThreads, int CoordinatorTorchThreads, int SiloConcurrentCompute,
+    int LoopbackSiloConcurrentCompute);
 
 /// <summary>One configuration (model, D, mode) over all its repeats; times are of measured steps only.</summary>
 public sealed record BenchResult(string Model, int Latent, BenchMode Mode, int Batch, Spread StepMs, double[] RepeatMedianMs,

@@ -56,6 +56,7 @@ public sealed class LoopbackSilos : IAsyncDisposable
                     ["MrVae__Cluster__ClusterId"] = clusterId,
                     ["MrVae__Silo__Modalities"] = groups[i],
                     ["MrVae__Silo__TorchThreads"] = "1",
+                    ["MrVae__Silo__ConcurrentCompute"] = ConcurrentComputePerSilo(groups.Length).ToString(),
                     ["MrVae__Endpoints__SiloPort"] = siloPort.ToString(),
                     ["MrVae__Endpoints__GatewayPort"] = gatewayPort.ToString(),
                     ["MrVae__Endpoints__PrimarySiloPort"] = primary.ToString(),
@@ -83,6 +84,13 @@ public sealed class LoopbackSilos : IAsyncDisposable
             throw;
         }
     }
+
+    /// <summary>
+    /// Modality lanes per loopback silo: the machine's cores shared among the silos (at least 1). Each silo's default
+    /// is every core, which is right for a silo with a machine of its own; three on one machine would run up to
+    /// 3 × cores decoders at once, as the single thread per lane (TorchThreads = 1) is there to avoid.
+    /// </summary>
+    public static int ConcurrentComputePerSilo(int silos) => Math.Max(1, Environment.ProcessorCount / Math.Max(1, silos));
 
     string LogPath(int i) => Path.Combine(logDirectory, $"silo{i}.log");
 

@@ -52,6 +52,9 @@ public static class ClusterTraining
         {
             Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(logFile))!);
             builder.Logging.AddProvider(new FileLogProvider(logFile));
+            // Every `mrvae status` from another console ends by resetting its connection, which Orleans reports as
+            // a warning with a stack trace: hundreds of lines an hour that bury the run's own story.
+            builder.Logging.AddFilter<FileLogProvider>("Orleans.Runtime.Messaging", LogLevel.Error);
         }
         builder.UseOrleans(silo => silo.ConfigureMrVae(config));
         builder.Services.AddMrVaeTelemetry(builder.Configuration, "mrvae-embedded");
@@ -179,8 +182,9 @@ public static class ClusterTraining
             }
             if (status.State is RunState.Failed) throw new InvalidOperationException($"run {runId} failed: {status.Error}");
             if (status.State is RunState.Finished or RunState.Stopped && next >= status.Step) break;
-            try { await Task.Delay(200, cancel); }
-            catch (OperationCanceledException) when (!stopping)
+            // Once stopping, the token stays cancelled: wait plainly for the run to reach Stopped.
+            try { await Task.Delay(200, stopping ? CancellationToken.None : cancel); }
+            catch (OperationCanceledException)
             {
                 // Ctrl+C: stop the run cleanly (it writes a final checkpoint) rather than abandon it.
                 stopping = true;

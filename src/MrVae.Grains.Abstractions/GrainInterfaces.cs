@@ -23,6 +23,10 @@ public interface IModalityGrain : IGrainWithStringKey
     Task ApplyEncoderGradients(long step, TensorPayload dMu, TensorPayload dLogVar);
     /// <summary>All parameters in registration order (for equality checks and checkpoints).</summary>
     Task<TensorPayload[]> Parameters();
+    /// <summary>The role of the silo this grain is active on (MrVae:Silo:Role).</summary>
+    Task<string> SiloRole();
+    /// <summary>Deactivates the grain (not while it is a member of a step): its next call activates it anew, possibly on another silo.</summary>
+    Task Release();
 }
 
 /// <summary>One training run (key: run id): the relation networks, the step loop, membership and metrics.</summary>
@@ -35,8 +39,11 @@ public interface ICoordinatorGrain : IGrainWithStringKey
     Task<StepMetrics[]> Metrics(long fromStep);
     Task<TestMetrics[]> TestMetrics();
     Task<TensorPayload[]> Parameters();
-    /// <summary>Adds a modality from the next step on (its grain loads its shard, from <paramref name="dataDirectory"/> if given).</summary>
-    Task<RunStatus> Attach(int modality, string? dataDirectory);
+    /// <summary>
+    /// Adds a modality from the next step on (its grain loads its shard, from <paramref name="dataDirectory"/> if
+    /// given), on a silo with role <paramref name="siloRole"/> if given (the grain moves there if it is elsewhere).
+    /// </summary>
+    Task<RunStatus> Attach(int modality, string? dataDirectory, string? siloRole = null);
     /// <summary>Removes a modality from the next step on; the run goes on with the others.</summary>
     Task<RunStatus> Detach(int modality);
     /// <summary>Ends the run after the step in flight, with a final checkpoint.</summary>

@@ -91,4 +91,10 @@ public sealed class RunCheckpoint
     [Id(12)] public List<RunEvent> Events { get; set; } = new();
     [Id(13)] public long Incarnation { get; set; }
     [Id(14)] public DateTime SavedUtc { get; set; }
+    /// <summary>
+    /// Attach and detach requests acknowledged but not yet applied at a step boundary: written when they are made,
+    /// so a coordinator that dies before the boundary applies them after it resumes instead of losing them.
+    /// </summary>
+    [Id(15)] public int[] PendingAttach { get; set; } = [];
+    [Id(16)] public int[] PendingDetach { get; set; } = [];
 }

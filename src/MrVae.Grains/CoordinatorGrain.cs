@@ -187,6 +187,12 @@ public sealed class CoordinatorGrain(
         metrics.Clear();
         testMetrics.Clear(); testMetrics.AddRange(c.TestMetrics);
         events.Clear(); events.AddRange(c.Events);
+        // Requests acknowledged before the restart are not lost: a detach applies at the first step boundary; an
+        // attach goes through the rejoin probe, from the modality's newest snapshot.
+        foreach (int j in c.PendingDetach)
+            if (members.Contains(j) && members.Length - pendingDetach.Count > 1) pendingDetach.Add(j);
+        foreach (int j in c.PendingAttach)
+            if (!members.Contains(j) && !dropped.ContainsKey(j)) { grains[j] = ModalityGrain(j); dropped[j] = "attach requested before the restart"; }
         Record("resumed", -1, $"from the checkpoint at step {c.Step} with modalities {string.Join(",", members)}");
         TrainingTelemetry.MembersAttached.Add(members.Length);
     }
@@ -275,7 +281,7 @@ public sealed class CoordinatorGrain(
             record.State.State = recordedState;
             record.State.Events = events.ToList();
             record.State.TestMetrics = testMetrics.ToList();
-            await record.WriteStateAsync();
+            await WriteRecord();
             return;
         }
         using var span = TrainingTelemetry.Source.StartActivity("checkpoint");
@@ -292,8 +298,37 @@ public sealed class CoordinatorGrain(
             Objective = objectiveBytes, Optimizer = optimizerBytes, StepGenerator = generatorBytes,
             TestMetrics = testMetrics.ToList(), Events = events.ToList(), Incarnation = incarnation, SavedUtc = DateTime.UtcNow,
         };
-        await MrVae.Model.Runtime.NativeCallGuard.ExclusiveAsync(() => record.WriteStateAsync());
+        await WriteRecord();
         committedStep = step;
+    }
+
+    // The step loop's checkpoints and attach/detach requests (other grain turns) both write the record; one at a time.
+    readonly SemaphoreSlim recordWrite = new(1, 1);
+
+    /// <summary>Writes the record with the requests pending now (megabytes: with no libtorch call in flight).</summary>
+    async Task WriteRecord()
+    {
+        await recordWrite.WaitAsync();
+        try
+        {
+            record.State.PendingAttach = pendingAttach.ToArray();
+            record.State.PendingDetach = pendingDetach.ToArray();
+            record.State.DataDirectories = new(dataDirectories);
+            await MrVae.Model.Runtime.NativeCallGuard.ExclusiveAsync(() => record.WriteStateAsync());
+        }
+        finally { recordWrite.Release(); }
+    }
+
+    /// <summary>Records an acknowledged attach or detach in the committed checkpoint, so a coordinator crash cannot lose it.</summary>
+    async Task PersistRequests()
+    {
+        if (committedStep < 0 || !record.RecordExists) return;
+        try { await WriteRecord(); }
+        catch (Exception e)
+        {
+            // The request stands in memory; only a crash before the next step boundary would lose it.
+            logger.LogWarning(e, "run {Run}: could not record the pending membership change in its checkpoint", RunId);
+        }
     }
 
     /// <summary>Now and then (in the background) asks dropped members to rejoin; those that answer join at the next step boundary.</summary>
@@ -472,7 +507,7 @@ public sealed class CoordinatorGrain(
         metrics.Count > 0 ? metrics[^1].Terms["loss"] : null, error, new Dictionary<int, string>(memberSilos), members.ToArray(), events.ToArray(),
         siloDetails.SiloAddress.ToString(), incarnation, startStep, committedStep >= 0 ? committedStep : null, dropped.Keys.ToArray()));
 
-    public async Task<RunStatus> Attach(int modality, string? dataDirectory)
+    public async Task<RunStatus> Attach(int modality, string? dataDirectory, string? siloRole = null)
     {
         var s = RequireRunning();
         int modalities = config!.Modalities;
@@ -480,6 +515,7 @@ public sealed class CoordinatorGrain(
         if ((members.Contains(modality) && !pendingDetach.Contains(modality)) || pendingAttach.Contains(modality))
             throw new ArgumentException($"modality {modality} is already attached to run {RunId}");
         var grain = ModalityGrain(modality);
+        if (!string.IsNullOrWhiteSpace(siloRole)) await MoveToRole(grain, modality, siloRole.Trim());
         var memberSetup = SetupFor(s, modality) with { DataDirectory = dataDirectory ?? dataDirectories.GetValueOrDefault(modality) ?? s.DataDirectory };
         // A modality that was a member before comes back with its newest snapshot (taken when it was detached or at a checkpoint).
         var restored = await grain.Restore(memberSetup, null);
@@ -492,10 +528,38 @@ public sealed class CoordinatorGrain(
         pendingDetach.Remove(modality);
         pendingAttach.Add(modality);
         if (restored.Step is { } from) Record("restored", modality, $"from its checkpoint at step {from}");
+        await PersistRequests();
         return await Status();
     }
 
-    public Task<RunStatus> Detach(int modality)
+    /// <summary>
+    /// Makes <paramref name="grain"/> active on a silo with <paramref name="role"/>: the role rides in the request
+    /// context to the placement director, which honours it when the call activates the grain; a grain active on
+    /// another silo is released first (its snapshot is in shared storage, so it restores the same on the new silo).
+    /// </summary>
+    static async Task MoveToRole(IModalityGrain grain, int modality, string role)
+    {
+        RequestContext.Set(ModalityPlacementDirector.RoleRequestKey, role);
+        try
+        {
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            string current;
+            while ((current = await grain.SiloRole()) != role)
+            {
+                if (DateTime.UtcNow > deadline)
+                    throw new InvalidOperationException($"modality {modality} stays on silo '{current}' instead of moving to '{role}'");
+                await grain.Release();
+                await Task.Delay(100);   // let the deactivation complete, so the next call places the grain anew
+            }
+        }
+        catch (OrleansException e) when (e.Message.Contains("MrVae:Silo:"))
+        {
+            throw new ArgumentException(e.Message);   // from the placement director: no such silo; a user error, not a fault
+        }
+        finally { RequestContext.Remove(ModalityPlacementDirector.RoleRequestKey); }
+    }
+
+    public async Task<RunStatus> Detach(int modality)
     {
         RequireRunning();
         if (!members.Contains(modality) || pendingDetach.Contains(modality))
@@ -503,7 +567,8 @@ public sealed class CoordinatorGrain(
         if (members.Length - pendingDetach.Count <= 1 && pendingAttach.Count == 0)
             throw new ArgumentException($"modality {modality} is the run's last member: stop the run instead");
         pendingDetach.Add(modality);
-        return Status();
+        await PersistRequests();
+        return await Status();
     }
 
     public Task<RunStatus> Stop()

@@ -184,6 +184,16 @@ public sealed class ModalityGrain(
         return Compute(() => net.parameters().Select(p => TensorWire.ToPayload(p)).ToArray());
     }
 
+    public Task<string> SiloRole() => Task.FromResult(settings.Value.EffectiveRole);
+
+    public async Task Release()
+    {
+        // Finish compute-lane work first, as deactivation would; the snapshot stays in storage for the next activation.
+        await lastCompute;
+        ResetStep();
+        this.DeactivateOnIdle();
+    }
+
     ModalityNetwork Network() => network ?? throw new InvalidOperationException($"modality grain {this.GetPrimaryKeyString()} is not configured: attach it to a run first");
 
     void CheckStep(long s)

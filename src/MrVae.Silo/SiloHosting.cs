@@ -14,6 +14,7 @@ namespace MrVae.Silo;
 /// MrVae__Silo__Modalities=0,1, or command-line --MrVae:Silo:Device=cuda:0):
 ///   MrVae:Silo:Device        cpu | cuda:N — where this silo's grains compute
 ///   MrVae:Silo:Modalities    modalities whose data this silo holds (empty: any)
+///   MrVae:Silo:Role          this silo's name for `mrvae attach --silo ROLE` (default: the host name)
 ///   MrVae:Silo:TorchThreads  libtorch intra-op threads for modality work (0: default)
 ///   MrVae:Silo:CoordinatorTorchThreads  the same for the coordinator's relation networks (default 1)
 ///   MrVae:Silo:ConcurrentCompute  grains of this silo computing at once (default 1: each op gets all threads)
@@ -29,7 +30,11 @@ public static class SiloHosting
     {
         var settings = configuration.GetSection(SiloSettings.Section).Get<SiloSettings>() ?? new SiloSettings();
         silo.Services.Configure<SiloSettings>(configuration.GetSection(SiloSettings.Section));
-        silo.UseSiloMetadata(new Dictionary<string, string> { [SiloSettings.ModalitiesMetadataKey] = settings.Modalities });
+        silo.UseSiloMetadata(new Dictionary<string, string>
+        {
+            [SiloSettings.ModalitiesMetadataKey] = settings.Modalities,
+            [SiloSettings.RoleMetadataKey] = settings.EffectiveRole,
+        });
         silo.Services.AddPlacementDirector<ModalityPlacementStrategy, ModalityPlacementDirector>();
         silo.Services.AddSingleton<ComputeGate>();
         // Spans cross grain calls, and so silos: a step's trace holds every modality's work.

@@ -102,6 +102,30 @@ public sealed class CheckpointTests : IDisposable
         AssertIdentical(expected, await Parameters(second.GrainFactory, "killed"), "killed and resumed");
     }
 
+    [Fact]
+    public async Task AttachAndDetachAcknowledgedBeforeTheClusterDiesAreAppliedAfterTheResume()
+    {
+        string data = Data();
+        var first = await Cluster("pending");
+        var run = first.GrainFactory.GetGrain<ICoordinatorGrain>("pending");
+        // Only the step-0 checkpoint: the requests below are made after it and never reach a later one.
+        await run.Start(Setup(data, steps: 100_000, checkpointEvery: 1_000_000) with { Modalities = [0, 1, 2, 3] });
+        await WaitFor(run, s => s.CheckpointStep == 0 && s.Step >= 2, "a few steps");
+        await run.Detach(1);
+        await run.Attach(4, null);
+        foreach (var silo in first.Silos.ToArray()) await first.KillSiloAsync(silo);
+
+        // The coordinator resumes by itself from step 0 and applies both requests, not just the membership of step 0.
+        var second = await Cluster("pending");
+        run = second.GrainFactory.GetGrain<ICoordinatorGrain>("pending");
+        var after = await WaitFor(run, s => s.Incarnation == 1 && s.Members.SequenceEqual([0, 2, 3, 4]), "the requests to be applied after the resume");
+        var sinceResume = after.Events.SkipWhile(e => e.Kind != "resumed").ToArray();
+        Assert.Contains(sinceResume, e => e.Kind == "detached" && e.Modality == 1);
+        Assert.Contains(sinceResume, e => e.Kind == "rejoined" && e.Modality == 4);
+        await run.Stop();
+        await WaitFor(run, s => s.State == RunState.Stopped, "the stop");
+    }
+
     /// <summary>A run whose coordinator Orleans placed on <paramref name="silo"/> (asking Status activates it without starting anything).</summary>
     static async Task<ICoordinatorGrain> CoordinatorOn(TestCluster cluster, SiloHandle silo, string prefix)
     {

@@ -16,11 +16,16 @@ public sealed class TwoSiloCluster : IAsyncLifetime
 
     public async Task InitializeAsync() => Cluster = await Deploy(StateDirectory);
 
-    /// <summary>Starts a two-silo cluster over <paramref name="stateDirectory"/> (a later cluster over the same directory resumes its runs).</summary>
-    public static async Task<TestCluster> Deploy(string stateDirectory)
+    /// <summary>
+    /// Starts a two-silo cluster over <paramref name="stateDirectory"/> (a later cluster over the same directory
+    /// resumes its runs). The silos' roles are "primary" and "secondary"; <paramref name="secondaryModalities"/>
+    /// overrides what the secondary serves (the primary always serves 0, 2, 4).
+    /// </summary>
+    public static async Task<TestCluster> Deploy(string stateDirectory, string secondaryModalities = "1,3")
     {
         var builder = new TestClusterBuilder(2);
         builder.Properties["StateDirectory"] = stateDirectory;
+        builder.Properties["SecondaryModalities"] = secondaryModalities;
         builder.AddSiloBuilderConfigurator<Configurator>();
         var cluster = builder.Build();
         await cluster.DeployAsync();
@@ -42,7 +47,8 @@ public sealed class TwoSiloCluster : IAsyncLifetime
             bool primary = silo.Configuration["Orleans:Endpoints:SiloPort"] == silo.Configuration["BaseSiloPort"];
             var settings = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
             {
-                ["MrVae:Silo:Modalities"] = primary ? "0,2,4" : "1,3",
+                ["MrVae:Silo:Modalities"] = primary ? "0,2,4" : silo.Configuration["SecondaryModalities"],
+                ["MrVae:Silo:Role"] = primary ? "primary" : "secondary",
                 ["MrVae:Silo:Device"] = "cpu",
                 ["MrVae:Checkpoints:Directory"] = silo.Configuration["StateDirectory"],
             }).Build();

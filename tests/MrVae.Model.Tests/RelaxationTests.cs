@@ -82,7 +82,7 @@ public class RelaxationTests
     public void StraightThroughSortProductsMatchTheExplicitStraightThroughMatrix()
     {
         // Reference: Y = P_hard + P̂ − sg(P̂) as a matrix, multiplied out by autograd; SortPermutation never builds it
-        // (gather/scatter forward, P̂'s gradient through NeuralSortProducts' own backward).
+        // (gather/scatter forward, P̂'s gradient from NeuralSortCorrections' backward).
         var gen = new Generator(21);
         const double tau = 0.7;
         using var s = randn([3, 2, 7], dtype: float64, generator: gen).requires_grad_();
@@ -116,6 +116,42 @@ public class RelaxationTests
             Assert.True(allclose(got[i], expected[i], rtol: 1e-9, atol: 1e-11), $"{names[i]} differs: max |Δ| = {(got[i] - expected[i]).abs().max().item<double>()}");
         using var nonZero = s.grad!.abs().gt(1e-8).sum();
         Assert.True(nonZero.item<long>() > s.numel() / 2, "the scores' gradient is mostly zero: the check proves little");
+    }
+
+    [Theory]
+    [InlineData(64, 3, 2)]   // the relation module's shape at D = 64: whole vectors only
+    [InlineData(13, 3, 2)]   // a vector part and a scalar tail
+    [InlineData(5, 1, 4)]    // shorter than one vector
+    public void NeuralSortGradientKernelsMatchAutogradThroughTheMatrix(int n, int k1, int k2)
+    {
+        // Reference: P̂ = NeuralSort(s, τ) as a float64 matrix and autograd through Σ gU ⊙ P̂X + Σ gV ⊙ P̂ᵀR to s.
+        var gen = new Generator(31);
+        const double tau = 0.6;
+        using var scores = randn([4, 3, n], dtype: float64, generator: gen);
+        using var x = randn([4, 3, n, k1], dtype: float64, generator: gen);
+        using var r = randn([4, 3, n, k2], dtype: float64, generator: gen);
+        using var gu = randn([4, 3, n, k1], dtype: float64, generator: gen);
+        using var gv = randn([4, 3, n, k2], dtype: float64, generator: gen);
+        using var leaf = scores.clone().requires_grad_();
+        using var p = Relax.NeuralSort(leaf, tau);
+        ((p.matmul(x) * gu).sum() + (p.transpose(-1, -2).matmul(r) * gv).sum()).backward();
+        var expected = leaf.grad!;
+        double scale = expected.abs().max().item<double>();
+        Assert.True(scale > 1e-3, "the reference gradient is zero: the check proves little");
+
+        foreach (var (name, kernel) in new (string, Func<Tensor, double, Tensor, Tensor, Tensor?, Tensor?, Tensor>)[]
+                 { ("fused", NeuralSortGradient.Fused), ("torch ops", NeuralSortGradient.WithTorchOps) })
+        {
+            using var exact = kernel(scores, tau, x, r, gu, gv);
+            Assert.True(allclose(exact, expected, rtol: 1e-10, atol: 1e-12 * scale), $"{name} float64 differs: max |Δ| = {(exact - expected).abs().max().item<double>()}");
+            var single = new[] { scores, x, r, gu, gv }.Select(t => t.to(float32)).ToArray();
+            using var rounded = kernel(single[0], tau, single[1], single[2], single[3], single[4]).to(float64);
+            Assert.True(allclose(rounded, expected, rtol: 1e-4, atol: 1e-5 * scale), $"{name} float32 differs: max |Δ| = {(rounded - expected).abs().max().item<double>()}");
+        }
+        // Missing upstream gradients (an output that did not reach the loss) count as zeros.
+        using var onlyU = NeuralSortGradient.Fused(scores, tau, x, r, gu, null);
+        using var onlyUTorch = NeuralSortGradient.WithTorchOps(scores, tau, x, r, gu, zeros_like(r));
+        Assert.True(allclose(onlyU, onlyUTorch, rtol: 1e-10, atol: 1e-12 * scale));
     }
 
     [Fact]

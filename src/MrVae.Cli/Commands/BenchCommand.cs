@@ -78,7 +78,7 @@ public static class BenchCommand
         var m = report.Machine;
         var s = report.Settings;
         Console.WriteLine($"{m.Cores} cores ({m.Cpu}), load average {Load(m.LoadAverageStart)} at start, {Load(m.LoadAverageEnd)} at end; " +
-                          $"libtorch threads: local {m.LocalTorchThreads}, silo modality work {m.SiloTorchThreads} per lane × {m.SiloConcurrentCompute} lanes, coordinator {m.CoordinatorTorchThreads}");
+                          $"libtorch threads: local {m.LocalTorchThreads}, silo modality work {m.SiloTorchThreads} per lane × {m.SiloConcurrentCompute} lanes (embedded; {m.LoopbackSiloConcurrentCompute} per loopback silo), coordinator {m.CoordinatorTorchThreads}");
         Console.WriteLine($"batch {s.BatchSize}, M = 5, {s.Repeats} repeats × ({s.WarmupSteps} warm-up + {s.Steps} measured) steps per configuration, seed {s.Seed}");
         Console.WriteLine();
         Console.WriteLine("| model | D | mode | median step ms | IQR ms | min–max ms | × local | relation share | MB moved/step | peak RSS MB |");

@@ -58,13 +58,14 @@ public static class RunCommands
     {
         var run = RunOption(); var cluster = ClusterOption(); var json = JsonOption(); var modality = ModalityOption();
         var data = new Option<string?>("--data") { Description = "the modality's dataset directory as its silo sees it (default: the run's)" };
-        var cmd = new Command("attach", "Add a modality to a running run from the next step on (it restores its last checkpoint if it had one)") { run, cluster, modality, data, json };
+        var silo = new Option<string?>("--silo") { Description = "run it on a silo with this role (MrVae:Silo:Role; default role: the silo's host name); default: any silo serving the modality" };
+        var cmd = new Command("attach", "Add a modality to a running run from the next step on (it restores its last checkpoint if it had one)") { run, cluster, modality, data, silo, json };
         cmd.SetAction(async (p, cancel) =>
         {
             using var client = await CliCluster.Connect(p.GetValue(cluster)!);
             var coordinator = Coordinator(client, p.GetValue(run)!);
             await Known(coordinator, p.GetValue(run)!);
-            var status = await coordinator.Attach(p.GetValue(modality), p.GetValue(data));
+            var status = await coordinator.Attach(p.GetValue(modality), p.GetValue(data), p.GetValue(silo));
             Report(p.GetValue(run)!, status, p.GetValue(json), $"modality {p.GetValue(modality)} joins run {p.GetValue(run)} at the next step boundary");
             return 0;
         });

@@ -70,6 +70,10 @@ public static class TrainCommand
                 using var host = p.GetValue(cluster) is { } connection
                     ? await CliCluster.Connect(connection, cancel)
                     : await ClusterTraining.StartEmbeddedSilo(Path.Combine(options.RunDirectory, EmbeddedStateDirectory), Path.Combine(options.RunDirectory, "silo.log"));
+                // The host's console lifetime takes SIGTERM and SIGINT (`kill`, `kubectl delete`, Ctrl+C) for itself and only
+                // signals that it is stopping: treat that like Ctrl+C, so the run stops with a final checkpoint and we exit.
+                using var stopping = CancellationTokenSource.CreateLinkedTokenSource(cancel,
+                    host.Services.GetRequiredService<Microsoft.Extensions.Hosting.IHostApplicationLifetime>().ApplicationStopping);
                 string control = p.GetValue(cluster) ?? ClusterTraining.EmbeddedConnection(host);
                 string controlFlag = control == $"localhost:{ClusterTraining.DefaultGatewayPort}" ? "" : $" --cluster {control}";
                 var grains = host.Services.GetRequiredService<Orleans.IGrainFactory>();
@@ -77,7 +81,7 @@ public static class TrainCommand
                 // The client never reads the data: each silo's modality grains load their own shards.
                 var members = Enumerable.Range(0, spec.Modalities).ToArray();
                 var run = WithProgress($"{kind} D={config.LatentDim} (grains)", options.Steps ?? 1, 0, onStep =>
-                    ClusterTraining.Train(grains, config, options, siloDir, members, onStep, cancel, p.GetValue(runId), id =>
+                    ClusterTraining.Train(grains, config, options, siloDir, members, onStep, stopping.Token, p.GetValue(runId), id =>
                         Started(id, options.Resume, controlFlag, p.GetValue(json))).GetAwaiter().GetResult(), quiet: p.GetValue(json));
                 result = run.Result;
                 // The final weights, gathered from the grains, as a checkpoint evaluation can load.

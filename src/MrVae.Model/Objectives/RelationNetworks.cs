@@ -31,47 +31,41 @@ public sealed class RelationNetworks : nn.Module
         // Index tables are constants, not state: keep them out of the state dict but on the module's device.
         register_buffer("pair_member", tensor(family.PairMember.Select(x => (long)x).ToArray()), persistent: false);
         register_buffer("triple_input", tensor(family.TripleInput.Select(x => (long)x).ToArray()), persistent: false);
-        register_buffer("pair_to_subset", OneHotRows(family.PairSubset, s), persistent: false);
-        register_buffer("triple_to_pair", OneHotRows(family.TriplePair, p), persistent: false);
+        register_buffer("pair_subset", tensor(family.PairSubset.Select(x => (long)x).ToArray()), persistent: false);
+        register_buffer("triple_pair", tensor(family.TriplePair.Select(x => (long)x).ToArray()), persistent: false);
     }
 
     /// <summary>Size logits c_A for every shared subset: B × S × (D+1).</summary>
     public Tensor SizeLogits(Tensor z, Tensor available)
-    {
-        var mean = GroupMean(z, available, Buffer("pair_member"), sizeW1, sizeB1, Buffer("pair_to_subset"));
-        var h = nn.functional.relu(einsum("bsh,shk->bsk", mean, sizeW2) + sizeB2);
-        return einsum("bsh,shk->bsk", h, sizeW3) + sizeB3;
-    }
+        => Network(z, available, Buffer("pair_member"), Buffer("pair_subset"), family.Subsets.Count, sizeW1, sizeB1, sizeW2, sizeB2, sizeW3, sizeB3);
 
     /// <summary>Selection scores w_{j,A} for every (subset, member) pair: B × P × D.</summary>
     public Tensor SelectionScores(Tensor z, Tensor available)
-    {
-        var mean = GroupMean(z, available, Buffer("triple_input"), selW1, selB1, Buffer("triple_to_pair"));
-        var h = nn.functional.relu(einsum("bph,phk->bpk", mean, selW2) + selB2);
-        return einsum("bph,phk->bpk", h, selW3) + selB3;
-    }
+        => Network(z, available, Buffer("triple_input"), Buffer("triple_pair"), family.PairCount, selW1, selB1, selW2, selB2, selW3, selB3);
 
     public SubsetFamily Family => family;
 
     Tensor Buffer(string name) => get_buffer(name)!;
 
-    /// <summary>mean over available inputs of ReLU(W_g z_input(g) + b_g), grouped by the 0/1 matrix group (G × groups).</summary>
-    static Tensor GroupMean(Tensor z, Tensor available, Tensor inputIndex, Tensor w, Tensor b, Tensor group)
+    /// <summary>
+    /// W3_g · ReLU(W2_g · mean_{available inputs i of g} ReLU(W1_{g,i} z_i + b1) + b2) + b3 for every group g, computed
+    /// group-major (group × B × features): each layer is one batched product (bmm) and needs no
+    /// permuted copies; the inputs' means are sums by scatter_add (a product with a 0/1 matrix cost about as much as the
+    /// first layer). Returns B × groups × out (a transposed view).
+    /// </summary>
+    static Tensor Network(Tensor z, Tensor available, Tensor inputIndex, Tensor groupOf, long groups,
+        Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor w3, Tensor b3)
     {
-        if (group.dtype != z.dtype) group = group.to(z.dtype);
-        var zIn = z.index_select(1, inputIndex);                                  // B × G × D
-        var mask = available.index_select(1, inputIndex).unsqueeze(-1);           // B × G × 1
-        var h = nn.functional.relu(einsum("bgd,gdh->bgh", zIn, w) + b) * mask;
-        var sum = einsum("bgh,gk->bkh", h, group);                                // B × groups × H
-        var count = available.index_select(1, inputIndex).matmul(group);          // B × groups
-        return sum / count.clamp_min(1).unsqueeze(-1);
-    }
-
-    static Tensor OneHotRows(int[] groupOf, int groups)
-    {
-        var data = new float[groupOf.Length * groups];
-        for (int i = 0; i < groupOf.Length; i++) data[i * groups + groupOf[i]] = 1;
-        return tensor(data, [groupOf.Length, groups]);
+        var zIn = z.transpose(0, 1).index_select(0, inputIndex);                         // G × B × D
+        var mask = available.t().index_select(0, inputIndex).unsqueeze(-1);            // G × B × 1
+        var h = nn.functional.relu(zIn.bmm(w1) + b1.unsqueeze(1)) * mask;            // G × B × H
+        var sum = zeros([groups, h.shape[1], h.shape[2]], dtype: h.dtype, device: h.device)
+            .scatter_add(0, groupOf.view(-1, 1, 1).expand(h.shape), h);                  // groups × B × H
+        var count = zeros([groups, mask.shape[1], 1], dtype: mask.dtype, device: mask.device)
+            .scatter_add(0, groupOf.view(-1, 1, 1).expand(mask.shape), mask);
+        var mean = sum / count.clamp_min(1);
+        var hidden = nn.functional.relu(mean.bmm(w2) + b2.unsqueeze(1));
+        return (hidden.bmm(w3) + b3.unsqueeze(1)).transpose(0, 1);
     }
 
     /// <summary>

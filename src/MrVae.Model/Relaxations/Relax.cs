@@ -108,7 +108,7 @@ public static class Relax
 /// relaxed (forward and gradient of P̂). Straight-through products are a gather or scatter by the order (exact) plus
 /// zero-valued corrections c − sg(c), c = P̂·sg(X) and P̂ᵀ·sg(R), that carry P̂'s gradient: the same gradients as
 /// (P_hard + P̂ − sg(P̂))·X, without building the hard matrix, and with P̂ itself only inside
-/// <see cref="NeuralSortProducts"/> (the relation module's cost is dominated by these … × n × n tensors).
+/// <see cref="NeuralSortGradient"/>'s backward (the relation module's cost is dominated by these … × n × n products).
 /// </summary>
 public sealed class SortPermutation
 {
@@ -118,10 +118,11 @@ public sealed class SortPermutation
     public Tensor? Order { get; }
     public bool Relaxed => Soft is not null;
     /// <summary>Straight-through with a gradient to record: the products need <see cref="Corrections"/>.</summary>
-    public bool NeedsCorrections => factors is not null;
-    readonly (Tensor Left, Tensor Right)? factors;
+    public bool NeedsCorrections => scores is not null;
+    readonly Tensor? scores;   // straight-through with a gradient to record: P̂'s scores, and its temperature
+    readonly double tau;
 
-    SortPermutation(Tensor? soft, Tensor? order, (Tensor, Tensor)? factors) { Soft = soft; Order = order; this.factors = factors; }
+    SortPermutation(Tensor? soft, Tensor? order, Tensor? scores, double tau) { Soft = soft; Order = order; this.scores = scores; this.tau = tau; }
 
     /// <summary>
     /// Straight-through: the descending sort of <paramref name="sortKey"/> forward, NeuralSort(<paramref name="scores"/>, τ)
@@ -129,9 +130,9 @@ public sealed class SortPermutation
     /// </summary>
     public static SortPermutation Create(Tensor scores, Tensor sortKey, double tau, bool relaxed)
     {
-        if (relaxed) return new SortPermutation(Relax.NeuralSort(scores, tau), null, null);
-        var factors = is_grad_enabled() && scores.requires_grad ? Relax.NeuralSortFactors(scores, tau) : ((Tensor, Tensor)?)null;
-        return new SortPermutation(null, sortKey.argsort(-1, descending: true), factors);
+        if (relaxed) return new SortPermutation(Relax.NeuralSort(scores, tau), null, null, tau);
+        bool recording = is_grad_enabled() && scores.requires_grad;
+        return new SortPermutation(null, sortKey.argsort(-1, descending: true), recording ? scores : null, tau);
     }
 
     /// <summary>Relaxed P̂·X.</summary>
@@ -148,67 +149,15 @@ public sealed class SortPermutation
 
     /// <summary>
     /// The zero-valued corrections to add to <see cref="Gather"/>(X) and <see cref="Scatter"/>(R) for P̂'s gradient, from
-    /// X and R's forward values (both products in one pass over P̂).
+    /// X and R's forward values: zero forward, P̂ built and used only in the backward.
     /// </summary>
     public (Tensor X, Tensor R) Corrections(Tensor x, Tensor r)
     {
-        var (left, right) = factors ?? throw new InvalidOperationException("no gradient is recorded for this sort");
-        var products = NeuralSortProducts.apply(right, left, x.detach(), r.detach().contiguous());
-        var (cx, cr) = (products[0], products[1]);
-        return (cx - cx.detach(), cr - cr.detach());
+        if (scores is null) throw new InvalidOperationException("no gradient is recorded for this sort");
+        var corrections = NeuralSortCorrections.apply(scores, x.detach(), r.detach(), tau);
+        return (corrections[0], corrections[1]);
     }
 
     /// <summary>The forward value of P as a matrix (… × n × n), detached: for recording the inferred structure.</summary>
     public Tensor Matrix(ScalarType dtype) => Relaxed ? Soft!.detach() : Relax.PermutationMatrix(Order!, dtype);
-}
-
-/// <summary>
-/// U = P̂·X and V = P̂ᵀ·R for the NeuralSort matrix P̂ = softmax(left·right) and constants X (… × n × k1), R (… × n × k2),
-/// with the gradient to right = [s; Σ_k |s − s_k|] only. Autograd through softmax and two matmuls would write four
-/// … × n × n gradient tensors; here the upstream gradient G = gU·Xᵀ + R·gVᵀ of P̂ is rank k1 + k2 and never formed:
-/// with ρ_i = Σ_c P̂_ic G_ic, the softmax backward is P̂ ⊙ (G − ρ1ᵀ), and its product with leftᵀ needs only two
-/// products with P̂ (one per direction). So the backward reads P̂ twice and writes nothing of size n × n.
-/// </summary>
-sealed class NeuralSortProducts : autograd.MultiTensorFunction<NeuralSortProducts>
-{
-    public override string Name => nameof(NeuralSortProducts);
-
-    public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
-    {
-        var (right, left, x, r) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (Tensor)vars[3]);
-        Tensor p;
-        // Free the logits at once: an enclosing dispose scope would keep this n × n temporary until the step ends.
-        using (var logits = left.matmul(right)) p = nn.functional.softmax(logits, dim: -1);
-        var u = p.matmul(x);
-        var v = p.transpose(-1, -2).matmul(r);
-        ctx.save_for_backward([p, left, x, r, u]);
-        return [u, v];
-    }
-
-    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
-    {
-        var saved = ctx.get_saved_variables();
-        var (p, left, x, r, u) = (saved[0], saved[1], saved[2], saved[3], saved[4]);
-        var (gu, gv) = (grads[0], grads[1]);
-        long k1 = x.shape[^1], k2 = r.shape[^1];
-        var rho = (gu * u).sum(-1) + (r * p.matmul(gv)).sum(-1);                 // … × n: Σ_c P̂_ic G_ic
-        // For each column q of left (weights v over the rank rows): Σ_i v_i P̂_ic (G_ic − ρ_i)
-        //   = Σ_k X_ck (P̂ᵀ(v ⊙ gU_k))_c + Σ_k gV_ck (P̂ᵀ(v ⊙ R_k))_c − (P̂ᵀ(v ⊙ ρ))_c; both q in one product.
-        var columns = new List<Tensor>();
-        for (int q = 0; q < 2; q++)
-        {
-            var vq = left.select(-1, q).unsqueeze(-1);                            // n × 1
-            columns.Add(vq * gu); columns.Add(vq * r); columns.Add(vq * rho.unsqueeze(-1));
-        }
-        var pw = p.transpose(-1, -2).matmul(cat(columns, -1));                   // … × n × 2(k1 + k2 + 1)
-        var perQ = new Tensor[2];
-        for (int q = 0; q < 2; q++)
-        {
-            long o = q * (k1 + k2 + 1);
-            perQ[q] = (x * pw.narrow(-1, o, k1)).sum(-1) + (gv * pw.narrow(-1, o + k1, k2)).sum(-1) - pw.select(-1, o + k1 + k2);
-        }
-        var gradient = stack(perQ, -2);
-        foreach (var t in saved) t.Dispose();   // the wrappers only: the saved tensors go with the graph
-        return [gradient, null!, null!, null!];
-    }
 }
