@@ -94,6 +94,10 @@ public static class ClusterTraining
                     throw new ArgumentException($"--cluster '{connection}': use redis://HOST:PORT or HOST:GATEWAYPORT (e.g. localhost:30000)");
                 client.UseLocalhostClustering(port, serviceId, clusterId);
             }
+            // A coordinator busy checkpointing on a loaded machine can take longer than Orleans' default 30 s to
+            // answer a status call; waiting is right, failing the command is not (an unreachable cluster is detected
+            // at connect, not here).
+            client.Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromMinutes(2));
         });
         var host = builder.Build();
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));

@@ -25,8 +25,8 @@ public interface IModalityGrain : IGrainWithStringKey
     Task<TensorPayload[]> Parameters();
     /// <summary>The role of the silo this grain is active on (MrVae:Silo:Role).</summary>
     Task<string> SiloRole();
-    /// <summary>Deactivates the grain (not while it is a member of a step): its next call activates it anew, possibly on another silo.</summary>
-    Task Release();
+    /// <summary>Moves the grain (not while it is a member of a step) to the silo placement picks for this call's request context.</summary>
+    Task Migrate();
 }
 
 /// <summary>One training run (key: run id): the relation networks, the step loop, membership and metrics.</summary>

@@ -539,17 +539,17 @@ public sealed class CoordinatorGrain(
     /// </summary>
     static async Task MoveToRole(IModalityGrain grain, int modality, string role)
     {
-        RequestContext.Set(ModalityPlacementDirector.RoleRequestKey, role);
         try
         {
-            var deadline = DateTime.UtcNow.AddSeconds(30);
+            var deadline = DateTime.UtcNow.AddSeconds(60);
             string current;
-            while ((current = await grain.SiloRole()) != role)
+            // Set before every call: the request context does not survive the response of the previous one.
+            while ((current = await WithRole(grain.SiloRole)) != role)
             {
                 if (DateTime.UtcNow > deadline)
                     throw new InvalidOperationException($"modality {modality} stays on silo '{current}' instead of moving to '{role}'");
-                await grain.Release();
-                await Task.Delay(100);   // let the deactivation complete, so the next call places the grain anew
+                await WithRole(async () => { await grain.Migrate(); return true; });
+                await Task.Delay(200);   // the migration runs once the grain is idle
             }
         }
         catch (OrleansException e) when (e.Message.Contains("MrVae:Silo:"))
@@ -557,6 +557,12 @@ public sealed class CoordinatorGrain(
             throw new ArgumentException(e.Message);   // from the placement director: no such silo; a user error, not a fault
         }
         finally { RequestContext.Remove(ModalityPlacementDirector.RoleRequestKey); }
+
+        Task<T> WithRole<T>(Func<Task<T>> call)
+        {
+            RequestContext.Set(ModalityPlacementDirector.RoleRequestKey, role);
+            return call();
+        }
     }
 
     public async Task<RunStatus> Detach(int modality)

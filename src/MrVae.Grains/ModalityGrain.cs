@@ -78,7 +78,7 @@ public sealed class ModalityGrain(
         if (s.Modality < 0 || s.Modality >= config.Modalities)
             throw new ArgumentException($"unknown modality {s.Modality}: the model has modalities 0..{config.Modalities - 1}");
         // Shards are large managed arrays: load them with no libtorch call in flight.
-        (train, test) = NativeCallGuard.Exclusive(() => (LoadShard(s.DataDirectory, "train", s.Modality), LoadShard(s.DataDirectory, "test", s.Modality)));
+        (train, test) = await NativeCallGuard.ExclusiveAsync(() => Task.FromResult((LoadShard(s.DataDirectory, "train", s.Modality), LoadShard(s.DataDirectory, "test", s.Modality))));
         // libtorch work, so on the compute lane (NativeCallGuard), not on the grain's thread.
         await Compute(() =>
         {
@@ -186,12 +186,14 @@ public sealed class ModalityGrain(
 
     public Task<string> SiloRole() => Task.FromResult(settings.Value.EffectiveRole);
 
-    public async Task Release()
+    public async Task Migrate()
     {
         // Finish compute-lane work first, as deactivation would; the snapshot stays in storage for the next activation.
         await lastCompute;
         ResetStep();
-        this.DeactivateOnIdle();
+        // Migration hands this call's request context (the wanted role) to the placement director, which picks the
+        // new silo. Plain deactivation would not: the next call from this silo re-creates the grain where it was.
+        this.MigrateOnIdle();
     }
 
     ModalityNetwork Network() => network ?? throw new InvalidOperationException($"modality grain {this.GetPrimaryKeyString()} is not configured: attach it to a run first");

@@ -45,6 +45,23 @@ public sealed record ModelConfig
     public long BetaWarmupSteps { get; init; }
     /// <summary>mrVAE: initialise the size networks' output bias at the log prior (untrained sizes follow H_A, not uniform).</summary>
     public bool SizeLogitsFromPrior { get; init; }
+    /// <summary>
+    /// mrVAE: the selection networks' output bias starts at the ramp −slope·k over factor index k (0: model.md's plain
+    /// init). Shared factors are aligned by rank across members; untrained scores are tiny next to the standard Gumbel
+    /// noise, so every member of every sample ranks its factors at random each step and the product of experts fuses
+    /// unrelated factors (the decoders see a scrambled latent and learn to ignore it). With the ramp, rank r is factor r
+    /// for every member (adjacent factors swap under the noise with probability 1/(1+e^slope)), later subsets take the
+    /// next free factors in the same order, and the networks can learn away from it.
+    /// </summary>
+    public double SelectionRampSlope { get; init; }
+    /// <summary>
+    /// mrVAE: the size and selection networks read sg(z), so the straight-through gradients of the discrete structure
+    /// train those networks but not the encoders. Undetached, with the Gaussian σ = 0.1 likelihood, these gradients
+    /// (reconstruction-sized, times NeuralSort's (D+1−2r)/τ) drove the encoders' log σ² up until the KL terms reached
+    /// 10⁸–10⁹ after 130–220 steps (vanilla PolyMNIST, D = 16, lr 1e-3, with or without τ annealing); Adam's second
+    /// moments then froze the networks and the decoders drew only backgrounds. Detached, no run diverged.
+    /// </summary>
+    public bool RelationReadsDetachedLatents { get; init; } = true;
     public double TauStart { get; init; } = 1.0;
     public double TauEnd { get; init; } = 0.1;
 
@@ -52,6 +69,26 @@ public sealed record ModelConfig
 
     public static ModelConfig FromJson(string json) =>
         System.Text.Json.JsonSerializer.Deserialize<ModelConfig>(json) ?? throw new ArgumentException("empty model configuration");
+
+    /// <summary>
+    /// This configuration with one property set from "Name=Value" (the property's name, any case; the value as JSON,
+    /// or a bare word for enums): how the command line reaches options that have no flag of their own.
+    /// </summary>
+    public ModelConfig WithSetting(string assignment)
+    {
+        int eq = assignment.IndexOf('=');
+        if (eq <= 0) throw new ArgumentException($"model setting '{assignment}' is not NAME=VALUE");
+        string name = assignment[..eq].Trim(), text = assignment[(eq + 1)..].Trim();
+        var json = System.Text.Json.Nodes.JsonNode.Parse(ToJson())!.AsObject();
+        string key = json.Select(p => p.Key).FirstOrDefault(k => string.Equals(k, name, StringComparison.OrdinalIgnoreCase))
+            ?? throw new ArgumentException($"unknown model setting '{name}': one of {string.Join(", ", json.Select(p => p.Key))}");
+        System.Text.Json.Nodes.JsonNode? value;
+        try { value = System.Text.Json.Nodes.JsonNode.Parse(text); }
+        catch (System.Text.Json.JsonException) { value = System.Text.Json.Nodes.JsonValue.Create(text); }
+        json[key] = value;
+        try { return FromJson(json.ToJsonString()); }
+        catch (System.Text.Json.JsonException e) { throw new ArgumentException($"model setting {key}={text}: {e.Message}"); }
+    }
 
     public SubsetFamily SharedSubsets() => SubsetFamily.All(Modalities, MaxSubsetOrder);
 

@@ -43,11 +43,14 @@ public class GradientCheckTests
         Assert.True(nonZero >= checkedEntries / 2, $"only {nonZero} of {checkedEntries} checked gradients were non-zero");
     }
 
-    [Fact]
-    public void RelationModuleGradientsMatchFiniteDifferences()
+    [Theory]
+    [InlineData(0.0, false)]
+    [InlineData(3.0, false)]   // the selection ramp, with its larger penalty on taken factors
+    [InlineData(3.0, true)]    // detached relation inputs: the networks' own gradients are unchanged
+    public void RelationModuleGradientsMatchFiniteDifferences(double rampSlope, bool detached)
     {
         const int m = 3, d = 4, batch = 3;
-        var config = TinyModels.Config(modalities: m, latent: d);
+        var config = TinyModels.Config(modalities: m, latent: d) with { SelectionRampSlope = rampSlope, RelationReadsDetachedLatents = detached };
         using var objective = Seeds.Construct(4, "c", () => CoordinatorObjective.Create(config));
         objective.to(float64);
         var (mu, logVar) = TinyModels.Posteriors(m, batch, d, new Generator(8));
@@ -65,7 +68,8 @@ public class GradientCheckTests
             return total;
         }
 
-        var leaves = objective.parameters().Cast<Tensor>().Concat(mu!).Concat(logVar!).Select(t => t!).ToList();
+        // Detached, the latents' gradient deliberately omits the path through the relation networks.
+        var leaves = objective.parameters().Cast<Tensor>().Concat(detached ? [] : mu!.Concat(logVar!).Select(t => t!)).ToList();
         CheckAgainstFiniteDifferences(Loss, leaves, entries: 60, seed: 1);
     }
 

@@ -32,12 +32,16 @@ public static class TrainCommand
         var resume = new Option<bool>("--resume") { Description = "continue the run in --out from its last checkpoint (--local: RUNDIR/checkpoints/last; grains: grain storage)" };
         var runId = new Option<string?>("--run-id") { Description = "with --embedded or --cluster: the run's id (default: the run directory's name and a random suffix)" };
         var json = new Option<bool>("--json") { Description = "no progress bar; print the final summary as one JSON object (steps, losses, run_dir)" };
-        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, likelihood, scale, output, resume, runId, json };
+        var settings = new Option<string[]>("--set") { Description = "any other model option NAME=VALUE (a ModelConfig property, e.g. SelectionRampSlope=0 or SizeLogitsFromPrior=true); repeatable" };
+        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, likelihood, scale, output, resume, runId, json, settings };
         cmd.Validators.Add(r =>
         {
             if (r.GetValue(epochs) is not null && r.GetValue(steps) is not null) r.AddError("give --epochs or --steps, not both");
             int modes = (r.GetValue(local) ? 1 : 0) + (r.GetValue(embedded) ? 1 : 0) + (r.GetValue(cluster) is not null ? 1 : 0);
             if (modes != 1) r.AddError("choose exactly one of --local, --embedded or --cluster CONNECTION");
+            foreach (var assignment in r.GetValue(settings) ?? [])
+                try { new ModelConfig().WithSetting(assignment); }
+                catch (ArgumentException e) { r.AddError($"--set {e.Message}"); }
         });
         cmd.SetAction(async (p, cancel) =>
         {
@@ -46,6 +50,7 @@ public static class TrainCommand
             var spec = PolyMnistStore.LoadSpec(dataDir);
             var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = p.GetValue(latent), Beta = p.GetValue(beta),
                 Likelihood = p.GetValue(likelihood), LikelihoodScale = p.GetValue(scale) ?? (p.GetValue(likelihood) == PixelLikelihood.Gaussian ? 0.1 : 0.75) };
+            foreach (var assignment in p.GetValue(settings) ?? []) config = config.WithSetting(assignment);
             // A resumed grain run goes on with the model it started with (its checkpoint has it), whatever the flags say.
             if (p.GetValue(resume) && !p.GetValue(local)) config = StartedModel(p.GetValue(output)!) ?? config;
             var options = new TrainOptions

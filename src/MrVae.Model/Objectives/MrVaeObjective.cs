@@ -23,6 +23,8 @@ public sealed class MrVaeObjective : CoordinatorObjective
     readonly int latentDim;
     /// <summary>Mean over members of log H_{A,j}(k), k = 0..D, per subset (S × (D+1)).</summary>
     readonly double[][] logPrior;
+    /// <summary>Extra score offset of taken factors (a_j = 0) beyond log(1e-6), as large as the selection ramp's span.</summary>
+    readonly double takenPenalty;
 
     public MrVaeObjective(ModelConfig config) : base(nameof(MrVaeObjective), config)
     {
@@ -31,6 +33,10 @@ public sealed class MrVaeObjective : CoordinatorObjective
         relation = new RelationNetworks(family, config.LatentDim, config.RelationHidden);
         logPrior = family.Subsets.Select(members => SizePrior(family, members, latentDim)).ToArray();
         if (config.SizeLogitsFromPrior) relation.StartSizesAtPrior(logPrior);
+        if (config.SelectionRampSlope > 0) relation.StartSelectionsAtRamp(config.SelectionRampSlope);
+        // log(a + 1e-6) puts a taken factor ≈ 13.8 below its score; a ramp spans slope·(D−1), so taken factors must go
+        // lower still, or they would outrank free ones in NeuralSort's relaxation and the Plackett–Luce suffix sums.
+        takenPenalty = config.SelectionRampSlope * (config.LatentDim - 1);
         RegisterComponents();
     }
 
@@ -99,8 +105,9 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var varAll = logVarAll.exp();
         var z = Sample(muAll, logVarAll, context);                         // B × M × D
 
-        var sizeLogits = relation.SizeLogits(z, available);                // B × S × (D+1)
-        var scores = relation.SelectionScores(z, available);               // B × P × D
+        var zRelation = Config.RelationReadsDetachedLatents ? z.detach() : z;
+        var sizeLogits = relation.SizeLogits(zRelation, available);        // B × S × (D+1)
+        var scores = relation.SelectionScores(zRelation, available);       // B × P × D
 
         // a_j: which factors of modality j are still free (starts at all ones).
         var free = Enumerable.Range(0, m).Select(_ => ones(batch, d, dtype: dtype, device: device)).ToArray();
@@ -139,6 +146,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
             // push taken factors to the end; the hard sort also masks them outright so selections always partition.
             var w = scores.narrow(1, family.SubsetPairOffset[s], members.Length);          // B × |A| × D
             var wMasked = w + (freeA + 1e-6).log();
+            if (takenPenalty > 0) wMasked = wMasked + takenPenalty * (freeA - 1);
             var perturbed = context.Training
                 ? wMasked + Relax.Gumbel([batch, members.Length, d], dtype, device, context.Generator)
                 : wMasked;

@@ -81,6 +81,19 @@ public sealed class RelationNetworks : nn.Module
         sizeB3.add_(prior);
     }
 
+    /// <summary>
+    /// Adds −<paramref name="slope"/>·k to every (subset, member) pair's selection bias for factor k, so untrained
+    /// members rank their factors in index order and rank r aligns factor r of every member (see
+    /// <see cref="ModelConfig.SelectionRampSlope"/>).
+    /// </summary>
+    public void StartSelectionsAtRamp(double slope)
+    {
+        using var _ = no_grad();
+        long d = selB3.shape[1];
+        using var ramp = arange(d, dtype: selB3.dtype) * -slope;
+        selB3.add_(ramp.unsqueeze(0));
+    }
+
     /// <summary>A stack of <paramref name="count"/> linear layers in → out, initialised like nn.Linear (U(±1/√in)).</summary>
     static (TorchSharp.Modules.Parameter W, TorchSharp.Modules.Parameter B) Layer(int count, int inDim, int outDim)
     {

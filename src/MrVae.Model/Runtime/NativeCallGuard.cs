@@ -62,30 +62,32 @@ public static class NativeCallGuard
     /// </summary>
     public static async Task<T> ExclusiveAsync<T>(Func<Task<T>> work)
     {
-        // Wait on the thread pool, not on the caller's scheduler (a grain's: blocking it would stall the grain).
-        await Task.Run(BeginExclusive);
-        try { return await work(); }
-        finally { EndExclusive(); }
-    }
-
-    /// <summary>Synchronous <see cref="ExclusiveAsync{T}(Func{Task{T}})"/>, for work that does not await.</summary>
-    public static T Exclusive<T>(Func<T> work)
-    {
-        BeginExclusive();
-        try { return work(); }
-        finally { EndExclusive(); }
-    }
-
-    static void BeginExclusive()
-    {
         if (depth > 0) throw new InvalidOperationException("NativeCallGuard: exclusive work inside guarded work would wait for itself");
-        lock (gate)
+        // Waits asynchronously: blocked thread-pool threads (five grains checkpointing at once) starve Orleans' own
+        // scheduling on a small machine, and a status call then times out.
+        await exclusiveTurn.WaitAsync();
+        try
         {
-            while (draining) Monitor.Wait(gate);
-            draining = true;
-            while (active > 0) Monitor.Wait(gate);
-            EndRegion();
+            await BeginExclusive();
+            try { return await work(); }
+            finally { EndExclusive(); }
         }
+        finally { exclusiveTurn.Release(); }
+    }
+
+    static readonly SemaphoreSlim exclusiveTurn = new(1, 1);
+
+    // Exclusive work is rare (checkpoints, shard loads) and waits for at most one step's compute: polling is cheap
+    // and keeps the wait free of any thread.
+    static async Task BeginExclusive()
+    {
+        while (!TryUnderGate(() => draining ? false : draining = true)) await Task.Delay(5);
+        while (!TryUnderGate(() => { if (active > 0) return false; EndRegion(); return true; })) await Task.Delay(5);
+    }
+
+    static bool TryUnderGate(Func<bool> attempt)
+    {
+        lock (gate) return attempt();
     }
 
     static void EndExclusive()

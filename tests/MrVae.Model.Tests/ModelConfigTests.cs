@@ -1,0 +1,24 @@
+namespace MrVae.Model.Tests;
+
+public class ModelConfigTests
+{
+    [Fact]
+    public void WithSettingSetsOnePropertyByNameAndKeepsTheRest()
+    {
+        var config = new ModelConfig { LatentDim = 16, Beta = 1.5 };
+        var changed = config.WithSetting("selectionrampslope=4.5").WithSetting("SizeLogitsFromPrior=true").WithSetting("Likelihood=Gaussian");
+        Assert.Equal(4.5, changed.SelectionRampSlope);
+        Assert.True(changed.SizeLogitsFromPrior);
+        Assert.Equal(PixelLikelihood.Gaussian, changed.Likelihood);
+        Assert.Equal(config with { SelectionRampSlope = 4.5, SizeLogitsFromPrior = true, Likelihood = PixelLikelihood.Gaussian }, changed);
+        Assert.Equal(5, config.WithSetting("MaxSubsetOrder=5").MaxSubsetOrder);
+        Assert.Null(config.WithSetting("MaxSubsetOrder=5").WithSetting("MaxSubsetOrder=null").MaxSubsetOrder);
+    }
+
+    [Theory]
+    [InlineData("NoSuchOption=1", "unknown model setting")]
+    [InlineData("LatentDim", "NAME=VALUE")]
+    [InlineData("LatentDim=many", "LatentDim=many")]
+    public void WithSettingRefusesWhatItCannotSet(string assignment, string message)
+        => Assert.Contains(message, Assert.Throws<ArgumentException>(() => new ModelConfig().WithSetting(assignment)).Message);
+}
