@@ -71,7 +71,7 @@ public sealed record ModelConfig
         System.Text.Json.JsonSerializer.Deserialize<ModelConfig>(json) ?? throw new ArgumentException("empty model configuration");
 
     /// <summary>
-    /// This configuration with one property set from "Name=Value" (the property's name, any case; the value as JSON,
+    /// This configuration with one property set from "Name=Value" (the property's name, any case, snake_case too; the value as JSON,
     /// or a bare word for enums): how the command line reaches options that have no flag of their own.
     /// </summary>
     public ModelConfig WithSetting(string assignment)
@@ -80,7 +80,9 @@ public sealed record ModelConfig
         if (eq <= 0) throw new ArgumentException($"model setting '{assignment}' is not NAME=VALUE");
         string name = assignment[..eq].Trim(), text = assignment[(eq + 1)..].Trim();
         var json = System.Text.Json.Nodes.JsonNode.Parse(ToJson())!.AsObject();
-        string key = json.Select(p => p.Key).FirstOrDefault(k => string.Equals(k, name, StringComparison.OrdinalIgnoreCase))
+        // Any case, with or without underscores: run directories' config.json spells the same names in snake_case.
+        static string Plain(string n) => n.Replace("_", "").ToLowerInvariant();
+        string key = json.Select(p => p.Key).FirstOrDefault(k => Plain(k) == Plain(name))
             ?? throw new ArgumentException($"unknown model setting '{name}': one of {string.Join(", ", json.Select(p => p.Key))}");
         System.Text.Json.Nodes.JsonNode? value;
         try { value = System.Text.Json.Nodes.JsonNode.Parse(text); }

@@ -120,6 +120,28 @@ public sealed class CliProcessTests : IDisposable
     }
 
     [Fact]
+    public void AnUnknownModelSettingIsOneLineAndNonZero()
+    {
+        var r = Run("train", "--local", "--dataset", temp, "--out", temp, "--set", "SelectionRamp=3");
+        AssertOneLineError(r, "--set unknown model setting 'SelectionRamp'");
+        Assert.Equal(2, r.Exit);
+    }
+
+    [Fact]
+    public void ModelSettingsReachTheRunsConfiguration()
+    {
+        string data = SmallDataset();
+        string run = Path.Combine(temp, "set");
+        var r = RunSplit("train", "--local", "--dataset", data, "--latent", "4", "--batch", "32", "--steps", "1", "--json", "--out", run,
+            "--set", "SelectionRampSlope=2.5", "--set", "relation_reads_detached_latents=false");
+        Assert.Equal(0, r.Exit);
+        using var config = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(run, "config.json")));
+        var model = config.RootElement.GetProperty("model");
+        Assert.Equal(2.5, model.GetProperty("selection_ramp_slope").GetDouble());
+        Assert.False(model.GetProperty("relation_reads_detached_latents").GetBoolean());
+    }
+
+    [Fact]
     public void TrainingWithoutAModeIsOneLineAndNonZero()
         => AssertOneLineError(Run("train", "--dataset", temp, "--out", temp), "choose exactly one of --local, --embedded or --cluster");
 

@@ -6,7 +6,7 @@ public class ModelConfigTests
     public void WithSettingSetsOnePropertyByNameAndKeepsTheRest()
     {
         var config = new ModelConfig { LatentDim = 16, Beta = 1.5 };
-        var changed = config.WithSetting("selectionrampslope=4.5").WithSetting("SizeLogitsFromPrior=true").WithSetting("Likelihood=Gaussian");
+        var changed = config.WithSetting("selectionrampslope=4.5").WithSetting("size_logits_from_prior=true").WithSetting("Likelihood=Gaussian");
         Assert.Equal(4.5, changed.SelectionRampSlope);
         Assert.True(changed.SizeLogitsFromPrior);
         Assert.Equal(PixelLikelihood.Gaussian, changed.Likelihood);
