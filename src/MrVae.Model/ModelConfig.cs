@@ -51,7 +51,8 @@ public sealed record ModelConfig
     /// noise, so every member of every sample ranks its factors at random each step and the product of experts fuses
     /// unrelated factors (the decoders see a scrambled latent and learn to ignore it). With the ramp, rank r is factor r
     /// for every member (adjacent factors swap under the noise with probability 1/(1+e^slope)), later subsets take the
-    /// next free factors in the same order, and the networks can learn away from it.
+    /// next free factors in the same order, and the networks can learn away from it. Off by default: measured (README,
+    /// vanilla, 600 steps) it sharpens each modality's own reconstruction but the shared subspaces then empty.
     /// </summary>
     public double SelectionRampSlope { get; init; }
     /// <summary>
