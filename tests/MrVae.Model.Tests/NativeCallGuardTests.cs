@@ -23,13 +23,15 @@ public sealed class NativeCallGuardTests
         long allocated = 0;
         var churn = new Thread(() =>
         {
-            // Gigabytes per second at most: far more than a silo's messaging, far less than the no-GC budget per renewal.
+            // Up to about a gigabyte per second (far more than a silo's messaging): the region's 128 MB large-object
+            // budget lasts 100 ms or more, longer than a guarded call even when the loop thread is descheduled on a
+            // loaded machine. (At 3 GB/s the budget ran out inside a preempted call: a GC the guard cannot prevent.)
             for (long n = 1; !Volatile.Read(ref stop); n++)
             {
                 var junk = new byte[200_000];
                 junk[0] = 1;
                 allocated += junk.Length;
-                if (n % 16 == 0) Thread.Sleep(1);
+                if (n % 4 == 0) Thread.Sleep(1);
             }
         });
         churn.Start();
@@ -58,7 +60,7 @@ public sealed class NativeCallGuardTests
         }
         Assert.True(wrong.Count == 0, $"{string.Join("; ", wrong.Take(3))} ({wrong.Count} in all; regions {NativeCallGuard.Regions}, refused {NativeCallGuard.Refusals})");
         // The other thread really did allocate, and collections happened: renewals, between guarded calls.
-        Assert.True(allocated > 1L << 28, $"only {allocated} bytes allocated beside the loop");
+        Assert.True(allocated > 1L << 27, $"only {allocated} bytes allocated beside the loop");   // several renewals (every 32 MB)
         Assert.True(GC.CollectionCount(0) > gcsBefore);
         // ... and none of them during a guarded call.
         Assert.Equal(0, NativeCallGuard.Breaches - breachesBefore);
