@@ -294,7 +294,7 @@ public sealed class CoordinatorGrain(
         record.State = new RunCheckpoint
         {
             FormatVersion = Checkpointing.FormatVersion, Setup = setup, Step = step, State = recordedState,
-            Members = members.ToArray(), Dropped = dropped.Keys.ToArray(), DataDirectories = new(dataDirectories),
+            Members = members.ToArray(), Dropped = dropped.Keys.ToArray(),   // DataDirectories and pending requests: WriteRecord
             Objective = objectiveBytes, Optimizer = optimizerBytes, StepGenerator = generatorBytes,
             TestMetrics = testMetrics.ToList(), Events = events.ToList(), Incarnation = incarnation, SavedUtc = DateTime.UtcNow,
         };

@@ -186,14 +186,14 @@ public sealed class ModalityGrain(
 
     public Task<string> SiloRole() => Task.FromResult(settings.Value.EffectiveRole);
 
-    public async Task Migrate()
+    public Task Migrate()
     {
-        // Finish compute-lane work first, as deactivation would; the snapshot stays in storage for the next activation.
-        await lastCompute;
-        ResetStep();
         // Migration hands this call's request context (the wanted role) to the placement director, which picks the
         // new silo. Plain deactivation would not: the next call from this silo re-creates the grain where it was.
+        // It deactivates this activation first (OnDeactivateAsync: waits for compute, frees the networks); the
+        // snapshot stays in storage for Restore on the new silo.
         this.MigrateOnIdle();
+        return Task.CompletedTask;
     }
 
     ModalityNetwork Network() => network ?? throw new InvalidOperationException($"modality grain {this.GetPrimaryKeyString()} is not configured: attach it to a run first");

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Reflection;
 using MrVae.Data;
 
 namespace MrVae.Cli.Tests;
@@ -11,14 +10,6 @@ public sealed class CliProcessTests : IDisposable
     public CliProcessTests() => Directory.CreateDirectory(temp);
     public void Dispose() => Directory.Delete(temp, recursive: true);
 
-    static string CliDll()
-    {
-        var dir = typeof(CliProcessTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == "CliOutput").Value!;
-        var dll = Path.Combine(dir, "mrvae.dll");
-        Assert.True(File.Exists(dll), $"mrvae.dll not built at {dll}");
-        return dll;
-    }
-
     static (int Exit, string Output) Run(params string[] args)
     {
         var (exit, stdout, stderr) = RunSplit(args);
@@ -26,18 +17,7 @@ public sealed class CliProcessTests : IDisposable
     }
 
     /// <summary>Runs mrvae with its output redirected, as scripts and CI logs see it (no COLUMNS, no terminal).</summary>
-    static (int Exit, string Stdout, string Stderr) RunSplit(params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(CliDll());
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        psi.Environment.Remove("COLUMNS");
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        Assert.True(p.WaitForExit(120_000), "mrvae did not finish in 2 minutes");
-        return (p.ExitCode, stdout.Result, stderr.Result);
-    }
+    static (int Exit, string Stdout, string Stderr) RunSplit(params string[] args) => CliProcess.Run(CliProcess.StartInfo(args, columns: null));
 
     string SmallDataset()
     {

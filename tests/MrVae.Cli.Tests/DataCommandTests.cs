@@ -1,6 +1,4 @@
 using System.Buffers.Binary;
-using System.Diagnostics;
-using System.Reflection;
 using MrVae.Data;
 
 namespace MrVae.Cli.Tests;
@@ -14,18 +12,8 @@ public sealed class DataCommandTests : IDisposable
 
     static (int Exit, string Stdout, string Stderr) Run(params string[] args)
     {
-        var dir = typeof(DataCommandTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == "CliOutput").Value!;
-        var dll = Path.Combine(dir, "mrvae.dll");
-        Assert.True(File.Exists(dll), $"mrvae.dll not built at {dll}");
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(dll);
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        psi.Environment["COLUMNS"] = "400";
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        Assert.True(p.WaitForExit(120_000), "mrvae did not finish in 2 minutes");
-        return (p.ExitCode, stdout.Result.Trim(), stderr.Result.Trim());
+        var (exit, stdout, stderr) = CliProcess.Run(CliProcess.StartInfo(args, columns: 400));
+        return (exit, stdout.Trim(), stderr.Trim());
     }
 
     [Fact]

@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text;
-using System.Reflection;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 
@@ -70,11 +69,7 @@ public sealed partial class RunControlTests : IDisposable
 
     static ProcessStartInfo Cli(params string[] args)
     {
-        var dir = typeof(RunControlTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == "CliOutput").Value!;
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(Path.Combine(dir, "mrvae.dll"));
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        psi.Environment["COLUMNS"] = "400";
+        var psi = CliProcess.StartInfo(args, columns: 400);
         psi.Environment["OMP_NUM_THREADS"] = "1";
         return psi;
     }
@@ -82,11 +77,8 @@ public sealed partial class RunControlTests : IDisposable
     (int Exit, string Output) Run(params string[] args)
     {
         Phase("mrvae " + string.Join(' ', args));
-        using var p = Process.Start(Cli(args))!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        Assert.True(p.WaitForExit(120_000), $"mrvae {string.Join(' ', args)} did not finish in 2 minutes");
-        return (p.ExitCode, (stdout.Result + stderr.Result).Trim());
+        var (exit, stdout, stderr) = CliProcess.Run(Cli(args));
+        return (exit, (stdout + stderr).Trim());
     }
 
     [GeneratedRegex(@"run (\S+) \((started|resumed)\); from another terminal: mrvae status --run \S+( --cluster (\S+))?")]
