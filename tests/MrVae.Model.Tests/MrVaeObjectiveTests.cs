@@ -263,6 +263,73 @@ public class MrVaeObjectiveTests
         else Assert.True(latentGradient > 1e-6, "the latents get no gradient through the size networks");
     }
 
+    [Theory]
+    [InlineData(3, 6, true, true, 0)]
+    [InlineData(4, 7, true, true, 0)]
+    [InlineData(4, 5, true, false, 2)]
+    [InlineData(5, 8, false, true, 0)]
+    [InlineData(4, 6, false, false, 0)]
+    public void FusedChainGivesTheReferencesValuesAndGradients(int m, int d, bool training, bool sampleLatents, double rampSlope)
+    {
+        // The per-sample kernel (SubsetChain) against the chain with libtorch ops and autograd, in float64: the loss, every
+        // decoder input, the sizes, the recorded selections, and the gradients of μ, log σ² and every network parameter.
+        const int batch = 12;
+        var config = TinyModels.Config(modalities: m, latent: d) with { SelectionRampSlope = rampSlope, SubsetWeight = 0.5 };
+        using var objective = (MrVaeObjective)Seeds.Construct(9, "c", () => CoordinatorObjective.Create(config));
+        objective.to(float64);
+        var (mu, logVar) = TinyModels.Posteriors(m, batch, d, new Generator(31));
+        foreach (var t in mu.Concat(logVar)) t!.requires_grad_();
+        var rng = new Random(7);
+        var rows = new float[batch * m];
+        for (int b = 0; b < batch; b++)
+        {
+            int mask = b == 0 ? (1 << m) - 1 : rng.Next(1, 1 << m);
+            for (int j = 0; j < m; j++) rows[b * m + j] = mask >> j & 1;
+        }
+        using var available = tensor(rows, [batch, m]).to(float64);
+        var weights = Enumerable.Range(0, m).Select(j => randn([2, batch, d], dtype: float64, generator: new Generator((ulong)(40 + j)))).ToArray();
+
+        (double[] Values, double[] Gradients) Run(bool fused)
+        {
+            objective.UseFusedChain = fused;
+            objective.zero_grad();
+            foreach (var t in mu.Concat(logVar)) t!.grad?.zero_();
+            var context = new StepContext
+            {
+                Generator = new Generator(77), Training = training, SampleLatents = sampleLatents,
+                TauSize = 0.6, TauSelection = 0.45, RecordRelation = true,
+            };
+            using var output = objective.Forward(mu, logVar, available, Enumerable.Repeat(true, m).ToArray(), context);
+            // Stand-ins for the decoders: a fixed random linear function of every decoder input (both views).
+            var loss = output.Loss;
+            for (int j = 0; j < m; j++) loss = loss + (output.DecoderInputs[j]! * weights[j].narrow(0, 0, output.DecoderInputs[j]!.shape[0])).sum();
+            loss.backward();
+            var values = new List<double> { output.Loss.ToDouble() };
+            foreach (var input in output.DecoderInputs) values.AddRange(TinyModels.Values(input!));
+            values.AddRange(TinyModels.Values(output.SubspaceSizes!));
+            foreach (var y in output.Relation!.Selections) values.AddRange(TinyModels.Values(y));
+            values.AddRange(TinyModels.Values(output.Relation.PrivateMask));
+            var gradients = new List<double>();
+            foreach (var t in mu.Concat(logVar)) gradients.AddRange(TinyModels.Values(t!.grad!));
+            foreach (var p in objective.parameters()) gradients.AddRange(p.grad is null ? new double[p.numel()] : TinyModels.Values(p.grad));
+            return (values.ToArray(), gradients.ToArray());
+        }
+
+        var reference = Run(fused: false);
+        var kernel = Run(fused: true);
+        Assert.Equal(reference.Values.Length, kernel.Values.Length);
+        for (int i = 0; i < reference.Values.Length; i++)
+            Assert.True(Math.Abs(reference.Values[i] - kernel.Values[i]) <= 1e-9 * (1 + Math.Abs(reference.Values[i])),
+                $"value {i}: reference {reference.Values[i]}, kernel {kernel.Values[i]}");
+        double scale = reference.Gradients.Max(Math.Abs);
+        Assert.True(scale > 1e-3, "the loss gives no gradient to compare");
+        for (int i = 0; i < reference.Gradients.Length; i++)
+            // Relative to the largest gradient too: 1/(a + 1e-6) makes some terms ~1e6 times others, and their sums cancel.
+            Assert.True(Math.Abs(reference.Gradients[i] - kernel.Gradients[i]) <= 1e-9 * (1 + Math.Abs(reference.Gradients[i])) + 1e-9 * scale,
+                $"gradient {i}: reference {reference.Gradients[i]}, kernel {kernel.Gradients[i]}, largest {scale}");
+        objective.UseFusedChain = true;
+    }
+
     [Fact]
     public void SizePriorIsTheMembersHypergeometricMarginal()
     {

@@ -109,6 +109,92 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var sizeLogits = relation.SizeLogits(zRelation, available);        // B × S × (D+1)
         var scores = relation.SelectionScores(zRelation, available);       // B × P × D
 
+        var chain = UseFusedChain && SubsetChain.Supports(available, context.Relaxed)
+            ? FusedChain(muAll, varAll, sizeLogits, scores, available, context)
+            : ReferenceChain(muAll, varAll, sizeLogits, scores, available, context);
+        var (free, sharedContribution) = (chain.Free, chain.Shared);
+
+        // Private factors: what remains free; KL only for available modalities.
+        var klPrivate = zeros(batch, dtype: dtype, device: device);
+        var decoderInputs = new Tensor?[m];
+        for (int j = 0; j < m; j++)
+        {
+            var availJ = available[.., j];
+            klPrivate = klPrivate + availJ * (free[j] * KlStandardNormal(muAll[.., j, ..], logVarAll[.., j, ..])).sum(-1);
+            if (!decode[j]) continue;
+            // A modality not available for this sample gets prior samples in its private factors.
+            var priorSample = context.SampleLatents
+                ? randn(batch, d, dtype: dtype, device: device, generator: context.Generator)
+                : zeros(batch, d, dtype: dtype, device: device);
+            var zHat = where(availJ.unsqueeze(-1) > 0.5, z[.., j, ..], priorSample);
+            decoderInputs[j] = free[j] * zHat + sharedContribution[j];
+        }
+
+        var record = context.RecordRelation ? new RelationRecord(chain.Selections!, stack(free, 1).detach()) : null;
+        return new ViewResult(decoderInputs, klPrivate.mean(), chain.KlShared.mean(), chain.KlSize.mean(), chain.KlSelection.mean(), chain.Sizes, record);
+    }
+
+    /// <summary>
+    /// The chain over the shared subsets: free masks and shared contributions per modality, the per-sample size,
+    /// selection and shared KL terms, n_A (B × S), and with <see cref="StepContext.RecordRelation"/> the selections Y_{j,A}.
+    /// </summary>
+    sealed record ChainResult(Tensor[] Free, Tensor[] Shared, Tensor KlSize, Tensor KlSelection, Tensor KlShared, Tensor Sizes, Tensor[]? Selections);
+
+    /// <summary>
+    /// Use <see cref="SubsetChain"/>'s per-sample CPU kernel where it applies (CPU, float, straight-through); false runs
+    /// the reference with libtorch ops everywhere. Both give the same values and gradients (tests compare them).
+    /// </summary>
+    public bool UseFusedChain { get; set; } = true;
+
+    ChainResult FusedChain(Tensor muAll, Tensor varAll, Tensor sizeLogits, Tensor scores, Tensor available, StepContext context)
+    {
+        int m = Config.Modalities, d = latentDim;
+        long batch = available.shape[0];
+        var dtype = available.dtype; var device = available.device;
+        // The reference's draws, in its order (per subset: size noise, selection noise, ε), so both give the same numbers.
+        var sizeNoise = new List<Tensor>(); var selectionNoise = new List<Tensor>(); var eps = new List<Tensor>();
+        foreach (var members in family.Subsets)
+        {
+            if (context.Training)
+            {
+                sizeNoise.Add(Relax.Gumbel([batch, d + 1], dtype, device, context.Generator));
+                selectionNoise.Add(Relax.Gumbel([batch, members.Length, d], dtype, device, context.Generator));
+            }
+            if (context.SampleLatents) eps.Add(randn([batch, d], dtype: dtype, device: device, generator: context.Generator));
+        }
+        var setup = new SubsetChainSetup
+        {
+            Family = family, LogPrior = logPrior, Available = available, TakenPenalty = takenPenalty,
+            TauSize = context.TauSize, TauSelection = context.TauSelection,
+            SizeNoise = context.Training ? stack(sizeNoise, 1) : null,
+            SelectionNoise = context.Training ? cat(selectionNoise, 1) : null,
+            Eps = context.SampleLatents ? stack(eps, 1) : null,
+        };
+        var (free, shared, klSize, klSelection, klShared) = SubsetChain.Apply(muAll, varAll, sizeLogits, scores, setup);
+        var sizes = setup.Sizes!;
+        Tensor[]? selections = null;
+        if (context.RecordRelation)
+        {
+            var ranks = arange(d, dtype: dtype, device: device);
+            selections = family.Subsets.Select((members, s) =>
+            {
+                var fill = (ranks.unsqueeze(0) < sizes[.., s].unsqueeze(1)).to(dtype).unsqueeze(1);      // B × 1 × D
+                var order = setup.Orders!.narrow(1, family.SubsetPairOffset[s], members.Length).to(ScalarType.Int64);
+                return fill.unsqueeze(-1) * Relax.PermutationMatrix(order, dtype);                            // Y = diag(t) P
+            }).ToArray();
+        }
+        return new ChainResult(
+            Enumerable.Range(0, m).Select(j => free.select(1, j)).ToArray(),
+            Enumerable.Range(0, m).Select(j => shared.select(1, j)).ToArray(),
+            klSize, klSelection, klShared, sizes, selections);
+    }
+
+    /// <summary>The chain with libtorch ops, subset by subset: any device, and the relaxed forward (<see cref="StepContext.Relaxed"/>).</summary>
+    ChainResult ReferenceChain(Tensor muAll, Tensor varAll, Tensor sizeLogits, Tensor scores, Tensor available, StepContext context)
+    {
+        int m = Config.Modalities, d = latentDim;
+        long batch = available.shape[0];
+        var dtype = available.dtype; var device = available.device;
         // a_j: which factors of modality j are still free (starts at all ones).
         var free = Enumerable.Range(0, m).Select(_ => ones(batch, d, dtype: dtype, device: device)).ToArray();
         var sharedContribution = Enumerable.Range(0, m).Select(_ => zeros(batch, d, dtype: dtype, device: device)).ToArray();
@@ -195,24 +281,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
             }
         }
 
-        // Private factors: what remains free; KL only for available modalities.
-        var klPrivate = zeros(batch, dtype: dtype, device: device);
-        var decoderInputs = new Tensor?[m];
-        for (int j = 0; j < m; j++)
-        {
-            var availJ = available[.., j];
-            klPrivate = klPrivate + availJ * (free[j] * KlStandardNormal(muAll[.., j, ..], logVarAll[.., j, ..])).sum(-1);
-            if (!decode[j]) continue;
-            // A modality not available for this sample gets prior samples in its private factors.
-            var priorSample = context.SampleLatents
-                ? randn(batch, d, dtype: dtype, device: device, generator: context.Generator)
-                : zeros(batch, d, dtype: dtype, device: device);
-            var zHat = where(availJ.unsqueeze(-1) > 0.5, z[.., j, ..], priorSample);
-            decoderInputs[j] = free[j] * zHat + sharedContribution[j];
-        }
-
-        var record = context.RecordRelation ? new RelationRecord(selections.ToArray(), stack(free, 1).detach()) : null;
-        return new ViewResult(decoderInputs, klPrivate.mean(), klShared.mean(), klSize.mean(), klSelection.mean(), stack(sizes, 1), record);
+        return new ChainResult(free, sharedContribution, klSize, klSelection, klShared, stack(sizes, 1), context.RecordRelation ? selections.ToArray() : null);
     }
 
     /// <summary>

@@ -84,34 +84,38 @@ public static class NeuralSortGradient
     {
         void Part(long first, long end)
         {
-            var scratch = new T[(shape.K1 + shape.K2 + 6) * shape.N + 2 * (shape.K1 + shape.K2)];
+            var scratch = new T[ScratchLength(shape.N, shape.K1, shape.K2)];
             Span<T> s = Data<T>(inputs[0]), x = Data<T>(inputs[1]), r = Data<T>(inputs[2]),
                 gu = Data<T>(inputs[3]), gv = Data<T>(inputs[4]), output = Data<T>(gradient);
-            for (long b = first; b < end; b++) Matrix(s, x, r, gu, gv, output, shape, (int)b, scratch);
+            int n = shape.N, k1 = shape.K1, k2 = shape.K2;
+            T tau = T.CreateChecked(shape.Tau);
+            for (long bl = first; bl < end; bl++)
+            {
+                int b = (int)bl;
+                Matrix<T>(s.Slice(b * n, n), x.Slice(b * n * k1, n * k1), r.Slice(b * n * k2, n * k2),
+                    gu.Slice(b * n * k1, n * k1), gv.Slice(b * n * k2, n * k2), output.Slice(b * n, n), k1, k2, tau, scratch);
+            }
         }
         if (workers == 1) { Part(0, matrices); return; }
         Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers },
             w => Part(matrices * w / workers, matrices * (w + 1) / workers));
     }
 
+    /// <summary>Scratch elements that <see cref="Matrix"/> needs for one n × n matrix with k1 + k2 right-hand columns.</summary>
+    internal static int ScratchLength(int n, int k1, int k2) => (k1 + k2 + 6) * n + 2 * (k1 + k2);
+
     /// <summary>A tensor's elements as a span over its native storage (CPU, contiguous: no copy).</summary>
     static Span<T> Data<T>(Tensor t) where T : unmanaged => MemoryMarshal.Cast<byte, T>(t.bytes);
 
     /// <summary>
-    /// ∂L/∂s for matrix <paramref name="b"/>: |s|, then P̂'s rows two at a time in three passes each (logits and their
+    /// ∂L/∂s (into <paramref name="out0"/>) for one matrix: |s|, then P̂'s rows two at a time in three passes each (logits and their
     /// maximum; exp, Z, G and Σ e·G; the rows' contributions), vectorised over columns, then |s|'s gradient.
     /// </summary>
-    static void Matrix<T>(Span<T> sAll, Span<T> xAll, Span<T> rAll, Span<T> guAll, Span<T> gvAll,
-        Span<T> gradientAll, Shape shape, int b, T[] scratch) where T : unmanaged, IFloatingPointIeee754<T>
+    internal static void Matrix<T>(ReadOnlySpan<T> s, ReadOnlySpan<T> x, ReadOnlySpan<T> r, ReadOnlySpan<T> gu, ReadOnlySpan<T> gv,
+        Span<T> out0, int k1, int k2, T tau, Span<T> scratch) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        int n = shape.N, k1 = shape.K1, k2 = shape.K2, k = k1 + k2;
-        var s = sAll.Slice(b * n, n);
-        var x = xAll.Slice(b * n * k1, n * k1);
-        var r = rAll.Slice(b * n * k2, n * k2);
-        var gu = guAll.Slice(b * n * k1, n * k1);
-        var gv = gvAll.Slice(b * n * k2, n * k2);
-        var span = scratch.AsSpan();
-        var out0 = gradientAll.Slice(b * n, n);     // ∂L/∂right[0] = the direct part of ∂L/∂s
+        int n = s.Length, k = k1 + k2;
+        var span = scratch;                         // out0: ∂L/∂right[0] = the direct part of ∂L/∂s
         var out1 = span.Slice((k + 5) * n, n);      // Σ_i h_ic; ∂L/∂right[1] = ∂L/∂|s| = z · this (left's column 1 is z)
         out0.Clear(); out1.Clear();
 
@@ -127,7 +131,7 @@ public static class NeuralSortGradient
         var zAbs = span.Slice((k + 4) * n, n);
         var weights = span.Slice((k + 6) * n, 2 * k);   // gU's and R's rows i and i + 1: the weights of G's rows
         int width = Vector<T>.Count, vectorEnd = n - n % width;
-        T tau = T.CreateChecked(shape.Tau), z = -T.One / tau;
+        T z = -T.One / tau;
         // z·|s|_c, |s|_c = Σ_k |s_c − s_k|: the logits' part shared by every row.
         zAbs.Clear();
         for (int q = 0; q < n; q++)

@@ -1,0 +1,577 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
+using MrVae.Model.Relaxations;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MrVae.Model.Objectives;
+
+/// <summary>
+/// One view's draws and constants for <see cref="SubsetChain"/>, and the discrete outcomes its forward fills in.
+/// </summary>
+public sealed class SubsetChainSetup
+{
+    public required SubsetFamily Family { get; init; }
+    /// <summary>log H_A(k) per subset (S × (D+1)).</summary>
+    public required double[][] LogPrior { get; init; }
+    public required Tensor Available { get; init; }          // B × M, 0/1
+    public double TakenPenalty { get; init; }
+    public double TauSize { get; init; }
+    public double TauSelection { get; init; }
+    /// <summary>Gumbel noise of the sizes (B × S × (D+1)) and of the selections (B × P × D); null without noise.</summary>
+    public Tensor? SizeNoise { get; init; }
+    public Tensor? SelectionNoise { get; init; }
+    /// <summary>Standard normal draws of the subspace samples (B × S × D); null for the posterior means.</summary>
+    public Tensor? Eps { get; init; }
+
+    /// <summary>n_A per sample and subset (B × S), set by the forward.</summary>
+    public Tensor? Sizes { get; internal set; }
+    /// <summary>Item at rank r of every (subset, member) pair's hard sort (B × P × D, int32), set by the forward.</summary>
+    public Tensor? Orders { get; internal set; }
+}
+
+/// <summary>
+/// mrVAE's chain over the shared subsets (model.md §2–3; <see cref="MrVaeObjective"/> holds the reference with libtorch
+/// ops): sizes n_A (straight-through Gumbel-softmax within the members' remaining capacity), hard sorts with the
+/// straight-through NeuralSort gradient, products of experts of the selected factors, the size, selection and shared KL
+/// terms, and the members' free masks and shared contributions, as one autograd function whose forward and backward
+/// are a CPU kernel per sample. The chain is sequential over subsets (each takes factors from the ones before it) but
+/// independent across samples: a sample's whole chain lives in a few kilobytes of cache, where the op-by-op version
+/// streamed ~60 batch-wide tensors per subset through memory, forward and backward. Same values and gradients as the
+/// reference (a test checks both in float64).
+/// </summary>
+public static class SubsetChain
+{
+    /// <summary>Whether the kernel can run these inputs: CPU, float32/float64, straight-through (not relaxed).</summary>
+    public static bool Supports(Tensor t, bool relaxed)
+        => !relaxed && t.device_type == DeviceType.CPU && (t.dtype == ScalarType.Float32 || t.dtype == ScalarType.Float64);
+
+    /// <summary>
+    /// Free masks (B × M × D), shared contributions (B × M × D) and the per-sample KL terms (B each) of the size
+    /// posteriors, the selections and the shared subspaces, from the posteriors' means and variances (B × M × D), the
+    /// size logits (B × S × (D+1)) and the selection scores (B × P × D).
+    /// </summary>
+    public static (Tensor Free, Tensor Shared, Tensor KlSize, Tensor KlSelection, Tensor KlShared) Apply(
+        Tensor mu, Tensor var, Tensor sizeLogits, Tensor scores, SubsetChainSetup setup)
+    {
+        var outputs = SubsetChainFunction.apply(mu, var, sizeLogits, scores, setup);
+        return (outputs[0], outputs[1], outputs[2], outputs[3], outputs[4]);
+    }
+
+    internal static Span<T> Data<T>(Tensor t) where T : unmanaged => t.numel() == 0 ? default : MemoryMarshal.Cast<byte, T>(t.bytes);
+}
+
+sealed class SubsetChainFunction : autograd.MultiTensorFunction<SubsetChainFunction>
+{
+    public override string Name => nameof(SubsetChainFunction);
+
+    public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var (mu, var, sizeLogits, scores, setup) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (Tensor)vars[3], (SubsetChainSetup)vars[4]);
+        var inputs = Inputs(mu, var, sizeLogits, scores, setup);
+        long batch = mu.shape[0]; int m = setup.Family.Modalities, d = (int)mu.shape[2];
+        var free = empty(batch, m, d, dtype: mu.dtype);
+        var shared = empty(batch, m, d, dtype: mu.dtype);
+        var kl = empty(3, batch, dtype: mu.dtype);
+        var sizes = empty(batch, setup.Family.Subsets.Count, dtype: mu.dtype);
+        var orders = empty(batch, setup.Family.PairCount, d, dtype: ScalarType.Int32);
+        var outputs = new[] { free, shared, kl, sizes, orders };
+        if (mu.dtype == ScalarType.Float32) new SubsetChainKernel<float>(setup, d).Forward(inputs, outputs);
+        else new SubsetChainKernel<double>(setup, d).Forward(inputs, outputs);
+        setup.Sizes = sizes; setup.Orders = orders;
+
+        // Everything the backward reads goes through save_for_backward: the step's dispose scope may end before it.
+        ctx.save_for_backward([.. inputs, orders, sizes]);
+        ctx.save_data("setup", setup);
+        var result = new List<Tensor> { free, shared, kl[0], kl[1], kl[2] };
+        return result;
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
+    {
+        var saved = ctx.get_saved_variables();
+        var setup = (SubsetChainSetup)ctx.get_data("setup");
+        var inputs = saved.Take(8).ToArray();
+        var (orders, sizes) = (saved[8], saved[9]);
+        var mu = inputs[0];
+        long batch = mu.shape[0]; int m = setup.Family.Modalities, d = (int)mu.shape[2];
+        Tensor Upstream(int i, long[] shape) => grads.Count > i && grads[i] is { } g && !g.IsInvalid
+            ? g.to(mu.dtype).expand(shape).contiguous() : zeros(shape, dtype: mu.dtype);
+        var upstream = new[]
+        {
+            Upstream(0, [batch, m, d]), Upstream(1, [batch, m, d]),
+            stack([Upstream(2, [batch]), Upstream(3, [batch]), Upstream(4, [batch])]),
+        };
+        var gMu = zeros(batch, m, d, dtype: mu.dtype);
+        var gVar = zeros(batch, m, d, dtype: mu.dtype);
+        var gLogits = empty_like(inputs[2]);
+        var gScores = empty_like(inputs[3]);
+        var gradients = new[] { gMu, gVar, gLogits, gScores };
+        if (mu.dtype == ScalarType.Float32) new SubsetChainKernel<float>(setup, d).Backward(inputs, orders, sizes, upstream, gradients);
+        else new SubsetChainKernel<double>(setup, d).Backward(inputs, orders, sizes, upstream, gradients);
+        foreach (var t in upstream) t.Dispose();
+        foreach (var t in saved) t.Dispose();   // the wrappers only: the saved tensors go with the graph
+        return [gMu, gVar, gLogits, gScores, null!];
+    }
+
+    /// <summary>The kernel's inputs, contiguous in the inputs' dtype: μ, σ², size logits, scores, availability, noises, ε.</summary>
+    static Tensor[] Inputs(Tensor mu, Tensor var, Tensor sizeLogits, Tensor scores, SubsetChainSetup setup)
+    {
+        Tensor Prepare(Tensor? t) => t is null ? empty(0, dtype: mu.dtype) : t.detach().to(mu.dtype).contiguous();
+        return [Prepare(mu), Prepare(var), Prepare(sizeLogits), Prepare(scores), Prepare(setup.Available),
+            Prepare(setup.SizeNoise), Prepare(setup.SelectionNoise), Prepare(setup.Eps)];
+    }
+}
+
+/// <summary>
+/// The per-sample forward and backward of <see cref="SubsetChain"/>. Notation as in <see cref="MrVaeObjective"/>: per
+/// subset A with members j, a_j (free) ∈ {0,1}^D, n = argmax(c_A + g) within capacity, fill t_r = [r &lt; n],
+/// w̃_j = w_j + log(a_j + 1e-6) + penalty·(a_j − 1), order = descending sort of w̃_j + g_j (free factors first), the
+/// product of experts per rank, then a_j −= t at the taken factors and the shared contribution += t ⊙ z_S.
+/// </summary>
+sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    readonly SubsetFamily family;
+    readonly int m, d, k, subsets, pairs;
+    readonly T[] logPrior;            // S × (D+1)
+    readonly T penalty, tauSize, tauSelection, epsilon = T.CreateChecked(1e-6), half = T.CreateChecked(0.5);
+    readonly T[] logFactorial, digamma;   // log k! and ψ(k + 1), k = 0..D
+    readonly T logFactD;
+
+    public SubsetChainKernel(SubsetChainSetup setup, int latent)
+    {
+        family = setup.Family; m = family.Modalities; d = latent; k = d + 1;
+        subsets = family.Subsets.Count; pairs = family.PairCount;
+        logPrior = setup.LogPrior.SelectMany(row => row.Select(T.CreateChecked)).ToArray();
+        penalty = T.CreateChecked(setup.TakenPenalty);
+        tauSize = T.CreateChecked(setup.TauSize); tauSelection = T.CreateChecked(setup.TauSelection);
+        var lf = new double[k]; var psi = new double[k];
+        psi[0] = -0.57721566490153286061;   // ψ(1) = −γ; ψ(n + 1) = ψ(n) + 1/n
+        for (int i = 1; i < k; i++) { lf[i] = lf[i - 1] + Math.Log(i); psi[i] = psi[i - 1] + 1.0 / i; }
+        logFactorial = lf.Select(T.CreateChecked).ToArray();
+        digamma = psi.Select(T.CreateChecked).ToArray();
+        logFactD = logFactorial[d];
+    }
+
+    /// <summary>Per-worker buffers: one sample's chain state, what its backward recomputes, and the pair-level scratch.</summary>
+    sealed class Scratch
+    {
+        public readonly T[] Free, FreeBefore, Soft, Mean, Var, ZS, GFree;
+        public readonly int[] Cap, N; public readonly bool[] AnyAvailable;
+        public readonly T[] WMasked, Perturbed, Sorted, Suffix, Fill, GFill, GZS;
+        public readonly T[] X, R, GU, GV, GPerturbed, GWMasked, GSoft, Kernel;
+        public readonly int[] Inverse; public readonly ulong[] Keys; public readonly int[] Order;
+
+        public Scratch(int m, int d, int s, int p, int maxMembers)
+        {
+            int k = d + 1;
+            Free = new T[m * d]; FreeBefore = new T[p * d]; Soft = new T[s * k];
+            Mean = new T[s * d]; Var = new T[s * d]; ZS = new T[s * d]; GFree = new T[m * d];
+            Cap = new int[s]; N = new int[s]; AnyAvailable = new bool[s];
+            WMasked = new T[d]; Perturbed = new T[d]; Sorted = new T[d]; Suffix = new T[d]; Fill = new T[d];
+            GFill = new T[d]; GZS = new T[d];
+            X = new T[d * 3]; R = new T[d * 2]; GU = new T[maxMembers * d * 3]; GV = new T[maxMembers * d * 2];
+            GPerturbed = new T[d]; GWMasked = new T[d]; GSoft = new T[k];
+            Kernel = new T[NeuralSortGradient.ScratchLength(d, 3, 2)];
+            Inverse = new int[d]; Keys = new ulong[d]; Order = new int[d];
+        }
+    }
+
+    Scratch NewScratch() => new(m, d, subsets, pairs, family.Subsets.Max(s => s.Length));
+
+    static void ForSamples(long batch, Action<long, long> part)
+    {
+        // As many workers as libtorch threads (1 in the trainers' lanes): this replaces libtorch ops that would have used them.
+        int workers = (int)Math.Clamp(Math.Min(get_num_threads(), batch / 16), 1, 64);
+        if (workers == 1) { part(0, batch); return; }
+        Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers },
+            w => part(batch * w / workers, batch * (w + 1) / workers));
+    }
+
+    public void Forward(Tensor[] inputs, Tensor[] outputs)
+    {
+        long batch = inputs[0].shape[0];
+        ForSamples(batch, (first, end) =>
+        {
+            var scratch = NewScratch();
+            for (long b = first; b < end; b++) Sample(inputs, outputs, (int)b, scratch, record: false);
+        });
+    }
+
+    public void Backward(Tensor[] inputs, Tensor orders, Tensor sizes, Tensor[] upstream, Tensor[] gradients)
+    {
+        long batch = inputs[0].shape[0];
+        ForSamples(batch, (first, end) =>
+        {
+            var scratch = NewScratch();
+            for (long b = first; b < end; b++)
+            {
+                SampleBackward(inputs, orders, sizes, upstream, gradients, (int)b, scratch);
+            }
+        });
+    }
+
+    /// <summary>
+    /// One sample's chain forward. With <paramref name="record"/> (the backward's recomputation) it reads the sorts and
+    /// sizes from <paramref name="outputs"/> instead of recomputing them and keeps what the backward needs in the scratch.
+    /// </summary>
+    void Sample(Tensor[] inputs, Tensor[] outputs, int b, Scratch sc, bool record)
+    {
+        Span<T> muAll = SubsetChain.Data<T>(inputs[0]), varAll = SubsetChain.Data<T>(inputs[1]),
+            logitsAll = SubsetChain.Data<T>(inputs[2]), scoresAll = SubsetChain.Data<T>(inputs[3]),
+            availableAll = SubsetChain.Data<T>(inputs[4]), sizeNoiseAll = SubsetChain.Data<T>(inputs[5]),
+            selectionNoiseAll = SubsetChain.Data<T>(inputs[6]), epsAll = SubsetChain.Data<T>(inputs[7]);
+        var mu = muAll.Slice(b * m * d, m * d); var variance = varAll.Slice(b * m * d, m * d);
+        var logits = logitsAll.Slice(b * subsets * k, subsets * k); var scores = scoresAll.Slice(b * pairs * d, pairs * d);
+        var available = availableAll.Slice(b * m, m);
+        var sizeNoise = sizeNoiseAll.IsEmpty ? default : sizeNoiseAll.Slice(b * subsets * k, subsets * k);
+        var selectionNoise = selectionNoiseAll.IsEmpty ? default : selectionNoiseAll.Slice(b * pairs * d, pairs * d);
+        var eps = epsAll.IsEmpty ? default : epsAll.Slice(b * subsets * d, subsets * d);
+
+        // Forward outputs (record = false) or the forward's saved outcomes (record = true: outputs = [orders, sizes]).
+        Span<int> orders = SubsetChain.Data<int>(record ? outputs[0] : outputs[4]).Slice(b * pairs * d, pairs * d);
+        Span<T> sizes = SubsetChain.Data<T>(record ? outputs[1] : outputs[3]).Slice(b * subsets, subsets);
+        Span<T> shared = record ? default : SubsetChain.Data<T>(outputs[1]).Slice(b * m * d, m * d);
+        if (!record) shared.Clear();
+
+        var free = sc.Free.AsSpan();
+        free.Fill(T.One);
+        T klSize = T.Zero, klSelection = T.Zero, klShared = T.Zero;
+        for (int s = 0; s < subsets; s++)
+        {
+            int[] members = family.Subsets[s]; int offset = family.SubsetPairOffset[s];
+            bool anyAvailable = false;
+            foreach (int j in members) anyAvailable |= available[j] > T.Zero;
+            int capacity = int.MaxValue;
+            foreach (int j in members)
+            {
+                T count = T.Zero;
+                foreach (var a in free.Slice(j * d, d)) count += a;
+                capacity = Math.Min(capacity, int.CreateChecked(T.Round(count)));
+            }
+            if (!anyAvailable) capacity = 0;
+
+            // Size: n = argmax of the masked, perturbed logits; KL(Cat(softmax(masked logits)) ‖ H_A).
+            var sizeLogits = logits.Slice(s * k, k);
+            int n;
+            if (record) n = int.CreateChecked(sizes[s]);
+            else
+            {
+                n = 0; T best = T.NegativeInfinity;
+                for (int i = 0; i < k; i++)
+                {
+                    T v = Masked(sizeLogits, i, capacity) + (sizeNoise.IsEmpty ? T.Zero : sizeNoise[s * k + i]);
+                    if (v > best) { best = v; n = i; }
+                }
+                sizes[s] = T.CreateChecked(n);
+            }
+            if (anyAvailable) klSize += CategoricalKl(sizeLogits, capacity, s, null);
+            var fill = sc.Fill.AsSpan();
+            for (int r = 0; r < d; r++) fill[r] = r < n ? T.One : T.Zero;
+            if (record)
+            {
+                sc.Cap[s] = capacity; sc.N[s] = n; sc.AnyAvailable[s] = anyAvailable;
+                // soft = softmax((masked logits + g)/τ): the straight-through sizes' gradient.
+                var soft = sc.Soft.AsSpan(s * k, k);
+                T max = T.NegativeInfinity;
+                for (int i = 0; i < k; i++)
+                {
+                    soft[i] = (Masked(sizeLogits, i, capacity) + (sizeNoise.IsEmpty ? T.Zero : sizeNoise[s * k + i])) / tauSize;
+                    max = T.Max(max, soft[i]);
+                }
+                T total = T.Zero;
+                for (int i = 0; i < k; i++) { soft[i] = T.Exp(soft[i] - max); total += soft[i]; }
+                for (int i = 0; i < k; i++) soft[i] /= total;
+            }
+
+            // Selections: sort each member's perturbed scores (free factors first); Plackett–Luce log r(y) of the top n.
+            T logQ = -(logFactD - logFactorial[n] - logFactorial[d - n]);
+            for (int a = 0; a < members.Length; a++)
+            {
+                int j = members[a], p = offset + a;
+                var order = orders.Slice(p * d, d);
+                var freeJ = free.Slice(j * d, d);
+                if (record) freeJ.CopyTo(sc.FreeBefore.AsSpan(p * d, d));
+                MaskedScores(scores.Slice(p * d, d), freeJ, selectionNoise.IsEmpty ? default : selectionNoise.Slice(p * d, d), sc);
+                if (!record) SortDescending(sc.Perturbed, freeJ, order, sc);
+                T logR = PlackettLuce(order, n, sc) + logFactorial[n];
+                klSelection += logR - logQ;
+            }
+
+            // Product of experts per rank (rows ≥ n padded with unit variance), z_S, and the shared KL.
+            var mean = record ? sc.Mean.AsSpan(s * d, d) : default;
+            var varS = record ? sc.Var.AsSpan(s * d, d) : default;
+            var zS = sc.ZS.AsSpan(s * d, d);
+            for (int r = 0; r < d; r++)
+            {
+                T f = fill[r];
+                T precision = anyAvailable ? T.Zero : T.One, numerator = T.Zero;
+                for (int a = 0; a < members.Length; a++)
+                {
+                    int j = members[a], c = orders[(offset + a) * d + r];
+                    T w = available[j];
+                    T vSel = f * variance[j * d + c] + (T.One - f);
+                    precision += w / vSel;
+                    numerator += w * (f * mu[j * d + c]) / vSel;
+                }
+                T meanR = numerator / precision, varR = T.One / precision;
+                T z = eps.IsEmpty ? meanR : meanR + T.Sqrt(varR) * eps[s * d + r];
+                zS[r] = z * f;
+                klShared += f * half * (meanR * meanR + varR - T.One - T.Log(varR));
+                if (record) { mean[r] = meanR; varS[r] = varR; }
+            }
+
+            // Take the selected factors: a_j −= t at the ranks' items, shared_j += t ⊙ z_S there.
+            for (int a = 0; a < members.Length; a++)
+            {
+                int j = members[a]; var order = orders.Slice((offset + a) * d, d);
+                for (int r = 0; r < n; r++)
+                {
+                    int c = order[r];
+                    free[j * d + c] = T.Clamp(free[j * d + c] - T.One, T.Zero, T.One);
+                    if (!record) shared[j * d + c] += zS[r];
+                }
+            }
+        }
+        if (record) return;
+        free.CopyTo(SubsetChain.Data<T>(outputs[0]).Slice(b * m * d, m * d));
+        var kl = SubsetChain.Data<T>(outputs[2]);
+        long batch = outputs[2].shape[1];
+        kl[b] = klSize; kl[(int)batch + b] = klSelection; kl[2 * (int)batch + b] = klShared;
+    }
+
+    static T Masked(Span<T> logits, int i, int capacity) => i > capacity ? T.CreateChecked(-1e9) : logits[i];
+
+    /// <summary>KL(softmax(masked logits) ‖ H_A); with <paramref name="gradient"/>, also ∂KL/∂logit_i = q_i (log q_i − log H_i − KL), 0 where masked.</summary>
+    T CategoricalKl(Span<T> logits, int capacity, int s, Span<T> gradient)
+    {
+        T max = T.NegativeInfinity;
+        for (int i = 0; i < k; i++) max = T.Max(max, Masked(logits, i, capacity));
+        T total = T.Zero;
+        for (int i = 0; i < k; i++) total += T.Exp(Masked(logits, i, capacity) - max);
+        T logZ = max + T.Log(total), kl = T.Zero;
+        for (int i = 0; i < k; i++)
+        {
+            T logQ = Masked(logits, i, capacity) - logZ;
+            kl += T.Exp(logQ) * (logQ - logPrior[s * k + i]);
+        }
+        if (gradient.IsEmpty) return kl;
+        for (int i = 0; i < k; i++)
+        {
+            T logQ = Masked(logits, i, capacity) - logZ;
+            gradient[i] = i > capacity ? T.Zero : T.Exp(logQ) * (logQ - logPrior[s * k + i] - kl);
+        }
+        return kl;
+    }
+
+    /// <summary>w̃ = w + log(a + 1e-6) + penalty·(a − 1) into <see cref="Scratch.WMasked"/>, and w̃ + g into <see cref="Scratch.Perturbed"/>.</summary>
+    void MaskedScores(Span<T> w, Span<T> freeJ, Span<T> noise, Scratch sc)
+    {
+        for (int c = 0; c < d; c++)
+        {
+            T wm = w[c] + T.Log(freeJ[c] + epsilon);
+            if (penalty > T.Zero) wm += penalty * (freeJ[c] - T.One);
+            sc.WMasked[c] = wm;
+            sc.Perturbed[c] = noise.IsEmpty ? wm : wm + noise[c];
+        }
+    }
+
+    /// <summary>Items by descending key, free factors (a ≥ 0.5) before taken ones, ties by index.</summary>
+    void SortDescending(T[] key, Span<T> freeJ, Span<int> order, Scratch sc)
+    {
+        if (typeof(T) == typeof(float))
+        {
+            // One 64-bit key per item: taken flag, then the float's bits made order-preserving and inverted, then the index.
+            var keys = sc.Keys.AsSpan(0, d);
+            for (int c = 0; c < d; c++)
+            {
+                uint bits = BitConverter.SingleToUInt32Bits(float.CreateTruncating(key[c]));
+                uint ascending = (bits & 0x8000_0000u) != 0 ? ~bits : bits | 0x8000_0000u;
+                ulong taken = freeJ[c] < half ? 1ul : 0ul;
+                keys[c] = (taken << 63) | ((ulong)~ascending << 31) | (uint)c;
+            }
+            keys.Sort();
+            for (int r = 0; r < d; r++) order[r] = (int)(keys[r] & 0x7FFF_FFFF);
+        }
+        else
+        {
+            for (int c = 0; c < d; c++) order[c] = c;
+            var flags = new bool[d];
+            for (int c = 0; c < d; c++) flags[c] = freeJ[c] < half;
+            order.Sort((x, y) =>
+            {
+                if (flags[x] != flags[y]) return flags[x] ? 1 : -1;
+                int byKey = key[y].CompareTo(key[x]);
+                return byKey != 0 ? byKey : x.CompareTo(y);
+            });
+        }
+    }
+
+    /// <summary>
+    /// Σ_{r &lt; n} (w̃_(r) − log Σ_{l ≥ r} exp w̃_(l)) for the sorted masked scores; leaves the sorted scores and suffix
+    /// log-sums in <see cref="Scratch.Sorted"/> and <see cref="Scratch.Suffix"/>.
+    /// </summary>
+    T PlackettLuce(Span<int> order, int n, Scratch sc)
+    {
+        var sorted = sc.Sorted; var suffix = sc.Suffix;
+        for (int r = 0; r < d; r++) sorted[r] = sc.WMasked[order[r]];
+        T running = T.NegativeInfinity;
+        for (int r = d - 1; r >= 0; r--)
+        {
+            T hi = T.Max(running, sorted[r]), lo = T.Min(running, sorted[r]);
+            running = T.IsNegativeInfinity(lo) ? hi : hi + T.Log(T.One + T.Exp(lo - hi));
+            suffix[r] = running;
+        }
+        T total = T.Zero;
+        for (int r = 0; r < n; r++) total += sorted[r] - suffix[r];
+        return total;
+    }
+
+    void SampleBackward(Tensor[] inputs, Tensor orders, Tensor sizes, Tensor[] upstream, Tensor[] gradients, int b, Scratch sc)
+    {
+        Sample(inputs, [orders, sizes], b, sc, record: true);
+
+        Span<T> muAll = SubsetChain.Data<T>(inputs[0]), varAll = SubsetChain.Data<T>(inputs[1]),
+            logitsAll = SubsetChain.Data<T>(inputs[2]), scoresAll = SubsetChain.Data<T>(inputs[3]),
+            availableAll = SubsetChain.Data<T>(inputs[4]), selectionNoiseAll = SubsetChain.Data<T>(inputs[6]),
+            epsAll = SubsetChain.Data<T>(inputs[7]);
+        var mu = muAll.Slice(b * m * d, m * d); var variance = varAll.Slice(b * m * d, m * d);
+        var logits = logitsAll.Slice(b * subsets * k, subsets * k); var scores = scoresAll.Slice(b * pairs * d, pairs * d);
+        var available = availableAll.Slice(b * m, m);
+        var selectionNoise = selectionNoiseAll.IsEmpty ? default : selectionNoiseAll.Slice(b * pairs * d, pairs * d);
+        var eps = epsAll.IsEmpty ? default : epsAll.Slice(b * subsets * d, subsets * d);
+        var order = SubsetChain.Data<int>(orders).Slice(b * pairs * d, pairs * d);
+
+        long batch = inputs[0].shape[0];
+        var gFreeUp = SubsetChain.Data<T>(upstream[0]).Slice(b * m * d, m * d);
+        var gShared = SubsetChain.Data<T>(upstream[1]).Slice(b * m * d, m * d);
+        var gKl = SubsetChain.Data<T>(upstream[2]);
+        T gKlSize = gKl[b], gKlSelection = gKl[(int)batch + b], gKlShared = gKl[2 * (int)batch + b];
+        var gMu = SubsetChain.Data<T>(gradients[0]).Slice(b * m * d, m * d);
+        var gVar = SubsetChain.Data<T>(gradients[1]).Slice(b * m * d, m * d);
+        var gLogits = SubsetChain.Data<T>(gradients[2]).Slice(b * subsets * k, subsets * k);
+        var gScores = SubsetChain.Data<T>(gradients[3]).Slice(b * pairs * d, pairs * d);
+
+        var gFree = sc.GFree.AsSpan();
+        gFreeUp.CopyTo(gFree);
+        for (int s = subsets - 1; s >= 0; s--)
+        {
+            int[] members = family.Subsets[s]; int offset = family.SubsetPairOffset[s], size = members.Length;
+            int n = sc.N[s];
+            var fill = sc.Fill.AsSpan();
+            for (int r = 0; r < d; r++) fill[r] = r < n ? T.One : T.Zero;
+            var mean = sc.Mean.AsSpan(s * d, d); var varS = sc.Var.AsSpan(s * d, d); var zS = sc.ZS.AsSpan(s * d, d);
+            var gFill = sc.GFill.AsSpan(); var gZS = sc.GZS.AsSpan();
+            gFill.Clear(); gZS.Clear();
+            T gN = T.Zero;
+
+            // a_j ← clamp(a_j − t at the ranks' items, 0, 1) and shared_j += t ⊙ z_S: ∂L/∂[t, t ⊙ z_S] in rank order (R's
+            // gradient) and in item order (gV, for the NeuralSort gradient); ∂L/∂a_j before this subset.
+            for (int a = 0; a < size; a++)
+            {
+                int j = members[a], p = offset + a;
+                var ord = order.Slice(p * d, d); var before = sc.FreeBefore.AsSpan(p * d, d);
+                var gv = sc.GV.AsSpan(a * d * 2, d * 2);
+                for (int r = 0; r < d; r++)
+                {
+                    int c = ord[r];
+                    T x = before[c] - fill[r];
+                    bool pass = x >= T.Zero && x <= T.One;   // clamp's gradient, bounds included (as libtorch)
+                    T g0 = pass ? -gFree[j * d + c] : T.Zero, g1 = gShared[j * d + c];
+                    gv[c * 2] = g0; gv[c * 2 + 1] = g1;
+                    gFree[j * d + c] = pass ? gFree[j * d + c] : T.Zero;
+                    gFill[r] += g0 + g1 * zS[r];
+                    gZS[r] += g1 * fill[r];
+                }
+            }
+
+            // Shared KL, z_S = t ⊙ (mean + √var ε), and the product of experts, rank by rank.
+            bool anyAvailable = sc.AnyAvailable[s];
+            for (int r = 0; r < d; r++)
+            {
+                T f = fill[r], meanR = mean[r], varR = varS[r];
+                T gMean = gKlShared * f * meanR, gV = gKlShared * f * half * (T.One - T.One / varR);
+                gFill[r] += gKlShared * half * (meanR * meanR + varR - T.One - T.Log(varR));
+                T e = eps.IsEmpty ? T.Zero : eps[s * d + r];
+                T sd = T.Sqrt(varR);
+                gFill[r] += gZS[r] * (meanR + sd * e);
+                gMean += gZS[r] * f;
+                if (!eps.IsEmpty) gV += gZS[r] * f * e * half / sd;
+                T precision = T.One / varR, numerator = meanR * precision;
+                T gNumerator = gMean / precision;
+                T gPrecision = -gMean * numerator / (precision * precision) - gV / (precision * precision);
+                for (int a = 0; a < size; a++)
+                {
+                    int j = members[a], c = order[(offset + a) * d + r];
+                    T x0 = mu[j * d + c], x1 = variance[j * d + c], w = available[j];
+                    T vSel = f * x1 + (T.One - f), mSel = f * x0;
+                    T gMSel = gNumerator * w / vSel;
+                    T gVSel = -gNumerator * w * mSel / (vSel * vSel) - gPrecision * w / (vSel * vSel);
+                    var gu = sc.GU.AsSpan(a * d * 3 + r * 3, 3);
+                    gu[0] = gMSel * f; gu[1] = gVSel * f;
+                    gFill[r] += gMSel * x0 + gVSel * (x1 - T.One);
+                }
+            }
+
+            // Plackett–Luce terms (every member, available or not) and log r − log q's dependence on n.
+            gN += gKlSelection * T.CreateChecked(size) * digamma[d - n];
+            for (int a = 0; a < size; a++)
+            {
+                int j = members[a], p = offset + a;
+                var ord = order.Slice(p * d, d); var before = sc.FreeBefore.AsSpan(p * d, d);
+                MaskedScores(scores.Slice(p * d, d), before, selectionNoise.IsEmpty ? default : selectionNoise.Slice(p * d, d), sc);
+                PlackettLuce(ord, n, sc);
+                var sorted = sc.Sorted; var suffix = sc.Suffix;
+                // Σ_{r ≤ min(l, n−1)} exp(w̃_(l) − suffix_r) = exp(w̃_(l) − suffix_l') · A_l', A_t = Σ_{r ≤ t} exp(suffix_t − suffix_r).
+                T acc = T.Zero;
+                for (int l = 0; l < d; l++)
+                {
+                    if (l < n) acc = l == 0 ? T.One : acc * T.Exp(suffix[l] - suffix[l - 1]) + T.One;
+                    gFill[l] += gKlSelection * (sorted[l] - suffix[l]);   // every rank: t_r's straight-through gradient
+                    T sum = n == 0 ? T.Zero : T.Exp(sorted[l] - suffix[Math.Min(l, n - 1)]) * acc;
+                    sc.GU[a * d * 3 + l * 3 + 2] = gKlSelection * (fill[l] - sum);
+                }
+
+                // Gather's backward (byRank = byMember at the order), then P̂'s gradient to the perturbed scores.
+                var gWMasked = sc.GWMasked.AsSpan();
+                for (int r = 0; r < d; r++)
+                {
+                    int c = ord[r];
+                    var gu = sc.GU.AsSpan(a * d * 3 + r * 3, 3);
+                    gMu[j * d + c] += gu[0]; gVar[j * d + c] += gu[1]; gWMasked[c] = gu[2];
+                }
+                if (n > 0)   // with n = 0 both right-hand sides' gradients are zero rows: P̂ gets no gradient
+                {
+                    for (int c = 0; c < d; c++)
+                    {
+                        sc.X[c * 3] = mu[j * d + c]; sc.X[c * 3 + 1] = variance[j * d + c]; sc.X[c * 3 + 2] = sc.WMasked[c];
+                    }
+                    for (int r = 0; r < d; r++) { sc.R[r * 2] = fill[r]; sc.R[r * 2 + 1] = fill[r] * zS[r]; }
+                    NeuralSortGradient.Matrix<T>(sc.Perturbed, sc.X, sc.R, sc.GU.AsSpan(a * d * 3, d * 3), sc.GV.AsSpan(a * d * 2, d * 2),
+                        sc.GPerturbed, 3, 2, tauSelection, sc.Kernel);
+                    for (int c = 0; c < d; c++) gWMasked[c] += sc.GPerturbed[c];
+                }
+                var gW = gScores.Slice(p * d, d);
+                for (int c = 0; c < d; c++)
+                {
+                    gW[c] = gWMasked[c];
+                    T slope = T.One / (before[c] + epsilon);
+                    if (penalty > T.Zero) slope += penalty;
+                    gFree[j * d + c] += gWMasked[c] * slope;
+                }
+            }
+
+            // Sizes: t_r = Σ_i onehot_i [i > r] and n = Σ_i onehot_i · i, straight-through onehot → softmax((c + g)/τ).
+            var gSoft = sc.GSoft.AsSpan(); var soft = sc.Soft.AsSpan(s * k, k);
+            gSoft[0] = T.Zero;
+            for (int i = 1; i < k; i++) gSoft[i] = gSoft[i - 1] + gFill[i - 1];
+            T dot = T.Zero;
+            for (int i = 0; i < k; i++) { gSoft[i] += gN * T.CreateChecked(i); dot += soft[i] * gSoft[i]; }
+            var gL = gLogits.Slice(s * k, k);
+            if (anyAvailable) CategoricalKl(logits.Slice(s * k, k), sc.Cap[s], s, gL);
+            else gL.Clear();
+            for (int i = 0; i < k; i++)
+                gL[i] = i > sc.Cap[s] ? T.Zero : gKlSize * gL[i] + soft[i] * (gSoft[i] - dot) / tauSize;
+        }
+    }
+}
