@@ -264,20 +264,27 @@ public class MrVaeObjectiveTests
     }
 
     [Theory]
-    [InlineData(3, 6, true, true, 0)]
-    [InlineData(4, 7, true, true, 0)]
-    [InlineData(4, 5, true, false, 2)]
-    [InlineData(5, 8, false, true, 0)]
-    [InlineData(4, 6, false, false, 0)]
-    public void FusedChainGivesTheReferencesValuesAndGradients(int m, int d, bool training, bool sampleLatents, double rampSlope)
+    [InlineData(3, 6, true, true, 0, false)]
+    [InlineData(4, 7, true, true, 0, false)]
+    [InlineData(4, 5, true, false, 2, false)]
+    [InlineData(5, 8, false, true, 0, false)]
+    [InlineData(4, 6, false, false, 0, false)]
+    [InlineData(4, 5, true, true, 200, false)]   // taken factors ~800 below the free ones: exp underflows, the exact suffix path
+    [InlineData(2, 16, true, true, 0, true)]     // float32: the kernel's packed-key sort and vector exps and logs
+    [InlineData(5, 16, true, true, 0, true)]     // float32 with taken factors (see the gradient check), scores spread beyond 13.8
+    public void FusedChainGivesTheReferencesValuesAndGradients(int m, int d, bool training, bool sampleLatents, double rampSlope, bool float32)
     {
-        // The per-sample kernel (SubsetChain) against the chain with libtorch ops and autograd, in float64: the loss, every
-        // decoder input, the sizes, the recorded selections, and the gradients of μ, log σ² and every network parameter.
+        // The per-sample kernel (SubsetChain) against the chain with libtorch ops and autograd: the loss, every decoder
+        // input, the sizes, the recorded selections, and the gradients of μ, log σ² and every network parameter.
+        var dtype = float32 ? ScalarType.Float32 : ScalarType.Float64;
+        double tolerance = float32 ? 1e-4 : 1e-9;
         const int batch = 12;
         var config = TinyModels.Config(modalities: m, latent: d) with { SelectionRampSlope = rampSlope, SubsetWeight = 0.5 };
         using var objective = (MrVaeObjective)Seeds.Construct(9, "c", () => CoordinatorObjective.Create(config));
-        objective.to(float64);
-        var (mu, logVar) = TinyModels.Posteriors(m, batch, d, new Generator(31));
+        objective.to(dtype);
+        var (mu, logVar) = TinyModels.Posteriors(m, batch, d, new Generator(31), dtype);
+        // Spread float32's selection scores wider than log(1e-6) ≈ −13.8, so that the sort's taken-last rule decides orders.
+        if (float32) for (int j = 0; j < m; j++) mu[j] = mu[j]! * 25;
         foreach (var t in mu.Concat(logVar)) t!.requires_grad_();
         var rng = new Random(7);
         var rows = new float[batch * m];
@@ -286,8 +293,8 @@ public class MrVaeObjectiveTests
             int mask = b == 0 ? (1 << m) - 1 : rng.Next(1, 1 << m);
             for (int j = 0; j < m; j++) rows[b * m + j] = mask >> j & 1;
         }
-        using var available = tensor(rows, [batch, m]).to(float64);
-        var weights = Enumerable.Range(0, m).Select(j => randn([2, batch, d], dtype: float64, generator: new Generator((ulong)(40 + j)))).ToArray();
+        using var available = tensor(rows, [batch, m]).to(dtype);
+        var weights = Enumerable.Range(0, m).Select(j => randn([2, batch, d], dtype: dtype, generator: new Generator((ulong)(40 + j)))).ToArray();
 
         (double[] Values, double[] Gradients) Run(bool fused)
         {
@@ -319,14 +326,34 @@ public class MrVaeObjectiveTests
         var kernel = Run(fused: true);
         Assert.Equal(reference.Values.Length, kernel.Values.Length);
         for (int i = 0; i < reference.Values.Length; i++)
-            Assert.True(Math.Abs(reference.Values[i] - kernel.Values[i]) <= 1e-9 * (1 + Math.Abs(reference.Values[i])),
+            Assert.True(Math.Abs(reference.Values[i] - kernel.Values[i]) <= tolerance * (1 + Math.Abs(reference.Values[i])),
                 $"value {i}: reference {reference.Values[i]}, kernel {kernel.Values[i]}");
         double scale = reference.Gradients.Max(Math.Abs);
         Assert.True(scale > 1e-3, "the loss gives no gradient to compare");
-        for (int i = 0; i < reference.Gradients.Length; i++)
-            // Relative to the largest gradient too: 1/(a + 1e-6) makes some terms ~1e6 times others, and their sums cancel.
-            Assert.True(Math.Abs(reference.Gradients[i] - kernel.Gradients[i]) <= 1e-9 * (1 + Math.Abs(reference.Gradients[i])) + 1e-9 * scale,
-                $"gradient {i}: reference {reference.Gradients[i]}, kernel {kernel.Gradients[i]}, largest {scale}");
+        if (float32 && m > 2)
+        {
+            // With m > 2 later subsets meet factors taken earlier (a = 0), whose masked score log(a + 1e-6) passes gradients
+            // ×1e6: float32's rounding of a ~1e-6 selection probability (absolute ~6e-8) becomes O(0.1) there, in the
+            // reference as much as in the kernel (measured: 19% of the latents' gradient norm, 24% of the networks'; 3% and
+            // 13% without the ×25 spread). Elementwise agreement is the float64 cases' and m = 2's job; here only gross
+            // errors (a wrong sign or term) are caught, and the values above were checked to 1e-4.
+            int latentCount = mu.Concat(logVar).Sum(t => (int)t!.numel());
+            foreach (var (first, count, bound) in new[] { (0, latentCount, 0.4), (latentCount, reference.Gradients.Length - latentCount, 0.4) })
+            {
+                double error = 0, norm = 0;
+                for (int i = first; i < first + count; i++)
+                {
+                    double e = kernel.Gradients[i] - reference.Gradients[i];
+                    error += e * e; norm += reference.Gradients[i] * reference.Gradients[i];
+                }
+                Assert.True(Math.Sqrt(error / norm) <= bound, $"gradients from {first}: relative error {Math.Sqrt(error / norm)} > {bound}");
+            }
+        }
+        else
+            for (int i = 0; i < reference.Gradients.Length; i++)
+                // Relative to the largest gradient too: 1/(a + 1e-6) makes some terms ~1e6 times others, and their sums cancel.
+                Assert.True(Math.Abs(reference.Gradients[i] - kernel.Gradients[i]) <= tolerance * (1 + Math.Abs(reference.Gradients[i]) + scale),
+                    $"gradient {i}: reference {reference.Gradients[i]}, kernel {kernel.Gradients[i]}, largest {scale}");
         objective.UseFusedChain = true;
     }
 

@@ -137,6 +137,8 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
     readonly T penalty, tauSize, tauSelection, epsilon = T.CreateChecked(1e-6), half = T.CreateChecked(0.5);
     readonly T[] logFactorial, digamma;   // log k! and ψ(k + 1), k = 0..D
     readonly T logFactD;
+    /// <summary>log(a + 1e-6) and 1/(a + 1e-6) for a = 0 and a = 1, the only values a takes in the straight-through forward.</summary>
+    readonly T logTaken, logFree, slopeTaken, slopeFree;
 
     public SubsetChainKernel(SubsetChainSetup setup, int latent)
     {
@@ -151,6 +153,8 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
         logFactorial = lf.Select(T.CreateChecked).ToArray();
         digamma = psi.Select(T.CreateChecked).ToArray();
         logFactD = logFactorial[d];
+        logTaken = T.Log(epsilon); logFree = T.Log(T.One + epsilon);
+        slopeTaken = T.One / epsilon; slopeFree = T.One / (T.One + epsilon);
     }
 
     /// <summary>Per-worker buffers: one sample's chain state, what its backward recomputes, and the pair-level scratch.</summary>
@@ -158,7 +162,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
         public readonly T[] Free, FreeBefore, Soft, Mean, Var, ZS, GFree;
         public readonly int[] Cap, N; public readonly bool[] AnyAvailable;
-        public readonly T[] WMasked, Perturbed, Sorted, Suffix, Fill, GFill, GZS;
+        public readonly T[] WMasked, Perturbed, Sorted, Suffix, Cum, LogCum, Fill, GFill, GZS, Q;
         public readonly T[] X, R, GU, GV, GPerturbed, GWMasked, GSoft, Kernel;
         public readonly int[] Inverse; public readonly ulong[] Keys; public readonly int[] Order;
 
@@ -168,7 +172,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
             Free = new T[m * d]; FreeBefore = new T[p * d]; Soft = new T[s * k];
             Mean = new T[s * d]; Var = new T[s * d]; ZS = new T[s * d]; GFree = new T[m * d];
             Cap = new int[s]; N = new int[s]; AnyAvailable = new bool[s];
-            WMasked = new T[d]; Perturbed = new T[d]; Sorted = new T[d]; Suffix = new T[d]; Fill = new T[d];
+            WMasked = new T[d]; Perturbed = new T[d]; Sorted = new T[d]; Suffix = new T[d]; Cum = new T[d]; LogCum = new T[d]; Fill = new T[d]; Q = new T[k];
             GFill = new T[d]; GZS = new T[d];
             X = new T[d * 3]; R = new T[d * 2]; GU = new T[maxMembers * d * 3]; GV = new T[maxMembers * d * 2];
             GPerturbed = new T[d]; GWMasked = new T[d]; GSoft = new T[k];
@@ -204,10 +208,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
         ForSamples(batch, (first, end) =>
         {
             var scratch = NewScratch();
-            for (long b = first; b < end; b++)
-            {
-                SampleBackward(inputs, orders, sizes, upstream, gradients, (int)b, scratch);
-            }
+            for (long b = first; b < end; b++) SampleBackward(inputs, orders, sizes, upstream, gradients, (int)b, scratch);
         });
     }
 
@@ -265,23 +266,27 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
                 }
                 sizes[s] = T.CreateChecked(n);
             }
-            if (anyAvailable) klSize += CategoricalKl(sizeLogits, capacity, s, null);
+            if (anyAvailable) klSize += CategoricalKl(sizeLogits, capacity, s, null, sc);
             var fill = sc.Fill.AsSpan();
             for (int r = 0; r < d; r++) fill[r] = r < n ? T.One : T.Zero;
             if (record)
             {
                 sc.Cap[s] = capacity; sc.N[s] = n; sc.AnyAvailable[s] = anyAvailable;
-                // soft = softmax((masked logits + g)/τ): the straight-through sizes' gradient.
+                // soft = softmax((masked logits + g)/τ): the straight-through sizes' gradient (0 beyond the capacity).
                 var soft = sc.Soft.AsSpan(s * k, k);
+                int top = Math.Min(capacity, k - 1);
                 T max = T.NegativeInfinity;
-                for (int i = 0; i < k; i++)
+                for (int i = 0; i <= top; i++)
                 {
-                    soft[i] = (Masked(sizeLogits, i, capacity) + (sizeNoise.IsEmpty ? T.Zero : sizeNoise[s * k + i])) / tauSize;
+                    soft[i] = (sizeLogits[i] + (sizeNoise.IsEmpty ? T.Zero : sizeNoise[s * k + i])) / tauSize;
                     max = T.Max(max, soft[i]);
                 }
+                for (int i = 0; i <= top; i++) soft[i] -= max;
+                ExpInPlace(soft[..(top + 1)]);
                 T total = T.Zero;
-                for (int i = 0; i < k; i++) { soft[i] = T.Exp(soft[i] - max); total += soft[i]; }
-                for (int i = 0; i < k; i++) soft[i] /= total;
+                for (int i = 0; i <= top; i++) total += soft[i];
+                for (int i = 0; i <= top; i++) soft[i] /= total;
+                soft[(top + 1)..].Clear();
             }
 
             // Selections: sort each member's perturbed scores (free factors first); Plackett–Luce log r(y) of the top n.
@@ -294,7 +299,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
                 if (record) freeJ.CopyTo(sc.FreeBefore.AsSpan(p * d, d));
                 MaskedScores(scores.Slice(p * d, d), freeJ, selectionNoise.IsEmpty ? default : selectionNoise.Slice(p * d, d), sc);
                 if (!record) SortDescending(sc.Perturbed, freeJ, order, sc);
-                T logR = PlackettLuce(order, n, sc) + logFactorial[n];
+                T logR = PlackettLuce(order, n, sc).Value + logFactorial[n];
                 klSelection += logR - logQ;
             }
 
@@ -302,9 +307,17 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
             var mean = record ? sc.Mean.AsSpan(s * d, d) : default;
             var varS = record ? sc.Var.AsSpan(s * d, d) : default;
             var zS = sc.ZS.AsSpan(s * d, d);
-            for (int r = 0; r < d; r++)
+            // Ranks ≥ n: every member's row is the unit-variance padding, so mean 0, variance 1/(#available or 1), z_S = 0.
+            T paddedPrecision = anyAvailable ? T.Zero : T.One;
+            foreach (int j in members) paddedPrecision += available[j];
+            for (int r = n; r < d; r++)
             {
-                T f = fill[r];
+                zS[r] = T.Zero;
+                if (record) { mean[r] = T.Zero; varS[r] = T.One / paddedPrecision; }
+            }
+            for (int r = 0; r < n; r++)
+            {
+                T f = T.One;
                 T precision = anyAvailable ? T.Zero : T.One, numerator = T.Zero;
                 for (int a = 0; a < members.Length; a++)
                 {
@@ -342,25 +355,29 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
 
     static T Masked(Span<T> logits, int i, int capacity) => i > capacity ? T.CreateChecked(-1e9) : logits[i];
 
-    /// <summary>KL(softmax(masked logits) ‖ H_A); with <paramref name="gradient"/>, also ∂KL/∂logit_i = q_i (log q_i − log H_i − KL), 0 where masked.</summary>
-    T CategoricalKl(Span<T> logits, int capacity, int s, Span<T> gradient)
+    /// <summary>
+    /// KL(softmax(masked logits) ‖ H_A); with <paramref name="gradient"/>, also ∂KL/∂logit_i = q_i (log q_i − log H_i − KL),
+    /// 0 where masked. Masked sizes (i &gt; capacity, logit −1e9) have q_i = 0 exactly, so only 0..capacity are visited.
+    /// </summary>
+    T CategoricalKl(Span<T> logits, int capacity, int s, Span<T> gradient, Scratch sc)
     {
+        int top = Math.Min(capacity, k - 1);
+        var q = sc.Q.AsSpan(0, top + 1);
         T max = T.NegativeInfinity;
-        for (int i = 0; i < k; i++) max = T.Max(max, Masked(logits, i, capacity));
+        for (int i = 0; i <= top; i++) max = T.Max(max, logits[i]);
+        for (int i = 0; i <= top; i++) q[i] = logits[i] - max;
+        ExpInPlace(q);
         T total = T.Zero;
-        for (int i = 0; i < k; i++) total += T.Exp(Masked(logits, i, capacity) - max);
+        foreach (var e in q) total += e;
         T logZ = max + T.Log(total), kl = T.Zero;
-        for (int i = 0; i < k; i++)
+        for (int i = 0; i <= top; i++)
         {
-            T logQ = Masked(logits, i, capacity) - logZ;
-            kl += T.Exp(logQ) * (logQ - logPrior[s * k + i]);
+            q[i] /= total;
+            kl += q[i] * (logits[i] - logZ - logPrior[s * k + i]);
         }
         if (gradient.IsEmpty) return kl;
-        for (int i = 0; i < k; i++)
-        {
-            T logQ = Masked(logits, i, capacity) - logZ;
-            gradient[i] = i > capacity ? T.Zero : T.Exp(logQ) * (logQ - logPrior[s * k + i] - kl);
-        }
+        gradient.Clear();
+        for (int i = 0; i <= top; i++) gradient[i] = q[i] * (logits[i] - logZ - logPrior[s * k + i] - kl);
         return kl;
     }
 
@@ -369,7 +386,8 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
         for (int c = 0; c < d; c++)
         {
-            T wm = w[c] + T.Log(freeJ[c] + epsilon);
+            T a = freeJ[c];
+            T wm = w[c] + (a == T.One ? logFree : a == T.Zero ? logTaken : T.Log(a + epsilon));
             if (penalty > T.Zero) wm += penalty * (freeJ[c] - T.One);
             sc.WMasked[c] = wm;
             sc.Perturbed[c] = noise.IsEmpty ? wm : wm + noise[c];
@@ -390,8 +408,18 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
                 ulong taken = freeJ[c] < half ? 1ul : 0ul;
                 keys[c] = (taken << 63) | ((ulong)~ascending << 31) | (uint)c;
             }
-            keys.Sort();
-            for (int r = 0; r < d; r++) order[r] = (int)(keys[r] & 0x7FFF_FFFF);
+            // The keys are distinct (the index is part of them): an item's rank is the number of smaller keys.
+            int width = Vector<ulong>.Count, vectorEnd = d - d % width;
+            for (int c = 0; c < d; c++)
+            {
+                var key_c = new Vector<ulong>(keys[c]);
+                var smaller = Vector<ulong>.Zero;
+                int i = 0;
+                for (; i < vectorEnd; i += width) smaller -= Vector.LessThan(new Vector<ulong>(keys[i..]), key_c);   // −(−1) per smaller key
+                ulong rank = Vector.Sum(smaller);
+                for (; i < d; i++) if (keys[i] < keys[c]) rank++;
+                order[(int)rank] = c;
+            }
         }
         else
         {
@@ -408,23 +436,66 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>
-    /// Σ_{r &lt; n} (w̃_(r) − log Σ_{l ≥ r} exp w̃_(l)) for the sorted masked scores; leaves the sorted scores and suffix
-    /// log-sums in <see cref="Scratch.Sorted"/> and <see cref="Scratch.Suffix"/>.
+    /// Σ_{r &lt; n} (w̃_(r) − log Σ_{l ≥ r} exp w̃_(l)) for the sorted masked scores, leaving the sorted scores in
+    /// <see cref="Scratch.Sorted"/>. Usually (Exact = false) the suffix sums are sums of positive terms: one exp per
+    /// item, exp(w̃_(l) − max) in <see cref="Scratch.Suffix"/>, their suffix sums in <see cref="Scratch.Cum"/>, and a
+    /// log per rank used, instead of the running log-sum-exp's exp and log per item. Where a term underflows (scores
+    /// spread over more than ~87 in float32, e.g. a steep selection ramp) it is the running log-sum-exp (Exact = true):
+    /// the suffix log-sums in <see cref="Scratch.Suffix"/>.
     /// </summary>
-    T PlackettLuce(Span<int> order, int n, Scratch sc)
+    (T Value, T Max, bool Exact) PlackettLuce(Span<int> order, int n, Scratch sc)
     {
-        var sorted = sc.Sorted; var suffix = sc.Suffix;
-        for (int r = 0; r < d; r++) sorted[r] = sc.WMasked[order[r]];
-        T running = T.NegativeInfinity;
+        var sorted = sc.Sorted; var e = sc.Suffix; var cum = sc.Cum;
+        T max = T.NegativeInfinity;
+        for (int r = 0; r < d; r++) { sorted[r] = sc.WMasked[order[r]]; max = T.Max(max, sorted[r]); }
+        for (int r = 0; r < d; r++) e[r] = sorted[r] - max;
+        ExpInPlace(e);
+        T total = T.Zero;
+        if (e[d - 1] > T.Zero)
+        {
+            T running = T.Zero;
+            for (int r = d - 1; r >= 0; r--) { running += e[r]; cum[r] = running; }
+            for (int r = 0; r < n; r++) total += sorted[r] - (max + T.Log(cum[r]));
+            return (total, max, false);
+        }
+        var suffix = sc.Suffix;
+        T logSum = T.NegativeInfinity;
         for (int r = d - 1; r >= 0; r--)
         {
-            T hi = T.Max(running, sorted[r]), lo = T.Min(running, sorted[r]);
-            running = T.IsNegativeInfinity(lo) ? hi : hi + T.Log(T.One + T.Exp(lo - hi));
-            suffix[r] = running;
+            T hi = T.Max(logSum, sorted[r]), lo = T.Min(logSum, sorted[r]);
+            logSum = T.IsNegativeInfinity(lo) ? hi : hi + T.Log(T.One + T.Exp(lo - hi));
+            suffix[r] = logSum;
         }
-        T total = T.Zero;
         for (int r = 0; r < n; r++) total += sorted[r] - suffix[r];
-        return total;
+        return (total, max, true);
+    }
+
+    static void ExpInPlace(Span<T> values)
+    {
+        int width = Vector<T>.Count, c = 0;
+        for (; c + width <= values.Length; c += width) VectorExp(new Vector<T>(values[c..])).CopyTo(values[c..]);
+        for (; c < values.Length; c++) values[c] = T.Exp(values[c]);
+    }
+
+    static void LogInPlace(Span<T> values)
+    {
+        int width = Vector<T>.Count, c = 0;
+        for (; c + width <= values.Length; c += width) VectorLog(new Vector<T>(values[c..])).CopyTo(values[c..]);
+        for (; c < values.Length; c++) values[c] = T.Log(values[c]);
+    }
+
+    static Vector<T> VectorLog(Vector<T> v)
+    {
+        if (typeof(T) == typeof(float)) return Vector.Log(v.As<T, float>()).As<float, T>();
+        if (typeof(T) == typeof(double)) return Vector.Log(v.As<T, double>()).As<double, T>();
+        throw new NotSupportedException(typeof(T).Name);
+    }
+
+    static Vector<T> VectorExp(Vector<T> v)
+    {
+        if (typeof(T) == typeof(float)) return Vector.Exp(v.As<T, float>()).As<float, T>();
+        if (typeof(T) == typeof(double)) return Vector.Exp(v.As<T, double>()).As<double, T>();
+        throw new NotSupportedException(typeof(T).Name);
     }
 
     void SampleBackward(Tensor[] inputs, Tensor orders, Tensor sizes, Tensor[] upstream, Tensor[] gradients, int b, Scratch sc)
@@ -487,7 +558,18 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
 
             // Shared KL, z_S = t ⊙ (mean + √var ε), and the product of experts, rank by rank.
             bool anyAvailable = sc.AnyAvailable[s];
-            for (int r = 0; r < d; r++)
+            if (n < d)
+            {
+                // Padding ranks (t_r = 0, mean 0, one variance): only t_r's straight-through gradient; nothing reaches μ, σ² or the scores.
+                T varR = varS[n], klPadded = gKlShared * half * (varR - T.One - T.Log(varR)), sd = T.Sqrt(varR);
+                for (int r = n; r < d; r++)
+                {
+                    gFill[r] += klPadded;
+                    if (!eps.IsEmpty) gFill[r] += gZS[r] * sd * eps[s * d + r];
+                    for (int a = 0; a < size; a++) { sc.GU[a * d * 3 + r * 3] = T.Zero; sc.GU[a * d * 3 + r * 3 + 1] = T.Zero; }
+                }
+            }
+            for (int r = 0; r < n; r++)
             {
                 T f = fill[r], meanR = mean[r], varR = varS[r];
                 T gMean = gKlShared * f * meanR, gV = gKlShared * f * half * (T.One - T.One / varR);
@@ -520,15 +602,31 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
                 int j = members[a], p = offset + a;
                 var ord = order.Slice(p * d, d); var before = sc.FreeBefore.AsSpan(p * d, d);
                 MaskedScores(scores.Slice(p * d, d), before, selectionNoise.IsEmpty ? default : selectionNoise.Slice(p * d, d), sc);
-                PlackettLuce(ord, n, sc);
-                var sorted = sc.Sorted; var suffix = sc.Suffix;
-                // Σ_{r ≤ min(l, n−1)} exp(w̃_(l) − suffix_r) = exp(w̃_(l) − suffix_l') · A_l', A_t = Σ_{r ≤ t} exp(suffix_t − suffix_r).
+                var (_, max, exact) = PlackettLuce(ord, n, sc);
+                var sorted = sc.Sorted; var e = sc.Suffix; var cum = sc.Cum;
+                // ∂/∂w̃_(l) = t_l − Σ_{r ≤ l} t_r exp(w̃_(l) − suffix_r), suffix_r = log Σ_{l' ≥ r} exp w̃_(l'):
+                // Σ_{r ≤ min(l, n−1)} exp(w̃_(l) − suffix_r) = exp(w̃_(l) − suffix_l') · A_l', A_t = Σ_{r ≤ t} exp(suffix_t − suffix_r),
+                // with suffix_r = max + log cum_r and exp(w̃_(l) − max) = e_l on the usual path.
+                var logCum = sc.LogCum;
+                if (!exact) { cum.CopyTo(logCum, 0); LogInPlace(logCum); }
                 T acc = T.Zero;
                 for (int l = 0; l < d; l++)
                 {
-                    if (l < n) acc = l == 0 ? T.One : acc * T.Exp(suffix[l] - suffix[l - 1]) + T.One;
-                    gFill[l] += gKlSelection * (sorted[l] - suffix[l]);   // every rank: t_r's straight-through gradient
-                    T sum = n == 0 ? T.Zero : T.Exp(sorted[l] - suffix[Math.Min(l, n - 1)]) * acc;
+                    int last = Math.Min(l, n - 1);
+                    T term, sum;
+                    if (!exact)
+                    {
+                        if (l < n) acc = l == 0 ? T.One : acc * (cum[l] / cum[l - 1]) + T.One;
+                        term = sorted[l] - max - logCum[l];
+                        sum = n == 0 ? T.Zero : e[l] / cum[last] * acc;
+                    }
+                    else
+                    {
+                        if (l < n) acc = l == 0 ? T.One : acc * T.Exp(e[l] - e[l - 1]) + T.One;
+                        term = sorted[l] - e[l];
+                        sum = n == 0 ? T.Zero : T.Exp(sorted[l] - e[last]) * acc;
+                    }
+                    gFill[l] += gKlSelection * term;   // every rank: t_r's straight-through gradient
                     sc.GU[a * d * 3 + l * 3 + 2] = gKlSelection * (fill[l] - sum);
                 }
 
@@ -555,7 +653,8 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
                 for (int c = 0; c < d; c++)
                 {
                     gW[c] = gWMasked[c];
-                    T slope = T.One / (before[c] + epsilon);
+                    T freeBefore = before[c];
+                    T slope = freeBefore == T.One ? slopeFree : freeBefore == T.Zero ? slopeTaken : T.One / (freeBefore + epsilon);
                     if (penalty > T.Zero) slope += penalty;
                     gFree[j * d + c] += gWMasked[c] * slope;
                 }
@@ -568,7 +667,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
             T dot = T.Zero;
             for (int i = 0; i < k; i++) { gSoft[i] += gN * T.CreateChecked(i); dot += soft[i] * gSoft[i]; }
             var gL = gLogits.Slice(s * k, k);
-            if (anyAvailable) CategoricalKl(logits.Slice(s * k, k), sc.Cap[s], s, gL);
+            if (anyAvailable) CategoricalKl(logits.Slice(s * k, k), sc.Cap[s], s, gL, sc);
             else gL.Clear();
             for (int i = 0; i < k; i++)
                 gL[i] = i > sc.Cap[s] ? T.Zero : gKlSize * gL[i] + soft[i] * (gSoft[i] - dot) / tauSize;
