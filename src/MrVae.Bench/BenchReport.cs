@@ -43,7 +43,7 @@ public sealed record BenchOptions
 
 public sealed record MachineFacts(int Cores, string? Cpu, string Os, string Runtime, string TorchSharp, double[]? LoadAverageStart,
     double[]? LoadAverageEnd, int LocalTorchThreads, int SiloTorchThreads, int CoordinatorTorchThreads, int SiloConcurrentCompute,
-    int LoopbackSiloConcurrentCompute);
+    int LoopbackSiloConcurrentCompute, bool MallocTuned);
 
 /// <summary>One configuration (model, D, mode) over all its repeats; times are of measured steps only.</summary>
 public sealed record BenchResult(string Model, int Latent, BenchMode Mode, int Batch, Spread StepMs, double[] RepeatMedianMs,

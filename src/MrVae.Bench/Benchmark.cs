@@ -60,7 +60,7 @@ public static class Benchmark
         var machine = new MachineFacts(Environment.ProcessorCount, ProcessMemory.CpuModel(), RuntimeInformation.OSDescription, RuntimeInformation.FrameworkDescription,
             typeof(TorchSharp.torch).Assembly.GetName().Version?.ToString() ?? "?", loadStart, ProcessMemory.LoadAverage(),
             localThreads, siloSettings.TorchThreads, siloSettings.CoordinatorTorchThreads, siloSettings.ConcurrentCompute,
-            LoopbackSilos.ConcurrentComputePerSilo(o.SiloGroups.Length));
+            LoopbackSilos.ConcurrentComputePerSilo(o.SiloGroups.Length), MrVae.Model.Runtime.MallocTuning.Applied);
         return new BenchReport(started.ToString("o", CultureInfo.InvariantCulture), wall.Elapsed.TotalSeconds, machine, o, withRatios, memory, Goals(withRatios, memory));
     }
 

@@ -49,23 +49,29 @@ public sealed class RelationNetworks : nn.Module
 
     /// <summary>
     /// W3_g · ReLU(W2_g · mean_{available inputs i of g} ReLU(W1_{g,i} z_i + b1) + b2) + b3 for every group g, computed
-    /// group-major (group × B × features): each layer is one batched product (bmm) and needs no
-    /// permuted copies; the inputs' means are sums by scatter_add (a product with a 0/1 matrix cost about as much as the
-    /// first layer). Returns B × groups × out (a transposed view).
+    /// group-major (group × B × features): each layer is one batched product (bmm) and needs no permuted copies; the
+    /// inputs' means are sums by scatter_add (a product with a 0/1 matrix cost about as much as the first layer).
+    /// The first layer's bias and the availability mask ride in the product: z gets a constant feature 1 and is zeroed
+    /// where unavailable, so ReLU([z, 1]·m · [W1; b1]) = m·ReLU(W1 z + b1) for m ∈ {0, 1}, in one pass over the largest
+    /// tensor (G × B × H) instead of three (bias, ReLU input, mask). Returns B × groups × out (a transposed view).
     /// </summary>
     static Tensor Network(Tensor z, Tensor available, Tensor inputIndex, Tensor groupOf, long groups,
         Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor w3, Tensor b3)
     {
-        var zIn = z.transpose(0, 1).index_select(0, inputIndex);                         // G × B × D
-        var mask = available.t().index_select(0, inputIndex).unsqueeze(-1);            // G × B × 1
-        var h = nn.functional.relu(zIn.bmm(w1) + b1.unsqueeze(1)) * mask;            // G × B × H
-        var sum = zeros([groups, h.shape[1], h.shape[2]], dtype: h.dtype, device: h.device)
+        long batch = z.shape[0], modalities = z.shape[1];
+        var mask = available.unsqueeze(-1);                                              // B × M × 1
+        var zOne = cat([z, ones([batch, modalities, 1], dtype: z.dtype, device: z.device)], -1) * mask;
+        var zIn = zOne.transpose(0, 1).index_select(0, inputIndex);                      // G × B × (D+1)
+        var h = nn.functional.relu(zIn.bmm(cat([w1, b1.unsqueeze(1)], 1)));              // G × B × H, zero where unavailable
+        var sum = zeros([groups, batch, h.shape[2]], dtype: h.dtype, device: h.device)
             .scatter_add(0, groupOf.view(-1, 1, 1).expand(h.shape), h);                  // groups × B × H
-        var count = zeros([groups, mask.shape[1], 1], dtype: mask.dtype, device: mask.device)
-            .scatter_add(0, groupOf.view(-1, 1, 1).expand(mask.shape), mask);
+        var maskIn = available.t().index_select(0, inputIndex).unsqueeze(-1);            // G × B × 1
+        var count = zeros([groups, batch, 1], dtype: maskIn.dtype, device: maskIn.device)
+            .scatter_add(0, groupOf.view(-1, 1, 1).expand(maskIn.shape), maskIn);
         var mean = sum / count.clamp_min(1);
-        var hidden = nn.functional.relu(mean.bmm(w2) + b2.unsqueeze(1));
-        return (hidden.bmm(w3) + b3.unsqueeze(1)).transpose(0, 1);
+        // TorchSharp's x.baddbmm(w, bias) is bias + x·w (torch.baddbmm's input comes last); the bias is expanded by hand.
+        var hidden = nn.functional.relu(mean.baddbmm(w2, b2.unsqueeze(1).expand(groups, batch, -1)));
+        return hidden.baddbmm(w3, b3.unsqueeze(1).expand(groups, batch, -1)).transpose(0, 1);
     }
 
     /// <summary>

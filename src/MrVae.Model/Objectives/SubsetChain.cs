@@ -185,8 +185,10 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
 
     static void ForSamples(long batch, Action<long, long> part)
     {
-        // As many workers as libtorch threads (1 in the trainers' lanes): this replaces libtorch ops that would have used them.
-        int workers = (int)Math.Clamp(Math.Min(get_num_threads(), batch / 16), 1, 64);
+        // Every core, not libtorch's thread count (1 in the trainers' lanes): a step's coordinator phase is a barrier, the
+        // modality lanes wait for it, so the cores are free. Samples are independent and each writes only its own rows,
+        // so the result does not depend on the split.
+        int workers = (int)Math.Clamp(Math.Min(Environment.ProcessorCount, batch / 16), 1, 64);
         if (workers == 1) { part(0, batch); return; }
         Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers },
             w => part(batch * w / workers, batch * (w + 1) / workers));

@@ -1,0 +1,77 @@
+using MrVae.Model.Objectives;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MrVae.Model.Tests;
+
+public class RelationNetworksTests
+{
+    [Fact]
+    public void BatchedNetworksAreTheirPerGroupFormula()
+    {
+        // The batched networks (one product per layer over all groups, bias and availability mask folded into the first
+        // product) against the formula written out per subset / pair and per sample, with plain matrix products: the
+        // outputs, and the gradients of z and of every parameter for a random linear functional of both outputs.
+        const int m = 4, d = 5, h = 6, batch = 7;
+        var family = SubsetFamily.All(m);
+        using var nets = new RelationNetworks(family, d, h);
+        nets.to(float64);
+        var gen = new Generator(3);
+        var z = randn([batch, m, d], dtype: float64, generator: gen).requires_grad_();
+        var rows = new double[batch * m];
+        var rng = new Random(5);
+        for (int b = 0; b < batch; b++)
+            for (int j = 0; j < m; j++) rows[b * m + j] = b == 0 ? 1 : b == 1 ? (j == 0 ? 1 : 0) : rng.Next(2);   // all, one alone, random
+        using var available = tensor(rows, [batch, m], dtype: float64);
+        var p = nets.named_parameters().ToDictionary(x => x.name, x => (Tensor)x.parameter);
+
+        // z_i → W1 → ReLU for each input of a group, mean over the available inputs (0 where none), → W2 → ReLU → W3.
+        Tensor Formula(string prefix, int[] groupOfInput, int[] inputModality, int groups)
+        {
+            var outputs = new List<Tensor>();
+            for (int b = 0; b < batch; b++)
+                for (int g = 0; g < groups; g++)
+                {
+                    Tensor sum = zeros(h, dtype: float64);
+                    int count = 0;
+                    for (int t = 0; t < groupOfInput.Length; t++)
+                    {
+                        if (groupOfInput[t] != g || rows[b * m + inputModality[t]] == 0) continue;
+                        sum = sum + relu(z[b, inputModality[t]].matmul(p[prefix + "W1"][t]) + p[prefix + "B1"][t]);
+                        count++;
+                    }
+                    var mean = sum / Math.Max(count, 1);
+                    var hidden = relu(mean.matmul(p[prefix + "W2"][g]) + p[prefix + "B2"][g]);
+                    outputs.Add(hidden.matmul(p[prefix + "W3"][g]) + p[prefix + "B3"][g]);
+                }
+            return stack(outputs).view(batch, groups, -1);
+        }
+
+        var size = nets.SizeLogits(z, available);
+        var selection = nets.SelectionScores(z, available);
+        var sizeFormula = Formula("size", family.PairSubset, family.PairMember, family.Subsets.Count);
+        var selectionFormula = Formula("sel", family.TriplePair, family.TripleInput, family.PairCount);
+        Assert.Equal(sizeFormula.shape, size.shape);
+        Assert.Equal(selectionFormula.shape, selection.shape);
+        Assert.True(allclose(size, sizeFormula, rtol: 1e-12, atol: 1e-12), $"size logits differ by {(size - sizeFormula).abs().max().ToDouble()}");
+        Assert.True(allclose(selection, selectionFormula, rtol: 1e-12, atol: 1e-12), $"selection scores differ by {(selection - selectionFormula).abs().max().ToDouble()}");
+
+        var wSize = randn(size.shape, dtype: float64, generator: gen);
+        var wSelection = randn(selection.shape, dtype: float64, generator: gen);
+        double[] Gradients(Tensor a, Tensor b)
+        {
+            z.grad?.zero_();
+            foreach (var q in p.Values) q.grad?.zero_();
+            ((a * wSize).sum() + (b * wSelection).sum()).backward();
+            return TinyModels.Values(z.grad!).Concat(p.Values.SelectMany(q => TinyModels.Values(q.grad!))).ToArray();
+        }
+        var batched = Gradients(nets.SizeLogits(z, available), nets.SelectionScores(z, available));
+        var formula = Gradients(Formula("size", family.PairSubset, family.PairMember, family.Subsets.Count),
+            Formula("sel", family.TriplePair, family.TripleInput, family.PairCount));
+        Assert.True(batched.Skip(batch * m * d).Any(g => g != 0), "no parameter gets a gradient");
+        for (int i = 0; i < batched.Length; i++)
+            Assert.True(Math.Abs(batched[i] - formula[i]) <= 1e-10 * (1 + Math.Abs(formula[i])), $"gradient {i}: batched {batched[i]}, formula {formula[i]}");
+    }
+
+    static Tensor relu(Tensor x) => nn.functional.relu(x);
+}
