@@ -15,11 +15,17 @@ public interface IModalityGrain : IGrainWithStringKey
     Task<RestoredShard> Restore(ModalitySetup setup, long? step);
     /// <summary>Writes a snapshot at <paramref name="step"/> to grain storage, keeping the one at <paramref name="keepStep"/> (the run's committed checkpoint).</summary>
     Task SaveCheckpoint(long step, long keepStep);
-    /// <summary>Encodes the samples <paramref name="ids"/> of a split; with <paramref name="keepGraph"/> the autograd graph is kept for the step's backward.</summary>
-    Task<EncodeResult> Encode(long step, long[] ids, string split, bool keepGraph);
+    /// <summary>
+    /// Encodes the samples <paramref name="ids"/> of a split; with <paramref name="keepGraph"/> the autograd graph is kept
+    /// for the step's backward. <paramref name="previous"/>: the last step's encoder gradients, applied first (encoder
+    /// backward and optimiser step, as <see cref="ApplyEncoderGradients"/>); ignored if that step was applied already
+    /// (a step run again after another member failed).
+    /// </summary>
+    Task<EncodeResult> Encode(long step, long[] ids, string split, bool keepGraph, EncoderGradients? previous = null);
     /// <summary>−log p(x | z̃) for the step's batch (z̃: V × B × D); with <paramref name="backward"/>, decoder gradients accumulate and ∂L/∂z̃ is returned.</summary>
     Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward);
-    /// <summary>Backward through the encoder with ∂L/∂μ and ∂L/∂log σ², then the optimiser step (the step's barrier).</summary>
+    /// <summary>Backward through the encoder with ∂L/∂μ and ∂L/∂log σ², then the optimiser step: for the gradients no next
+    /// encode carries (before a checkpoint, an evaluation, a membership change or the run's end).</summary>
     Task ApplyEncoderGradients(long step, TensorPayload dMu, TensorPayload dLogVar);
     /// <summary>All parameters in registration order (for equality checks and checkpoints).</summary>
     Task<TensorPayload[]> Parameters();

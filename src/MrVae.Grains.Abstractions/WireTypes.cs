@@ -14,6 +14,13 @@ public sealed record TensorPayload([property: Id(0)] long[] Shape, [property: Id
 [GenerateSerializer, Immutable]
 public sealed record EncodeResult([property: Id(0)] TensorPayload Mu, [property: Id(1)] TensorPayload LogVar);
 
+/// <summary>
+/// ∂L/∂μ_j and ∂L/∂log σ²_j of a finished step, delivered with the next step's encode (one round trip fewer per
+/// step): the grain runs its encoder backward and optimiser step for <see cref="Step"/> before it encodes.
+/// </summary>
+[GenerateSerializer, Immutable]
+public sealed record EncoderGradients([property: Id(0)] long Step, [property: Id(1)] TensorPayload DMu, [property: Id(2)] TensorPayload DLogVar);
+
 /// <summary>−log p(x_j | z̃_j) for the batch, and ∂L/∂z̃_j when the decoder ran backward.</summary>
 [GenerateSerializer, Immutable]
 public sealed record DecodeResult([property: Id(0)] float NegativeLogLikelihood, [property: Id(1)] TensorPayload? Gradient);

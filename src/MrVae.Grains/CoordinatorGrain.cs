@@ -17,8 +17,10 @@ namespace MrVae.Grains;
 ///   2. objective forward on leaf copies of them → decoder inputs z̃_j and the KL terms
 ///   3. Decode on every member (parallel): −log p(x_j | z̃_j), decoder backward, ∂L/∂z̃_j back
 ///   4. backward through the objective with ∂L/∂z̃_j injected → ∂L/∂μ_j, ∂L/∂log σ²_j
-///   5. ApplyEncoderGradients on every member (encoder backward + optimiser step) and the coordinator's own step:
-///      the barrier, no party starts step t+1 before all have stepped t.
+///   5. the coordinator's own optimiser step. ∂L/∂μ_j, ∂L/∂log σ²_j ride on step t+1's Encode, where each member
+///      runs its encoder backward and optimiser step for t before it encodes: the same updates in the same order
+///      as a barrier after step t, one round trip fewer per step. Before anything else reads or saves the members'
+///      weights (evaluation, checkpoint, membership change, the run's end) they are applied by ApplyEncoderGradients.
 /// The math and random streams are those of <see cref="LocalTrainer"/>, which this must reproduce.
 /// Reentrant so that Status and Metrics answer while the loop awaits its members.
 /// </summary>
@@ -53,6 +55,16 @@ public sealed class CoordinatorGrain(
     // Membership changes wait for a step boundary: the step in flight keeps the members it started with.
     readonly SortedSet<int> pendingAttach = new(), pendingDetach = new();
     bool stopRequested, deactivating;
+    // The last step's encoder gradients, not yet applied by its members: sent with the next encode (see the summary).
+    PendingEncoderGradients? pendingGradients;
+    sealed record PendingEncoderGradients(long Step, int[] Members, TensorPayload[] DMu, TensorPayload[] DLogVar)
+    {
+        public EncoderGradients? For(int modality)
+        {
+            int i = Array.IndexOf(Members, modality);
+            return i < 0 ? null : new EncoderGradients(Step, DMu[i], DLogVar[i]);
+        }
+    }
     Task? loop;
     TimeSpan memberTimeout = TimeSpan.FromSeconds(60);
 
@@ -276,6 +288,7 @@ public sealed class CoordinatorGrain(
     /// </summary>
     async Task Checkpoint(RunState recordedState)
     {
+        await ApplyPendingGradients();
         if (step == committedStep && record.RecordExists)
         {
             record.State.State = recordedState;
@@ -371,9 +384,13 @@ public sealed class CoordinatorGrain(
             phaseSpan?.Dispose();
             phaseSpan = next is null ? null : TrainingTelemetry.Source.StartActivity(next);
         }
-        var encoded = await OnMembers("encode", j => grains[j].Encode(step, ids, "train", keepGraph: true));
+        var previous = pendingGradients;
+        var encoded = await OnMembers("encode", j => grains[j].Encode(step, ids, "train", keepGraph: true, previous?.For(j)));
+        // Every member has applied them now (one that failed above was dropped, and loses only that update).
+        pendingGradients = null;
         Phase("encode", "relation");
-        bytes += ids.Length * sizeof(long) * members.Length + encoded.Sum(e => e.Mu.ByteCount + e.LogVar.ByteCount);
+        bytes += ids.Length * sizeof(long) * members.Length + encoded.Sum(e => e.Mu.ByteCount + e.LogVar.ByteCount)
+            + members.Sum(j => previous?.For(j) is { } g ? g.DMu.ByteCount + g.DLogVar.ByteCount : 0);   // the last step's gradients, sent now
 
         // Forward on the coordinator; the graph (and the leaves standing in for the members' outputs) outlives
         // this synchronous block, so those tensors leave the dispose scope.
@@ -437,21 +454,12 @@ public sealed class CoordinatorGrain(
             return gradients;
         });
         Phase("coordinator_backward", "optimizer");
-        bytes += dMu.Sum(p => p.ByteCount) + dLogVar.Sum(p => p.ByteCount);
 
-        // The barrier: every member and the coordinator step before step + 1 begins.
+        // The members' updates go out with the next encode (or ApplyPendingGradients); the coordinator steps now.
         var stepMembers = members;
-        try
-        {
-            await OnMembers("encoder backward", j => grains[j].ApplyEncoderGradients(step, dMu[Array.IndexOf(stepMembers, j)], dLogVar[Array.IndexOf(stepMembers, j)]).ContinueWith(t => { t.GetAwaiter().GetResult(); return true; }));
-        }
-        catch (MembersFailedException failure)
-        {
-            // The others have stepped already: keep this step, lose only the failed members' update.
-            Drop(failure);
-        }
+        pendingGradients = new PendingEncoderGradients(step, stepMembers, dMu, dLogVar);
         await compute.RunCoordinator(() => { optimizer!.step(); return true; });
-        Phase("encoder_backward_and_step", null);
+        Phase("coordinator_step", null);
         watch.Stop();
         stepSpan?.SetTag(TrainingTelemetry.Bytes, bytes);
         stepSpan?.SetTag("mrvae.loss", terms["loss"]);
@@ -462,9 +470,30 @@ public sealed class CoordinatorGrain(
         return new StepMetrics(step, schedule.EpochOf(step), terms, watch.Elapsed.TotalMilliseconds, bytes, phases, stepMembers);
     }
 
+    /// <summary>
+    /// Has the members apply the last step's encoder gradients now, for what reads or saves their weights before a
+    /// next encode would carry them. A member that fails is dropped: the others have stepped, so the step stands and
+    /// only the failed members' update is lost.
+    /// </summary>
+    async Task ApplyPendingGradients()
+    {
+        if (pendingGradients is not { } pending) return;
+        using var span = TrainingTelemetry.StartRoot("optimizer", RunId, pending.Step);
+        var targets = pending.Members.Intersect(members).ToArray();
+        var (_, failures) = await CallMembers(targets, "encoder backward", async j =>
+        {
+            var g = pending.For(j)!;
+            await grains[j].ApplyEncoderGradients(g.Step, g.DMu, g.DLogVar);
+            return true;
+        });
+        pendingGradients = null;
+        if (failures.Length > 0) Drop(new MembersFailedException("encoder backward", failures));
+    }
+
     /// <summary>Mean test loss through the grains, as <see cref="LocalTrainer.TestLoss"/> computes it.</summary>
     async Task<double> TestLoss()
     {
+        await ApplyPendingGradients();
         int count = Math.Min(testCount, setup!.TestSamples ?? int.MaxValue);
         using var generator = Seeds.Generator(setup.Seed, "evaluation");
         int m = config!.Modalities;
@@ -593,6 +622,7 @@ public sealed class CoordinatorGrain(
     async Task ApplyMembershipChanges()
     {
         if (pendingAttach.Count == 0 && pendingDetach.Count == 0) return;
+        await ApplyPendingGradients();   // a leaving member saves its weights with its last update
         // A detached member saves its weights first, so attaching it again continues where it left off.
         var leaving = pendingDetach.ToArray();
         var (_, failures) = await CallMembers(leaving, "detach checkpoint", async j => { await grains[j].SaveCheckpoint(step, committedStep); return true; });

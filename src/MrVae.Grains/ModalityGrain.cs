@@ -31,6 +31,8 @@ public sealed class ModalityGrain(
     // The step in flight: its batch and, in training, the encoder outputs with their graph.
     long step = -1;
     Tensor? batch, mu, logVar;
+    // The last step whose encoder gradients this grain applied (its optimiser has stepped for it).
+    long appliedStep = -1;
 
     public async Task<RestoredShard> Restore(ModalitySetup s, long? step)
     {
@@ -84,6 +86,7 @@ public sealed class ModalityGrain(
         {
             ResetStep();
             network?.Dispose(); optimizer?.Dispose();
+            appliedStep = -1;
             network = Seeds.Construct(s.Seed, Seeds.ModalityParty(s.Modality), () => new ModalityNetwork(config));
             network.to(device);
             optimizer = optim.Adam(network.parameters(), lr: s.LearningRate);
@@ -93,12 +96,25 @@ public sealed class ModalityGrain(
         return new ShardInfo(train!.Count, test!.Count, silo.SiloAddress.ToString(), settings.Value.Device);
     }
 
-    public async Task<EncodeResult> Encode(long step, long[] ids, string split, bool keepGraph)
+    public async Task<EncodeResult> Encode(long step, long[] ids, string split, bool keepGraph, EncoderGradients? previous = null)
     {
         using var span = StartSpan("modality encode", step);
+        if (previous is not null)
+        {
+            // The last step's update first, as its own span (tagged with that step) inside this encode.
+            using var backward = StartSpan("modality encoder backward", previous.Step);
+            backward?.SetTag(TrainingTelemetry.Bytes, previous.DMu.ByteCount + previous.DLogVar.ByteCount);
+            await Compute(() => ApplyPreviousNow(previous));
+        }
         var result = await Compute(() => EncodeNow(step, ids, split, keepGraph));
-        span?.SetTag(TrainingTelemetry.Bytes, ids.LongLength * sizeof(long) + result.Mu.ByteCount + result.LogVar.ByteCount);
+        span?.SetTag(TrainingTelemetry.Bytes, ids.LongLength * sizeof(long) + result.Mu.ByteCount + result.LogVar.ByteCount);   // the gradients: their own span
         return result;
+    }
+
+    bool ApplyPreviousNow(EncoderGradients previous)
+    {
+        if (previous.Step <= appliedStep) return false;   // applied at the first try of a step that ran again
+        return ApplyEncoderGradientsNow(previous.Step, previous.DMu, previous.DLogVar);
     }
 
     public async Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward)
@@ -175,6 +191,7 @@ public sealed class ModalityGrain(
             optimizer.zero_grad();
         }
         ResetStep();
+        appliedStep = step;
         return true;
     }
 

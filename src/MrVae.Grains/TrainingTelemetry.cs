@@ -30,14 +30,21 @@ public static class TrainingTelemetry
     /// </summary>
     public static Activity? StartStep(string run, long step, int[] members)
     {
+        var span = StartRoot("train step", run, step);
+        span?.SetTag(Members, string.Join(",", members));
+        span?.SetTag(SubsetSize, members.Length);
+        return span;
+    }
+
+    /// <summary>A span of the run's own (a step, or work between steps) as the root of its own trace, linked to the current context.</summary>
+    public static Activity? StartRoot(string name, string run, long step)
+    {
         var started = Activity.Current?.Context;
         Activity.Current = null;
-        var span = Source.StartActivity("train step", ActivityKind.Internal, parentContext: default,
+        var span = Source.StartActivity(name, ActivityKind.Internal, parentContext: default,
             links: started is { } context ? [new ActivityLink(context)] : null);
         span?.SetTag(Run, run);
         span?.SetTag(Step, step);
-        span?.SetTag(Members, string.Join(",", members));
-        span?.SetTag(SubsetSize, members.Length);
         return span;
     }
 

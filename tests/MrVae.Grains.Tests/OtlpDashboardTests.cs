@@ -96,21 +96,23 @@ public sealed class OtlpDashboardTests : IDisposable
                 if (p.SpanId == ancestor.SpanId) return true;
             return false;
         }
-        foreach (var (call, phase) in Calls)
+        foreach (var (call, phase, callStep) in Calls)
         {
             var phaseSpan = trace.Single(s => s.ParentSpanId == step.SpanId && s.Name == phase);
             var calls = trace.Where(s => s.Name == call).ToList();
             Assert.All(calls, c => Assert.True(Under(c, phaseSpan), $"{call} of modality {c[TrainingTelemetry.Modality]} is not under {phase}"));
             Assert.Equal(["0", "1", "2", "3", "4"], calls.Select(c => c[TrainingTelemetry.Modality]!).Order());
             Assert.All(calls, c => Assert.Equal(run.RunId, c[TrainingTelemetry.Run]));
-            Assert.All(calls, c => Assert.Equal("1", c[TrainingTelemetry.Step]));
+            Assert.All(calls, c => Assert.Equal(callStep, c[TrainingTelemetry.Step]));
             // Each call was exported by the silo process that serves its modality: two silos in one trace.
             foreach (var c in calls)
                 Assert.Equal(int.Parse(c[TrainingTelemetry.Modality]!) % 2 == 0 ? "mrvae-silo-a" : "mrvae-silo-b", c.Service);
         }
     }
 
-    static readonly (string Call, string Phase)[] Calls = [("modality encode", "encode"), ("modality decode", "decode"), ("modality encoder backward", "optimizer")];
+    // Step 1's trace: its encodes (each applying step 0's encoder gradients first, as a span tagged step 0) and decodes.
+    static readonly (string Call, string Phase, string Step)[] Calls =
+        [("modality encode", "encode", "1"), ("modality decode", "decode", "1"), ("modality encoder backward", "encode", "0")];
     static readonly string[] Phases = ["encode", "relation", "decode", "backward", "optimizer"];
 
     /// <summary>What step's trace still lacks (the phases, five calls of each kind), or null when it is complete.</summary>
@@ -119,7 +121,7 @@ public sealed class OtlpDashboardTests : IDisposable
         var phases = trace.Where(s => s.ParentSpanId == step.SpanId && s.Scope == TrainingTelemetry.Name).Select(s => s.Name).ToHashSet();
         var lacking = Phases.Where(p => !phases.Contains(p)).ToList();
         if (lacking.Count > 0) return $"phases missing under the step: {string.Join(", ", lacking)}";
-        foreach (var (call, _) in Calls)
+        foreach (var (call, _, _) in Calls)
         {
             int n = trace.Count(s => s.Name == call);
             if (n < 5) return $"{n} of 5 '{call}' spans";
