@@ -115,7 +115,7 @@ public static class NativeCallGuard
                 EndRegion();
                 // A full collection first: starting a region collects only when the budget does not fit, so without it
                 // the garbage of every past region piles up (measured: the managed heap +1.35 MB a step, 4 MB of it live).
-                GC.Collect();
+                GC.Collect(1);
                 try { if (GC.TryStartNoGCRegion(RegionBytes, LargeObjectBytes)) Regions++; else Refusals++; }
                 catch (InvalidOperationException) { /* another region is in progress */ }
                 catch (ArgumentOutOfRangeException) { /* budget too large for this runtime: run unprotected */ }
