@@ -122,6 +122,36 @@ public sealed class CliProcessTests : IDisposable
     }
 
     [Fact]
+    public void LocalAndEmbeddedTrainingGiveTheSameLosses()
+    {
+        // The CLI's two trainers on their defaults (--local on one libtorch thread, as the silo's lanes): the same loss
+        // terms at every step, to the bit, and the same final test loss.
+        string data = SmallDataset();
+        var runs = new[] { "--local", "--embedded" }.Select(mode =>
+        {
+            string run = Path.Combine(temp, "same" + mode);
+            var r = RunSplit("train", mode, "--dataset", data, "--latent", "4", "--batch", "16", "--steps", "6", "--json", "--out", run);
+            Assert.True(r.Exit == 0, r.Stderr);
+            return File.ReadAllLines(Path.Combine(run, "metrics.jsonl")).Select(line =>
+            {
+                using var doc = System.Text.Json.JsonDocument.Parse(line);
+                return doc.RootElement.EnumerateObject().Where(p => p.Name is not ("step_ms" or "bytes" or "members") && !p.Name.StartsWith("ms_")).Select(p => $"{p.Name}={p.Value.GetRawText()}").ToArray();
+            }).ToArray();
+        }).ToArray();
+        Assert.Equal(6, runs[0].Length);
+        Assert.Equal(runs[0].Length, runs[1].Length);
+        for (int s = 0; s < runs[0].Length; s++) Assert.Equal(runs[0][s], runs[1][s]);
+        // Evaluations after steps 4 (an epoch, with a checkpoint) and 6.
+        var tests = new[] { "--local", "--embedded" }.Select(mode => File.ReadAllText(Path.Combine(temp, "same" + mode, "test.jsonl"))).ToArray();
+        Assert.Equal(2, tests[0].Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        Assert.Equal(tests[0], tests[1]);
+    }
+
+    [Fact]
+    public void ThreadsIsOnlyForLocal()
+        => AssertOneLineError(Run("train", "--embedded", "--threads", "2", "--dataset", temp, "--out", temp), "--threads applies to --local");
+
+    [Fact]
     public void TrainingWithoutAModeIsOneLineAndNonZero()
         => AssertOneLineError(Run("train", "--dataset", temp, "--out", temp), "choose exactly one of --local, --embedded or --cluster");
 

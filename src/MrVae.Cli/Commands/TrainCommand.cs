@@ -32,13 +32,21 @@ public static class TrainCommand
         var resume = new Option<bool>("--resume") { Description = "continue the run in --out from its last checkpoint (--local: RUNDIR/checkpoints/last; grains: grain storage)" };
         var runId = new Option<string?>("--run-id") { Description = "with --embedded or --cluster: the run's id (default: the run directory's name and a random suffix)" };
         var json = new Option<bool>("--json") { Description = "no progress bar; print the final summary as one JSON object (steps, losses, run_dir)" };
+        var threads = new Option<int>("--threads")
+        {
+            Description = "with --local: libtorch threads. 1 does the float operations of the silos' lanes, so --embedded reproduces the run bit for bit; 0: libtorch's default (one per core, another summation order)",
+            DefaultValueFactory = _ => 1,
+        };
         var settings = new Option<string[]>("--set") { Description = "any other model option NAME=VALUE (a ModelConfig property, e.g. SelectionRampSlope=0 or SizeLogitsFromPrior=true); repeatable" };
-        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, likelihood, scale, output, resume, runId, json, settings };
+        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, likelihood, scale, output, resume, runId, json, threads, settings };
         cmd.Validators.Add(r =>
         {
             if (r.GetValue(epochs) is not null && r.GetValue(steps) is not null) r.AddError("give --epochs or --steps, not both");
             int modes = (r.GetValue(local) ? 1 : 0) + (r.GetValue(embedded) ? 1 : 0) + (r.GetValue(cluster) is not null ? 1 : 0);
             if (modes != 1) r.AddError("choose exactly one of --local, --embedded or --cluster CONNECTION");
+            if (r.GetValue(threads) < 0) r.AddError("--threads must be 0 (libtorch's default) or more");
+            else if (r.GetResult(threads) is { Implicit: false } && !r.GetValue(local))
+                r.AddError("--threads applies to --local; silos set theirs with MrVae:Silo:TorchThreads");
             foreach (var assignment in r.GetValue(settings) ?? [])
                 try { new ModelConfig().WithSetting(assignment); }
                 catch (ArgumentException e) { r.AddError($"--set {e.Message}"); }
@@ -61,6 +69,8 @@ public static class TrainCommand
             TrainResult result;
             if (p.GetValue(local))
             {
+                // libtorch's thread count belongs to the calling thread, which runs the whole training below.
+                if (p.GetValue(threads) > 0) TorchSharp.torch.set_num_threads(p.GetValue(threads));
                 using var trainer = new LocalTrainer(config, options, Load(dataDir, "train", spec.Modalities), Load(dataDir, "test", spec.Modalities));
                 result = WithProgress($"{kind} D={config.LatentDim}", trainer.TotalSteps, trainer.Step, onStep => trainer.Run(onStep, cancel), quiet: p.GetValue(json));
             }
