@@ -23,7 +23,7 @@ public sealed record BenchOptions
     /// <summary>Measured steps per repeat.</summary>
     public int Steps { get; init; } = 3;
     /// <summary>Fresh runs (same data and seed) per configuration.</summary>
-    public int Repeats { get; init; } = 2;
+    public int Repeats { get; init; } = 3;
     public long Seed { get; init; }
     /// <summary>
     /// libtorch threads of the single-process trainer (0: libtorch's default, one per core). Default 1, as the silos'

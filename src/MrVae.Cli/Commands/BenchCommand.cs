@@ -22,7 +22,7 @@ public static class BenchCommand
         var batch = new Option<int>("--batch") { Description = "batch size", DefaultValueFactory = _ => 256 };
         var warmup = new Option<int>("--warmup") { Description = "unmeasured steps at the start of every repeat", DefaultValueFactory = _ => 1 };
         var steps = new Option<int>("--steps") { Description = "measured steps per repeat", DefaultValueFactory = _ => 3 };
-        var repeats = new Option<int>("--repeats") { Description = "fresh runs per configuration (modes interleaved)", DefaultValueFactory = _ => 2 };
+        var repeats = new Option<int>("--repeats") { Description = "fresh runs per configuration (modes interleaved)", DefaultValueFactory = _ => 3 };
         var seed = new Option<long>("--seed") { Description = "run seed", DefaultValueFactory = _ => 0 };
         var localThreads = new Option<int>("--local-threads") { Description = "libtorch threads of the single-process trainer (0: libtorch's default, one per core)", DefaultValueFactory = _ => 1 };
         var memorySteps = new Option<int>("--memory-steps") { Description = "long-run memory check: steps of the embedded cluster (0: skip)", DefaultValueFactory = _ => 2000 };
