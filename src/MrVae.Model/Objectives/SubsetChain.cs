@@ -1,3 +1,4 @@
+using MrVae.Model.Numerics;
 using System.Numerics;
 using System.Runtime.InteropServices;
 using MrVae.Model.Relaxations;
@@ -284,7 +285,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
                     max = T.Max(max, soft[i]);
                 }
                 for (int i = 0; i <= top; i++) soft[i] -= max;
-                ExpInPlace(soft[..(top + 1)]);
+                VectorMath.ExpInPlace(soft[..(top + 1)]);
                 T total = T.Zero;
                 for (int i = 0; i <= top; i++) total += soft[i];
                 for (int i = 0; i <= top; i++) soft[i] /= total;
@@ -319,20 +320,18 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
             }
             for (int r = 0; r < n; r++)
             {
-                T f = T.One;
+                // Ranks < n: t_r = 1, so every member's selected factor enters as it is.
                 T precision = anyAvailable ? T.Zero : T.One, numerator = T.Zero;
                 for (int a = 0; a < members.Length; a++)
                 {
                     int j = members[a], c = orders[(offset + a) * d + r];
-                    T w = available[j];
-                    T vSel = f * variance[j * d + c] + (T.One - f);
+                    T w = available[j], vSel = variance[j * d + c];
                     precision += w / vSel;
-                    numerator += w * (f * mu[j * d + c]) / vSel;
+                    numerator += w * mu[j * d + c] / vSel;
                 }
                 T meanR = numerator / precision, varR = T.One / precision;
-                T z = eps.IsEmpty ? meanR : meanR + T.Sqrt(varR) * eps[s * d + r];
-                zS[r] = z * f;
-                klShared += f * half * (meanR * meanR + varR - T.One - T.Log(varR));
+                zS[r] = eps.IsEmpty ? meanR : meanR + T.Sqrt(varR) * eps[s * d + r];
+                klShared += half * (meanR * meanR + varR - T.One - T.Log(varR));
                 if (record) { mean[r] = meanR; varS[r] = varR; }
             }
 
@@ -368,7 +367,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
         T max = T.NegativeInfinity;
         for (int i = 0; i <= top; i++) max = T.Max(max, logits[i]);
         for (int i = 0; i <= top; i++) q[i] = logits[i] - max;
-        ExpInPlace(q);
+        VectorMath.ExpInPlace(q);
         T total = T.Zero;
         foreach (var e in q) total += e;
         T logZ = max + T.Log(total), kl = T.Zero;
@@ -451,7 +450,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
         T max = T.NegativeInfinity;
         for (int r = 0; r < d; r++) { sorted[r] = sc.WMasked[order[r]]; max = T.Max(max, sorted[r]); }
         for (int r = 0; r < d; r++) e[r] = sorted[r] - max;
-        ExpInPlace(e);
+        VectorMath.ExpInPlace(e);
         T total = T.Zero;
         if (e[d - 1] > T.Zero)
         {
@@ -470,34 +469,6 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
         }
         for (int r = 0; r < n; r++) total += sorted[r] - suffix[r];
         return (total, max, true);
-    }
-
-    static void ExpInPlace(Span<T> values)
-    {
-        int width = Vector<T>.Count, c = 0;
-        for (; c + width <= values.Length; c += width) VectorExp(new Vector<T>(values[c..])).CopyTo(values[c..]);
-        for (; c < values.Length; c++) values[c] = T.Exp(values[c]);
-    }
-
-    static void LogInPlace(Span<T> values)
-    {
-        int width = Vector<T>.Count, c = 0;
-        for (; c + width <= values.Length; c += width) VectorLog(new Vector<T>(values[c..])).CopyTo(values[c..]);
-        for (; c < values.Length; c++) values[c] = T.Log(values[c]);
-    }
-
-    static Vector<T> VectorLog(Vector<T> v)
-    {
-        if (typeof(T) == typeof(float)) return Vector.Log(v.As<T, float>()).As<float, T>();
-        if (typeof(T) == typeof(double)) return Vector.Log(v.As<T, double>()).As<double, T>();
-        throw new NotSupportedException(typeof(T).Name);
-    }
-
-    static Vector<T> VectorExp(Vector<T> v)
-    {
-        if (typeof(T) == typeof(float)) return Vector.Exp(v.As<T, float>()).As<float, T>();
-        if (typeof(T) == typeof(double)) return Vector.Exp(v.As<T, double>()).As<double, T>();
-        throw new NotSupportedException(typeof(T).Name);
     }
 
     void SampleBackward(Tensor[] inputs, Tensor orders, Tensor sizes, Tensor[] upstream, Tensor[] gradients, int b, Scratch sc)
@@ -610,7 +581,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
                 // Σ_{r ≤ min(l, n−1)} exp(w̃_(l) − suffix_r) = exp(w̃_(l) − suffix_l') · A_l', A_t = Σ_{r ≤ t} exp(suffix_t − suffix_r),
                 // with suffix_r = max + log cum_r and exp(w̃_(l) − max) = e_l on the usual path.
                 var logCum = sc.LogCum;
-                if (!exact) { cum.CopyTo(logCum, 0); LogInPlace(logCum); }
+                if (!exact) { cum.CopyTo(logCum, 0); VectorMath.LogInPlace(logCum); }
                 T acc = T.Zero;
                 for (int l = 0; l < d; l++)
                 {

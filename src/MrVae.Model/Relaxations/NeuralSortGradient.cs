@@ -1,3 +1,4 @@
+using MrVae.Model.Numerics;
 using System.Numerics;
 using System.Runtime.InteropServices;
 using TorchSharp;
@@ -183,7 +184,7 @@ public static class NeuralSortGradient
                 Vector<T> vsumE0 = default, vsumEG0 = default, vsumE1 = default, vsumEG1 = default;
                 for (; c < vectorEnd; c += width)
                 {
-                    var ev0 = Exp(new Vector<T>(e0[c..]) - vmax0); var ev1 = Exp(new Vector<T>(e1[c..]) - vmax1);
+                    var ev0 = VectorMath.Exp(new Vector<T>(e0[c..]) - vmax0); var ev1 = VectorMath.Exp(new Vector<T>(e1[c..]) - vmax1);
                     Vector<T> gRow0 = default, gRow1 = default;
                     for (int q = 0; q < k; q++)
                     {
@@ -242,13 +243,6 @@ public static class NeuralSortGradient
             }
             for (; m < n; m++) out0[m] += T.CreateTruncating(T.Sign(s[m] - s[j])) * (out1[j] + out1[m]);
         }
-    }
-
-    static Vector<T> Exp<T>(Vector<T> v) where T : unmanaged
-    {
-        if (typeof(T) == typeof(float)) return Vector.Exp(v.As<T, float>()).As<float, T>();
-        if (typeof(T) == typeof(double)) return Vector.Exp(v.As<T, double>()).As<double, T>();
-        throw new NotSupportedException(typeof(T).Name);
     }
 }
 

@@ -19,6 +19,9 @@ public static class MallocTuning
     const int TrimThreshold = -1, TopPad = -2, MmapThreshold = -3;
     const int MmapThresholdMax = 32 << 20;   // glibc's largest mmap threshold on 64-bit systems
 
+    /// <summary>glibc's own variables for these settings: where the user set any of them, theirs stand.</summary>
+    public static readonly string[] GlibcVariables = ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"];
+
     /// <summary>Whether the settings were applied in this process (false: not glibc, opted out, or user settings).</summary>
     public static bool Applied { get; private set; }
 
@@ -27,8 +30,7 @@ public static class MallocTuning
     internal static void Apply()
     {
         if (!OperatingSystem.IsLinux() || Environment.GetEnvironmentVariable("MRVAE_MALLOC_TUNING") == "0") return;
-        foreach (var name in new[] { "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_" })
-            if (Environment.GetEnvironmentVariable(name) is not null) return;
+        if (GlibcVariables.Any(name => Environment.GetEnvironmentVariable(name) is not null)) return;
         try
         {
             Applied = mallopt(MmapThreshold, MmapThresholdMax) == 1
