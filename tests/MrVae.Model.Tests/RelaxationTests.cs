@@ -119,14 +119,15 @@ public class RelaxationTests
     }
 
     [Theory]
-    [InlineData(64, 3, 2)]   // the relation module's shape at D = 64: whole vectors only
-    [InlineData(13, 3, 2)]   // a vector part and a scalar tail
-    [InlineData(5, 1, 4)]    // shorter than one vector
-    public void NeuralSortGradientKernelsMatchAutogradThroughTheMatrix(int n, int k1, int k2)
+    [InlineData(64, 3, 2, 0.6)]    // the relation module's shape at D = 64: whole vectors only
+    [InlineData(64, 3, 2, 0.02)]   // low τ: each row's band is a few columns, the fused kernel skips most vectors
+    [InlineData(13, 3, 2, 0.6)]    // a vector part and a scalar tail
+    [InlineData(40, 3, 2, 0.05)]   // skipped vectors and a scalar tail
+    [InlineData(5, 1, 4, 0.6)]     // shorter than one vector
+    public void NeuralSortGradientKernelsMatchAutogradThroughTheMatrix(int n, int k1, int k2, double tau)
     {
         // Reference: P̂ = NeuralSort(s, τ) as a float64 matrix and autograd through Σ gU ⊙ P̂X + Σ gV ⊙ P̂ᵀR to s.
         var gen = new Generator(31);
-        const double tau = 0.6;
         using var scores = randn([4, 3, n], dtype: float64, generator: gen);
         using var x = randn([4, 3, n, k1], dtype: float64, generator: gen);
         using var r = randn([4, 3, n, k2], dtype: float64, generator: gen);
@@ -144,6 +145,9 @@ public class RelaxationTests
         {
             using var exact = kernel(scores, tau, x, r, gu, gv);
             Assert.True(allclose(exact, expected, rtol: 1e-10, atol: 1e-12 * scale), $"{name} float64 differs: max |Δ| = {(exact - expected).abs().max().item<double>()}");
+            // float32 logits (a·s − |s|)/τ round at ~1e−7 of ~n·|s|/τ: at τ = 0.2 that alone moves P̂ by more than 1e−4
+            // (with every column visited too). At τ = 0.6 the float32 band (cutoff 30) already leaves out vectors.
+            if (tau < 0.5) continue;
             var single = new[] { scores, x, r, gu, gv }.Select(t => t.to(float32)).ToArray();
             using var rounded = kernel(single[0], tau, single[1], single[2], single[3], single[4]).to(float64);
             Assert.True(allclose(rounded, expected, rtol: 1e-4, atol: 1e-5 * scale), $"{name} float32 differs: max |Δ| = {(rounded - expected).abs().max().item<double>()}");

@@ -619,7 +619,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
                     }
                     for (int r = 0; r < d; r++) { sc.R[r * 2] = fill[r]; sc.R[r * 2 + 1] = fill[r] * zS[r]; }
                     NeuralSortGradient.Matrix<T>(sc.Perturbed, sc.X, sc.R, sc.GU.AsSpan(a * d * 3, d * 3), sc.GV.AsSpan(a * d * 2, d * 2),
-                        sc.GPerturbed, 3, 2, tauSelection, sc.Kernel);
+                        sc.GPerturbed, 3, 2, tauSelection, sc.Kernel, ord);
                     for (int c = 0; c < d; c++) gWMasked[c] += sc.GPerturbed[c];
                 }
                 var gW = gScores.Slice(p * d, d);

@@ -90,11 +90,15 @@ public static class NeuralSortGradient
                 gu = Data<T>(inputs[3]), gv = Data<T>(inputs[4]), output = Data<T>(gradient);
             int n = shape.N, k1 = shape.K1, k2 = shape.K2;
             T tau = T.CreateChecked(shape.Tau);
+            var keys = new T[n]; var order = new int[n];
             for (long bl = first; bl < end; bl++)
             {
                 int b = (int)bl;
+                // Columns in descending order of s: the band of P̂ that matters is then contiguous (see Matrix).
+                for (int c = 0; c < n; c++) { keys[c] = -s[b * n + c]; order[c] = c; }
+                keys.AsSpan().Sort(order.AsSpan());
                 Matrix<T>(s.Slice(b * n, n), x.Slice(b * n * k1, n * k1), r.Slice(b * n * k2, n * k2),
-                    gu.Slice(b * n * k1, n * k1), gv.Slice(b * n * k2, n * k2), output.Slice(b * n, n), k1, k2, tau, scratch);
+                    gu.Slice(b * n * k1, n * k1), gv.Slice(b * n * k2, n * k2), output.Slice(b * n, n), k1, k2, tau, scratch, order);
             }
         }
         if (workers == 1) { Part(0, matrices); return; }
@@ -103,36 +107,58 @@ public static class NeuralSortGradient
     }
 
     /// <summary>Scratch elements that <see cref="Matrix"/> needs for one n × n matrix with k1 + k2 right-hand columns.</summary>
-    internal static int ScratchLength(int n, int k1, int k2) => (k1 + k2 + 6) * n + 2 * (k1 + k2);
+    internal static int ScratchLength(int n, int k1, int k2) => (k1 + k2 + 8) * n + 2 * (k1 + k2);
+
+    /// <summary>
+    /// How far below its row's largest logit an entry of P̂ may be left out: e^−30 ≈ 1e−13 of the row's largest entry
+    /// (float32 rounds at 6e−8), e^−60 ≈ 1e−26 (float64: 1e−16). What is left out is below the working precision.
+    /// </summary>
+    static T Cutoff<T>() where T : IFloatingPointIeee754<T> => T.CreateChecked(typeof(T) == typeof(float) ? 30 : 60);
 
     /// <summary>A tensor's elements as a span over its native storage (CPU, contiguous: no copy).</summary>
     static Span<T> Data<T>(Tensor t) where T : unmanaged => MemoryMarshal.Cast<byte, T>(t.bytes);
 
     /// <summary>
-    /// ∂L/∂s (into <paramref name="out0"/>) for one matrix: |s|, then P̂'s rows two at a time in three passes each (logits and their
+    /// ∂L/∂s (into <paramref name="result"/>) for one matrix: |s|, then P̂'s rows two at a time in three passes each (logits and their
     /// maximum; exp, Z, G and Σ e·G; the rows' contributions), vectorised over columns, then |s|'s gradient.
+    /// <para>
+    /// The columns are visited in <paramref name="order"/> (item at each position; identity if empty). Given the items
+    /// in descending order of s, row i's logits fall monotonically on both sides of position i (their steps are
+    /// (2|j − i| + 1)·(s_(j) − s_(j+1))/τ), so the entries that matter form a band around the diagonal, narrow when τ
+    /// is small: passes 2 and 3 skip the whole vectors of columns whose logits lie more than <see cref="Cutoff"/> below
+    /// both rows' maxima. Any order gives the same result (the skipped entries are below the working precision
+    /// whatever their place); a sorted one lets more vectors be skipped.
+    /// </para>
     /// </summary>
     internal static void Matrix<T>(ReadOnlySpan<T> s, ReadOnlySpan<T> x, ReadOnlySpan<T> r, ReadOnlySpan<T> gu, ReadOnlySpan<T> gv,
-        Span<T> out0, int k1, int k2, T tau, Span<T> scratch) where T : unmanaged, IFloatingPointIeee754<T>
+        Span<T> result, int k1, int k2, T tau, Span<T> scratch, ReadOnlySpan<int> order = default) where T : unmanaged, IFloatingPointIeee754<T>
     {
         int n = s.Length, k = k1 + k2;
-        var span = scratch;                         // out0: ∂L/∂right[0] = the direct part of ∂L/∂s
+        var span = scratch;
+        var out0 = span.Slice((k + 6) * n, n);      // ∂L/∂right[0] = the direct part of ∂L/∂s, by position
         var out1 = span.Slice((k + 5) * n, n);      // Σ_i h_ic; ∂L/∂right[1] = ∂L/∂|s| = z · this (left's column 1 is z)
         out0.Clear(); out1.Clear();
+        bool permuted = !order.IsEmpty;
+        var sorted = span.Slice((k + 7) * n, n);   // s by position
+        for (int c = 0; c < n; c++) sorted[c] = s[permuted ? order[c] : c];
+        s = sorted;
 
-        // Column-major copies of X and gV (k × n), so G's row is a sum of k1 + k2 scaled vectors over c.
+        // Column-major copies of X and gV (k × n) by position, so G's row is a sum of k1 + k2 scaled vectors over c.
         var columns = span[..(k * n)];
         for (int c = 0; c < n; c++)
         {
-            for (int q = 0; q < k1; q++) columns[q * n + c] = x[c * k1 + q];
-            for (int q = 0; q < k2; q++) columns[(k1 + q) * n + c] = gv[c * k2 + q];
+            int item = permuted ? order[c] : c;
+            for (int q = 0; q < k1; q++) columns[q * n + c] = x[item * k1 + q];
+            for (int q = 0; q < k2; q++) columns[(k1 + q) * n + c] = gv[item * k2 + q];
         }
         var e0 = span.Slice(k * n, n); var e1 = span.Slice((k + 1) * n, n);
         var g0 = span.Slice((k + 2) * n, n); var g1 = span.Slice((k + 3) * n, n);
         var zAbs = span.Slice((k + 4) * n, n);
-        var weights = span.Slice((k + 6) * n, 2 * k);   // gU's and R's rows i and i + 1: the weights of G's rows
+        var weights = span.Slice((k + 8) * n, 2 * k);   // gU's and R's rows i and i + 1: the weights of G's rows
+        // The right-hand columns with a non-zero weight in either row (in mrVAE, ranks ≥ n_A have one of five).
+        Span<int> active = k <= 64 ? stackalloc int[k] : new int[k];
         int width = Vector<T>.Count, vectorEnd = n - n % width;
-        T z = -T.One / tau;
+        T z = -T.One / tau, cutoff = Cutoff<T>();
         // z·|s|_c, |s|_c = Σ_k |s_c − s_k|: the logits' part shared by every row.
         zAbs.Clear();
         for (int q = 0; q < n; q++)
@@ -175,18 +201,33 @@ public static class NeuralSortGradient
                 e1[c] = a1 * s[c] + zAbs[c]; max1 = T.Max(max1, e1[c]);
             }
 
+            // The band: the first and last vector of columns where either row's logit is within the cutoff of its maximum.
+            int first = vectorEnd, end = 0;
+            if (vectorEnd > 0)
+            {
+                var floor0 = new Vector<T>(max0 - cutoff); var floor1 = new Vector<T>(max1 - cutoff);
+                for (int v = 0; v < vectorEnd; v += width)
+                    if (Vector.GreaterThanOrEqualAny(new Vector<T>(e0[v..]), floor0) || Vector.GreaterThanOrEqualAny(new Vector<T>(e1[v..]), floor1))
+                    {
+                        first = Math.Min(first, v); end = v + width;
+                    }
+            }
+            int activeCount = 0;
+            for (int q = 0; q < k; q++) if (weights[q] != T.Zero || weights[k + q] != T.Zero) active[activeCount++] = q;
+            var act = active[..activeCount];
+
             // Pass 2: e_c = exp(logit − max), Z = Σ e, G's rows, S = Σ e·G.
             T sumE0 = T.Zero, sumEG0 = T.Zero, sumE1 = T.Zero, sumEG1 = T.Zero;
-            c = 0;
-            if (vectorEnd > 0)
+            c = first;
+            if (first < end)
             {
                 var vmax0 = new Vector<T>(max0); var vmax1 = new Vector<T>(max1);
                 Vector<T> vsumE0 = default, vsumEG0 = default, vsumE1 = default, vsumEG1 = default;
-                for (; c < vectorEnd; c += width)
+                for (; c < end; c += width)
                 {
                     var ev0 = VectorMath.Exp(new Vector<T>(e0[c..]) - vmax0); var ev1 = VectorMath.Exp(new Vector<T>(e1[c..]) - vmax1);
                     Vector<T> gRow0 = default, gRow1 = default;
-                    for (int q = 0; q < k; q++)
+                    foreach (int q in act)
                     {
                         var column = new Vector<T>(columns[(q * n + c)..]);
                         gRow0 += new Vector<T>(weights[q]) * column; gRow1 += new Vector<T>(weights[k + q]) * column;
@@ -196,23 +237,23 @@ public static class NeuralSortGradient
                 }
                 sumE0 = Vector.Sum(vsumE0); sumEG0 = Vector.Sum(vsumEG0); sumE1 = Vector.Sum(vsumE1); sumEG1 = Vector.Sum(vsumEG1);
             }
-            for (; c < n; c++)
+            for (c = vectorEnd; c < n; c++)
             {
                 T ev0 = T.Exp(e0[c] - max0), ev1 = T.Exp(e1[c] - max1), gRow0 = T.Zero, gRow1 = T.Zero;
-                for (int q = 0; q < k; q++) { gRow0 += weights[q] * columns[q * n + c]; gRow1 += weights[k + q] * columns[q * n + c]; }
+                foreach (int q in act) { gRow0 += weights[q] * columns[q * n + c]; gRow1 += weights[k + q] * columns[q * n + c]; }
                 e0[c] = ev0; g0[c] = gRow0; sumE0 += ev0; sumEG0 += ev0 * gRow0;
                 e1[c] = ev1; g1[c] = gRow1; sumE1 += ev1; sumEG1 += ev1 * gRow1;
             }
 
             // Pass 3: h_c = P̂_ic (G_ic − ρ_i); ∂L/∂right[0, c] += a_i·h_c, Σ_i h_ic for ∂L/∂right[1, c].
             T inverse0 = T.One / sumE0, rho0 = sumEG0 * inverse0, inverse1 = T.One / sumE1, rho1 = sumEG1 * inverse1;
-            c = 0;
-            if (vectorEnd > 0)
+            c = first;
+            if (first < end)
             {
                 var vInverse0 = new Vector<T>(inverse0); var vRho0 = new Vector<T>(rho0);
                 var vInverse1 = new Vector<T>(inverse1); var vRho1 = new Vector<T>(rho1);
                 var va0 = new Vector<T>(a0); var va1 = new Vector<T>(a1);
-                for (; c < vectorEnd; c += width)
+                for (; c < end; c += width)
                 {
                     var h0 = new Vector<T>(e0[c..]) * vInverse0 * (new Vector<T>(g0[c..]) - vRho0);
                     var h1 = new Vector<T>(e1[c..]) * vInverse1 * (new Vector<T>(g1[c..]) - vRho1);
@@ -220,7 +261,7 @@ public static class NeuralSortGradient
                     (new Vector<T>(out1[c..]) + h0 + h1).CopyTo(out1[c..]);
                 }
             }
-            for (; c < n; c++)
+            for (c = vectorEnd; c < n; c++)
             {
                 T h0 = e0[c] * inverse0 * (g0[c] - rho0), h1 = e1[c] * inverse1 * (g1[c] - rho1);
                 out0[c] += a0 * h0 + a1 * h1; out1[c] += h0 + h1;
@@ -243,6 +284,7 @@ public static class NeuralSortGradient
             }
             for (; m < n; m++) out0[m] += T.CreateTruncating(T.Sign(s[m] - s[j])) * (out1[j] + out1[m]);
         }
+        for (int c = 0; c < n; c++) result[permuted ? order[c] : c] = out0[c];
     }
 }
 
