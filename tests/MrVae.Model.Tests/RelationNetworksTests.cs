@@ -73,5 +73,54 @@ public class RelationNetworksTests
             Assert.True(Math.Abs(batched[i] - formula[i]) <= 1e-10 * (1 + Math.Abs(formula[i])), $"gradient {i}: batched {batched[i]}, formula {formula[i]}");
     }
 
+    [Fact]
+    public void SeveralViewsGiveEachViewsOwnOutputsAndGradients()
+    {
+        // Views share the first layer's product and the later layers' products; each view's outputs must be those of the
+        // network run on that view alone, and the gradients of a functional of all views the sum of the per-view ones.
+        const int m = 4, d = 5, h = 6, batch = 9;
+        var family = SubsetFamily.All(m);
+        using var nets = new RelationNetworks(family, d, h);
+        nets.to(float64);
+        var gen = new Generator(11);
+        var z = randn([batch, m, d], dtype: float64, generator: gen).requires_grad_();
+        using var all = ones([batch, m], dtype: float64);
+        using var some = (rand([batch, m], dtype: float64, generator: gen) > 0.5).to(float64);
+        using var none = zeros([batch, m], dtype: float64);
+        Tensor[] views = [all, some, none];
+        var parameters = nets.parameters().ToArray();
+        var size = nets.SizeLogits(z, views);
+        var selection = nets.SelectionScores(z, views);
+        var weights = views.Select(_ => (randn(size[0].shape, dtype: float64, generator: gen), randn(selection[0].shape, dtype: float64, generator: gen))).ToArray();
+
+        double[] Gradients(Func<int, (Tensor Size, Tensor Selection)> outputs)
+        {
+            z.grad?.zero_();
+            foreach (var q in parameters) q.grad?.zero_();
+            Tensor total = zeros(1, dtype: float64);
+            for (int v = 0; v < views.Length; v++)
+            {
+                var (a, b) = outputs(v);
+                total = total + (a * weights[v].Item1).sum() + (b * weights[v].Item2).sum();
+            }
+            total.backward();
+            return TinyModels.Values(z.grad!).Concat(parameters.SelectMany(q => TinyModels.Values(q.grad!))).ToArray();
+        }
+        for (int v = 0; v < views.Length; v++)
+        {
+            using var alone = nets.SizeLogits(z, views[v]);
+            using var aloneSelection = nets.SelectionScores(z, views[v]);
+            Assert.True(allclose(size[v], alone, rtol: 1e-12, atol: 1e-12), $"view {v}: size logits differ by {(size[v] - alone).abs().max().ToDouble()}");
+            Assert.True(allclose(selection[v], aloneSelection, rtol: 1e-12, atol: 1e-12), $"view {v}: selection scores differ");
+        }
+        // The views differ (else the check above proves little): the mask reaches the outputs.
+        Assert.False(allclose(selection[0], selection[1]));
+        var together = Gradients(v => (size[v], selection[v]));
+        var separately = Gradients(v => (nets.SizeLogits(z, views[v]), nets.SelectionScores(z, views[v])));
+        Assert.True(together.Skip(batch * m * d).Any(g => g != 0), "no parameter gets a gradient");
+        for (int i = 0; i < together.Length; i++)
+            Assert.True(Math.Abs(together[i] - separately[i]) <= 1e-10 * (1 + Math.Abs(separately[i])), $"gradient {i}: views together {together[i]}, separately {separately[i]}");
+    }
+
     static Tensor relu(Tensor x) => nn.functional.relu(x);
 }

@@ -68,8 +68,22 @@ public sealed class MrVaeObjective : CoordinatorObjective
             weights.Add(Config.SubsetWeight);
         }
 
-        int m = Config.Modalities;
-        var perView = views.Select(k => RunView(mu, logVar, k, decode, context)).ToList();
+        int m = Config.Modalities, d = latentDim;
+        long batch = available.shape[0];
+        var dtype = available.dtype; var device = available.device;
+        // Per-modality posteriors and one sample of each, shared by the views (a view only changes which modalities
+        // the structure sees and which are reconstructed from the prior): the relation networks' first layer, the
+        // largest part of their work, then runs once for all views. Absent modalities are zeros and never read.
+        var muAll = StackModalities(mu, batch, d, dtype, device);          // B × M × D
+        var logVarAll = StackModalities(logVar, batch, d, dtype, device);
+        var varAll = logVarAll.exp();
+        var z = Sample(muAll, logVarAll, context);                         // B × M × D
+        var zRelation = Config.RelationReadsDetachedLatents ? z.detach() : z;
+        var viewMasks = views.ToArray();
+        var sizeLogits = relation.SizeLogits(zRelation, viewMasks);        // B × S × (D+1) per view
+        var scores = relation.SelectionScores(zRelation, viewMasks);       // B × P × D per view
+        var posteriors = new Posteriors(muAll, logVarAll, varAll, z);
+        var perView = views.Select((k, v) => RunView(posteriors, sizeLogits[v], scores[v], k, decode, context)).ToList();
         var decoderInputs = new Tensor?[m];
         for (int j = 0; j < m; j++)
             if (decode[j]) decoderInputs[j] = stack(perView.Select(v => v.DecoderInputs[j]!).ToArray(), 0);
@@ -93,21 +107,15 @@ public sealed class MrVaeObjective : CoordinatorObjective
 
     sealed record ViewResult(Tensor?[] DecoderInputs, Tensor KlPrivate, Tensor KlShared, Tensor KlSize, Tensor KlSelection, Tensor Sizes, RelationRecord? Relation);
 
-    ViewResult RunView(Tensor?[] mu, Tensor?[] logVar, Tensor available, bool[] decode, StepContext context)
+    /// <summary>The posteriors' means, log-variances and variances (B × M × D) and their sample z, shared by the views.</summary>
+    sealed record Posteriors(Tensor Mu, Tensor LogVar, Tensor Var, Tensor Z);
+
+    ViewResult RunView(Posteriors posteriors, Tensor sizeLogits, Tensor scores, Tensor available, bool[] decode, StepContext context)
     {
         int m = Config.Modalities, d = latentDim;
         long batch = available.shape[0];
         var dtype = available.dtype; var device = available.device;
-
-        // Per-modality posteriors and samples; absent modalities are zeros and never read (available = 0).
-        var muAll = StackModalities(mu, batch, d, dtype, device);          // B × M × D
-        var logVarAll = StackModalities(logVar, batch, d, dtype, device);
-        var varAll = logVarAll.exp();
-        var z = Sample(muAll, logVarAll, context);                         // B × M × D
-
-        var zRelation = Config.RelationReadsDetachedLatents ? z.detach() : z;
-        var sizeLogits = relation.SizeLogits(zRelation, available);        // B × S × (D+1)
-        var scores = relation.SelectionScores(zRelation, available);       // B × P × D
+        var (muAll, logVarAll, varAll, z) = posteriors;
 
         var chain = UseFusedChain && SubsetChain.Supports(available, context.Relaxed)
             ? FusedChain(muAll, varAll, sizeLogits, scores, available, context)

@@ -36,42 +36,55 @@ public sealed class RelationNetworks : nn.Module
     }
 
     /// <summary>Size logits c_A for every shared subset: B × S × (D+1).</summary>
-    public Tensor SizeLogits(Tensor z, Tensor available)
-        => Network(z, available, Buffer("pair_member"), Buffer("pair_subset"), family.Subsets.Count, sizeW1, sizeB1, sizeW2, sizeB2, sizeW3, sizeB3);
+    public Tensor SizeLogits(Tensor z, Tensor available) => SizeLogits(z, [available])[0];
 
     /// <summary>Selection scores w_{j,A} for every (subset, member) pair: B × P × D.</summary>
-    public Tensor SelectionScores(Tensor z, Tensor available)
-        => Network(z, available, Buffer("triple_input"), Buffer("triple_pair"), family.PairCount, selW1, selB1, selW2, selB2, selW3, selB3);
+    public Tensor SelectionScores(Tensor z, Tensor available) => SelectionScores(z, [available])[0];
+
+    /// <summary>Size logits for several availability masks (views) of the same latents: one B × S × (D+1) per view.</summary>
+    public Tensor[] SizeLogits(Tensor z, Tensor[] views)
+        => Network(z, views, Buffer("pair_member"), Buffer("pair_subset"), family.Subsets.Count, sizeW1, sizeB1, sizeW2, sizeB2, sizeW3, sizeB3);
+
+    /// <summary>Selection scores for several availability masks (views) of the same latents: one B × P × D per view.</summary>
+    public Tensor[] SelectionScores(Tensor z, Tensor[] views)
+        => Network(z, views, Buffer("triple_input"), Buffer("triple_pair"), family.PairCount, selW1, selB1, selW2, selB2, selW3, selB3);
 
     public SubsetFamily Family => family;
 
     Tensor Buffer(string name) => get_buffer(name)!;
 
     /// <summary>
-    /// W3_g · ReLU(W2_g · mean_{available inputs i of g} ReLU(W1_{g,i} z_i + b1) + b2) + b3 for every group g, computed
-    /// group-major (group × B × features): each layer is one batched product (bmm) and needs no permuted copies; the
-    /// inputs' means are sums by scatter_add (a product with a 0/1 matrix cost about as much as the first layer).
-    /// The first layer's bias and the availability mask ride in the product: z gets a constant feature 1 and is zeroed
-    /// where unavailable, so ReLU([z, 1]·m · [W1; b1]) = m·ReLU(W1 z + b1) for m ∈ {0, 1}, in one pass over the largest
-    /// tensor (G × B × H) instead of three (bias, ReLU input, mask). Returns B × groups × out (a transposed view).
+    /// W3_g · ReLU(W2_g · mean_{available inputs i of g} ReLU(W1_{g,i} z_i + b1) + b2) + b3 for every group g and view,
+    /// computed group-major (group × B × features): each layer is one batched product (bmm) and needs no permuted copies;
+    /// the inputs' means are sums by scatter_add (a product with a 0/1 matrix cost about as much as the first layer).
+    /// The first layer does not depend on the view (a view only decides which inputs enter the mean), so it runs once for
+    /// all views, its bias riding in the product ([z, 1] · [W1; b1]); each view masks it (m·ReLU(·) with m ∈ {0, 1}),
+    /// and the views share the second and third layers' products (views × B rows). Returns B × groups × out per view
+    /// (transposed views).
     /// </summary>
-    static Tensor Network(Tensor z, Tensor available, Tensor inputIndex, Tensor groupOf, long groups,
+    static Tensor[] Network(Tensor z, Tensor[] views, Tensor inputIndex, Tensor groupOf, long groups,
         Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor w3, Tensor b3)
     {
         long batch = z.shape[0], modalities = z.shape[1];
-        var mask = available.unsqueeze(-1);                                              // B × M × 1
-        var zOne = cat([z, ones([batch, modalities, 1], dtype: z.dtype, device: z.device)], -1) * mask;
+        var zOne = cat([z, ones([batch, modalities, 1], dtype: z.dtype, device: z.device)], -1);
         var zIn = zOne.transpose(0, 1).index_select(0, inputIndex);                      // G × B × (D+1)
-        var h = nn.functional.relu(zIn.bmm(cat([w1, b1.unsqueeze(1)], 1)));              // G × B × H, zero where unavailable
-        var sum = zeros([groups, batch, h.shape[2]], dtype: h.dtype, device: h.device)
-            .scatter_add(0, groupOf.view(-1, 1, 1).expand(h.shape), h);                  // groups × B × H
-        var maskIn = available.t().index_select(0, inputIndex).unsqueeze(-1);            // G × B × 1
-        var count = zeros([groups, batch, 1], dtype: maskIn.dtype, device: maskIn.device)
-            .scatter_add(0, groupOf.view(-1, 1, 1).expand(maskIn.shape), maskIn);
-        var mean = sum / count.clamp_min(1);
+        var h = nn.functional.relu(zIn.bmm(cat([w1, b1.unsqueeze(1)], 1)));              // G × B × H, every input
+        var groupIndex = groupOf.view(-1, 1, 1).expand(h.shape);
+        var means = views.Select(available =>
+        {
+            var maskIn = available.t().index_select(0, inputIndex).unsqueeze(-1);       // G × B × 1
+            var sum = zeros([groups, batch, h.shape[2]], dtype: h.dtype, device: h.device)
+                .scatter_add(0, groupIndex, h * maskIn);                                 // groups × B × H, available inputs only
+            var count = zeros([groups, batch, 1], dtype: maskIn.dtype, device: maskIn.device)
+                .scatter_add(0, groupOf.view(-1, 1, 1).expand(maskIn.shape), maskIn);
+            return sum / count.clamp_min(1);
+        }).ToArray();
+        var mean = means.Length == 1 ? means[0] : cat(means, 1);                           // groups × (views·B) × H
+        long rows = mean.shape[1];
         // TorchSharp's x.baddbmm(w, bias) is bias + x·w (torch.baddbmm's input comes last); the bias is expanded by hand.
-        var hidden = nn.functional.relu(mean.baddbmm(w2, b2.unsqueeze(1).expand(groups, batch, -1)));
-        return hidden.baddbmm(w3, b3.unsqueeze(1).expand(groups, batch, -1)).transpose(0, 1);
+        var hidden = nn.functional.relu(mean.baddbmm(w2, b2.unsqueeze(1).expand(groups, rows, -1)));
+        var output = hidden.baddbmm(w3, b3.unsqueeze(1).expand(groups, rows, -1));         // groups × (views·B) × out
+        return Enumerable.Range(0, views.Length).Select(v => output.narrow(1, v * batch, batch).transpose(0, 1)).ToArray();
     }
 
     /// <summary>
