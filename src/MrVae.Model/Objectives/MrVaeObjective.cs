@@ -177,6 +177,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
             SizeNoise = context.Training ? stack(sizeNoise, 1) : null,
             SelectionNoise = context.Training ? cat(selectionNoise, 1) : null,
             Eps = context.SampleLatents ? stack(eps, 1) : null,
+            Record = is_grad_enabled() && new[] { muAll, varAll, sizeLogits, scores }.Any(t => t.requires_grad),
         };
         var (free, shared, klSize, klSelection, klShared) = SubsetChain.Apply(muAll, varAll, sizeLogits, scores, setup);
         var sizes = setup.Sizes!;

@@ -25,6 +25,12 @@ public sealed class SubsetChainSetup
     /// <summary>Standard normal draws of the subspace samples (B × S × D); null for the posterior means.</summary>
     public Tensor? Eps { get; init; }
 
+    /// <summary>
+    /// Whether the forward keeps what the backward needs (its tape, ~45 KB per sample at D = 64, M = 5). Without it the
+    /// chain has no backward; the objective sets it false where no gradient can follow (evaluation under no_grad).
+    /// </summary>
+    public bool Record { get; init; } = true;
+
     /// <summary>n_A per sample and subset (B × S), set by the forward.</summary>
     public Tensor? Sizes { get; internal set; }
     /// <summary>Item at rank r of every (subset, member) pair's hard sort (B × P × D, int32), set by the forward.</summary>
@@ -76,13 +82,17 @@ sealed class SubsetChainFunction : autograd.MultiTensorFunction<SubsetChainFunct
         var kl = empty(3, batch, dtype: mu.dtype);
         var sizes = empty(batch, setup.Family.Subsets.Count, dtype: mu.dtype);
         var orders = empty(batch, setup.Family.PairCount, d, dtype: ScalarType.Int32);
-        var outputs = new[] { free, shared, kl, sizes, orders };
+        // The tape: what each sample's backward needs from its forward (free masks before each pair, the subspaces'
+        // posteriors, the sizes' softmax), written by the forward instead of recomputed by the backward. Only when a
+        // backward can follow (setup.Record): evaluation does not pay for it.
+        var tape = setup.Record ? empty(batch, SubsetChainKernel<float>.TapeLength(setup.Family, d), dtype: mu.dtype) : empty(0, dtype: mu.dtype);
+        var outputs = new[] { free, shared, kl, sizes, orders, tape };
         if (mu.dtype == ScalarType.Float32) new SubsetChainKernel<float>(setup, d).Forward(inputs, outputs);
         else new SubsetChainKernel<double>(setup, d).Forward(inputs, outputs);
         setup.Sizes = sizes; setup.Orders = orders;
 
         // Everything the backward reads goes through save_for_backward: the step's dispose scope may end before it.
-        ctx.save_for_backward([.. inputs, orders, sizes]);
+        ctx.save_for_backward([.. inputs, orders, tape]);
         ctx.save_data("setup", setup);
         var result = new List<Tensor> { free, shared, kl[0], kl[1], kl[2] };
         return result;
@@ -93,7 +103,8 @@ sealed class SubsetChainFunction : autograd.MultiTensorFunction<SubsetChainFunct
         var saved = ctx.get_saved_variables();
         var setup = (SubsetChainSetup)ctx.get_data("setup");
         var inputs = saved.Take(8).ToArray();
-        var (orders, sizes) = (saved[8], saved[9]);
+        var (orders, tape) = (saved[8], saved[9]);
+        if (tape.numel() == 0) throw new InvalidOperationException("SubsetChain's forward ran without its tape (SubsetChainSetup.Record = false), so it has no backward");
         var mu = inputs[0];
         long batch = mu.shape[0]; int m = setup.Family.Modalities, d = (int)mu.shape[2];
         Tensor Upstream(int i, long[] shape) => grads.Count > i && grads[i] is { } g && !g.IsInvalid
@@ -108,8 +119,8 @@ sealed class SubsetChainFunction : autograd.MultiTensorFunction<SubsetChainFunct
         var gLogits = empty_like(inputs[2]);
         var gScores = empty_like(inputs[3]);
         var gradients = new[] { gMu, gVar, gLogits, gScores };
-        if (mu.dtype == ScalarType.Float32) new SubsetChainKernel<float>(setup, d).Backward(inputs, orders, sizes, upstream, gradients);
-        else new SubsetChainKernel<double>(setup, d).Backward(inputs, orders, sizes, upstream, gradients);
+        if (mu.dtype == ScalarType.Float32) new SubsetChainKernel<float>(setup, d).Backward(inputs, orders, tape, upstream, gradients);
+        else new SubsetChainKernel<double>(setup, d).Backward(inputs, orders, tape, upstream, gradients);
         foreach (var t in upstream) t.Dispose();
         foreach (var t in saved) t.Dispose();   // the wrappers only: the saved tensors go with the graph
         return [gMu, gVar, gLogits, gScores, null!];
@@ -167,6 +178,29 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
         public readonly T[] X, R, GU, GV, GPerturbed, GWMasked, GSoft, Kernel;
         public readonly int[] Inverse; public readonly ulong[] Keys; public readonly int[] Order;
 
+        /// <summary>The forward's record for the backward, in tape order: FreeBefore, Mean, Var, ZS, Soft, Cap, N, AnyAvailable.</summary>
+        public void Save(Span<T> tape)
+        {
+            int o = 0;
+            foreach (var a in new[] { FreeBefore, Mean, Var, ZS, Soft }) { a.CopyTo(tape.Slice(o, a.Length)); o += a.Length; }
+            for (int i = 0; i < Cap.Length; i++)
+            {
+                tape[o + i] = T.CreateChecked(Cap[i]); tape[o + Cap.Length + i] = T.CreateChecked(N[i]);
+                tape[o + 2 * Cap.Length + i] = AnyAvailable[i] ? T.One : T.Zero;
+            }
+        }
+
+        public void Load(ReadOnlySpan<T> tape)
+        {
+            int o = 0;
+            foreach (var a in new[] { FreeBefore, Mean, Var, ZS, Soft }) { tape.Slice(o, a.Length).CopyTo(a); o += a.Length; }
+            for (int i = 0; i < Cap.Length; i++)
+            {
+                Cap[i] = int.CreateChecked(tape[o + i]); N[i] = int.CreateChecked(tape[o + Cap.Length + i]);
+                AnyAvailable[i] = tape[o + 2 * Cap.Length + i] > T.Zero;
+            }
+        }
+
         public Scratch(int m, int d, int s, int p, int maxMembers)
         {
             int k = d + 1;
@@ -198,26 +232,44 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
     public void Forward(Tensor[] inputs, Tensor[] outputs)
     {
         long batch = inputs[0].shape[0];
+        bool record = outputs[5].numel() > 0;
+        int tapeLength = TapeLength(family, d);
         ForSamples(batch, (first, end) =>
         {
             var scratch = NewScratch();
-            for (long b = first; b < end; b++) Sample(inputs, outputs, (int)b, scratch, record: false);
+            for (long b = first; b < end; b++)
+            {
+                Sample(inputs, outputs, (int)b, scratch, record);
+                if (record) scratch.Save(SubsetChain.Data<T>(outputs[5]).Slice((int)b * tapeLength, tapeLength));
+            }
         });
     }
 
-    public void Backward(Tensor[] inputs, Tensor orders, Tensor sizes, Tensor[] upstream, Tensor[] gradients)
+    public void Backward(Tensor[] inputs, Tensor orders, Tensor tape, Tensor[] upstream, Tensor[] gradients)
     {
         long batch = inputs[0].shape[0];
+        int tapeLength = TapeLength(family, d);
         ForSamples(batch, (first, end) =>
         {
             var scratch = NewScratch();
-            for (long b = first; b < end; b++) SampleBackward(inputs, orders, sizes, upstream, gradients, (int)b, scratch);
+            for (long b = first; b < end; b++)
+            {
+                scratch.Load(SubsetChain.Data<T>(tape).Slice((int)b * tapeLength, tapeLength));
+                SampleBackward(inputs, orders, upstream, gradients, (int)b, scratch);
+            }
         });
+    }
+
+    /// <summary>Elements of one sample's tape: <see cref="Scratch"/>'s recorded arrays, end to end.</summary>
+    public static int TapeLength(SubsetFamily family, int d)
+    {
+        int s = family.Subsets.Count;
+        return family.PairCount * d + 3 * s * d + s * (d + 1) + 3 * s;
     }
 
     /// <summary>
-    /// One sample's chain forward. With <paramref name="record"/> (the backward's recomputation) it reads the sorts and
-    /// sizes from <paramref name="outputs"/> instead of recomputing them and keeps what the backward needs in the scratch.
+    /// One sample's chain forward. With <paramref name="record"/> (a backward will follow) it also keeps what the
+    /// backward needs in the scratch (free masks before each pair, subspace posteriors, the sizes' softmax).
     /// </summary>
     void Sample(Tensor[] inputs, Tensor[] outputs, int b, Scratch sc, bool record)
     {
@@ -232,11 +284,10 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
         var selectionNoise = selectionNoiseAll.IsEmpty ? default : selectionNoiseAll.Slice(b * pairs * d, pairs * d);
         var eps = epsAll.IsEmpty ? default : epsAll.Slice(b * subsets * d, subsets * d);
 
-        // Forward outputs (record = false) or the forward's saved outcomes (record = true: outputs = [orders, sizes]).
-        Span<int> orders = SubsetChain.Data<int>(record ? outputs[0] : outputs[4]).Slice(b * pairs * d, pairs * d);
-        Span<T> sizes = SubsetChain.Data<T>(record ? outputs[1] : outputs[3]).Slice(b * subsets, subsets);
-        Span<T> shared = record ? default : SubsetChain.Data<T>(outputs[1]).Slice(b * m * d, m * d);
-        if (!record) shared.Clear();
+        Span<int> orders = SubsetChain.Data<int>(outputs[4]).Slice(b * pairs * d, pairs * d);
+        Span<T> sizes = SubsetChain.Data<T>(outputs[3]).Slice(b * subsets, subsets);
+        Span<T> shared = SubsetChain.Data<T>(outputs[1]).Slice(b * m * d, m * d);
+        shared.Clear();
 
         var free = sc.Free.AsSpan();
         free.Fill(T.One);
@@ -257,18 +308,14 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
 
             // Size: n = argmax of the masked, perturbed logits; KL(Cat(softmax(masked logits)) ‖ H_A).
             var sizeLogits = logits.Slice(s * k, k);
-            int n;
-            if (record) n = int.CreateChecked(sizes[s]);
-            else
+            int n = 0;
+            T best = T.NegativeInfinity;
+            for (int i = 0; i < k; i++)
             {
-                n = 0; T best = T.NegativeInfinity;
-                for (int i = 0; i < k; i++)
-                {
-                    T v = Masked(sizeLogits, i, capacity) + (sizeNoise.IsEmpty ? T.Zero : sizeNoise[s * k + i]);
-                    if (v > best) { best = v; n = i; }
-                }
-                sizes[s] = T.CreateChecked(n);
+                T v = Masked(sizeLogits, i, capacity) + (sizeNoise.IsEmpty ? T.Zero : sizeNoise[s * k + i]);
+                if (v > best) { best = v; n = i; }
             }
+            sizes[s] = T.CreateChecked(n);
             if (anyAvailable) klSize += CategoricalKl(sizeLogits, capacity, s, null, sc);
             var fill = sc.Fill.AsSpan();
             for (int r = 0; r < d; r++) fill[r] = r < n ? T.One : T.Zero;
@@ -301,7 +348,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
                 var freeJ = free.Slice(j * d, d);
                 if (record) freeJ.CopyTo(sc.FreeBefore.AsSpan(p * d, d));
                 MaskedScores(scores.Slice(p * d, d), freeJ, selectionNoise.IsEmpty ? default : selectionNoise.Slice(p * d, d), sc);
-                if (!record) SortDescending(sc.Perturbed, freeJ, order, sc);
+                SortDescending(sc.Perturbed, freeJ, order, sc);
                 T logR = PlackettLuce(order, n, sc).Value + logFactorial[n];
                 klSelection += logR - logQ;
             }
@@ -343,11 +390,10 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
                 {
                     int c = order[r];
                     free[j * d + c] = T.Clamp(free[j * d + c] - T.One, T.Zero, T.One);
-                    if (!record) shared[j * d + c] += zS[r];
+                    shared[j * d + c] += zS[r];
                 }
             }
         }
-        if (record) return;
         free.CopyTo(SubsetChain.Data<T>(outputs[0]).Slice(b * m * d, m * d));
         var kl = SubsetChain.Data<T>(outputs[2]);
         long batch = outputs[2].shape[1];
@@ -471,10 +517,8 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
         return (total, max, true);
     }
 
-    void SampleBackward(Tensor[] inputs, Tensor orders, Tensor sizes, Tensor[] upstream, Tensor[] gradients, int b, Scratch sc)
+    void SampleBackward(Tensor[] inputs, Tensor orders, Tensor[] upstream, Tensor[] gradients, int b, Scratch sc)
     {
-        Sample(inputs, [orders, sizes], b, sc, record: true);
-
         Span<T> muAll = SubsetChain.Data<T>(inputs[0]), varAll = SubsetChain.Data<T>(inputs[1]),
             logitsAll = SubsetChain.Data<T>(inputs[2]), scoresAll = SubsetChain.Data<T>(inputs[3]),
             availableAll = SubsetChain.Data<T>(inputs[4]), selectionNoiseAll = SubsetChain.Data<T>(inputs[6]),
