@@ -73,8 +73,10 @@ public sealed class RelationNetworks : nn.Module
         var means = views.Select(available =>
         {
             var maskIn = available.t().index_select(0, inputIndex).unsqueeze(-1);       // G × B × 1
+            // A view where every modality is available (the full one, in training) needs no mask on the largest tensor.
+            bool everyInput = available.min().ToDouble() == 1;
             var sum = zeros([groups, batch, h.shape[2]], dtype: h.dtype, device: h.device)
-                .scatter_add(0, groupIndex, h * maskIn);                                 // groups × B × H, available inputs only
+                .scatter_add(0, groupIndex, everyInput ? h : h * maskIn);                // groups × B × H, available inputs only
             var count = zeros([groups, batch, 1], dtype: maskIn.dtype, device: maskIn.device)
                 .scatter_add(0, groupOf.view(-1, 1, 1).expand(maskIn.shape), maskIn);
             return sum / count.clamp_min(1);
