@@ -80,10 +80,27 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var z = Sample(muAll, logVarAll, context);                         // B × M × D
         var zRelation = Config.RelationReadsDetachedLatents ? z.detach() : z;
         var viewMasks = views.ToArray();
-        var sizeLogits = relation.SizeLogits(zRelation, viewMasks);        // B × S × (D+1) per view
-        var scores = relation.SelectionScores(zRelation, viewMasks);       // B × P × D per view
+        // The chains' Gumbel and Gaussian draws (a tenth of the coordinator's forward, on one core) are made on a
+        // second thread while this one runs the networks, which draw nothing: the generator's sequence is unchanged.
+        var drawing = OnSecondThread(() =>
+        {
+            // Its own scope: the temporaries die here, the draws leave it and join this thread's scope (Adopt).
+            using var scope = NewDisposeScope();
+            var draws = viewMasks.Select(_ => DrawChainNoise(batch, dtype, device, context)).ToArray();
+            foreach (var n in draws) n.Detach();
+            return draws;
+        });
+        Tensor[] sizeLogits, scores;
+        try
+        {
+            sizeLogits = relation.SizeLogits(zRelation, viewMasks);        // B × S × (D+1) per view
+            scores = relation.SelectionScores(zRelation, viewMasks);       // B × P × D per view
+        }
+        finally { drawing.Wait(); }
+        var noise = drawing.Result;
+        foreach (var n in noise) n.Adopt();
         var posteriors = new Posteriors(muAll, logVarAll, varAll, z);
-        var perView = views.Select((k, v) => RunView(posteriors, sizeLogits[v], scores[v], k, decode, context)).ToList();
+        var perView = views.Select((k, v) => RunView(posteriors, sizeLogits[v], scores[v], noise[v], k, decode, context)).ToList();
         var decoderInputs = new Tensor?[m];
         for (int j = 0; j < m; j++)
             if (decode[j]) decoderInputs[j] = stack(perView.Select(v => v.DecoderInputs[j]!).ToArray(), 0);
@@ -110,7 +127,56 @@ public sealed class MrVaeObjective : CoordinatorObjective
     /// <summary>The posteriors' means, log-variances and variances (B × M × D) and their sample z, shared by the views.</summary>
     sealed record Posteriors(Tensor Mu, Tensor LogVar, Tensor Var, Tensor Z);
 
-    ViewResult RunView(Posteriors posteriors, Tensor sizeLogits, Tensor scores, Tensor available, bool[] decode, StepContext context)
+    /// <summary>
+    /// One view's draws for the chain, in the order the chain uses them (per subset: size noise, selection noise, ε):
+    /// Gumbel noise of the sizes (B × S × (D+1)) and selections (B × P × D) when training, ε (B × S × D) when sampling.
+    /// </summary>
+    sealed record ChainNoise(Tensor? Size, Tensor? Selection, Tensor? Eps)
+    {
+        /// <summary>Takes the draws out of the dispose scope they were made in (another thread's).</summary>
+        public void Detach()
+        {
+            foreach (var t in new[] { Size, Selection, Eps }) t?.DetachFromDisposeScope();
+        }
+
+        /// <summary>Puts detached draws into this thread's current dispose scope, if it has one.</summary>
+        public void Adopt()
+        {
+            if (CurrentDisposeScope is not { } scope) return;
+            foreach (var t in new[] { Size, Selection, Eps }) t?.MoveToOtherDisposeScope(scope);
+        }
+    }
+
+    ChainNoise DrawChainNoise(long batch, ScalarType dtype, Device device, StepContext context)
+    {
+        int d = latentDim;
+        var sizeNoise = new List<Tensor>(); var selectionNoise = new List<Tensor>(); var eps = new List<Tensor>();
+        foreach (var members in family.Subsets)
+        {
+            if (context.Training)
+            {
+                sizeNoise.Add(Relax.Gumbel([batch, d + 1], dtype, device, context.Generator));
+                selectionNoise.Add(Relax.Gumbel([batch, members.Length, d], dtype, device, context.Generator));
+            }
+            if (context.SampleLatents) eps.Add(randn([batch, d], dtype: dtype, device: device, generator: context.Generator));
+        }
+        var result = new ChainNoise(context.Training ? stack(sizeNoise, 1) : null, context.Training ? cat(selectionNoise, 1) : null,
+            context.SampleLatents ? stack(eps, 1) : null);
+        foreach (var t in sizeNoise.Concat(selectionNoise).Concat(eps)) t.Dispose();
+        return result;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="work"/> on a thread-pool thread with this thread's libtorch thread count (a pool thread's
+    /// default OpenMP team would compete with this one for the cores).
+    /// </summary>
+    static Task<T> OnSecondThread<T>(Func<T> work)
+    {
+        int threads = get_num_threads();
+        return Task.Run(() => { set_num_threads(threads); return work(); });
+    }
+
+    ViewResult RunView(Posteriors posteriors, Tensor sizeLogits, Tensor scores, ChainNoise noise, Tensor available, bool[] decode, StepContext context)
     {
         int m = Config.Modalities, d = latentDim;
         long batch = available.shape[0];
@@ -118,8 +184,8 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var (muAll, logVarAll, varAll, z) = posteriors;
 
         var chain = UseFusedChain && SubsetChain.Supports(available, context.Relaxed)
-            ? FusedChain(muAll, varAll, sizeLogits, scores, available, context)
-            : ReferenceChain(muAll, varAll, sizeLogits, scores, available, context);
+            ? FusedChain(muAll, varAll, sizeLogits, scores, available, noise, context)
+            : ReferenceChain(muAll, varAll, sizeLogits, scores, available, noise, context);
         var (free, sharedContribution) = (chain.Free, chain.Shared);
 
         // Private factors: what remains free; KL only for available modalities.
@@ -154,29 +220,15 @@ public sealed class MrVaeObjective : CoordinatorObjective
     /// </summary>
     public bool UseFusedChain { get; set; } = true;
 
-    ChainResult FusedChain(Tensor muAll, Tensor varAll, Tensor sizeLogits, Tensor scores, Tensor available, StepContext context)
+    ChainResult FusedChain(Tensor muAll, Tensor varAll, Tensor sizeLogits, Tensor scores, Tensor available, ChainNoise noise, StepContext context)
     {
         int m = Config.Modalities, d = latentDim;
-        long batch = available.shape[0];
         var dtype = available.dtype; var device = available.device;
-        // The reference's draws, in its order (per subset: size noise, selection noise, ε), so both give the same numbers.
-        var sizeNoise = new List<Tensor>(); var selectionNoise = new List<Tensor>(); var eps = new List<Tensor>();
-        foreach (var members in family.Subsets)
-        {
-            if (context.Training)
-            {
-                sizeNoise.Add(Relax.Gumbel([batch, d + 1], dtype, device, context.Generator));
-                selectionNoise.Add(Relax.Gumbel([batch, members.Length, d], dtype, device, context.Generator));
-            }
-            if (context.SampleLatents) eps.Add(randn([batch, d], dtype: dtype, device: device, generator: context.Generator));
-        }
         var setup = new SubsetChainSetup
         {
             Family = family, LogPrior = logPrior, Available = available, TakenPenalty = takenPenalty,
             TauSize = context.TauSize, TauSelection = context.TauSelection,
-            SizeNoise = context.Training ? stack(sizeNoise, 1) : null,
-            SelectionNoise = context.Training ? cat(selectionNoise, 1) : null,
-            Eps = context.SampleLatents ? stack(eps, 1) : null,
+            SizeNoise = noise.Size, SelectionNoise = noise.Selection, Eps = noise.Eps,
             Record = is_grad_enabled() && new[] { muAll, varAll, sizeLogits, scores }.Any(t => t.requires_grad),
         };
         var (free, shared, klSize, klSelection, klShared) = SubsetChain.Apply(muAll, varAll, sizeLogits, scores, setup);
@@ -199,7 +251,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
     }
 
     /// <summary>The chain with libtorch ops, subset by subset: any device, and the relaxed forward (<see cref="StepContext.Relaxed"/>).</summary>
-    ChainResult ReferenceChain(Tensor muAll, Tensor varAll, Tensor sizeLogits, Tensor scores, Tensor available, StepContext context)
+    ChainResult ReferenceChain(Tensor muAll, Tensor varAll, Tensor sizeLogits, Tensor scores, Tensor available, ChainNoise chainNoise, StepContext context)
     {
         int m = Config.Modalities, d = latentDim;
         long batch = available.shape[0];
@@ -228,7 +280,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
             var capacity = freeA.sum(-1).round().amin(-1) * anyAvailable;                 // B
             var tooLarge = ks.unsqueeze(0) > capacity.unsqueeze(1);                       // B × (D+1)
             var logits = sizeLogits[.., s, ..].masked_fill(tooLarge, -1e9);
-            var noise = context.Training ? Relax.Gumbel([batch, d + 1], dtype, device, context.Generator) : null;
+            var noise = chainNoise.Size?.select(1, s);
             var onehot = Relax.GumbelSoftmaxStraightThrough(logits, context.TauSize, noise, context.Relaxed); // B × (D+1)
             var n = (onehot * ks).sum(-1);                                                // B
             var fill = onehot.matmul(fillMatrix);                                         // B × D: t_{A,r}
@@ -243,7 +295,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
             var wMasked = w + (freeA + 1e-6).log();
             if (takenPenalty > 0) wMasked = wMasked + takenPenalty * (freeA - 1);
             var perturbed = context.Training
-                ? wMasked + Relax.Gumbel([batch, members.Length, d], dtype, device, context.Generator)
+                ? wMasked + chainNoise.Selection!.narrow(1, family.SubsetPairOffset[s], members.Length)
                 : wMasked;
             var sortKey = perturbed.detach() - 1e4 * (freeA.detach() < 0.5).to(dtype);
             var permutation = SortPermutation.Create(perturbed, sortKey, context.TauSelection, context.Relaxed); // P_{j,A}
@@ -255,7 +307,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
             // P̂'s gradient comes in zero-valued corrections computed in one pass over P̂ from both right-hand sides;
             // Pᵀ's right-hand side is known before its gradient path is built because the corrections add nothing.
             var byMember = stack([muAll.index_select(1, memberIndex), varAll.index_select(1, memberIndex), wMasked], -1);  // B × |A| × D × 3
-            var eps = context.SampleLatents ? randn([batch, d], dtype: dtype, device: device, generator: context.Generator) : null;
+            var eps = chainNoise.Eps?.select(1, s);
             Tensor ByFactorInput(Tensor zS) => stack([fill, fill * zS], -1).unsqueeze(1).expand(-1, members.Length, -1, -1);
             Tensor byRank;
             Tensor? correctionR = null;
