@@ -1,6 +1,7 @@
 using MrVae.Model.Numerics;
 using System.Numerics;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using MrVae.Model.Relaxations;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -173,7 +174,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
     sealed class Scratch
     {
         public readonly T[] Free, FreeBefore, Soft, Mean, Var, ZS, GFree;
-        public readonly int[] Cap, N; public readonly bool[] AnyAvailable;
+        public readonly int[] Cap, N, FreeCount; public readonly bool[] AnyAvailable;
         public readonly T[] WMasked, Perturbed, Sorted, Suffix, Cum, LogCum, Fill, GFill, GZS, Q;
         public readonly T[] X, R, GU, GV, GPerturbed, GWMasked, GSoft, Kernel;
         public readonly int[] Inverse; public readonly ulong[] Keys; public readonly int[] Order;
@@ -206,7 +207,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
             int k = d + 1;
             Free = new T[m * d]; FreeBefore = new T[p * d]; Soft = new T[s * k];
             Mean = new T[s * d]; Var = new T[s * d]; ZS = new T[s * d]; GFree = new T[m * d];
-            Cap = new int[s]; N = new int[s]; AnyAvailable = new bool[s];
+            Cap = new int[s]; N = new int[s]; FreeCount = new int[m]; AnyAvailable = new bool[s];
             WMasked = new T[d]; Perturbed = new T[d]; Sorted = new T[d]; Suffix = new T[d]; Cum = new T[d]; LogCum = new T[d]; Fill = new T[d]; Q = new T[k];
             GFill = new T[d]; GZS = new T[d];
             X = new T[d * 3]; R = new T[d * 2]; GU = new T[maxMembers * d * 3]; GV = new T[maxMembers * d * 2];
@@ -291,6 +292,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
 
         var free = sc.Free.AsSpan();
         free.Fill(T.One);
+        Array.Fill(sc.FreeCount, d);   // Σ_c a_jc: a stays 0/1 in the forward, so the count is kept instead of summed per subset
         T klSize = T.Zero, klSelection = T.Zero, klShared = T.Zero;
         for (int s = 0; s < subsets; s++)
         {
@@ -298,12 +300,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
             bool anyAvailable = false;
             foreach (int j in members) anyAvailable |= available[j] > T.Zero;
             int capacity = int.MaxValue;
-            foreach (int j in members)
-            {
-                T count = T.Zero;
-                foreach (var a in free.Slice(j * d, d)) count += a;
-                capacity = Math.Min(capacity, int.CreateChecked(T.Round(count)));
-            }
+            foreach (int j in members) capacity = Math.Min(capacity, sc.FreeCount[j]);
             if (!anyAvailable) capacity = 0;
 
             // Size: n = argmax of the masked, perturbed logits; KL(Cat(softmax(masked logits)) ‖ H_A).
@@ -389,6 +386,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
                 for (int r = 0; r < n; r++)
                 {
                     int c = order[r];
+                    if (free[j * d + c] > half) sc.FreeCount[j]--;
                     free[j * d + c] = T.Clamp(free[j * d + c] - T.One, T.Zero, T.One);
                     shared[j * d + c] += zS[r];
                 }
@@ -431,7 +429,20 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// <summary>w̃ = w + log(a + 1e-6) + penalty·(a − 1) into <see cref="Scratch.WMasked"/>, and w̃ + g into <see cref="Scratch.Perturbed"/>.</summary>
     void MaskedScores(Span<T> w, Span<T> freeJ, Span<T> noise, Scratch sc)
     {
-        for (int c = 0; c < d; c++)
+        int c = 0, width = Vector<T>.Count;
+        var one = Vector<T>.One;
+        var free = new Vector<T>(logFree); var taken = new Vector<T>(logTaken); var slope = new Vector<T>(penalty);
+        for (; c <= d - width; c += width)
+        {
+            var a = new Vector<T>(freeJ[c..]);
+            // a is 0 or 1 in the straight-through chain (a·(a − 1) = 0); anything else takes the scalar path below.
+            if (!Vector.EqualsAll(a * (a - one), Vector<T>.Zero)) break;
+            var wm = new Vector<T>(w[c..]) + Vector.ConditionalSelect(Vector.Equals(a, one), free, taken);
+            if (penalty > T.Zero) wm += slope * (a - one);
+            wm.CopyTo(sc.WMasked.AsSpan(c));
+            (noise.IsEmpty ? wm : wm + new Vector<T>(noise[c..])).CopyTo(sc.Perturbed.AsSpan(c));
+        }
+        for (; c < d; c++)
         {
             T a = freeJ[c];
             T wm = w[c] + (a == T.One ? logFree : a == T.Zero ? logTaken : T.Log(a + epsilon));
@@ -455,7 +466,23 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
                 ulong taken = freeJ[c] < half ? 1ul : 0ul;
                 keys[c] = (taken << 63) | ((ulong)~ascending << 31) | (uint)c;
             }
-            // The keys are distinct (the index is part of them): an item's rank is the number of smaller keys.
+            // The keys are distinct (the index is part of them): an item's rank is the number of smaller keys. Eight
+            // keys per compare where the CPU has 512-bit vectors (Vector<T> stays 256 bits wide there).
+            if (Vector512.IsHardwareAccelerated)
+            {
+                int vectorEnd512 = d - d % Vector512<ulong>.Count;
+                for (int c = 0; c < d; c++)
+                {
+                    var key_c = Vector512.Create(keys[c]);
+                    var smaller = Vector512<ulong>.Zero;
+                    int i = 0;
+                    for (; i < vectorEnd512; i += Vector512<ulong>.Count) smaller -= Vector512.LessThan(Vector512.Create<ulong>(keys[i..]), key_c);
+                    ulong rank = Vector512.Sum(smaller);
+                    for (; i < d; i++) if (keys[i] < keys[c]) rank++;
+                    order[(int)rank] = c;
+                }
+                return;
+            }
             int width = Vector<ulong>.Count, vectorEnd = d - d % width;
             for (int c = 0; c < d; c++)
             {
