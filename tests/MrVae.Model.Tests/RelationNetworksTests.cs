@@ -9,15 +9,13 @@ public class RelationNetworksTests
     [Fact]
     public void BatchedNetworksAreTheirPerGroupFormula()
     {
-        // The batched networks (one product per layer over all groups, bias and availability mask folded into the first
-        // product) against the formula written out per subset / pair and per sample, with plain matrix products: the
-        // outputs, and the gradients of z and of every parameter for a random linear functional of both outputs.
-        const int m = 4, d = 5, h = 6, batch = 7;
-        var family = SubsetFamily.All(m);
-        using var nets = new RelationNetworks(family, d, h);
-        nets.to(float64);
-        var gen = new Generator(3);
-        var z = randn([batch, m, d], dtype: float64, generator: gen).requires_grad_();
+        // The batched networks (one product per layer over all groups, the first layer's bias folded into its product,
+        // the availability mask applied after its ReLU) against the formula written out per subset / pair and per
+        // sample, with plain matrix products: the outputs, and the gradients of z and of every parameter for a random
+        // linear functional of both outputs.
+        const int batch = 7;
+        var (family, nets, gen, z) = Setup(batch, seed: 3);
+        using var _ = nets;
         var rows = new double[batch * m];
         var rng = new Random(5);
         for (int b = 0; b < batch; b++)
@@ -78,12 +76,9 @@ public class RelationNetworksTests
     {
         // Views share the first layer's product and the later layers' products; each view's outputs must be those of the
         // network run on that view alone, and the gradients of a functional of all views the sum of the per-view ones.
-        const int m = 4, d = 5, h = 6, batch = 9;
-        var family = SubsetFamily.All(m);
-        using var nets = new RelationNetworks(family, d, h);
-        nets.to(float64);
-        var gen = new Generator(11);
-        var z = randn([batch, m, d], dtype: float64, generator: gen).requires_grad_();
+        const int batch = 9;
+        var (_, nets, gen, z) = Setup(batch, seed: 11);
+        using var __ = nets;
         using var all = ones([batch, m], dtype: float64);
         using var some = (rand([batch, m], dtype: float64, generator: gen) > 0.5).to(float64);
         using var none = zeros([batch, m], dtype: float64);
@@ -120,6 +115,18 @@ public class RelationNetworksTests
         Assert.True(together.Skip(batch * m * d).Any(g => g != 0), "no parameter gets a gradient");
         for (int i = 0; i < together.Length; i++)
             Assert.True(Math.Abs(together[i] - separately[i]) <= 1e-10 * (1 + Math.Abs(separately[i])), $"gradient {i}: views together {together[i]}, separately {separately[i]}");
+    }
+
+    const int m = 4, d = 5, h = 6;
+
+    /// <summary>Float64 networks for all subsets of <see cref="m"/> modalities, a generator, and latents that take gradients.</summary>
+    static (SubsetFamily Family, RelationNetworks Nets, Generator Gen, Tensor Z) Setup(int batch, int seed)
+    {
+        var family = SubsetFamily.All(m);
+        var nets = new RelationNetworks(family, d, h);
+        nets.to(float64);
+        var gen = new Generator((ulong)seed);
+        return (family, nets, gen, randn([batch, m, d], dtype: float64, generator: gen).requires_grad_());
     }
 
     static Tensor relu(Tensor x) => nn.functional.relu(x);
