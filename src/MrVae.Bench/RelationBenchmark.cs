@@ -17,21 +17,21 @@ public static class RelationBenchmark
     /// <param name="CpuMs">Process CPU time per step (forward + backward): steadier than wall time on a shared machine.</param>
     public sealed record Result(int Latent, int Batch, int Modalities, int Threads, Spread ForwardMs, Spread BackwardMs, Spread CpuMs);
 
-    public static Result Run(int latent, int batch, int modalities, int steps, int warmup, int threads, long seed)
+    public static Result Run(int latent, int batch, int modalities, int steps, int warmup, int threads, long seed, double tau = 0.5)
     {
         Result? result = null;
         // One thread of our own: libtorch's thread count belongs to the calling thread (see ComputeGate).
         var thread = new Thread(() =>
         {
             set_num_threads(threads);
-            result = NativeCallGuard.Run(() => Measure(latent, batch, modalities, steps, warmup, threads, seed));
+            result = NativeCallGuard.Run(() => Measure(latent, batch, modalities, steps, warmup, threads, seed, tau));
         }) { Name = "mrvae-bench-relation" };
         thread.Start();
         thread.Join();
         return result!;
     }
 
-    static Result Measure(int latent, int batch, int modalities, int steps, int warmup, int threads, long seed)
+    static Result Measure(int latent, int batch, int modalities, int steps, int warmup, int threads, long seed, double tau)
     {
         manual_seed(seed);
         var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = modalities, LatentDim = latent };
@@ -46,7 +46,7 @@ public static class RelationBenchmark
         for (int s = 0; s < warmup + steps; s++)
         {
             using var scope = NewDisposeScope();
-            var context = new StepContext { Generator = generator, TauSize = 0.5, TauSelection = 0.5 };
+            var context = new StepContext { Generator = generator, TauSize = tau, TauSelection = tau };
             process.Refresh();
             var cpuStart = process.TotalProcessorTime;
             var watch = Stopwatch.StartNew();

@@ -73,20 +73,22 @@ public static class BenchCommand
         var warmup = new Option<int>("--warmup") { Description = "unmeasured steps first", DefaultValueFactory = _ => 2 };
         var threads = new Option<int>("--threads") { Description = "libtorch threads (the trainers' lanes use 1)", DefaultValueFactory = _ => 1 };
         var seed = new Option<long>("--seed") { Description = "seed of the random posteriors and noise", DefaultValueFactory = _ => 0 };
+        var tau = new Option<double>("--tau") { Description = "temperature τ of the sizes and selections (training anneals it from 1 to 0.1; the NeuralSort gradient's band narrows with it)", DefaultValueFactory = _ => 0.5 };
         var cmd = new Command("relation", "Time mrVAE's coordinator (relation networks, sorts, products of experts, KL terms) alone, forward and backward, on random posteriors")
         {
-            latent, batch, modalities, steps, warmup, threads, seed,
+            latent, batch, modalities, steps, warmup, threads, seed, tau,
         };
         cmd.SetAction(p =>
         {
             if (p.GetValue(steps) < 1 || p.GetValue(warmup) < 0 || p.GetValue(batch) < 1 || p.GetValue(modalities) < 2 || p.GetValue(threads) < 1)
                 throw new ArgumentException("--steps, --batch and --threads must be at least 1, --modalities at least 2, --warmup at least 0");
-            Console.WriteLine($"mrVAE coordinator, M = {p.GetValue(modalities)}, batch {p.GetValue(batch)}, {p.GetValue(threads)} libtorch thread(s), {p.GetValue(steps)} steps after {p.GetValue(warmup)} warm-up; load average {Load(ProcessMemory.LoadAverage())}");
+            if (!(p.GetValue(tau) > 0)) throw new ArgumentException("--tau must be positive");
+            Console.WriteLine($"mrVAE coordinator, M = {p.GetValue(modalities)}, batch {p.GetValue(batch)}, τ = {p.GetValue(tau)}, {p.GetValue(threads)} libtorch thread(s), {p.GetValue(steps)} steps after {p.GetValue(warmup)} warm-up; load average {Load(ProcessMemory.LoadAverage())}");
             Console.WriteLine("| D | forward ms | backward ms | CPU ms per step (IQR) |");
             Console.WriteLine("|---|---|---|---|");
             foreach (var d in List(p.GetValue(latent)!).Select(x => int.TryParse(x, out int v) && v > 0 ? v : throw new ArgumentException($"--latent: '{x}' is not a positive integer")))
             {
-                var r = RelationBenchmark.Run(d, p.GetValue(batch), p.GetValue(modalities), p.GetValue(steps), p.GetValue(warmup), p.GetValue(threads), p.GetValue(seed));
+                var r = RelationBenchmark.Run(d, p.GetValue(batch), p.GetValue(modalities), p.GetValue(steps), p.GetValue(warmup), p.GetValue(threads), p.GetValue(seed), p.GetValue(tau));
                 Console.WriteLine($"| {d} | {F(r.ForwardMs.Median)} | {F(r.BackwardMs.Median)} | {F(r.CpuMs.Median)} ({F(r.CpuMs.Q1)}–{F(r.CpuMs.Q3)}) |");
             }
             return 0;
