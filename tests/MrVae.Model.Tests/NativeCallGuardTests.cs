@@ -23,15 +23,16 @@ public sealed class NativeCallGuardTests
         long allocated = 0;
         var churn = new Thread(() =>
         {
-            // Up to about a gigabyte per second (far more than a silo's messaging): the region's 128 MB large-object
-            // budget lasts 100 ms or more, longer than a guarded call even when the loop thread is descheduled on a
-            // loaded machine. (At 3 GB/s the budget ran out inside a preempted call: a GC the guard cannot prevent.)
-            for (long n = 1; !Volatile.Read(ref stop); n++)
+            // Up to about 200 MB per second (more than a silo's messaging): the region's 128 MB large-object budget
+            // lasts over half a second, longer than a guarded call even when the loop thread is descheduled on a loaded
+            // machine. (At 3 GB/s the budget ran out inside a preempted call, and once at ~0.8 GB/s in a CI run with
+            // other test processes beside it: a GC the guard cannot prevent.)
+            while (!Volatile.Read(ref stop))
             {
                 var junk = new byte[200_000];
                 junk[0] = 1;
-                allocated += junk.Length;
-                if (n % 4 == 0) Thread.Sleep(1);
+                Interlocked.Add(ref allocated, junk.Length);
+                Thread.Sleep(1);
             }
         });
         churn.Start();
@@ -40,7 +41,9 @@ public sealed class NativeCallGuardTests
         var wrong = new List<string>();
         try
         {
-            for (int i = 0; i < 200_000; i++)
+            // At least 200,000 guarded calls, and on until the other thread has allocated 256 MB (several renewals).
+            var limit = System.Diagnostics.Stopwatch.StartNew();
+            for (int i = 0; (i < 200_000 || Interlocked.Read(ref allocated) < 1L << 28) && limit.Elapsed < TimeSpan.FromMinutes(1); i++)
             {
                 double sum = NativeCallGuard.Run(() =>
                 {
