@@ -55,6 +55,10 @@ public sealed partial class RunControlTests : IDisposable
     {
         Phase("start mrvae " + string.Join(' ', args));
         var p = new Process { StartInfo = Cli(args) };
+        // A gateway port of its own, not the default 30000 that embedded silos in other test processes may hold: the
+        // run then prints its --cluster, and every status call reaches this run's silo. (A CI run once had `status`
+        // answer "unknown run" right after the resume, as from another cluster.)
+        p.StartInfo.Environment["MrVae__Endpoints__GatewayPort"] = FreePort().ToString();
         var w = new Watched { Process = p };
         p.OutputDataReceived += (_, e) => { if (e.Data is null) w.Lines.CompleteAdding(); else w.Lines.Add(e.Data); };
         p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (w.Stderr) w.Stderr.AppendLine(e.Data); };
@@ -66,6 +70,15 @@ public sealed partial class RunControlTests : IDisposable
     }
 
     static readonly TimeSpan LineTimeout = TimeSpan.FromMinutes(3);
+
+    static int FreePort()
+    {
+        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        int port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        return port;
+    }
 
     static ProcessStartInfo Cli(params string[] args)
     {
