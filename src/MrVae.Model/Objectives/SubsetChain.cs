@@ -179,11 +179,14 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
         public readonly T[] X, R, GU, GV, GPerturbed, GWMasked, GSoft, Kernel;
         public readonly int[] Inverse; public readonly ulong[] Keys; public readonly int[] Order;
 
+        /// <summary>The recorded arrays of element type T, in tape order (then Cap, N and AnyAvailable).</summary>
+        readonly T[][] recorded;
+
         /// <summary>The forward's record for the backward, in tape order: FreeBefore, Mean, Var, ZS, Soft, Cap, N, AnyAvailable.</summary>
         public void Save(Span<T> tape)
         {
             int o = 0;
-            foreach (var a in new[] { FreeBefore, Mean, Var, ZS, Soft }) { a.CopyTo(tape.Slice(o, a.Length)); o += a.Length; }
+            foreach (var a in recorded) { a.CopyTo(tape.Slice(o, a.Length)); o += a.Length; }
             for (int i = 0; i < Cap.Length; i++)
             {
                 tape[o + i] = T.CreateChecked(Cap[i]); tape[o + Cap.Length + i] = T.CreateChecked(N[i]);
@@ -194,7 +197,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
         public void Load(ReadOnlySpan<T> tape)
         {
             int o = 0;
-            foreach (var a in new[] { FreeBefore, Mean, Var, ZS, Soft }) { tape.Slice(o, a.Length).CopyTo(a); o += a.Length; }
+            foreach (var a in recorded) { tape.Slice(o, a.Length).CopyTo(a); o += a.Length; }
             for (int i = 0; i < Cap.Length; i++)
             {
                 Cap[i] = int.CreateChecked(tape[o + i]); N[i] = int.CreateChecked(tape[o + Cap.Length + i]);
@@ -207,6 +210,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
             int k = d + 1;
             Free = new T[m * d]; FreeBefore = new T[p * d]; Soft = new T[s * k];
             Mean = new T[s * d]; Var = new T[s * d]; ZS = new T[s * d]; GFree = new T[m * d];
+            recorded = [FreeBefore, Mean, Var, ZS, Soft];
             Cap = new int[s]; N = new int[s]; FreeCount = new int[m]; AnyAvailable = new bool[s];
             WMasked = new T[d]; Perturbed = new T[d]; Sorted = new T[d]; Suffix = new T[d]; Cum = new T[d]; LogCum = new T[d]; Fill = new T[d]; Q = new T[k];
             GFill = new T[d]; GZS = new T[d];
