@@ -15,7 +15,8 @@ namespace MrVae.Bench;
 public static class RelationBenchmark
 {
     /// <param name="CpuMs">Process CPU time per step (forward + backward): steadier than wall time on a shared machine.</param>
-    public sealed record Result(int Latent, int Batch, int Modalities, int Threads, Spread ForwardMs, Spread BackwardMs, Spread CpuMs);
+    /// <param name="PageFaults">Minor page faults per step (null where /proc is not readable).</param>
+    public sealed record Result(int Latent, int Batch, int Modalities, int Threads, Spread ForwardMs, Spread BackwardMs, Spread CpuMs, Spread? PageFaults);
 
     public static Result Run(int latent, int batch, int modalities, int steps, int warmup, int threads, long seed, double tau = 0.5)
     {
@@ -42,13 +43,14 @@ public static class RelationBenchmark
         using var available = ones(batch, modalities);
         var decode = Enumerable.Repeat(true, modalities).ToArray();
         var process = Process.GetCurrentProcess();
-        var (forward, backward, cpu) = (new List<double>(), new List<double>(), new List<double>());
+        var (forward, backward, cpu, faults) = (new List<double>(), new List<double>(), new List<double>(), new List<double>());
         for (int s = 0; s < warmup + steps; s++)
         {
             using var scope = NewDisposeScope();
             var context = new StepContext { Generator = generator, TauSize = tau, TauSelection = tau };
             process.Refresh();
             var cpuStart = process.TotalProcessorTime;
+            long? faultsStart = ProcessMemory.MinorFaults();
             var watch = Stopwatch.StartNew();
             using var output = objective.Forward(mu.Select(t => (Tensor?)t).ToArray(), logVar.Select(t => (Tensor?)t).ToArray(), available, decode, context);
             // Stand-ins for the decoders' gradients: every decoder input reaches the loss.
@@ -60,12 +62,15 @@ public static class RelationBenchmark
             double backwardMs = watch.Elapsed.TotalMilliseconds;
             process.Refresh();
             double cpuMs = (process.TotalProcessorTime - cpuStart).TotalMilliseconds;
+            long? faultsEnd = ProcessMemory.MinorFaults();
             foreach (var t in mu.Concat(logVar)) t.grad?.zero_();
             objective.zero_grad();
             if (s < warmup) continue;
             forward.Add(forwardMs); backward.Add(backwardMs); cpu.Add(cpuMs);
+            if (faultsStart is { } f0 && faultsEnd is { } f1) faults.Add(f1 - f0);
         }
         foreach (var t in mu.Concat(logVar)) t.Dispose();
-        return new Result(latent, batch, modalities, threads, Spread.Of(forward), Spread.Of(backward), Spread.Of(cpu));
+        return new Result(latent, batch, modalities, threads, Spread.Of(forward), Spread.Of(backward), Spread.Of(cpu),
+            faults.Count == forward.Count ? Spread.Of(faults) : null);
     }
 }

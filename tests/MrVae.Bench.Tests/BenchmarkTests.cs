@@ -89,5 +89,26 @@ public sealed class BenchmarkTests : IDisposable
             Assert.True(0 <= t.Min && t.Min <= t.Median && t.Median <= t.Max, $"{name}: {t}");
         }
         Assert.True(r.ForwardMs.Min > 0 && r.BackwardMs.Min > 0, "a step that takes no time was not measured");
+        if (OperatingSystem.IsLinux()) Assert.Equal(steps, r.PageFaults!.Count);
+    }
+
+    [Fact]
+    public void MinorFaultsCountFirstTouchesOfFreshMemory()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        // 48 MiB of fresh anonymous memory (over glibc's largest mmap threshold, so mapped anew): untouched, it costs no fault;
+        // writing one byte per 4 KiB page faults each page in once (fewer if the kernel maps huge pages, hence ≥ 1/2).
+        const int bytes = 48 << 20, page = 4096;
+        var before = ProcessMemory.MinorFaults();
+        IntPtr block = System.Runtime.InteropServices.Marshal.AllocHGlobal(bytes);
+        try
+        {
+            var untouched = ProcessMemory.MinorFaults();
+            for (int o = 0; o < bytes; o += page) System.Runtime.InteropServices.Marshal.WriteByte(block, o, 1);
+            var touched = ProcessMemory.MinorFaults();
+            Assert.NotNull(before);
+            Assert.True(touched - untouched >= bytes / page / 2, $"{touched - untouched} faults for {bytes / page} fresh pages");
+        }
+        finally { System.Runtime.InteropServices.Marshal.FreeHGlobal(block); }
     }
 }
