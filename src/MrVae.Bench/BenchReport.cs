@@ -26,6 +26,8 @@ public sealed record BenchOptions
     public int WarmupSteps { get; init; } = 5;
     /// <summary>Measured steps per repeat.</summary>
     public int Steps { get; init; } = 3;
+    /// <summary>Model options NAME=VALUE applied to every configuration (<see cref="ModelConfig.WithSetting"/>), e.g. RelationBf16=true.</summary>
+    public string[] ModelSettings { get; init; } = [];
     /// <summary>Fresh runs (same data and seed) per configuration.</summary>
     public int Repeats { get; init; } = 3;
     public long Seed { get; init; }

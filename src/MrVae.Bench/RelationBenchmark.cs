@@ -18,24 +18,25 @@ public static class RelationBenchmark
     /// <param name="PageFaults">Minor page faults per step (null where /proc is not readable).</param>
     public sealed record Result(int Latent, int Batch, int Modalities, int Threads, Spread ForwardMs, Spread BackwardMs, Spread CpuMs, Spread? PageFaults);
 
-    public static Result Run(int latent, int batch, int modalities, int steps, int warmup, int threads, long seed, double tau = 0.5)
+    /// <param name="settings">Model options NAME=VALUE (<see cref="ModelConfig.WithSetting"/>), e.g. RelationBf16=true.</param>
+    public static Result Run(int latent, int batch, int modalities, int steps, int warmup, int threads, long seed, double tau = 0.5, string[]? settings = null)
     {
         Result? result = null;
         // One thread of our own: libtorch's thread count belongs to the calling thread (see ComputeGate).
         var thread = new Thread(() =>
         {
             set_num_threads(threads);
-            result = NativeCallGuard.Run(() => Measure(latent, batch, modalities, steps, warmup, threads, seed, tau));
+            result = NativeCallGuard.Run(() => Measure(latent, batch, modalities, steps, warmup, threads, seed, tau, settings ?? []));
         }) { Name = "mrvae-bench-relation" };
         thread.Start();
         thread.Join();
         return result!;
     }
 
-    static Result Measure(int latent, int batch, int modalities, int steps, int warmup, int threads, long seed, double tau)
+    static Result Measure(int latent, int batch, int modalities, int steps, int warmup, int threads, long seed, double tau, string[] settings)
     {
         manual_seed(seed);
-        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = modalities, LatentDim = latent };
+        var config = settings.Aggregate(new ModelConfig { Kind = ModelKind.MrVae, Modalities = modalities, LatentDim = latent }, (c, setting) => c.WithSetting(setting));
         using var objective = new MrVaeObjective(config);
         var generator = new Generator((ulong)seed);
         var mu = Enumerable.Range(0, modalities).Select(_ => randn(batch, latent, generator: generator).requires_grad_()).ToArray();

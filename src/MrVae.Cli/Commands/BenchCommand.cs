@@ -29,9 +29,10 @@ public static class BenchCommand
         var memoryBatch = new Option<int>("--memory-batch") { Description = "batch of the memory check", DefaultValueFactory = _ => 8 };
         var memoryLatent = new Option<int>("--memory-latent") { Description = "latent size of the memory check", DefaultValueFactory = _ => 8 };
         var silo = new Option<string?>("--silo") { Description = "mrvae-silo.dll for the loopback silos (default: the build beside this one)" };
+        var settings = SetOption();
         var cmd = new Command("bench", "Measure step time (single process, embedded cluster, three loopback silos), relation-module share, bytes per step and memory")
         {
-            output, data, mnist, work, models, latent, modes, batch, warmup, steps, repeats, seed, localThreads, memorySteps, memoryBatch, memoryLatent, silo,
+            output, data, mnist, work, models, latent, modes, batch, warmup, steps, repeats, seed, localThreads, memorySteps, memoryBatch, memoryLatent, silo, settings,
         };
         cmd.SetAction(async (p, cancel) =>
         {
@@ -43,7 +44,7 @@ public static class BenchCommand
                 Modes = List(p.GetValue(modes)!).Select(ParseMode).ToArray(),
                 BatchSize = p.GetValue(batch), WarmupSteps = p.GetValue(warmup), Steps = p.GetValue(steps), Repeats = p.GetValue(repeats), Seed = p.GetValue(seed),
                 LocalTorchThreads = p.GetValue(localThreads), MemorySteps = p.GetValue(memorySteps), MemoryBatch = p.GetValue(memoryBatch),
-                MemoryLatent = p.GetValue(memoryLatent), SiloDll = p.GetValue(silo),
+                MemoryLatent = p.GetValue(memoryLatent), SiloDll = p.GetValue(silo), ModelSettings = Settings(p.GetValue(settings)),
             };
             if (!File.Exists(Path.Combine(options.DataDirectory, PolyMnistStore.SpecFile)))
             {
@@ -73,27 +74,42 @@ public static class BenchCommand
         var warmup = new Option<int>("--warmup") { Description = "unmeasured steps first (the page-fault column shows when the allocator has settled)", DefaultValueFactory = _ => 20 };
         var threads = new Option<int>("--threads") { Description = "libtorch threads (the trainers' lanes use 1)", DefaultValueFactory = _ => 1 };
         var seed = new Option<long>("--seed") { Description = "seed of the random posteriors and noise", DefaultValueFactory = _ => 0 };
+        var settings = SetOption();
         var tau = new Option<double>("--tau") { Description = "temperature τ of the sizes and selections (training anneals it from 1 to 0.1; the NeuralSort gradient's band narrows with it)", DefaultValueFactory = _ => 0.5 };
         var cmd = new Command("relation", "Time mrVAE's coordinator (relation networks, sorts, products of experts, KL terms) alone, forward and backward, on random posteriors")
         {
-            latent, batch, modalities, steps, warmup, threads, seed, tau,
+            latent, batch, modalities, steps, warmup, threads, seed, tau, settings,
         };
         cmd.SetAction(p =>
         {
             if (p.GetValue(steps) < 1 || p.GetValue(warmup) < 0 || p.GetValue(batch) < 1 || p.GetValue(modalities) < 2 || p.GetValue(threads) < 1)
                 throw new ArgumentException("--steps, --batch and --threads must be at least 1, --modalities at least 2, --warmup at least 0");
             if (!(p.GetValue(tau) > 0)) throw new ArgumentException("--tau must be positive");
+            var modelSettings = Settings(p.GetValue(settings));
             Console.WriteLine($"mrVAE coordinator, M = {p.GetValue(modalities)}, batch {p.GetValue(batch)}, τ = {p.GetValue(tau)}, {p.GetValue(threads)} libtorch thread(s), {p.GetValue(steps)} steps after {p.GetValue(warmup)} warm-up; load average {Load(ProcessMemory.LoadAverage())}");
             Console.WriteLine("| D | forward ms | backward ms | CPU ms per step (IQR) | page faults per step |");
             Console.WriteLine("|---|---|---|---|---|");
             foreach (var d in List(p.GetValue(latent)!).Select(x => int.TryParse(x, out int v) && v > 0 ? v : throw new ArgumentException($"--latent: '{x}' is not a positive integer")))
             {
-                var r = RelationBenchmark.Run(d, p.GetValue(batch), p.GetValue(modalities), p.GetValue(steps), p.GetValue(warmup), p.GetValue(threads), p.GetValue(seed), p.GetValue(tau));
+                var r = RelationBenchmark.Run(d, p.GetValue(batch), p.GetValue(modalities), p.GetValue(steps), p.GetValue(warmup), p.GetValue(threads), p.GetValue(seed), p.GetValue(tau), modelSettings);
                 Console.WriteLine($"| {d} | {F(r.ForwardMs.Median)} | {F(r.BackwardMs.Median)} | {F(r.CpuMs.Median)} ({F(r.CpuMs.Q1)}–{F(r.CpuMs.Q3)}) | {(r.PageFaults is { } f ? F(f.Median) : "n/a")} |");
             }
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>`--set NAME=VALUE`, as `mrvae train --set`: model options for every configuration measured.</summary>
+    static Option<string[]> SetOption() => new("--set")
+    {
+        Description = "a model option NAME=VALUE for every configuration (a ModelConfig property, e.g. RelationBf16=true); repeatable",
+    };
+
+    /// <summary>The --set assignments, each checked now so a misspelt name fails before any measuring.</summary>
+    static string[] Settings(string[]? assignments)
+    {
+        foreach (var assignment in assignments ?? []) new ModelConfig().WithSetting(assignment);
+        return assignments ?? [];
     }
 
     static string[] List(string value) => value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);

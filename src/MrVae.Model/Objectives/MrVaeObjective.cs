@@ -30,7 +30,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
     {
         family = config.SharedSubsets();
         latentDim = config.LatentDim;
-        relation = new RelationNetworks(family, config.LatentDim, config.RelationHidden);
+        relation = new RelationNetworks(family, config.LatentDim, config.RelationHidden, config.RelationBf16);
         logPrior = family.Subsets.Select(members => SizePrior(family, members, latentDim)).ToArray();
         if (config.SizeLogitsFromPrior) relation.StartSizesAtPrior(logPrior);
         if (config.SelectionRampSlope > 0) relation.StartSelectionsAtRamp(config.SelectionRampSlope);

@@ -13,13 +13,16 @@ namespace MrVae.Model.Objectives;
 public sealed class RelationNetworks : nn.Module
 {
     readonly SubsetFamily family;
+    readonly bool bfloat16;
 
     readonly TorchSharp.Modules.Parameter sizeW1, sizeB1, sizeW2, sizeB2, sizeW3, sizeB3;
     readonly TorchSharp.Modules.Parameter selW1, selB1, selW2, selB2, selW3, selB3;
 
-    public RelationNetworks(SubsetFamily family, int latentDim, int hidden) : base(nameof(RelationNetworks))
+    /// <param name="bfloat16">The products in bfloat16 for float32 networks (<see cref="ModelConfig.RelationBf16"/>).</param>
+    public RelationNetworks(SubsetFamily family, int latentDim, int hidden, bool bfloat16 = false) : base(nameof(RelationNetworks))
     {
         this.family = family;
+        this.bfloat16 = bfloat16;
         int p = family.PairCount, t = family.TripleCount, s = family.Subsets.Count, d = latentDim, h = hidden;
         (sizeW1, sizeB1) = Layer(p, d, h);
         (sizeW2, sizeB2) = Layer(s, h, h);
@@ -43,11 +46,11 @@ public sealed class RelationNetworks : nn.Module
 
     /// <summary>Size logits for several availability masks (views) of the same latents: one B × S × (D+1) per view.</summary>
     public Tensor[] SizeLogits(Tensor z, Tensor[] views)
-        => Network(z, views, Buffer("pair_member"), Buffer("pair_subset"), family.Subsets.Count, sizeW1, sizeB1, sizeW2, sizeB2, sizeW3, sizeB3);
+        => Network(z, views, Buffer("pair_member"), Buffer("pair_subset"), family.Subsets.Count, sizeW1, sizeB1, sizeW2, sizeB2, sizeW3, sizeB3, bfloat16);
 
     /// <summary>Selection scores for several availability masks (views) of the same latents: one B × P × D per view.</summary>
     public Tensor[] SelectionScores(Tensor z, Tensor[] views)
-        => Network(z, views, Buffer("triple_input"), Buffer("triple_pair"), family.PairCount, selW1, selB1, selW2, selB2, selW3, selB3);
+        => Network(z, views, Buffer("triple_input"), Buffer("triple_pair"), family.PairCount, selW1, selB1, selW2, selB2, selW3, selB3, bfloat16);
 
     public SubsetFamily Family => family;
 
@@ -60,15 +63,22 @@ public sealed class RelationNetworks : nn.Module
     /// The first layer does not depend on the view (a view only decides which inputs enter the mean), so it runs once for
     /// all views, its bias riding in the product ([z, 1] · [W1; b1]); each view masks it (m·ReLU(·) with m ∈ {0, 1}),
     /// and the views share the second and third layers' products (views × B rows). Returns B × groups × out per view
-    /// (transposed views).
+    /// (transposed views). With <paramref name="bfloat16"/> (float32 only) the three products take bf16 operands and
+    /// their results return to float32 before anything else (autograd's casts give the backward the same precisions).
     /// </summary>
     static Tensor[] Network(Tensor z, Tensor[] views, Tensor inputIndex, Tensor groupOf, long groups,
-        Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor w3, Tensor b3)
+        Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor w3, Tensor b3, bool bfloat16)
     {
+        bool low = bfloat16 && z.dtype == ScalarType.Float32;
+        Tensor Product(Tensor x, Tensor w)
+            => low ? x.to(ScalarType.BFloat16).bmm(w.to(ScalarType.BFloat16)).to(ScalarType.Float32) : x.bmm(w);
+        // Bias + x·w: one baddbmm in float32; a product and a broadcast add in bf16 (the bias stays float32).
+        Tensor Affine(Tensor x, Tensor w, Tensor b)
+            => low ? Product(x, w) + b.unsqueeze(1) : x.baddbmm(w, b.unsqueeze(1).expand(w.shape[0], x.shape[1], -1));
         long batch = z.shape[0], modalities = z.shape[1];
         var zOne = cat([z, ones([batch, modalities, 1], dtype: z.dtype, device: z.device)], -1);
         var zIn = zOne.transpose(0, 1).index_select(0, inputIndex);                      // G × B × (D+1)
-        var h = nn.functional.relu(zIn.bmm(cat([w1, b1.unsqueeze(1)], 1)));              // G × B × H, every input
+        var h = nn.functional.relu(Product(zIn, cat([w1, b1.unsqueeze(1)], 1)));         // G × B × H, every input
         var groupIndex = groupOf.view(-1, 1, 1).expand(h.shape);
         var means = views.Select(available =>
         {
@@ -82,10 +92,9 @@ public sealed class RelationNetworks : nn.Module
             return sum / count.clamp_min(1);
         }).ToArray();
         var mean = means.Length == 1 ? means[0] : cat(means, 1);                           // groups × (views·B) × H
-        long rows = mean.shape[1];
         // TorchSharp's x.baddbmm(w, bias) is bias + x·w (torch.baddbmm's input comes last); the bias is expanded by hand.
-        var hidden = nn.functional.relu(mean.baddbmm(w2, b2.unsqueeze(1).expand(groups, rows, -1)));
-        var output = hidden.baddbmm(w3, b3.unsqueeze(1).expand(groups, rows, -1));         // groups × (views·B) × out
+        var hidden = nn.functional.relu(Affine(mean, w2, b2));
+        var output = Affine(hidden, w3, b3);                                               // groups × (views·B) × out
         return Enumerable.Range(0, views.Length).Select(v => output.narrow(1, v * batch, batch).transpose(0, 1)).ToArray();
     }
 
