@@ -39,7 +39,7 @@ public static class Benchmark
         foreach (var kind in o.Models)
             foreach (int latent in o.LatentDims)
             {
-                var config = o.ModelSettings.Aggregate(new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = latent }, (c, setting) => c.WithSetting(setting));
+                var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = latent }.WithSettings(o.ModelSettings);
                 log($"{Name(config)} D={latent}: {o.Repeats} × ({o.WarmupSteps} warm-up + {o.Steps}) steps, batch {o.BatchSize}, modes {string.Join(", ", o.Modes.Select(ModeName))}");
                 foreach (var result in await RunConfiguration(config, o, train, lane, cancel))
                 {

@@ -36,7 +36,7 @@ public static class RelationBenchmark
     static Result Measure(int latent, int batch, int modalities, int steps, int warmup, int threads, long seed, double tau, string[] settings)
     {
         manual_seed(seed);
-        var config = settings.Aggregate(new ModelConfig { Kind = ModelKind.MrVae, Modalities = modalities, LatentDim = latent }, (c, setting) => c.WithSetting(setting));
+        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = modalities, LatentDim = latent }.WithSettings(settings);
         using var objective = new MrVaeObjective(config);
         var generator = new Generator((ulong)seed);
         var mu = Enumerable.Range(0, modalities).Select(_ => randn(batch, latent, generator: generator).requires_grad_()).ToArray();

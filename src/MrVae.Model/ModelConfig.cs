@@ -101,6 +101,9 @@ public sealed record ModelConfig
         catch (System.Text.Json.JsonException e) { throw new ArgumentException($"model setting {key}={text}: {e.Message}"); }
     }
 
+    /// <summary><see cref="WithSetting"/> for each assignment, in order (later ones win).</summary>
+    public ModelConfig WithSettings(IEnumerable<string> assignments) => assignments.Aggregate(this, (config, assignment) => config.WithSetting(assignment));
+
     public SubsetFamily SharedSubsets() => SubsetFamily.All(Modalities, MaxSubsetOrder);
 
     public double BetaScale(long step) => BetaWarmupSteps <= 0 ? 1.0 : Math.Min(1.0, (double)step / BetaWarmupSteps);

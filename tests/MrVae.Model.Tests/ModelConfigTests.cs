@@ -13,6 +13,10 @@ public class ModelConfigTests
         Assert.Equal(config with { SelectionRampSlope = 4.5, SizeLogitsFromPrior = true, Likelihood = PixelLikelihood.Gaussian }, changed);
         Assert.Equal(5, config.WithSetting("MaxSubsetOrder=5").MaxSubsetOrder);
         Assert.Null(config.WithSetting("MaxSubsetOrder=5").WithSetting("MaxSubsetOrder=null").MaxSubsetOrder);
+        // Several in order, the later winning (train and bench take repeated --set).
+        Assert.Equal(changed, config.WithSettings(["selectionrampslope=4.5", "size_logits_from_prior=true", "Likelihood=Gaussian"]));
+        Assert.Equal(3, config.WithSettings(["MaxSubsetOrder=5", "MaxSubsetOrder=3"]).MaxSubsetOrder);
+        Assert.Equal(config, config.WithSettings([]));
     }
 
     [Theory]

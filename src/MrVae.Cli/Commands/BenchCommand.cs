@@ -34,6 +34,7 @@ public static class BenchCommand
         {
             output, data, mnist, work, models, latent, modes, batch, warmup, steps, repeats, seed, localThreads, memorySteps, memoryBatch, memoryLatent, silo, settings,
         };
+        cmd.Validators.Add(r => TrainCommand.CheckSettings(r, settings));
         cmd.SetAction(async (p, cancel) =>
         {
             var options = new BenchOptions
@@ -44,7 +45,7 @@ public static class BenchCommand
                 Modes = List(p.GetValue(modes)!).Select(ParseMode).ToArray(),
                 BatchSize = p.GetValue(batch), WarmupSteps = p.GetValue(warmup), Steps = p.GetValue(steps), Repeats = p.GetValue(repeats), Seed = p.GetValue(seed),
                 LocalTorchThreads = p.GetValue(localThreads), MemorySteps = p.GetValue(memorySteps), MemoryBatch = p.GetValue(memoryBatch),
-                MemoryLatent = p.GetValue(memoryLatent), SiloDll = p.GetValue(silo), ModelSettings = Settings(p.GetValue(settings)),
+                MemoryLatent = p.GetValue(memoryLatent), SiloDll = p.GetValue(silo), ModelSettings = p.GetValue(settings) ?? [],
             };
             if (!File.Exists(Path.Combine(options.DataDirectory, PolyMnistStore.SpecFile)))
             {
@@ -80,12 +81,13 @@ public static class BenchCommand
         {
             latent, batch, modalities, steps, warmup, threads, seed, tau, settings,
         };
+        cmd.Validators.Add(r => TrainCommand.CheckSettings(r, settings));
         cmd.SetAction(p =>
         {
             if (p.GetValue(steps) < 1 || p.GetValue(warmup) < 0 || p.GetValue(batch) < 1 || p.GetValue(modalities) < 2 || p.GetValue(threads) < 1)
                 throw new ArgumentException("--steps, --batch and --threads must be at least 1, --modalities at least 2, --warmup at least 0");
             if (!(p.GetValue(tau) > 0)) throw new ArgumentException("--tau must be positive");
-            var modelSettings = Settings(p.GetValue(settings));
+            var modelSettings = p.GetValue(settings) ?? [];
             Console.WriteLine($"mrVAE coordinator, M = {p.GetValue(modalities)}, batch {p.GetValue(batch)}, τ = {p.GetValue(tau)}, {p.GetValue(threads)} libtorch thread(s), {p.GetValue(steps)} steps after {p.GetValue(warmup)} warm-up; load average {Load(ProcessMemory.LoadAverage())}");
             Console.WriteLine("| D | forward ms | backward ms | CPU ms per step (IQR) | page faults per step |");
             Console.WriteLine("|---|---|---|---|---|");
@@ -99,18 +101,11 @@ public static class BenchCommand
         return cmd;
     }
 
-    /// <summary>`--set NAME=VALUE`, as `mrvae train --set`: model options for every configuration measured.</summary>
+    /// <summary>`--set NAME=VALUE`, as `mrvae train --set` (checked by <see cref="TrainCommand.CheckSettings"/>): model options for every configuration measured.</summary>
     static Option<string[]> SetOption() => new("--set")
     {
         Description = "a model option NAME=VALUE for every configuration (a ModelConfig property, e.g. RelationBf16=true); repeatable",
     };
-
-    /// <summary>The --set assignments, each checked now so a misspelt name fails before any measuring.</summary>
-    static string[] Settings(string[]? assignments)
-    {
-        foreach (var assignment in assignments ?? []) new ModelConfig().WithSetting(assignment);
-        return assignments ?? [];
-    }
 
     static string[] List(string value) => value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 

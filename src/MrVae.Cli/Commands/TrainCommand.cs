@@ -47,9 +47,7 @@ public static class TrainCommand
             if (r.GetValue(threads) < 0) r.AddError("--threads must be 0 (libtorch's default) or more");
             else if (r.GetResult(threads) is { Implicit: false } && !r.GetValue(local))
                 r.AddError("--threads applies to --local; silos set theirs with MrVae:Silo:TorchThreads");
-            foreach (var assignment in r.GetValue(settings) ?? [])
-                try { new ModelConfig().WithSetting(assignment); }
-                catch (ArgumentException e) { r.AddError($"--set {e.Message}"); }
+            CheckSettings(r, settings);
         });
         cmd.SetAction(async (p, cancel) =>
         {
@@ -58,7 +56,7 @@ public static class TrainCommand
             var spec = PolyMnistStore.LoadSpec(dataDir);
             var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = p.GetValue(latent), Beta = p.GetValue(beta),
                 Likelihood = p.GetValue(likelihood), LikelihoodScale = p.GetValue(scale) ?? (p.GetValue(likelihood) == PixelLikelihood.Gaussian ? 0.1 : 0.75) };
-            foreach (var assignment in p.GetValue(settings) ?? []) config = config.WithSetting(assignment);
+            config = config.WithSettings(p.GetValue(settings) ?? []);
             // A resumed grain run goes on with the model it started with (its checkpoint has it), whatever the flags say.
             if (p.GetValue(resume) && !p.GetValue(local)) config = StartedModel(p.GetValue(output)!) ?? config;
             var options = new TrainOptions
@@ -103,6 +101,17 @@ public static class TrainCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>
+    /// Every `--set NAME=VALUE` applied to a default model, so a misspelt name or a bad value is a usage error before
+    /// anything runs (train, bench and bench relation share the option).
+    /// </summary>
+    internal static void CheckSettings(System.CommandLine.Parsing.CommandResult r, Option<string[]> settings)
+    {
+        foreach (var assignment in r.GetValue(settings) ?? [])
+            try { new ModelConfig().WithSetting(assignment); }
+            catch (ArgumentException e) { r.AddError($"--set {e.Message}"); }
     }
 
     static ModelConfig? StartedModel(string runDirectory)
