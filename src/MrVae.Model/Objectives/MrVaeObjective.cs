@@ -1,3 +1,4 @@
+using MrVae.Model.Numerics;
 using MrVae.Model.Relaxations;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -80,13 +81,14 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var z = Sample(muAll, logVarAll, context);                         // B × M × D
         var zRelation = Config.RelationReadsDetachedLatents ? z.detach() : z;
         var viewMasks = views.ToArray();
-        // The chains' Gumbel and Gaussian draws (a tenth of the coordinator's forward, on one core) are made on a
-        // second thread while this one runs the networks, which draw nothing: the generator's sequence is unchanged.
+        // The chains' Gumbel and Gaussian draws come from counter-based streams, one key per view from the step's
+        // generator (drawn here, in order), and are filled on a second thread while this one runs the networks.
+        var keys = viewMasks.Select(_ => CounterNoise.From(context.Generator)).ToArray();
         var drawing = OnSecondThread(() =>
         {
             // Its own scope: the temporaries die here, the draws leave it and join this thread's scope (Adopt).
             using var scope = NewDisposeScope();
-            var draws = viewMasks.Select(_ => DrawChainNoise(batch, dtype, device, context)).ToArray();
+            var draws = keys.Select(key => DrawChainNoise(key, batch, dtype, device, context)).ToArray();
             foreach (var n in draws) n.Detach();
             return draws;
         });
@@ -147,23 +149,17 @@ public sealed class MrVaeObjective : CoordinatorObjective
         }
     }
 
-    ChainNoise DrawChainNoise(long batch, ScalarType dtype, Device device, StepContext context)
+    /// <summary>
+    /// One view's chain noise from its key: streams 0, 1, 2 give the size noise (B × S × (D+1)), the selection noise
+    /// (B × P × D) and ε (B × S × D), each value a function of its flat index alone.
+    /// </summary>
+    ChainNoise DrawChainNoise(CounterNoise key, long batch, ScalarType dtype, Device device, StepContext context)
     {
-        int d = latentDim;
-        var sizeNoise = new List<Tensor>(); var selectionNoise = new List<Tensor>(); var eps = new List<Tensor>();
-        foreach (var members in family.Subsets)
-        {
-            if (context.Training)
-            {
-                sizeNoise.Add(Relax.Gumbel([batch, d + 1], dtype, device, context.Generator));
-                selectionNoise.Add(Relax.Gumbel([batch, members.Length, d], dtype, device, context.Generator));
-            }
-            if (context.SampleLatents) eps.Add(randn([batch, d], dtype: dtype, device: device, generator: context.Generator));
-        }
-        var result = new ChainNoise(context.Training ? stack(sizeNoise, 1) : null, context.Training ? cat(selectionNoise, 1) : null,
-            context.SampleLatents ? stack(eps, 1) : null);
-        foreach (var t in sizeNoise.Concat(selectionNoise).Concat(eps)) t.Dispose();
-        return result;
+        int d = latentDim, subsets = family.Subsets.Count;
+        return new ChainNoise(
+            context.Training ? key.Stream(0).Gumbel([batch, subsets, d + 1], dtype, device) : null,
+            context.Training ? key.Stream(1).Gumbel([batch, family.PairCount, d], dtype, device) : null,
+            context.SampleLatents ? key.Stream(2).Normal([batch, subsets, d], dtype, device) : null);
     }
 
     /// <summary>
