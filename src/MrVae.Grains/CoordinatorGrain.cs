@@ -57,6 +57,10 @@ public sealed class CoordinatorGrain(
     bool stopRequested, deactivating;
     // The last step's encoder gradients, not yet applied by its members: sent with the next encode (see the summary).
     PendingEncoderGradients? pendingGradients;
+    // The last step's own parameter update (the relation networks' backward from the cut, then Adam), queued on the
+    // coordinator's lane behind the step: it runs while the members encode the next step, and any later work on the
+    // lane (the next forward, a checkpoint, an evaluation) comes after it. Its result is its time in ms.
+    Task<double>? parameterUpdate;
     sealed record PendingEncoderGradients(long Step, int[] Members, TensorPayload[] DMu, TensorPayload[] DLogVar)
     {
         public EncoderGradients? For(int modality)
@@ -288,6 +292,7 @@ public sealed class CoordinatorGrain(
     /// </summary>
     async Task Checkpoint(RunState recordedState)
     {
+        await SettleParameterUpdate();
         await ApplyPendingGradients();
         if (step == committedStep && record.RecordExists)
         {
@@ -388,6 +393,8 @@ public sealed class CoordinatorGrain(
         var encoded = await OnMembers("encode", j => grains[j].Encode(step, ids, "train", keepGraph: true, previous?.For(j)));
         // Every member has applied them now (one that failed above was dropped, and loses only that update).
         pendingGradients = null;
+        // The last step's own update ran beside that encode; its time is reported with this step.
+        phases["ms_coordinator_update"] = await SettleParameterUpdate();
         Phase("encode", "relation");
         bytes += ids.Length * sizeof(long) * members.Length + encoded.Sum(e => e.Mu.ByteCount + e.LogVar.ByteCount)
             + members.Sum(j => previous?.For(j) is { } g ? g.DMu.ByteCount + g.DLogVar.ByteCount : 0);   // the last step's gradients, sent now
@@ -418,6 +425,7 @@ public sealed class CoordinatorGrain(
             output.Loss.MoveToOuterDisposeScope();
             foreach (var t in output.DecoderInputs) t?.MoveToOuterDisposeScope();
             foreach (var t in output.Terms.Values) t.MoveToOuterDisposeScope();
+            foreach (var t in output.ParameterCut) t.MoveToOuterDisposeScope();
             return members.Select(j => TensorWire.ToPayload(output.DecoderInputs[j]!)).ToArray();
         });
         Phase("coordinator_forward", "decode");
@@ -428,7 +436,7 @@ public sealed class CoordinatorGrain(
         bytes += decoded.Sum(d => d.Gradient!.ByteCount + sizeof(float));
 
         var terms = new Dictionary<string, double>();
-        var (dMu, dLogVar) = await compute.RunCoordinator(() =>
+        var (dMu, dLogVar, split) = await compute.RunCoordinator(() =>
         {
             using var scope = NewDisposeScope();
             // The total in the local trainer's order: coordinator loss, then rec_j by modality.
@@ -447,19 +455,35 @@ public sealed class CoordinatorGrain(
                 roots.Add(output.DecoderInputs[members[i]]!);
                 grads.Add(TensorWire.FromPayload(decoded[i].Gradient!, device));
             }
-            autograd.backward(roots, grads);
-            var gradients = (members.Select(j => TensorWire.ToPayload(mu[j]!.grad!)).ToArray(), members.Select(j => TensorWire.ToPayload(logVar[j]!.grad!)).ToArray());
+            // The members' gradients first; where the objective has a cut (mrVAE: its networks read sg(z)), the
+            // parameters' part of the backward waits for the update below.
+            var split = SplitBackward.Run(roots, grads, [.. members.Select(j => mu[j]!), .. members.Select(j => logVar[j]!)], output.ParameterCut);
+            int count = members.Length;
+            var gradients = (split.MemberGradients.Take(count).Select(TensorWire.ToPayload).ToArray(),
+                split.MemberGradients.Skip(count).Select(TensorWire.ToPayload).ToArray(), split);
             output.Dispose();
             foreach (var t in mu.Concat(logVar)) t?.Dispose();
             return gradients;
         });
         Phase("coordinator_backward", "optimizer");
 
-        // The members' updates go out with the next encode (or ApplyPendingGradients); the coordinator steps now.
+        // The members' updates go out with the next encode (or ApplyPendingGradients). The coordinator's own update is
+        // queued on its lane now and not awaited: it overlaps the members' next encode (see parameterUpdate).
         var stepMembers = members;
         pendingGradients = new PendingEncoderGradients(step, stepMembers, dMu, dLogVar);
-        await compute.RunCoordinator(() => { optimizer!.step(); return true; });
-        Phase("coordinator_step", null);
+        var updateSpan = phaseSpan;
+        phaseSpan = null;
+        parameterUpdate = compute.RunCoordinator(() =>
+        {
+            var clock = Stopwatch.StartNew();
+            try
+            {
+                using (split) split.FinishParameters();
+                optimizer!.step();
+                return clock.Elapsed.TotalMilliseconds;
+            }
+            finally { updateSpan?.Dispose(); }
+        });
         watch.Stop();
         stepSpan?.SetTag(TrainingTelemetry.Bytes, bytes);
         stepSpan?.SetTag("mrvae.loss", terms["loss"]);
@@ -468,6 +492,17 @@ public sealed class CoordinatorGrain(
         foreach (var key in new[] { "loss", "kl", "kl_private", "kl_shared", "kl_size", "kl_selection" })
             if (terms.TryGetValue(key, out double value)) TrainingTelemetry.Loss.Record(value, new KeyValuePair<string, object?>(TrainingTelemetry.Term, key));
         return new StepMetrics(step, schedule.EpochOf(step), terms, watch.Elapsed.TotalMilliseconds, bytes, phases, stepMembers);
+    }
+
+    /// <summary>
+    /// Waits for the last step's own parameter update (<see cref="parameterUpdate"/>) and returns its time in ms (0 if
+    /// none is pending). Work queued on the coordinator's lane runs after it anyway; this surfaces its failure.
+    /// </summary>
+    async Task<double> SettleParameterUpdate()
+    {
+        if (parameterUpdate is not { } update) return 0;
+        parameterUpdate = null;
+        return await update;
     }
 
     /// <summary>
@@ -493,6 +528,7 @@ public sealed class CoordinatorGrain(
     /// <summary>Mean test loss through the grains, as <see cref="LocalTrainer.TestLoss"/> computes it.</summary>
     async Task<double> TestLoss()
     {
+        await SettleParameterUpdate();
         await ApplyPendingGradients();
         int count = Math.Min(testCount, setup!.TestSamples ?? int.MaxValue);
         using var generator = Seeds.Generator(setup.Seed, "evaluation");

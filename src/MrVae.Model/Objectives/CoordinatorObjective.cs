@@ -43,6 +43,13 @@ public sealed class CoordinatorOutput : IDisposable
     public Tensor? SubspaceSizes { get; set; }
     /// <summary>mrVAE only, when <see cref="StepContext.RecordRelation"/>: selections and private masks of the first view.</summary>
     public RelationRecord? Relation { get; set; }
+    /// <summary>
+    /// Where the graph can be cut between the coordinator's parameters and the members: tensors that every path from
+    /// the parameters to the loss passes through, and that no path from μ_j, log σ²_j to the loss needs (mrVAE: the
+    /// size logits and selection scores, when the relation networks read sg(z)). Then the members' gradients are known
+    /// before the parameters' part of the backward has run (<see cref="SplitBackward"/>). Empty: no such cut.
+    /// </summary>
+    public Tensor[] ParameterCut { get; init; } = [];
 
     public void Dispose()
     {

@@ -119,7 +119,12 @@ public sealed class MrVaeObjective : CoordinatorObjective
             terms["kl_size" + suffix] = r.KlSize.detach();
             terms["kl_selection" + suffix] = r.KlSelection.detach();
         }
-        var output = new CoordinatorOutput { DecoderInputs = decoderInputs, Loss = loss, ViewWeights = weights.ToArray(), SubspaceSizes = perView[0].Sizes.detach(), Relation = perView[0].Relation };
+        var output = new CoordinatorOutput
+        {
+            DecoderInputs = decoderInputs, Loss = loss, ViewWeights = weights.ToArray(), SubspaceSizes = perView[0].Sizes.detach(), Relation = perView[0].Relation,
+            // The networks see only sg(z): their outputs separate their parameters from everything the members need.
+            ParameterCut = Config.RelationReadsDetachedLatents && is_grad_enabled() ? [.. sizeLogits, .. scores] : [],
+        };
         foreach (var (k, t) in terms) output.Terms[k] = t;
         return output;
     }
