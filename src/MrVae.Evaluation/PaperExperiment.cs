@@ -46,6 +46,8 @@ public sealed record ExperimentOptions
     public string? Mnist { get; init; }
     public ModelKind[] Models { get; init; } = [ModelKind.MrVae, ModelKind.MoPoE, ModelKind.Mvae, ModelKind.Mmvae];
     public string[] Datasets { get; init; } = ["polymnist", "polymnist-extended"];
+    /// <summary>Model options NAME=VALUE applied to every model's configuration (<see cref="ModelConfig.WithSettings"/>).</summary>
+    public string[] Settings { get; init; } = [];
     /// <summary>Every training step of every run, with the run's name (dataset-model), e.g. for a progress bar.</summary>
     public Action<string, StepReport>? OnStep { get; init; }
 }
@@ -112,7 +114,7 @@ public static class PaperExperiment
             {
                 string name = $"{spec.Name}-{ModelName(kind)}";
                 string runDir = Path.Combine(options.OutputDirectory, "runs", name);
-                var config = b.Model(kind, spec.Modalities);
+                var config = b.Model(kind, spec.Modalities).WithSettings(options.Settings);
                 var trainOptions = new TrainOptions
                 {
                     RunDirectory = runDir, BatchSize = b.Batch, Epochs = b.Epochs, Seed = options.Seed, LearningRate = b.LearningRate,
