@@ -82,25 +82,25 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var zRelation = Config.RelationReadsDetachedLatents ? z.detach() : z;
         var viewMasks = views.ToArray();
         // The chains' Gumbel and Gaussian draws come from counter-based streams, one key per view from the step's
-        // generator (drawn here, in order), and are filled on a second thread while this one runs the networks.
+        // generator (drawn here, in order). A second thread fills them and runs the size networks (a quarter of the
+        // networks' work) while this one runs the selection networks: the forward uses both cores, with the same ops.
         var keys = viewMasks.Select(_ => CounterNoise.From(context.Generator)).ToArray();
-        var drawing = OnSecondThread(() =>
+        var second = OnSecondThread(() =>
         {
-            // Its own scope: the temporaries die here, the draws leave it and join this thread's scope (Adopt).
+            // Its own scope: the temporaries die here, the results leave it and join this thread's scope (Adopt).
             using var scope = NewDisposeScope();
             var draws = keys.Select(key => DrawChainNoise(key, batch, dtype, device, context)).ToArray();
             foreach (var n in draws) n.Detach();
-            return draws;
+            var logits = relation.SizeLogits(zRelation, viewMasks);         // B × S × (D+1) per view
+            foreach (var t in logits) t.DetachFromDisposeScope();
+            return (draws, logits);
         });
-        Tensor[] sizeLogits, scores;
-        try
-        {
-            sizeLogits = relation.SizeLogits(zRelation, viewMasks);        // B × S × (D+1) per view
-            scores = relation.SelectionScores(zRelation, viewMasks);       // B × P × D per view
-        }
-        finally { drawing.Wait(); }
-        var noise = drawing.Result;
+        Tensor[] scores;
+        try { scores = relation.SelectionScores(zRelation, viewMasks); }  // B × P × D per view
+        finally { second.Wait(); }
+        var (noise, sizeLogits) = second.Result;
         foreach (var n in noise) n.Adopt();
+        if (CurrentDisposeScope is { } current) foreach (var t in sizeLogits) t.MoveToOtherDisposeScope(current);
         var posteriors = new Posteriors(muAll, logVarAll, varAll, z);
         var perView = views.Select((k, v) => RunView(posteriors, sizeLogits[v], scores[v], noise[v], k, decode, context)).ToList();
         var decoderInputs = new Tensor?[m];
