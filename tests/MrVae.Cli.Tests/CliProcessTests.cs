@@ -107,6 +107,17 @@ public sealed class CliProcessTests : IDisposable
         Assert.Equal(2, r.Exit);
     }
 
+    [Theory]
+    [InlineData("experiment", "paper")]
+    [InlineData("bench", "relation")]
+    public void EveryCommandWithSetRejectsAnUnknownSettingBeforeWorking(string command, string sub)
+    {
+        var r = Run(command, sub, "--out", Path.Combine(temp, "x"), "--set", "RelationBf17=true");
+        AssertOneLineError(r, "--set unknown model setting 'RelationBf17'");
+        Assert.Equal(2, r.Exit);
+        Assert.False(Directory.Exists(Path.Combine(temp, "x")));
+    }
+
     [Fact]
     public void ModelSettingsReachTheRunsConfiguration()
     {
