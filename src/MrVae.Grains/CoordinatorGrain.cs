@@ -744,7 +744,14 @@ public sealed class CoordinatorGrain(
             try { await loop.WaitAsync(cancellationToken); }
             catch (Exception) { /* shutdown timed out */ }
         }
-        if (loop is null || loop.IsCompleted)
+        // The last step's update may still be queued on the coordinator's lane with these networks.
+        var update = parameterUpdate;
+        if (update is not null)
+        {
+            try { await update.WaitAsync(cancellationToken); }
+            catch (Exception) { /* failed or timed out: the run resumes from its last checkpoint */ }
+        }
+        if ((loop is null || loop.IsCompleted) && (update is null || update.IsCompleted))
         {
             objective?.Dispose(); optimizer?.Dispose(); stepGenerator?.Dispose();
         }
