@@ -3,6 +3,20 @@ namespace MrVae.Model.Tests;
 public class ModelConfigTests
 {
     [Fact]
+    public void Bf16DefaultFollowsTheCpuAndARecordedValueWins()
+    {
+        // The default is this CPU's: bf16 products only where they are native (see ModelConfig.NativeBf16).
+        bool flags = File.Exists("/proc/cpuinfo") && File.ReadLines("/proc/cpuinfo").Where(l => l.StartsWith("flags"))
+            .Take(1).Any(l => l.Contains(" avx512_bf16") || l.Contains(" amx_bf16"));
+        Assert.Equal(flags, ModelConfig.NativeBf16);
+        Assert.Equal(ModelConfig.NativeBf16, new ModelConfig().RelationBf16);
+        // A run's config.json keeps the value it was made with, whatever machine reads it.
+        var other = new ModelConfig { RelationBf16 = !ModelConfig.NativeBf16 };
+        Assert.Equal(!ModelConfig.NativeBf16, ModelConfig.FromJson(other.ToJson()).RelationBf16);
+        Assert.Equal(!ModelConfig.NativeBf16, new ModelConfig().WithSetting($"RelationBf16={(!ModelConfig.NativeBf16).ToString().ToLowerInvariant()}").RelationBf16);
+    }
+
+    [Fact]
     public void WithSettingSetsOnePropertyByNameAndKeepsTheRest()
     {
         var config = new ModelConfig { LatentDim = 16, Beta = 1.5 };
