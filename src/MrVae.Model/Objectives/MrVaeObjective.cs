@@ -84,23 +84,33 @@ public sealed class MrVaeObjective : CoordinatorObjective
         // The chains' Gumbel and Gaussian draws come from counter-based streams, one key per view from the step's
         // generator (drawn here, in order). A second thread fills them and runs the size networks (a quarter of the
         // networks' work) while this one runs the selection networks: the forward uses both cores, with the same ops.
+        // Only when the networks read sg(z): autograd numbers a graph's nodes per thread, so two branches built on two
+        // threads that both reach z would add their gradients into it in an order that varies from run to run.
         var keys = viewMasks.Select(_ => CounterNoise.From(context.Generator)).ToArray();
+        bool sizesOnSecond = !zRelation.requires_grad;
         var second = OnSecondThread(() =>
         {
             // Its own scope: the temporaries die here, the results leave it and join this thread's scope (Adopt).
             using var scope = NewDisposeScope();
             var draws = keys.Select(key => DrawChainNoise(key, batch, dtype, device, context)).ToArray();
             foreach (var n in draws) n.Detach();
+            if (!sizesOnSecond) return (draws, (Tensor[]?)null);
             var logits = relation.SizeLogits(zRelation, viewMasks);         // B × S × (D+1) per view
             foreach (var t in logits) t.DetachFromDisposeScope();
             return (draws, logits);
         });
         Tensor[] scores;
-        try { scores = relation.SelectionScores(zRelation, viewMasks); }  // B × P × D per view
+        Tensor[]? sizesHere = null;
+        try
+        {
+            scores = relation.SelectionScores(zRelation, viewMasks);         // B × P × D per view
+            if (!sizesOnSecond) sizesHere = relation.SizeLogits(zRelation, viewMasks);
+        }
         finally { second.Wait(); }
-        var (noise, sizeLogits) = second.Result;
+        var (noise, sizesThere) = second.Result;
         foreach (var n in noise) n.Adopt();
-        if (CurrentDisposeScope is { } current) foreach (var t in sizeLogits) t.MoveToOtherDisposeScope(current);
+        var sizeLogits = sizesHere ?? sizesThere!;
+        if (sizesThere is not null && CurrentDisposeScope is { } current) foreach (var t in sizesThere) t.MoveToOtherDisposeScope(current);
         var posteriors = new Posteriors(muAll, logVarAll, varAll, z);
         var perView = views.Select((k, v) => RunView(posteriors, sizeLogits[v], scores[v], noise[v], k, decode, context)).ToList();
         var decoderInputs = new Tensor?[m];
