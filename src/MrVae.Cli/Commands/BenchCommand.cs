@@ -29,12 +29,11 @@ public static class BenchCommand
         var memoryBatch = new Option<int>("--memory-batch") { Description = "batch of the memory check", DefaultValueFactory = _ => 8 };
         var memoryLatent = new Option<int>("--memory-latent") { Description = "latent size of the memory check", DefaultValueFactory = _ => 8 };
         var silo = new Option<string?>("--silo") { Description = "mrvae-silo.dll for the loopback silos (default: the build beside this one)" };
-        var settings = SetOption();
         var cmd = new Command("bench", "Measure step time (single process, embedded cluster, three loopback silos), relation-module share, bytes per step and memory")
         {
-            output, data, mnist, work, models, latent, modes, batch, warmup, steps, repeats, seed, localThreads, memorySteps, memoryBatch, memoryLatent, silo, settings,
+            output, data, mnist, work, models, latent, modes, batch, warmup, steps, repeats, seed, localThreads, memorySteps, memoryBatch, memoryLatent, silo,
         };
-        cmd.Validators.Add(r => TrainCommand.CheckSettings(r, settings));
+        var settings = SettingsOption(cmd);
         cmd.SetAction(async (p, cancel) =>
         {
             var options = new BenchOptions
@@ -75,13 +74,12 @@ public static class BenchCommand
         var warmup = new Option<int>("--warmup") { Description = "unmeasured steps first (the page-fault column shows when the allocator has settled)", DefaultValueFactory = _ => 20 };
         var threads = new Option<int>("--threads") { Description = "libtorch threads (the trainers' lanes use 1)", DefaultValueFactory = _ => 1 };
         var seed = new Option<long>("--seed") { Description = "seed of the random posteriors and noise", DefaultValueFactory = _ => 0 };
-        var settings = SetOption();
         var tau = new Option<double>("--tau") { Description = "temperature τ of the sizes and selections (training anneals it from 1 to 0.1; the NeuralSort gradient's band narrows with it)", DefaultValueFactory = _ => 0.5 };
         var cmd = new Command("relation", "Time mrVAE's coordinator (relation networks, sorts, products of experts, KL terms) alone, forward and backward, on random posteriors")
         {
-            latent, batch, modalities, steps, warmup, threads, seed, tau, settings,
+            latent, batch, modalities, steps, warmup, threads, seed, tau,
         };
-        cmd.Validators.Add(r => TrainCommand.CheckSettings(r, settings));
+        var settings = SettingsOption(cmd);
         cmd.SetAction(p =>
         {
             if (p.GetValue(steps) < 1 || p.GetValue(warmup) < 0 || p.GetValue(batch) < 1 || p.GetValue(modalities) < 2 || p.GetValue(threads) < 1)
@@ -101,11 +99,9 @@ public static class BenchCommand
         return cmd;
     }
 
-    /// <summary>`--set NAME=VALUE`, as `mrvae train --set` (checked by <see cref="TrainCommand.CheckSettings"/>): model options for every configuration measured.</summary>
-    static Option<string[]> SetOption() => new("--set")
-    {
-        Description = "a model option NAME=VALUE for every configuration (a ModelConfig property, e.g. RelationBf16=true); repeatable",
-    };
+    /// <summary>`--set NAME=VALUE`, as `mrvae train --set`: model options for every configuration measured.</summary>
+    static Option<string[]> SettingsOption(Command command) => TrainCommand.SettingsOption(command,
+        "a model option NAME=VALUE for every configuration (a ModelConfig property, e.g. RelationBf16=true); repeatable");
 
     static string[] List(string value) => value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 

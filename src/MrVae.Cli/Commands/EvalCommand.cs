@@ -21,12 +21,11 @@ public static class EvalCommand
         var models = new Option<string>("--models") { Description = "comma-separated models", DefaultValueFactory = _ => "mrvae,mopoe,mvae,mmvae" };
         var datasets = new Option<string>("--datasets") { Description = "comma-separated datasets", DefaultValueFactory = _ => "polymnist,polymnist-extended" };
         var mnist = new Option<string?>("--mnist") { Description = "directory with the MNIST IDX files (default: the usual lookup)" };
-        var settings = new Option<string[]>("--set") { Description = "a model option NAME=VALUE for every model (a ModelConfig property, e.g. RelationBf16=true), as train --set; repeatable" };
         var paper = new Command("paper", "Train mrVAE, MoPoE, MVAE and MMVAE on vanilla and extended PolyMNIST with one budget, evaluate, write the paper's tables beside ours")
         {
-            budget, output, seed, models, datasets, mnist, settings,
+            budget, output, seed, models, datasets, mnist,
         };
-        paper.Validators.Add(r => TrainCommand.CheckSettings(r, settings));
+        var settings = TrainCommand.SettingsOption(paper, "a model option NAME=VALUE for every model (a ModelConfig property, e.g. RelationBf16=true), as train --set; repeatable");
         paper.SetAction(p =>
         {
             var kinds = p.GetValue(models)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(TrainCommand.ParseModel).Distinct().ToArray();

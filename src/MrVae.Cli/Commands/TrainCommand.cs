@@ -37,8 +37,8 @@ public static class TrainCommand
             Description = "with --local: libtorch threads. 1 does the float operations of the silos' lanes, so --embedded reproduces the run bit for bit; 0: libtorch's default (one per core, another summation order)",
             DefaultValueFactory = _ => 1,
         };
-        var settings = new Option<string[]>("--set") { Description = "any other model option NAME=VALUE (a ModelConfig property, e.g. SelectionRampSlope=0 or SizeLogitsFromPrior=true); repeatable" };
-        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, likelihood, scale, output, resume, runId, json, threads, settings };
+        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, likelihood, scale, output, resume, runId, json, threads };
+        var settings = SettingsOption(cmd, "any other model option NAME=VALUE (a ModelConfig property, e.g. SelectionRampSlope=0 or SizeLogitsFromPrior=true); repeatable");
         cmd.Validators.Add(r =>
         {
             if (r.GetValue(epochs) is not null && r.GetValue(steps) is not null) r.AddError("give --epochs or --steps, not both");
@@ -47,7 +47,6 @@ public static class TrainCommand
             if (r.GetValue(threads) < 0) r.AddError("--threads must be 0 (libtorch's default) or more");
             else if (r.GetResult(threads) is { Implicit: false } && !r.GetValue(local))
                 r.AddError("--threads applies to --local; silos set theirs with MrVae:Silo:TorchThreads");
-            CheckSettings(r, settings);
         });
         cmd.SetAction(async (p, cancel) =>
         {
@@ -104,14 +103,21 @@ public static class TrainCommand
     }
 
     /// <summary>
-    /// Every `--set NAME=VALUE` applied to a default model, so a misspelt name or a bad value is a usage error before
-    /// anything runs (train, bench and bench relation share the option).
+    /// The repeatable `--set NAME=VALUE` option (model options, <see cref="ModelConfig.WithSettings"/>) added to
+    /// <paramref name="command"/> (train, bench, bench relation, experiment paper), with a validator that applies every
+    /// assignment to a default model, so a misspelt name or a bad value is a usage error before anything runs.
     /// </summary>
-    internal static void CheckSettings(System.CommandLine.Parsing.CommandResult r, Option<string[]> settings)
+    internal static Option<string[]> SettingsOption(Command command, string description)
     {
-        foreach (var assignment in r.GetValue(settings) ?? [])
-            try { new ModelConfig().WithSetting(assignment); }
-            catch (ArgumentException e) { r.AddError($"--set {e.Message}"); }
+        var settings = new Option<string[]>("--set") { Description = description };
+        command.Options.Add(settings);
+        command.Validators.Add(r =>
+        {
+            foreach (var assignment in r.GetValue(settings) ?? [])
+                try { new ModelConfig().WithSetting(assignment); }
+                catch (ArgumentException e) { r.AddError($"--set {e.Message}"); }
+        });
+        return settings;
     }
 
     static ModelConfig? StartedModel(string runDirectory)
