@@ -118,28 +118,46 @@ public static class NeuralSortGradient
     /// <summary>A tensor's elements as a span over its native storage (CPU, contiguous: no copy).</summary>
     static Span<T> Data<T>(Tensor t) where T : unmanaged => MemoryMarshal.Cast<byte, T>(t.bytes);
 
+    /// <summary>Both rows' logits a·s_c + z·|s|_c for the vector of columns at <paramref name="c"/>, stored and returned.</summary>
+    static (Vector<T> L0, Vector<T> L1) Logits<T>(ReadOnlySpan<T> s, ReadOnlySpan<T> zAbs, Span<T> e0, Span<T> e1, int c, Vector<T> a0, Vector<T> a1)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var sc = new Vector<T>(s[c..]); var zc = new Vector<T>(zAbs[c..]);
+        var l0 = a0 * sc + zc; var l1 = a1 * sc + zc;
+        l0.CopyTo(e0[c..]); l1.CopyTo(e1[c..]);
+        return (l0, l1);
+    }
+
+    /// <summary>The logits of the columns after the last whole vector (scalar), into <paramref name="e0"/>, <paramref name="e1"/>.</summary>
+    static void TailLogits<T>(ReadOnlySpan<T> s, ReadOnlySpan<T> zAbs, Span<T> e0, Span<T> e1, T a0, T a1, int vectorEnd)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        for (int c = vectorEnd; c < s.Length; c++) { e0[c] = a0 * s[c] + zAbs[c]; e1[c] = a1 * s[c] + zAbs[c]; }
+    }
+
     /// <summary>
-    /// Pass 1 over every vector of columns: logits of rows 0 and 1 of a pair into <paramref name="e0"/>,
-    /// <paramref name="e1"/> (vector part; the caller does the tail), their maxima and the band [first, end) of
-    /// vectors where either row is within <paramref name="cutoff"/> of its maximum (first ≥ end: none).
+    /// Pass 1 over every column: logits of a pair's two rows into <paramref name="e0"/>, <paramref name="e1"/>, their
+    /// maxima and the band [first, end) of whole vectors where either row is within <paramref name="cutoff"/> of its
+    /// maximum (first ≥ end: none).
     /// </summary>
     static (T Max0, T Max1, int First, int End) BandByScan<T>(ReadOnlySpan<T> s, ReadOnlySpan<T> zAbs, Span<T> e0, Span<T> e1,
         T a0, T a1, T cutoff, int vectorEnd) where T : unmanaged, IFloatingPointIeee754<T>
     {
         int width = Vector<T>.Count;
         T max0 = T.NegativeInfinity, max1 = T.NegativeInfinity;
-        if (vectorEnd == 0) return (max0, max1, 0, 0);
-        var va0 = new Vector<T>(a0); var va1 = new Vector<T>(a1);
-        var vmax0 = new Vector<T>(T.NegativeInfinity); var vmax1 = vmax0;
-        for (int c = 0; c < vectorEnd; c += width)
+        if (vectorEnd > 0)
         {
-            var sc = new Vector<T>(s[c..]); var zc = new Vector<T>(zAbs[c..]);
-            var l0 = va0 * sc + zc; var l1 = va1 * sc + zc;
-            l0.CopyTo(e0[c..]); l1.CopyTo(e1[c..]);
-            vmax0 = Vector.MaxNative(vmax0, l0); vmax1 = Vector.MaxNative(vmax1, l1);   // no NaN here: plain vmaxps
+            var va0 = new Vector<T>(a0); var va1 = new Vector<T>(a1);
+            var vmax0 = new Vector<T>(T.NegativeInfinity); var vmax1 = vmax0;
+            for (int c = 0; c < vectorEnd; c += width)
+            {
+                var (l0, l1) = Logits(s, zAbs, e0, e1, c, va0, va1);
+                vmax0 = Vector.MaxNative(vmax0, l0); vmax1 = Vector.MaxNative(vmax1, l1);   // no NaN here: plain vmaxps
+            }
+            for (int w = 0; w < width; w++) { max0 = T.Max(max0, vmax0[w]); max1 = T.Max(max1, vmax1[w]); }
         }
-        for (int w = 0; w < width; w++) { max0 = T.Max(max0, vmax0[w]); max1 = T.Max(max1, vmax1[w]); }
-        // The tail's logits may raise the maxima (the caller folds them in); the band only needs a floor at most that low.
+        TailLogits(s, zAbs, e0, e1, a0, a1, vectorEnd);
+        for (int c = vectorEnd; c < s.Length; c++) { max0 = T.Max(max0, e0[c]); max1 = T.Max(max1, e1[c]); }
         int first = vectorEnd, end = 0;
         var floor0 = new Vector<T>(max0 - cutoff); var floor1 = new Vector<T>(max1 - cutoff);
         for (int v = 0; v < vectorEnd; v += width)
@@ -151,10 +169,10 @@ public static class NeuralSortGradient
     }
 
     /// <summary>
-    /// Pass 1 for rows i and i + 1 of a descending s: row i's logits rise up to position i and fall after it (their
-    /// steps are (2c − 2i + 1)·(s_c − s_(c+1))/τ), so its maximum is its logit at i (row i + 1's at i + 1), and the band
-    /// is found by walking out from the diagonal's vector until a vector lies wholly below both floors: only the band's
-    /// vectors (and one more on each side) are computed.
+    /// Pass 1 for rows i and i + 1 of a descending s (at least one whole vector): row i's logits rise up to position i
+    /// and fall after it (their steps are (2c − 2i + 1)·(s_c − s_(c+1))/τ), so its maximum is its logit at i (row
+    /// i + 1's at i + 1), and the band is found by walking out from the diagonal's vector until a vector lies wholly
+    /// below both floors: only the band's vectors (and one more on each side) and the tail are computed.
     /// </summary>
     static (T Max0, T Max1, int First, int End) BandFromDiagonal<T>(ReadOnlySpan<T> s, ReadOnlySpan<T> zAbs, Span<T> e0, Span<T> e1,
         T a0, T a1, int i, T cutoff, int vectorEnd) where T : unmanaged, IFloatingPointIeee754<T>
@@ -163,20 +181,23 @@ public static class NeuralSortGradient
         T max0 = a0 * s[i] + zAbs[i], max1 = a1 * s[i + 1] + zAbs[i + 1];
         var va0 = new Vector<T>(a0); var va1 = new Vector<T>(a1);
         var floor0 = new Vector<T>(max0 - cutoff); var floor1 = new Vector<T>(max1 - cutoff);
-        // Logits of both rows for the vector at c, stored; true if either reaches its floor.
-        static bool Logits(ReadOnlySpan<T> s, ReadOnlySpan<T> zAbs, Span<T> e0, Span<T> e1, int c,
-            Vector<T> va0, Vector<T> va1, Vector<T> floor0, Vector<T> floor1)
-        {
-            var sc = new Vector<T>(s[c..]); var zc = new Vector<T>(zAbs[c..]);
-            var l0 = va0 * sc + zc; var l1 = va1 * sc + zc;
-            l0.CopyTo(e0[c..]); l1.CopyTo(e1[c..]);
-            return Vector.GreaterThanOrEqualAny(l0, floor0) || Vector.GreaterThanOrEqualAny(l1, floor1);
-        }
+        bool InBand(Vector<T> l0, Vector<T> l1) => Vector.GreaterThanOrEqualAny(l0, floor0) || Vector.GreaterThanOrEqualAny(l1, floor1);
         int home = Math.Min(i / width * width, vectorEnd - width);
         int first = home, end = home + width;
-        Logits(s, zAbs, e0, e1, home, va0, va1, floor0, floor1);   // holds (or borders) the diagonal: always in the band
-        for (int v = home + width; v < vectorEnd && Logits(s, zAbs, e0, e1, v, va0, va1, floor0, floor1); v += width) end = v + width;
-        for (int v = home - width; v >= 0 && Logits(s, zAbs, e0, e1, v, va0, va1, floor0, floor1); v -= width) first = v;
+        Logits(s, zAbs, e0, e1, home, va0, va1);   // holds (or borders) the diagonal: always in the band
+        for (int v = home + width; v < vectorEnd; v += width)
+        {
+            var (l0, l1) = Logits(s, zAbs, e0, e1, v, va0, va1);
+            if (!InBand(l0, l1)) break;
+            end = v + width;
+        }
+        for (int v = home - width; v >= 0; v -= width)
+        {
+            var (l0, l1) = Logits(s, zAbs, e0, e1, v, va0, va1);
+            if (!InBand(l0, l1)) break;
+            first = v;
+        }
+        TailLogits(s, zAbs, e0, e1, a0, a1, vectorEnd);
         return (max0, max1, first, end);
     }
 
@@ -260,17 +281,9 @@ public static class NeuralSortGradient
 
             // Pass 1: logits a·s_c + z·|s|_c, their maxima (softmax's shifts) and the band: the first and last vector
             // of columns where either row's logit is within the cutoff of its maximum.
-            T max0, max1;
-            int first, end;
-            if (descending && pair && vectorEnd > 0)
-                (max0, max1, first, end) = BandFromDiagonal(s, zAbs, e0, e1, a0, a1, i, cutoff, vectorEnd);
-            else
-                (max0, max1, first, end) = BandByScan(s, zAbs, e0, e1, a0, a1, cutoff, vectorEnd);
-            for (int t = vectorEnd; t < n; t++)
-            {
-                e0[t] = a0 * s[t] + zAbs[t]; e1[t] = a1 * s[t] + zAbs[t];
-                if (!(descending && pair && vectorEnd > 0)) { max0 = T.Max(max0, e0[t]); max1 = T.Max(max1, e1[t]); }
-            }
+            var (max0, max1, first, end) = descending && pair && vectorEnd > 0
+                ? BandFromDiagonal(s, zAbs, e0, e1, a0, a1, i, cutoff, vectorEnd)
+                : BandByScan(s, zAbs, e0, e1, a0, a1, cutoff, vectorEnd);
             int activeCount = 0;
             for (int q = 0; q < k; q++) if (weights[q] != T.Zero || weights[k + q] != T.Zero) active[activeCount++] = q;
             var act = active[..activeCount];
