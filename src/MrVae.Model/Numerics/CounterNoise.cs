@@ -65,11 +65,6 @@ public readonly record struct CounterNoise(ulong Key)
         for (; i < destination.Length; i++) destination[i] = UniformSingle(Bits(offset + i));
     }
 
-    public void Uniform(Span<double> destination, long offset)
-    {
-        for (int i = 0; i < destination.Length; i++) destination[i] = UniformDouble(Bits(offset + i));
-    }
-
     /// <summary>Standard Gumbel −log(−log U) for indices offset, offset + 1, ….</summary>
     public void Gumbel(Span<float> destination, long offset)
     {
