@@ -11,12 +11,13 @@ public class SplitBackwardTests
     /// over everything or <see cref="SplitBackward"/>; returns the members' gradients and the parameters' gradients,
     /// the latter also as they stand before <see cref="SplitBackward.FinishParameters"/>.
     /// </summary>
-    static (double[][] Members, double[][] Parameters, double[][]? BeforeFinish, int CutSize) Gradients(bool detached, bool split, ScalarType dtype)
+    static (double[][] Members, double[][] Parameters, double[][]? BeforeFinish, int CutSize) Gradients(bool detached, bool split, ScalarType dtype, bool fused)
     {
         const int m = 4, d = 6, batch = 16;
         var config = TinyModels.Config(modalities: m, latent: d) with { RelationReadsDetachedLatents = detached };
         using var objective = Seeds.Construct(3, "c", () => CoordinatorObjective.Create(config));
         objective.to(dtype);
+        ((MrVaeObjective)objective).UseFusedChain = fused;
         var (mu, logVar) = TinyModels.Posteriors(m, batch, d, new Generator(4), dtype);
         foreach (var t in mu.Concat(logVar)) t!.requires_grad_();
         using var available = TinyModels.Availability((1 << m) - 1, m, batch, dtype);
@@ -41,22 +42,24 @@ public class SplitBackwardTests
     }
 
     [Theory]
-    [InlineData(true, ScalarType.Float32)]
-    [InlineData(true, ScalarType.Float64)]
-    [InlineData(false, ScalarType.Float32)]
-    public void SplitGivesTheOneBackwardsGradientsBitForBit(bool detached, ScalarType dtype)
+    [InlineData(true, ScalarType.Float32, true)]
+    [InlineData(true, ScalarType.Float64, true)]
+    [InlineData(false, ScalarType.Float32, true)]
+    [InlineData(true, ScalarType.Float64, false)]
+    public void SplitGivesTheOneBackwardsGradientsBitForBit(bool detached, ScalarType dtype, bool fused)
     {
-        var whole = Gradients(detached, split: false, dtype);
-        var parts = Gradients(detached, split: true, dtype);
+        var whole = Gradients(detached, split: false, dtype, fused);
+        var parts = Gradients(detached, split: true, dtype, fused);
         Assert.Equal(whole.Members.Length, parts.Members.Length);
         for (int i = 0; i < whole.Members.Length; i++) Assert.Equal(whole.Members[i], parts.Members[i]);
         for (int i = 0; i < whole.Parameters.Length; i++) Assert.Equal(whole.Parameters[i], parts.Parameters[i]);
         Assert.Contains(whole.Parameters, g => g.Any(v => v != 0));
         if (detached)
         {
-            // The relation networks read sg(z): their outputs (size logits and scores of both views) are the cut, and
-            // no parameter has a gradient until the second part runs.
-            Assert.Equal(4, parts.CutSize);
+            // The relation networks read sg(z): the cut is each view's chain parameter link (the fused chain's backward
+            // to the logits and scores waits behind it) or, with the reference chain, the view's logits and scores; no
+            // parameter has a gradient until the second part runs.
+            Assert.Equal(fused ? 2 : 4, parts.CutSize);
             Assert.All(parts.BeforeFinish!, g => Assert.All(g, v => Assert.Equal(0.0, v)));
         }
         else

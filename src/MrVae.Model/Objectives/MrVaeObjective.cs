@@ -132,14 +132,14 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var output = new CoordinatorOutput
         {
             DecoderInputs = decoderInputs, Loss = loss, ViewWeights = weights.ToArray(), SubspaceSizes = perView[0].Sizes.detach(), Relation = perView[0].Relation,
-            // The networks see only sg(z): their outputs separate their parameters from everything the members need.
-            ParameterCut = Config.RelationReadsDetachedLatents && is_grad_enabled() ? [.. sizeLogits, .. scores] : [],
+            // The networks see only sg(z): the chain's parameter side separates their parameters from everything the members need.
+            ParameterCut = Config.RelationReadsDetachedLatents && is_grad_enabled() ? [.. perView.SelectMany(v => v.ParameterCut)] : [],
         };
         foreach (var (k, t) in terms) output.Terms[k] = t;
         return output;
     }
 
-    sealed record ViewResult(Tensor?[] DecoderInputs, Tensor KlPrivate, Tensor KlShared, Tensor KlSize, Tensor KlSelection, Tensor Sizes, RelationRecord? Relation);
+    sealed record ViewResult(Tensor?[] DecoderInputs, Tensor KlPrivate, Tensor KlShared, Tensor KlSize, Tensor KlSelection, Tensor Sizes, RelationRecord? Relation, Tensor[] ParameterCut);
 
     /// <summary>The posteriors' means, log-variances and variances (B × M × D) and their sample z, shared by the views.</summary>
     sealed record Posteriors(Tensor Mu, Tensor LogVar, Tensor Var, Tensor Z);
@@ -216,14 +216,17 @@ public sealed class MrVaeObjective : CoordinatorObjective
         }
 
         var record = context.RecordRelation ? new RelationRecord(chain.Selections!, stack(free, 1).detach()) : null;
-        return new ViewResult(decoderInputs, klPrivate.mean(), chain.KlShared.mean(), chain.KlSize.mean(), chain.KlSelection.mean(), chain.Sizes, record);
+        return new ViewResult(decoderInputs, klPrivate.mean(), chain.KlShared.mean(), chain.KlSize.mean(), chain.KlSelection.mean(), chain.Sizes, record, chain.ParameterCut);
     }
 
     /// <summary>
     /// The chain over the shared subsets: free masks and shared contributions per modality, the per-sample size,
     /// selection and shared KL terms, n_A (B × S), and with <see cref="StepContext.RecordRelation"/> the selections Y_{j,A}.
+    /// ParameterCut: where a backward that wants only the members' gradients stops, when the networks read sg(z): the
+    /// fused chain's parameter link (its backward to the logits and scores, most of the chain's, then waits too) or
+    /// the reference's logits and scores.
     /// </summary>
-    sealed record ChainResult(Tensor[] Free, Tensor[] Shared, Tensor KlSize, Tensor KlSelection, Tensor KlShared, Tensor Sizes, Tensor[]? Selections);
+    sealed record ChainResult(Tensor[] Free, Tensor[] Shared, Tensor KlSize, Tensor KlSelection, Tensor KlShared, Tensor Sizes, Tensor[]? Selections, Tensor[] ParameterCut);
 
     /// <summary>
     /// Use <see cref="SubsetChain"/>'s per-sample CPU kernel where it applies (CPU, float, straight-through); false runs
@@ -242,7 +245,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
             SizeNoise = noise.Size, SelectionNoise = noise.Selection, Eps = noise.Eps,
             Record = is_grad_enabled() && new[] { muAll, varAll, sizeLogits, scores }.Any(t => t.requires_grad),
         };
-        var (free, shared, klSize, klSelection, klShared) = SubsetChain.Apply(muAll, varAll, sizeLogits, scores, setup);
+        var (free, shared, klSize, klSelection, klShared, link) = SubsetChain.Apply(muAll, varAll, sizeLogits, scores, setup);
         var sizes = setup.Sizes!;
         Tensor[]? selections = null;
         if (context.RecordRelation)
@@ -258,7 +261,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
         return new ChainResult(
             Enumerable.Range(0, m).Select(j => free.select(1, j)).ToArray(),
             Enumerable.Range(0, m).Select(j => shared.select(1, j)).ToArray(),
-            klSize, klSelection, klShared, sizes, selections);
+            klSize, klSelection, klShared, sizes, selections, link is null ? [] : [link]);
     }
 
     /// <summary>The chain with libtorch ops, subset by subset: any device, and the relaxed forward (<see cref="StepContext.Relaxed"/>).</summary>
@@ -353,7 +356,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
             }
         }
 
-        return new ChainResult(free, sharedContribution, klSize, klSelection, klShared, stack(sizes, 1), context.RecordRelation ? selections.ToArray() : null);
+        return new ChainResult(free, sharedContribution, klSize, klSelection, klShared, stack(sizes, 1), context.RecordRelation ? selections.ToArray() : null, [sizeLogits, scores]);
     }
 
     /// <summary>

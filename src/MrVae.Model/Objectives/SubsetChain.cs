@@ -58,24 +58,68 @@ public static class SubsetChain
     /// Free masks (B × M × D), shared contributions (B × M × D) and the per-sample KL terms (B each) of the size
     /// posteriors, the selections and the shared subspaces, from the posteriors' means and variances (B × M × D), the
     /// size logits (B × S × (D+1)) and the selection scores (B × P × D).
+    /// <para>
+    /// The backward comes in two autograd nodes. The chain's node gives ∂L/∂μ and ∂L/∂σ² (the products of experts'
+    /// gradients, a few ms); the size logits and scores reach it only through <c>ParameterLink</c>, a token whose node
+    /// runs the rest (the free masks' gradient back through the subsets, Plackett–Luce, NeuralSort, the sizes: most of
+    /// the backward's work) when the token's gradient arrives. Nothing of that rest reaches μ or σ²: the sorts and sizes
+    /// are hard in the forward, so their straight-through gradients go to the logits and scores alone. A caller whose
+    /// networks read sg(z) can therefore stop a backward at the token (the members' gradients do not wait for the
+    /// rest) and run the rest later from it; one backward over everything runs both nodes with the same numbers.
+    /// ParameterLink is null when neither the logits nor the scores need a gradient, or without a backward.
+    /// </para>
     /// </summary>
-    public static (Tensor Free, Tensor Shared, Tensor KlSize, Tensor KlSelection, Tensor KlShared) Apply(
+    public static (Tensor Free, Tensor Shared, Tensor KlSize, Tensor KlSelection, Tensor KlShared, Tensor? ParameterLink) Apply(
         Tensor mu, Tensor var, Tensor sizeLogits, Tensor scores, SubsetChainSetup setup)
     {
-        var outputs = SubsetChainFunction.apply(mu, var, sizeLogits, scores, setup);
-        return (outputs[0], outputs[1], outputs[2], outputs[3], outputs[4]);
+        var handoff = new ChainBackwardHandoff();
+        bool parameters = setup.Record && is_grad_enabled() && (sizeLogits.requires_grad || scores.requires_grad);
+        var link = parameters ? ChainParameterFunction.apply(sizeLogits, scores, handoff)[0] : null;
+        using var noLink = link is null ? empty(0, dtype: mu.dtype) : null;
+        var outputs = SubsetChainFunction.apply(mu, var, link ?? noLink!, sizeLogits.detach(), scores.detach(), setup, handoff);
+        return (outputs[0], outputs[1], outputs[2], outputs[3], outputs[4], link);
     }
 
     internal static Span<T> Data<T>(Tensor t) where T : unmanaged => t.numel() == 0 ? default : MemoryMarshal.Cast<byte, T>(t.bytes);
 }
 
+/// <summary>
+/// What the chain's node hands to <see cref="ChainParameterFunction"/>'s node when its backward has run: the forward's
+/// saved tensors and the upstream gradients, for the logits' and scores' part of the backward.
+/// </summary>
+sealed class ChainBackwardHandoff
+{
+    public SubsetChainSetup? Setup;
+    public Tensor[]? Saved, Upstream;
+
+    /// <summary>Takes the tensors over (out of every dispose scope: the parameters' part may run after the step's scope ends).</summary>
+    public void Give(SubsetChainSetup setup, Tensor[] saved, Tensor[] upstream)
+    {
+        Release();
+        foreach (var t in saved.Concat(upstream)) t.DetachFromDisposeScope();
+        (Setup, Saved, Upstream) = (setup, saved, upstream);
+    }
+
+    public void Release()
+    {
+        foreach (var t in (Saved ?? []).Concat(Upstream ?? [])) t.Dispose();
+        (Saved, Upstream) = (null, null);
+    }
+}
+
+/// <summary>
+/// The chain's node: its forward is the whole chain; its backward gives ∂L/∂μ and ∂L/∂σ², and hands the rest to the
+/// parameter link's node (see <see cref="SubsetChain.Apply"/>). Inputs: μ, σ², the link (or an empty tensor), the
+/// logits' and scores' values (detached: their gradient goes through the link), the setup, the handoff.
+/// </summary>
 sealed class SubsetChainFunction : autograd.MultiTensorFunction<SubsetChainFunction>
 {
     public override string Name => nameof(SubsetChainFunction);
 
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
-        var (mu, var, sizeLogits, scores, setup) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (Tensor)vars[3], (SubsetChainSetup)vars[4]);
+        var (mu, var, link, sizeLogits, scores) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (Tensor)vars[3], (Tensor)vars[4]);
+        var (setup, handoff) = ((SubsetChainSetup)vars[5], (ChainBackwardHandoff)vars[6]);
         var inputs = Inputs(mu, var, sizeLogits, scores, setup);
         long batch = mu.shape[0]; int m = setup.Family.Modalities, d = (int)mu.shape[2];
         var free = empty(batch, m, d, dtype: mu.dtype);
@@ -95,16 +139,19 @@ sealed class SubsetChainFunction : autograd.MultiTensorFunction<SubsetChainFunct
         // Everything the backward reads goes through save_for_backward: the step's dispose scope may end before it.
         ctx.save_for_backward([.. inputs, orders, tape]);
         ctx.save_data("setup", setup);
+        ctx.save_data("handoff", handoff);
+        ctx.save_data("link", link.requires_grad ? link.dtype : (ScalarType?)null);
         var result = new List<Tensor> { free, shared, kl[0], kl[1], kl[2] };
         return result;
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {
-        var saved = ctx.get_saved_variables();
+        var saved = ctx.get_saved_variables().ToArray();
         var setup = (SubsetChainSetup)ctx.get_data("setup");
-        var inputs = saved.Take(8).ToArray();
-        var (orders, tape) = (saved[8], saved[9]);
+        var handoff = (ChainBackwardHandoff)ctx.get_data("handoff");
+        var link = (ScalarType?)ctx.get_data("link");
+        var (inputs, orders, tape) = (saved.Take(8).ToArray(), saved[8], saved[9]);
         if (tape.numel() == 0) throw new InvalidOperationException("SubsetChain's forward ran without its tape (SubsetChainSetup.Record = false), so it has no backward");
         var mu = inputs[0];
         long batch = mu.shape[0]; int m = setup.Family.Modalities, d = (int)mu.shape[2];
@@ -117,14 +164,17 @@ sealed class SubsetChainFunction : autograd.MultiTensorFunction<SubsetChainFunct
         };
         var gMu = zeros(batch, m, d, dtype: mu.dtype);
         var gVar = zeros(batch, m, d, dtype: mu.dtype);
-        var gLogits = empty_like(inputs[2]);
-        var gScores = empty_like(inputs[3]);
-        var gradients = new[] { gMu, gVar, gLogits, gScores };
-        if (mu.dtype == ScalarType.Float32) new SubsetChainKernel<float>(setup, d).Backward(inputs, orders, tape, upstream, gradients);
-        else new SubsetChainKernel<double>(setup, d).Backward(inputs, orders, tape, upstream, gradients);
-        foreach (var t in upstream) t.Dispose();
-        foreach (var t in saved) t.Dispose();   // the wrappers only: the saved tensors go with the graph
-        return [gMu, gVar, gLogits, gScores, null!];
+        if (mu.dtype == ScalarType.Float32) new SubsetChainKernel<float>(setup, d).MembersBackward(inputs, orders, tape, upstream, gMu, gVar);
+        else new SubsetChainKernel<double>(setup, d).MembersBackward(inputs, orders, tape, upstream, gMu, gVar);
+        if (link is not { } linkType)
+        {
+            foreach (var t in upstream) t.Dispose();
+            foreach (var t in saved) t.Dispose();   // the wrappers only: the saved tensors go with the graph
+            return [gMu, gVar, null!, null!, null!, null!, null!];
+        }
+        // The link's node runs the rest when its gradient (this zero, a signal) arrives.
+        handoff.Give(setup, saved, upstream);
+        return [gMu, gVar, zeros(1, dtype: linkType), null!, null!, null!, null!];
     }
 
     /// <summary>The kernel's inputs, contiguous in the inputs' dtype: μ, σ², size logits, scores, availability, noises, ε.</summary>
@@ -133,6 +183,41 @@ sealed class SubsetChainFunction : autograd.MultiTensorFunction<SubsetChainFunct
         Tensor Prepare(Tensor? t) => t is null ? empty(0, dtype: mu.dtype) : t.detach().to(mu.dtype).contiguous();
         return [Prepare(mu), Prepare(var), Prepare(sizeLogits), Prepare(scores), Prepare(setup.Available),
             Prepare(setup.SizeNoise), Prepare(setup.SelectionNoise), Prepare(setup.Eps)];
+    }
+}
+
+/// <summary>
+/// The parameter link's node (see <see cref="SubsetChain.Apply"/>): its forward turns the size logits and scores into
+/// a one-element zero token that the chain's node takes as input; its backward, which runs once the chain's node has
+/// handed over, is the chain's backward to the logits and scores.
+/// </summary>
+sealed class ChainParameterFunction : autograd.MultiTensorFunction<ChainParameterFunction>
+{
+    public override string Name => nameof(ChainParameterFunction);
+
+    public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var (sizeLogits, handoff) = ((Tensor)vars[0], (ChainBackwardHandoff)vars[2]);
+        ctx.save_data("handoff", handoff);
+        return [zeros(1, dtype: sizeLogits.dtype)];
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
+    {
+        var handoff = (ChainBackwardHandoff)ctx.get_data("handoff");
+        if (handoff.Saved is not { } saved || handoff.Upstream is not { } upstream || handoff.Setup is not { } setup)
+            throw new InvalidOperationException("the chain's parameter link ran its backward before the chain's node handed over its gradients");
+        try
+        {
+            var (inputs, orders, tape) = (saved.Take(8).ToArray(), saved[8], saved[9]);
+            int d = (int)inputs[0].shape[2];
+            var gLogits = empty_like(inputs[2]);
+            var gScores = empty_like(inputs[3]);
+            if (inputs[0].dtype == ScalarType.Float32) new SubsetChainKernel<float>(setup, d).Backward(inputs, orders, tape, upstream, gLogits, gScores);
+            else new SubsetChainKernel<double>(setup, d).Backward(inputs, orders, tape, upstream, gLogits, gScores);
+            return [gLogits, gScores, null!];
+        }
+        finally { handoff.Release(); }
     }
 }
 
@@ -232,7 +317,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// (measured in the embedded cluster: one half done at 37–39 ms, the other at 48–51 ms). Samples are independent and
     /// each writes only its own rows, so the result does not depend on who computes which.
     /// </summary>
-    static void ForSamples(long batch, Func<Scratch> newScratch, Action<Scratch, int> sample)
+    static void ForSamples<TScratch>(long batch, Func<TScratch> newScratch, Action<TScratch, int> sample)
     {
         int workers = (int)Math.Clamp(Math.Min(Environment.ProcessorCount, batch / 16), 1, 64);
         if (workers == 1)
@@ -263,15 +348,29 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
         });
     }
 
-    public void Backward(Tensor[] inputs, Tensor orders, Tensor tape, Tensor[] upstream, Tensor[] gradients)
+    /// <summary>The chain's backward to the size logits and scores (all but ∂L/∂μ, ∂L/∂σ²: <see cref="MembersBackward"/>).</summary>
+    public void Backward(Tensor[] inputs, Tensor orders, Tensor tape, Tensor[] upstream, Tensor gLogits, Tensor gScores)
     {
         long batch = inputs[0].shape[0];
         int tapeLength = TapeLength(family, d);
         ForSamples(batch, NewScratch, (scratch, b) =>
         {
             scratch.Load(SubsetChain.Data<T>(tape).Slice(b * tapeLength, tapeLength));
-            SampleBackward(inputs, orders, upstream, gradients, b, scratch);
+            SampleBackward(inputs, orders, upstream, gLogits, gScores, b, scratch);
         });
+    }
+
+    /// <summary>
+    /// ∂L/∂μ and ∂L/∂σ² (zeros on entry): the products of experts' backward from the shared contributions' gradient and
+    /// the shared KL's, subset by subset from the last. The free masks' gradient, the selection KL's and the sizes'
+    /// never reach μ or σ² (hard sorts and sizes in the forward), so this reads only the tape's subspaces and sizes.
+    /// </summary>
+    public void MembersBackward(Tensor[] inputs, Tensor orders, Tensor tape, Tensor[] upstream, Tensor gMu, Tensor gVar)
+    {
+        long batch = inputs[0].shape[0];
+        int tapeLength = TapeLength(family, d);
+        ForSamples(batch, () => new T[d], (gZS, b) =>
+            SampleMembersBackward(inputs, orders, SubsetChain.Data<T>(tape).Slice(b * tapeLength, tapeLength), upstream, gMu, gVar, b, gZS));
     }
 
     /// <summary>Elements of one sample's tape: <see cref="Scratch"/>'s recorded arrays, end to end.</summary>
@@ -523,6 +622,63 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>
+    /// One sample's ∂L/∂μ, ∂L/∂σ² (see <see cref="MembersBackward"/>): the same products-of-experts arithmetic as
+    /// <see cref="SampleBackward"/>'s (which needs it again for NeuralSort's gradient), in the same order per element.
+    /// </summary>
+    void SampleMembersBackward(Tensor[] inputs, Tensor orders, ReadOnlySpan<T> tape, Tensor[] upstream, Tensor gMuAll, Tensor gVarAll, int b, T[] gZSBuffer)
+    {
+        Span<T> muAll = SubsetChain.Data<T>(inputs[0]), varAll = SubsetChain.Data<T>(inputs[1]),
+            availableAll = SubsetChain.Data<T>(inputs[4]), epsAll = SubsetChain.Data<T>(inputs[7]);
+        var mu = muAll.Slice(b * m * d, m * d); var variance = varAll.Slice(b * m * d, m * d);
+        var available = availableAll.Slice(b * m, m);
+        var eps = epsAll.IsEmpty ? default : epsAll.Slice(b * subsets * d, subsets * d);
+        var order = SubsetChain.Data<int>(orders).Slice(b * pairs * d, pairs * d);
+        long batch = inputs[0].shape[0];
+        var gShared = SubsetChain.Data<T>(upstream[1]).Slice(b * m * d, m * d);
+        T gKlShared = SubsetChain.Data<T>(upstream[2])[2 * (int)batch + b];
+        var gMu = SubsetChain.Data<T>(gMuAll).Slice(b * m * d, m * d);
+        var gVar = SubsetChain.Data<T>(gVarAll).Slice(b * m * d, m * d);
+        // The tape's layout (Scratch.Save): FreeBefore (P·D), Mean, Var, ZS (S·D each), Soft (S·(D+1)), Cap, N, AnyAvailable (S each).
+        var meanAll = tape.Slice(pairs * d, subsets * d); var varSAll = tape.Slice(pairs * d + subsets * d, subsets * d);
+        var sizes = tape.Slice(pairs * d + 3 * subsets * d + subsets * k + subsets, subsets);
+        var gZS = gZSBuffer.AsSpan();
+        for (int s = subsets - 1; s >= 0; s--)
+        {
+            int[] members = family.Subsets[s]; int offset = family.SubsetPairOffset[s], size = members.Length;
+            int n = int.CreateChecked(sizes[s]);
+            if (n == 0) continue;
+            var mean = meanAll.Slice(s * d, d); var varS = varSAll.Slice(s * d, d);
+            gZS.Slice(0, n).Clear();
+            for (int a = 0; a < size; a++)
+            {
+                var ord = order.Slice((offset + a) * d, d);
+                for (int r = 0; r < n; r++) gZS[r] += gShared[members[a] * d + ord[r]] * T.One;
+            }
+            for (int r = 0; r < n; r++)
+            {
+                T f = T.One, meanR = mean[r], varR = varS[r];
+                T gMean = gKlShared * f * meanR, gV = gKlShared * f * half * (T.One - T.One / varR);
+                T e = eps.IsEmpty ? T.Zero : eps[s * d + r];
+                T sd = T.Sqrt(varR);
+                gMean += gZS[r] * f;
+                if (!eps.IsEmpty) gV += gZS[r] * f * e * half / sd;
+                T precision = T.One / varR, numerator = meanR * precision;
+                T gNumerator = gMean / precision;
+                T gPrecision = -gMean * numerator / (precision * precision) - gV / (precision * precision);
+                for (int a = 0; a < size; a++)
+                {
+                    int j = members[a], c = order[(offset + a) * d + r];
+                    T x0 = mu[j * d + c], x1 = variance[j * d + c], w = available[j];
+                    T vSel = f * x1 + (T.One - f), mSel = f * x0;
+                    T gMSel = gNumerator * w / vSel;
+                    T gVSel = -gNumerator * w * mSel / (vSel * vSel) - gPrecision * w / (vSel * vSel);
+                    gMu[j * d + c] += gMSel * f; gVar[j * d + c] += gVSel * f;
+                }
+            }
+        }
+    }
+
+    /// <summary>
     /// Σ_{r &lt; n} (w̃_(r) − log Σ_{l ≥ r} exp w̃_(l)) for the sorted masked scores, leaving the sorted scores in
     /// <see cref="Scratch.Sorted"/>. Usually (Exact = false) the suffix sums are sums of positive terms: one exp per
     /// item, exp(w̃_(l) − max) in <see cref="Scratch.Suffix"/>, their suffix sums in <see cref="Scratch.Cum"/>, and a
@@ -557,7 +713,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
         return (total, max, true);
     }
 
-    void SampleBackward(Tensor[] inputs, Tensor orders, Tensor[] upstream, Tensor[] gradients, int b, Scratch sc)
+    void SampleBackward(Tensor[] inputs, Tensor orders, Tensor[] upstream, Tensor gLogitsAll, Tensor gScoresAll, int b, Scratch sc)
     {
         Span<T> muAll = SubsetChain.Data<T>(inputs[0]), varAll = SubsetChain.Data<T>(inputs[1]),
             logitsAll = SubsetChain.Data<T>(inputs[2]), scoresAll = SubsetChain.Data<T>(inputs[3]),
@@ -575,10 +731,8 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
         var gShared = SubsetChain.Data<T>(upstream[1]).Slice(b * m * d, m * d);
         var gKl = SubsetChain.Data<T>(upstream[2]);
         T gKlSize = gKl[b], gKlSelection = gKl[(int)batch + b], gKlShared = gKl[2 * (int)batch + b];
-        var gMu = SubsetChain.Data<T>(gradients[0]).Slice(b * m * d, m * d);
-        var gVar = SubsetChain.Data<T>(gradients[1]).Slice(b * m * d, m * d);
-        var gLogits = SubsetChain.Data<T>(gradients[2]).Slice(b * subsets * k, subsets * k);
-        var gScores = SubsetChain.Data<T>(gradients[3]).Slice(b * pairs * d, pairs * d);
+        var gLogits = SubsetChain.Data<T>(gLogitsAll).Slice(b * subsets * k, subsets * k);
+        var gScores = SubsetChain.Data<T>(gScoresAll).Slice(b * pairs * d, pairs * d);
 
         var gFree = sc.GFree.AsSpan();
         gFreeUp.CopyTo(gFree);
@@ -687,14 +841,10 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
                     sc.GU[a * d * 3 + l * 3 + 2] = gKlSelection * (fill[l] - sum);
                 }
 
-                // Gather's backward (byRank = byMember at the order), then P̂'s gradient to the perturbed scores.
+                // Gather's backward to w̃ (byRank = byMember at the order; its μ and σ² columns are MembersBackward's),
+                // then P̂'s gradient to the perturbed scores.
                 var gWMasked = sc.GWMasked.AsSpan();
-                for (int r = 0; r < d; r++)
-                {
-                    int c = ord[r];
-                    var gu = sc.GU.AsSpan(a * d * 3 + r * 3, 3);
-                    gMu[j * d + c] += gu[0]; gVar[j * d + c] += gu[1]; gWMasked[c] = gu[2];
-                }
+                for (int r = 0; r < d; r++) gWMasked[ord[r]] = sc.GU[a * d * 3 + r * 3 + 2];
                 if (n > 0)   // with n = 0 both right-hand sides' gradients are zero rows: P̂ gets no gradient
                 {
                     for (int c = 0; c < d; c++)
