@@ -51,9 +51,15 @@ public sealed record MachineFacts(int Cores, string? Cpu, string Os, string Runt
     double[]? LoadAverageEnd, int LocalTorchThreads, int SiloTorchThreads, int CoordinatorTorchThreads, int SiloConcurrentCompute,
     int LoopbackSiloConcurrentCompute, bool MallocTuned);
 
-/// <summary>One configuration (model, D, mode) over all its repeats; times are of measured steps only.</summary>
+/// <summary>
+/// One configuration (model, D, mode) over all its repeats; times are of measured steps only. RelationShare and
+/// RelationMs: the coordinator's forward and backward phases, which the step waits for (the goal's measure).
+/// CoordinatorUpdateMs: its parameter update, which runs beside the members' next encode (mrVAE: the chain's and the
+/// networks' backward to their parameters, and Adam); ShareWithUpdate counts it in too, as if nothing overlapped.
+/// </summary>
 public sealed record BenchResult(string Model, int Latent, BenchMode Mode, int Batch, Spread StepMs, double[] RepeatMedianMs,
-    double? RatioToLocal, Spread? RelationShare, Spread? RelationMs, long? BytesPerStep, double? PeakRssMb, double[]? SiloPeakRssMb);
+    double? RatioToLocal, Spread? RelationShare, Spread? RelationMs, long? BytesPerStep, double? PeakRssMb, double[]? SiloPeakRssMb,
+    Spread? CoordinatorUpdateMs = null, Spread? ShareWithUpdate = null);
 
 public sealed record MemorySample(long Step, double RssMb);
 

@@ -51,6 +51,10 @@ public sealed class BenchmarkTests : IDisposable
             Assert.Equal(r.StepMs.Median / local.StepMs.Median, r.RatioToLocal!.Value, 12);
             Assert.True(r.RelationShare!.Min > 0 && r.RelationShare.Max < 1, $"{r.Mode}: relation share {r.RelationShare}");
             Assert.True(r.RelationMs!.Median > 0 && r.RelationMs.Max <= r.StepMs.Max);
+            // The overlapped update (mrVAE: the chain's and networks' backward to their parameters, and Adam) is real
+            // work, and counting it in can only raise the share.
+            Assert.True(r.CoordinatorUpdateMs!.Min > 0, $"{r.Mode}: coordinator update {r.CoordinatorUpdateMs}");
+            Assert.True(r.ShareWithUpdate!.Median > r.RelationShare.Median, $"{r.Mode}: {r.ShareWithUpdate} vs {r.RelationShare}");
         }
         // The same protocol moves the same bytes in one silo as in three: per modality, the batch's ids (int64),
         // μ and log σ² (B × D), the decoder input and its gradient (2 views × B × D: full-K and subset-K) plus the

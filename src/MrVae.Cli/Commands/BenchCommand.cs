@@ -122,12 +122,13 @@ public static class BenchCommand
                           $"libtorch threads: local {m.LocalTorchThreads}, silo modality work {m.SiloTorchThreads} per lane × {m.SiloConcurrentCompute} lanes (embedded; {m.LoopbackSiloConcurrentCompute} per loopback silo), coordinator {m.CoordinatorTorchThreads}");
         Console.WriteLine($"batch {s.BatchSize}, M = 5, {s.Repeats} repeats × ({s.WarmupSteps} warm-up + {s.Steps} measured) steps per configuration, seed {s.Seed}");
         Console.WriteLine();
-        Console.WriteLine("| model | D | mode | median step ms | IQR ms | min–max ms | × local | relation share | MB moved/step | peak RSS MB |");
+        Console.WriteLine("| model | D | mode | median step ms | IQR ms | min–max ms | × local | relation share (with its overlapped update) | MB moved/step | peak RSS MB |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
         foreach (var r in report.Results)
             Console.WriteLine($"| {r.Model} | {r.Latent} | {r.Mode.ToString().ToLowerInvariant()} | {F(r.StepMs.Median)} | {F(r.StepMs.Q1)}–{F(r.StepMs.Q3)} | " +
                               $"{F(r.StepMs.Min)}–{F(r.StepMs.Max)} | {(r.RatioToLocal is { } x ? x.ToString("F2", CultureInfo.InvariantCulture) : "")} | " +
-                              $"{(r.RelationShare is { } rel ? rel.Median.ToString("P0", CultureInfo.InvariantCulture) : "")} | " +
+                              $"{(r.RelationShare is { } rel ? rel.Median.ToString("P0", CultureInfo.InvariantCulture) : "")}" +
+                              $"{(r.ShareWithUpdate is { } all ? $" ({all.Median.ToString("P0", CultureInfo.InvariantCulture)})" : "")} | " +
                               $"{(r.BytesPerStep is { } b ? (b / 1e6).ToString("F2", CultureInfo.InvariantCulture) : "")} | {Peak(r)} |");
         Console.WriteLine();
         if (report.Memory is { } mem)
