@@ -45,9 +45,11 @@ public sealed class CoordinatorOutput : IDisposable
     public RelationRecord? Relation { get; set; }
     /// <summary>
     /// Where the graph can be cut between the coordinator's parameters and the members: tensors that every path from
-    /// the parameters to the loss passes through, and that no path from μ_j, log σ²_j to the loss needs (mrVAE: the
-    /// size logits and selection scores, when the relation networks read sg(z)). Then the members' gradients are known
-    /// before the parameters' part of the backward has run (<see cref="SplitBackward"/>). Empty: no such cut.
+    /// the parameters to the loss passes through, and that no path from μ_j, log σ²_j to the loss needs (mrVAE, when
+    /// the relation networks read sg(z): each view's chain parameter link, behind which the chain's backward to the
+    /// size logits and selection scores waits too, see <see cref="SubsetChain.Apply"/>; with the reference chain, the
+    /// logits and scores). Then the members' gradients are known before the parameters' part of the backward has run
+    /// (<see cref="SplitBackward"/>). Empty: no such cut.
     /// </summary>
     public Tensor[] ParameterCut { get; init; } = [];
 
