@@ -656,26 +656,44 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
             }
             for (int r = 0; r < n; r++)
             {
-                T f = T.One, meanR = mean[r], varR = varS[r];
-                T gMean = gKlShared * f * meanR, gV = gKlShared * f * half * (T.One - T.One / varR);
-                T e = eps.IsEmpty ? T.Zero : eps[s * d + r];
-                T sd = T.Sqrt(varR);
-                gMean += gZS[r] * f;
-                if (!eps.IsEmpty) gV += gZS[r] * f * e * half / sd;
-                T precision = T.One / varR, numerator = meanR * precision;
-                T gNumerator = gMean / precision;
-                T gPrecision = -gMean * numerator / (precision * precision) - gV / (precision * precision);
+                T f = T.One;
+                var (gNumerator, gPrecision) = SubspaceBackward(gKlShared, f, mean[r], varS[r], gZS[r], eps.IsEmpty ? null : eps[s * d + r]);
                 for (int a = 0; a < size; a++)
                 {
                     int j = members[a], c = order[(offset + a) * d + r];
-                    T x0 = mu[j * d + c], x1 = variance[j * d + c], w = available[j];
-                    T vSel = f * x1 + (T.One - f), mSel = f * x0;
-                    T gMSel = gNumerator * w / vSel;
-                    T gVSel = -gNumerator * w * mSel / (vSel * vSel) - gPrecision * w / (vSel * vSel);
+                    var (gMSel, gVSel) = SelectedBackward(gNumerator, gPrecision, f, mu[j * d + c], variance[j * d + c], available[j]);
                     gMu[j * d + c] += gMSel * f; gVar[j * d + c] += gVSel * f;
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// One rank r &lt; n of a subspace's backward, from ∂L/∂z_S[r] and the shared KL's upstream gradient: ∂L/∂(Σ_j w_j m_j / v_j)
+    /// and ∂L/∂precision of its product of experts (mean = numerator / precision, var = 1 / precision). eps: ε_r, or null
+    /// for the posterior mean.
+    /// </summary>
+    (T GNumerator, T GPrecision) SubspaceBackward(T gKlShared, T f, T meanR, T varR, T gZSr, T? eps)
+    {
+        T gMean = gKlShared * f * meanR, gV = gKlShared * f * half * (T.One - T.One / varR);
+        gMean += gZSr * f;
+        if (eps is { } e) gV += gZSr * f * e * half / T.Sqrt(varR);
+        T precision = T.One / varR, numerator = meanR * precision;
+        T gNumerator = gMean / precision;
+        T gPrecision = -gMean * numerator / (precision * precision) - gV / (precision * precision);
+        return (gNumerator, gPrecision);
+    }
+
+    /// <summary>
+    /// One member's selected factor at a used rank (fill f): ∂L/∂m_sel and ∂L/∂v_sel, m_sel = f·μ, v_sel = f·σ² + (1 − f),
+    /// weighted by the member's availability w.
+    /// </summary>
+    static (T GMSel, T GVSel) SelectedBackward(T gNumerator, T gPrecision, T f, T x0, T x1, T w)
+    {
+        T vSel = f * x1 + (T.One - f), mSel = f * x0;
+        T gMSel = gNumerator * w / vSel;
+        T gVSel = -gNumerator * w * mSel / (vSel * vSel) - gPrecision * w / (vSel * vSel);
+        return (gMSel, gVSel);
     }
 
     /// <summary>
@@ -783,23 +801,15 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
             for (int r = 0; r < n; r++)
             {
                 T f = fill[r], meanR = mean[r], varR = varS[r];
-                T gMean = gKlShared * f * meanR, gV = gKlShared * f * half * (T.One - T.One / varR);
                 gFill[r] += gKlShared * half * (meanR * meanR + varR - T.One - T.Log(varR));
                 T e = eps.IsEmpty ? T.Zero : eps[s * d + r];
-                T sd = T.Sqrt(varR);
-                gFill[r] += gZS[r] * (meanR + sd * e);
-                gMean += gZS[r] * f;
-                if (!eps.IsEmpty) gV += gZS[r] * f * e * half / sd;
-                T precision = T.One / varR, numerator = meanR * precision;
-                T gNumerator = gMean / precision;
-                T gPrecision = -gMean * numerator / (precision * precision) - gV / (precision * precision);
+                gFill[r] += gZS[r] * (meanR + T.Sqrt(varR) * e);
+                var (gNumerator, gPrecision) = SubspaceBackward(gKlShared, f, meanR, varR, gZS[r], eps.IsEmpty ? null : e);
                 for (int a = 0; a < size; a++)
                 {
                     int j = members[a], c = order[(offset + a) * d + r];
-                    T x0 = mu[j * d + c], x1 = variance[j * d + c], w = available[j];
-                    T vSel = f * x1 + (T.One - f), mSel = f * x0;
-                    T gMSel = gNumerator * w / vSel;
-                    T gVSel = -gNumerator * w * mSel / (vSel * vSel) - gPrecision * w / (vSel * vSel);
+                    T x0 = mu[j * d + c], x1 = variance[j * d + c];
+                    var (gMSel, gVSel) = SelectedBackward(gNumerator, gPrecision, f, x0, x1, available[j]);
                     var gu = sc.GU.AsSpan(a * d * 3 + r * 3, 3);
                     gu[0] = gMSel * f; gu[1] = gVSel * f;
                     gFill[r] += gMSel * x0 + gVSel * (x1 - T.One);
