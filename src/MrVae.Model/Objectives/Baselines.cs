@@ -1,3 +1,4 @@
+using MrVae.Model.Numerics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -48,7 +49,7 @@ public abstract class JointLatentObjective : CoordinatorObjective
     /// <summary>Index of one row per sample, uniform over the rows where <paramref name="valid"/> (B × S) holds.</summary>
     protected static Tensor UniformChoice(Tensor valid, Generator generator)
     {
-        var noise = rand(valid.shape, dtype: float64, device: valid.device, generator: generator);
+        var noise = DeviceRandom.Rand(valid.shape, float64, valid.device, generator);
         return noise.masked_fill(valid.logical_not(), -1.0).argmax(-1);
     }
 }

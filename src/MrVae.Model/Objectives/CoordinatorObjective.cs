@@ -1,3 +1,4 @@
+using MrVae.Model.Numerics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -105,7 +106,7 @@ public abstract class CoordinatorObjective : nn.Module
         using var sizeS = masks.sum(-1).unsqueeze(0);                                     // 1 × S
         using var proper = (sizeS < sizeK).logical_or(sizeK <= 1);
         using var valid = inside.logical_and(proper);
-        using var noise = rand([batch, masks.shape[0]], dtype: float64, generator: generator, device: available.device);
+        using var noise = DeviceRandom.Rand([batch, masks.shape[0]], float64, available.device, generator);
         using var pick = noise.masked_fill(valid.logical_not(), -1.0).argmax(-1);         // uniform over valid masks
         return masks.index_select(0, pick);
     }
@@ -125,7 +126,7 @@ public abstract class CoordinatorObjective : nn.Module
     protected static Tensor Sample(Tensor mu, Tensor logVar, StepContext context)
     {
         if (!context.SampleLatents) return mu.alias();
-        using var eps = randn(mu.shape, dtype: mu.dtype, device: mu.device, generator: context.Generator);
+        using var eps = DeviceRandom.Randn(mu.shape, mu.dtype, mu.device, context.Generator);
         return mu + (0.5 * logVar).exp() * eps;
     }
 

@@ -209,7 +209,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
             if (!decode[j]) continue;
             // A modality not available for this sample gets prior samples in its private factors.
             var priorSample = context.SampleLatents
-                ? randn(batch, d, dtype: dtype, device: device, generator: context.Generator)
+                ? DeviceRandom.Randn([batch, d], dtype, device, context.Generator)
                 : zeros(batch, d, dtype: dtype, device: device);
             var zHat = where(availJ.unsqueeze(-1) > 0.5, z[.., j, ..], priorSample);
             decoderInputs[j] = free[j] * zHat + sharedContribution[j];

@@ -46,15 +46,33 @@ public sealed class RelationNetworks : nn.Module
 
     /// <summary>Size logits for several availability masks (views) of the same latents: one B × S × (D+1) per view.</summary>
     public Tensor[] SizeLogits(Tensor z, Tensor[] views)
-        => Network(z, views, Buffer("pair_member"), Buffer("pair_subset"), family.Subsets.Count, sizeW1, sizeB1, sizeW2, sizeB2, sizeW3, sizeB3, bfloat16);
+        => Network(z, views, Buffer("pair_member", z.device), Buffer("pair_subset", z.device), family.Subsets.Count, sizeW1, sizeB1, sizeW2, sizeB2, sizeW3, sizeB3, bfloat16);
 
     /// <summary>Selection scores for several availability masks (views) of the same latents: one B × P × D per view.</summary>
     public Tensor[] SelectionScores(Tensor z, Tensor[] views)
-        => Network(z, views, Buffer("triple_input"), Buffer("triple_pair"), family.PairCount, selW1, selB1, selW2, selB2, selW3, selB3, bfloat16);
+        => Network(z, views, Buffer("triple_input", z.device), Buffer("triple_pair", z.device), family.PairCount, selW1, selB1, selW2, selB2, selW3, selB3, bfloat16);
 
     public SubsetFamily Family => family;
 
-    Tensor Buffer(string name) => get_buffer(name)!;
+    /// <summary>
+    /// An index table on <paramref name="device"/>. TorchSharp's Module.to(device) left these non-persistent buffers on
+    /// the CPU (seen on a CUDA device: index_select refused a CPU index for CUDA tensors), so a table needed elsewhere
+    /// is copied there once and kept (the size networks may ask from a second thread, hence the lock).
+    /// </summary>
+    Tensor Buffer(string name, Device device)
+    {
+        var table = get_buffer(name)!;
+        if (table.device_type == device.type && table.device_index == device.index) return table;
+        lock (movedTables)
+        {
+            if (movedTables.TryGetValue(name, out var copy) && copy.device_type == device.type && copy.device_index == device.index) return copy;
+            copy = table.to(device).DetachFromDisposeScope();
+            movedTables[name] = copy;
+            return copy;
+        }
+    }
+
+    readonly Dictionary<string, Tensor> movedTables = new();
 
     /// <summary>
     /// W3_g · ReLU(W2_g · mean_{available inputs i of g} ReLU(W1_{g,i} z_i + b1) + b2) + b3 for every group g and view,

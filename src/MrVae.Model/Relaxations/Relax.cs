@@ -1,3 +1,4 @@
+using MrVae.Model.Numerics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -9,7 +10,7 @@ public static class Relax
     /// <summary>Standard Gumbel noise −log(−log U) with U ~ Uniform(0,1), drawn from <paramref name="generator"/>.</summary>
     public static Tensor Gumbel(long[] shape, ScalarType dtype, Device device, Generator? generator)
     {
-        using var u = rand(shape, dtype: dtype, device: device, generator: generator);
+        using var u = DeviceRandom.Rand(shape, dtype, device, generator);
         // Keep U away from 0 and 1 so both logs stay finite.
         return -(-(u.clamp(1e-10, 1.0 - 1e-7)).log()).log();
     }
