@@ -50,9 +50,12 @@ public sealed class SubsetChainSetup
 /// </summary>
 public static class SubsetChain
 {
-    /// <summary>Whether the kernel can run these inputs: CPU, float32/float64, straight-through (not relaxed).</summary>
+    /// <summary>
+    /// Whether the kernel can run these inputs: float32/float64, straight-through (not relaxed). It runs on the CPU
+    /// only; <see cref="Apply"/> takes CPU tensors, and a caller on another device copies to it and back.
+    /// </summary>
     public static bool Supports(Tensor t, bool relaxed)
-        => !relaxed && t.device_type == DeviceType.CPU && (t.dtype == ScalarType.Float32 || t.dtype == ScalarType.Float64);
+        => !relaxed && (t.dtype == ScalarType.Float32 || t.dtype == ScalarType.Float64);
 
     /// <summary>
     /// Free masks (B × M × D), shared contributions (B × M × D) and the per-sample KL terms (B each) of the size
