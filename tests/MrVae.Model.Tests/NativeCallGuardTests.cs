@@ -23,16 +23,17 @@ public sealed class NativeCallGuardTests
         long allocated = 0;
         var churn = new Thread(() =>
         {
-            // Up to about 200 MB per second (more than a silo's messaging): the region's 128 MB large-object budget
-            // lasts over half a second, longer than a guarded call even when the loop thread is descheduled on a loaded
-            // machine. (At 3 GB/s the budget ran out inside a preempted call, and once at ~0.8 GB/s in a CI run with
-            // other test processes beside it: a GC the guard cannot prevent.)
+            // Up to about 100 MB per second (more than a silo's messaging): the region's 128 MB large-object budget
+            // lasts over a second, longer than a guarded call even when the loop thread is descheduled on a loaded
+            // machine. (At 3 GB/s the budget ran out inside a preempted call, once at ~0.8 GB/s in a CI run with other
+            // test processes beside it, and once at ~200 MB/s on a 2-core machine also running a training: a GC the
+            // guard cannot prevent.)
             while (!Volatile.Read(ref stop))
             {
                 var junk = new byte[200_000];
                 junk[0] = 1;
                 Interlocked.Add(ref allocated, junk.Length);
-                Thread.Sleep(1);
+                Thread.Sleep(2);
             }
         });
         churn.Start();
