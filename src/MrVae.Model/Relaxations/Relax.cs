@@ -1,4 +1,3 @@
-using MrVae.Model.Numerics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -7,14 +6,6 @@ namespace MrVae.Model.Relaxations;
 /// <summary>Continuous relaxations of discrete choices used by the relation module.</summary>
 public static class Relax
 {
-    /// <summary>Standard Gumbel noise −log(−log U) with U ~ Uniform(0,1), drawn from <paramref name="generator"/>.</summary>
-    public static Tensor Gumbel(long[] shape, ScalarType dtype, Device device, Generator? generator)
-    {
-        using var u = DeviceRandom.Rand(shape, dtype, device, generator);
-        // Keep U away from 0 and 1 so both logs stay finite.
-        return -(-(u.clamp(1e-10, 1.0 - 1e-7)).log()).log();
-    }
-
     /// <summary>
     /// Straight-through estimator: the forward value is <paramref name="hard"/>, the gradient is that of <paramref name="soft"/>.
     /// The correction soft − sg(soft) is exactly zero in the forward, so the forward value is exactly <paramref name="hard"/>
