@@ -88,8 +88,9 @@ public sealed class MrVaeObjective : CoordinatorObjective
         // threads that both reach z would add their gradients into it in an order that varies from run to run.
         var keys = viewMasks.Select(_ => CounterNoise.From(context.Generator)).ToArray();
         bool sizesOnSecond = !zRelation.requires_grad;
-        // The fused chain runs on the CPU (see FusedChain): its draws stay there, whatever the latents' device.
-        var noiseDevice = UseFusedChain && SubsetChain.Supports(available, context.Relaxed) ? CPU : device;
+        // The fused chain runs on the CPU (see FusedChain): its draws are made there, whatever the latents' device.
+        bool fused = UseFusedChain && SubsetChain.Supports(available, context.Relaxed);
+        var noiseDevice = fused ? CPU : device;
         var second = OnSecondThread(() =>
         {
             // Its own scope: the temporaries die here, the results leave it and join this thread's scope (Adopt).
@@ -114,7 +115,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var sizeLogits = sizesHere ?? sizesThere!;
         if (sizesThere is not null && CurrentDisposeScope is { } current) foreach (var t in sizesThere) t.MoveToOtherDisposeScope(current);
         var posteriors = new Posteriors(muAll, logVarAll, varAll, z);
-        var perView = views.Select((k, v) => RunView(posteriors, sizeLogits[v], scores[v], noise[v], k, decode, context)).ToList();
+        var perView = views.Select((k, v) => RunView(posteriors, sizeLogits[v], scores[v], noise[v], k, decode, context, fused)).ToList();
         var decoderInputs = new Tensor?[m];
         for (int j = 0; j < m; j++)
             if (decode[j]) decoderInputs[j] = stack(perView.Select(v => v.DecoderInputs[j]!).ToArray(), 0);
@@ -189,14 +190,14 @@ public sealed class MrVaeObjective : CoordinatorObjective
         return Task.Run(() => { set_num_threads(threads); return work(); });
     }
 
-    ViewResult RunView(Posteriors posteriors, Tensor sizeLogits, Tensor scores, ChainNoise noise, Tensor available, bool[] decode, StepContext context)
+    ViewResult RunView(Posteriors posteriors, Tensor sizeLogits, Tensor scores, ChainNoise noise, Tensor available, bool[] decode, StepContext context, bool fused)
     {
         int m = Config.Modalities, d = latentDim;
         long batch = available.shape[0];
         var dtype = available.dtype; var device = available.device;
         var (muAll, logVarAll, varAll, z) = posteriors;
 
-        var chain = UseFusedChain && SubsetChain.Supports(available, context.Relaxed)
+        var chain = fused
             ? FusedChain(muAll, varAll, sizeLogits, scores, available, noise, context)
             : ReferenceChain(muAll, varAll, sizeLogits, scores, available, noise, context);
         var (free, sharedContribution) = (chain.Free, chain.Shared);
@@ -231,8 +232,9 @@ public sealed class MrVaeObjective : CoordinatorObjective
     sealed record ChainResult(Tensor[] Free, Tensor[] Shared, Tensor KlSize, Tensor KlSelection, Tensor KlShared, Tensor Sizes, Tensor[]? Selections, Tensor[] ParameterCut);
 
     /// <summary>
-    /// Use <see cref="SubsetChain"/>'s per-sample CPU kernel where it applies (CPU, float, straight-through); false runs
-    /// the reference with libtorch ops everywhere. Both give the same values and gradients (tests compare them).
+    /// Use <see cref="SubsetChain"/>'s per-sample CPU kernel where it applies (float, straight-through; on another
+    /// device through copies, see FusedChain); false runs the reference with libtorch ops everywhere. Both give the
+    /// same values and gradients (tests compare them).
     /// </summary>
     public bool UseFusedChain { get; set; } = true;
 
@@ -248,13 +250,12 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var dtype = available.dtype; var device = available.device;
         bool away = device.type != DeviceType.CPU;
         Tensor Here(Tensor t) => away ? t.to(CPU) : t;
-        Tensor? HereOrNull(Tensor? t) => t is null ? null : Here(t);
         Tensor Back(Tensor t) => away ? t.to(device) : t;
         var setup = new SubsetChainSetup
         {
             Family = family, LogPrior = logPrior, Available = Here(available), TakenPenalty = takenPenalty,
             TauSize = context.TauSize, TauSelection = context.TauSelection,
-            SizeNoise = HereOrNull(noise.Size), SelectionNoise = HereOrNull(noise.Selection), Eps = HereOrNull(noise.Eps),
+            SizeNoise = noise.Size, SelectionNoise = noise.Selection, Eps = noise.Eps,   // drawn on the CPU for this chain (Forward)
             Record = is_grad_enabled() && new[] { muAll, varAll, sizeLogits, scores }.Any(t => t.requires_grad),
         };
         var (free, shared, klSize, klSelection, klShared, link) = SubsetChain.Apply(Here(muAll), Here(varAll), Here(sizeLogits), Here(scores), setup);
