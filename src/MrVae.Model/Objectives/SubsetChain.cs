@@ -377,10 +377,16 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>Elements of one sample's tape: <see cref="Scratch"/>'s recorded arrays, end to end.</summary>
-    public static int TapeLength(SubsetFamily family, int d)
+    public static int TapeLength(SubsetFamily family, int d) => TapeLayout(family, d).Length;
+
+    /// <summary>
+    /// Where one sample's tape keeps what <see cref="SampleMembersBackward"/> reads, in <see cref="Scratch.Save"/>'s
+    /// order: FreeBefore (P·D), Mean, Var, ZS (S·D each), Soft (S·(D+1)), then Cap, N, AnyAvailable (S each).
+    /// </summary>
+    static (int Mean, int Var, int Sizes, int Length) TapeLayout(SubsetFamily family, int d)
     {
-        int s = family.Subsets.Count;
-        return family.PairCount * d + 3 * s * d + s * (d + 1) + 3 * s;
+        int s = family.Subsets.Count, mean = family.PairCount * d, var = mean + s * d, cap = var + 2 * s * d + s * (d + 1);
+        return (mean, var, cap + s, cap + 3 * s);
     }
 
     /// <summary>
@@ -641,9 +647,9 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
         T gKlShared = SubsetChain.Data<T>(upstream[2])[2 * (int)batch + b];
         var gMu = SubsetChain.Data<T>(gMuAll).Slice(b * m * d, m * d);
         var gVar = SubsetChain.Data<T>(gVarAll).Slice(b * m * d, m * d);
-        // The tape's layout (Scratch.Save): FreeBefore (P·D), Mean, Var, ZS (S·D each), Soft (S·(D+1)), Cap, N, AnyAvailable (S each).
-        var meanAll = tape.Slice(pairs * d, subsets * d); var varSAll = tape.Slice(pairs * d + subsets * d, subsets * d);
-        var sizes = tape.Slice(pairs * d + 3 * subsets * d + subsets * k + subsets, subsets);
+        var layout = TapeLayout(family, d);
+        var meanAll = tape.Slice(layout.Mean, subsets * d); var varSAll = tape.Slice(layout.Var, subsets * d);
+        var sizes = tape.Slice(layout.Sizes, subsets);
         var gZS = gZSBuffer.AsSpan();
         for (int s = subsets - 1; s >= 0; s--)
         {
@@ -655,7 +661,7 @@ sealed class SubsetChainKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
             for (int a = 0; a < size; a++)
             {
                 var ord = order.Slice((offset + a) * d, d);
-                for (int r = 0; r < n; r++) gZS[r] += gShared[members[a] * d + ord[r]] * T.One;
+                for (int r = 0; r < n; r++) gZS[r] += gShared[members[a] * d + ord[r]];   // fill t_r = 1 for r < n
             }
             for (int r = 0; r < n; r++)
             {
