@@ -55,9 +55,10 @@ public sealed class RelationNetworks : nn.Module
     public SubsetFamily Family => family;
 
     /// <summary>
-    /// An index table on <paramref name="device"/>. TorchSharp's Module.to(device) left these non-persistent buffers on
-    /// the CPU (seen on a CUDA device: index_select refused a CPU index for CUDA tensors), so a table needed elsewhere
-    /// is copied there once and kept (the size networks may ask from a second thread, hence the lock).
+    /// An index table on <paramref name="device"/>. After the model's to(cuda) these non-persistent buffers were still
+    /// on the CPU (seen on an H200: index_select refused a CPU index for CUDA tensors; why TorchSharp's Module.to left
+    /// them was not isolated), so a table needed elsewhere is copied there once and kept (the size networks may ask
+    /// from a second thread, hence the lock).
     /// </summary>
     Tensor Buffer(string name, Device device)
     {
