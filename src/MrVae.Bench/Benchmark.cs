@@ -269,5 +269,5 @@ public static class Benchmark
 
     /// <summary>Every modality's shard of a split, in memory (the single-process trainer's data).</summary>
     public static MultimodalDataset LoadSplit(string dir, string split, int modalities) =>
-        new(Enumerable.Range(0, modalities).Select(j => (ModalityImages?)new ModalityImages(PolyMnistStore.LoadModality(dir, split, j, out int n), n)).ToArray());
+        MultimodalDataset.Load(dir, split, modalities);
 }

@@ -19,30 +19,45 @@ public sealed record DatasetFingerprint(
     const int ShardPrefixBytes = 64 * 1024;
 
     /// <summary>
-    /// The fingerprint of <paramref name="dir"/>. Needs only spec.json: where the shards are elsewhere (a cluster's
+    /// The fingerprint of <paramref name="dir"/>, either kind. Needs only spec.json: where the shards are elsewhere (a cluster's
     /// client sees only the spec) the counts and the content hash are null.
     /// </summary>
     public static DatasetFingerprint Of(string dir)
     {
-        var spec = PolyMnistStore.LoadSpec(dir);
+        // Vector data (kind "vector"): the same hash over model.json (whole), factors.bin and the shards (prefixes);
+        // the counts come from the modality-0 shard headers.
+        bool vectors = DatasetDirectory.KindOf(dir) == DatasetKind.Vectors;
+        var spec = DatasetDirectory.LoadSpec(dir);
         string specHash = Hex(SHA256.HashData(File.ReadAllBytes(Path.Combine(dir, PolyMnistStore.SpecFile))));
         var files = new List<string>();
+        var whole = new HashSet<string>();
+        if (vectors) { files.Add(VectorStore.ModelPath(dir)); whole.Add(files[^1]); }
         foreach (var split in PolyMnistStore.Splits)
         {
-            files.Add(PolyMnistStore.LabelsPath(dir, split));
+            if (vectors) files.Add(VectorStore.FactorsPath(dir, split));
+            else { files.Add(PolyMnistStore.LabelsPath(dir, split)); whole.Add(files[^1]); }
             for (int j = 0; j < spec.Modalities; j++) files.Add(PolyMnistStore.ModalityPath(dir, split, j));
         }
         if (!files.All(File.Exists)) return new DatasetFingerprint(spec.Name, specHash, null, null, null);
 
-        PolyMnistStore.LoadLabels(dir, "train", out int train, out _);
-        PolyMnistStore.LoadLabels(dir, "test", out int test, out _);
+        int train, test;
+        if (vectors)
+        {
+            train = VectorStore.ReadShape(VectorStore.ModalityPath(dir, "train", 0), factors: false).Count;
+            test = VectorStore.ReadShape(VectorStore.ModalityPath(dir, "test", 0), factors: false).Count;
+        }
+        else
+        {
+            PolyMnistStore.LoadLabels(dir, "train", out train, out _);
+            PolyMnistStore.LoadLabels(dir, "test", out test, out _);
+        }
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var buffer = new byte[ShardPrefixBytes];
         foreach (var path in files)
         {
             using var file = File.OpenRead(path);
-            // Labels whole (small); shards by prefix. The length goes in too: a truncated file is other data.
-            long take = path.EndsWith("labels.bin", StringComparison.Ordinal) ? file.Length : Math.Min(file.Length, ShardPrefixBytes);
+            // Labels and the model whole (small); shards by prefix. The length goes in too: a truncated file is other data.
+            long take = whole.Contains(path) ? file.Length : Math.Min(file.Length, ShardPrefixBytes);
             sha.AppendData(BitConverter.GetBytes(file.Length));
             for (long done = 0; done < take;)
             {

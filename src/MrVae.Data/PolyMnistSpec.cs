@@ -50,12 +50,21 @@ public sealed record PolyMnistSpec(string Name, int Modalities, SharedFactor[] F
         return new PolyMnistSpec("polymnist-extended", modalities, factors.ToArray());
     }
 
-    public static PolyMnistSpec Builtin(string name) => name switch
+    public static PolyMnistSpec Builtin(string name) => TryBuiltin(name, out var spec) ? spec!
+        : VectorSpec.TryBuiltin(name, out _)
+            ? throw new DataFormatException($"'{name}' is a vector dataset, not PolyMNIST images: this needs polymnist, polymnist-extended or the path of a JSON sharing spec")
+            : throw new DataFormatException($"unknown dataset '{name}': use polymnist, polymnist-extended or the path of a JSON sharing spec");
+
+    public static bool TryBuiltin(string name, out PolyMnistSpec? spec)
     {
-        "polymnist" or "vanilla" => Vanilla(),
-        "polymnist-extended" or "extended" => Extended(),
-        _ => throw new DataFormatException($"unknown dataset '{name}': use polymnist, polymnist-extended or the path of a JSON sharing spec"),
-    };
+        spec = name switch
+        {
+            "polymnist" or "vanilla" => Vanilla(),
+            "polymnist-extended" or "extended" => Extended(),
+            _ => null,
+        };
+        return spec is not null;
+    }
 
     /// <summary>A built-in name or the path of a JSON spec file.</summary>
     public static PolyMnistSpec Resolve(string nameOrPath) =>
@@ -68,12 +77,24 @@ public sealed record PolyMnistSpec(string Name, int Modalities, SharedFactor[] F
     {
         if (!File.Exists(path)) throw new DataFormatException($"sharing spec {path} not found: check the path");
         PolyMnistSpec? spec;
-        try { spec = JsonSerializer.Deserialize<PolyMnistSpec>(File.ReadAllText(path), Json); }
-        catch (JsonException e) { throw new DataFormatException($"sharing spec {path} is not valid JSON ({e.Message.ReplaceLineEndings(" ")}); see README for the format", e); }
+        string text;
+        try { text = File.ReadAllText(path); }
         catch (IOException e) { throw new DataFormatException($"sharing spec {path} cannot be read ({e.Message}); check the path", e); }
+        // A vector spec has no placements: say what it is rather than which field is missing. Malformed JSON falls
+        // through to the error below; an unknown "kind" or a non-object is rejected by KindOfJson.
+        if (IsVectorSpec(text, path))
+            throw new DataFormatException($"{path} is a vector dataset spec (\"kind\": \"vector\"), not PolyMNIST images; use it where vector data is accepted (`mrvae data make` reads both kinds)");
+        try { spec = JsonSerializer.Deserialize<PolyMnistSpec>(text, Json); }
+        catch (JsonException e) { throw new DataFormatException($"sharing spec {path} is not valid JSON ({e.Message.ReplaceLineEndings(" ")}); see README for the format", e); }
         if (spec is null) throw new DataFormatException($"sharing spec {path} is empty");
         spec.Validate(path);
         return spec;
+    }
+
+    static bool IsVectorSpec(string text, string path)
+    {
+        try { return DatasetSpecs.KindOfJson(text, path) == DatasetKind.Vectors; }
+        catch (DataFormatException e) when (e.InnerException is JsonException) { return false; }
     }
 
     public void Save(string path)

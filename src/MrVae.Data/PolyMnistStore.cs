@@ -22,6 +22,7 @@ public static class PolyMnistStore
                 throw new ArgumentException($"the {name} split has {split.Modalities} modalities and {split.Factors} factors, the spec {spec.Modalities} and {spec.Factors.Length}");
         Directory.CreateDirectory(dir);
         File.Delete(Path.Combine(dir, SpecFile));   // an interrupted rewrite leaves no spec.json, so no half-old dataset
+        VectorStore.DeleteVectorOnlyFiles(dir);     // a vector dataset made here before: its model and true factors
         foreach (var (name, split) in new[] { ("train", train), ("test", test) })
         {
             string splitDir = Path.Combine(dir, name);
@@ -54,8 +55,9 @@ public static class PolyMnistStore
 
     public static PolyMnistSpec LoadSpec(string dir)
     {
-        string path = Path.Combine(dir, SpecFile);
-        if (!File.Exists(path)) throw new DataFormatException($"{dir} holds no generated dataset (no {SpecFile}); create it with `mrvae data make --out {dir}`");
+        string path = DatasetDirectory.SpecPath(dir);
+        if (DatasetDirectory.KindOf(dir) == DatasetKind.Vectors)
+            throw new DataFormatException($"{dir} holds vector data (\"kind\": \"vector\" in {SpecFile}), not PolyMNIST images; use a directory made with an image dataset (polymnist, polymnist-extended)");
         return PolyMnistSpec.Load(path);
     }
 

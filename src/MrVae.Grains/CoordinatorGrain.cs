@@ -404,11 +404,7 @@ public sealed class CoordinatorGrain(
         int m = config!.Modalities;
         var mu = new Tensor?[m]; var logVar = new Tensor?[m];
         var present = Enumerable.Range(0, m).Select(j => members.Contains(j)).ToArray();
-        var context = new StepContext
-        {
-            Generator = stepGenerator!, TauSize = config.Temperature(step, totalSteps), TauSelection = config.Temperature(step, totalSteps),
-            Training = true, BetaScale = config.BetaScale(step),
-        };
+        var context = StepContext.ForTraining(config, step, totalSteps, stepGenerator!);
         CoordinatorOutput output = null!;
         var decoderInputs = await compute.RunCoordinator(() =>
         {

@@ -24,7 +24,7 @@ public sealed class ModalityGrain(
 {
     ModalityNetwork? network;
     TorchSharp.Modules.Adam? optimizer;
-    ModalityImages? train, test;
+    ModalityShard? train, test;
     ModalitySetup? setup;
     readonly Device device = new(settings.Value.Device);
 
@@ -228,11 +228,7 @@ public sealed class ModalityGrain(
         step = -1;
     }
 
-    static ModalityImages LoadShard(string dir, string split, int modality)
-    {
-        var pixels = PolyMnistStore.LoadModality(dir, split, modality, out int count);
-        return new ModalityImages(pixels, count);
-    }
+    static ModalityShard LoadShard(string dir, string split, int modality) => ModalityShard.Load(dir, split, modality);
 
     // The grain's latest compute-lane work: deactivation (a silo shutting down mid-call) waits for it before freeing
     // the networks it may be using.

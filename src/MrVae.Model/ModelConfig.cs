@@ -64,7 +64,8 @@ public sealed record ModelConfig
     /// <summary>Largest shared subset order (null: all subsets of size ≥ 2).</summary>
     public int? MaxSubsetOrder { get; init; }
     public double Beta { get; init; } = 2.5;
-    public double BetaSize { get; init; } = 1.0;
+    /// <summary>mrVAE: weight β_n of the structure's KL against its prior, per sample.</summary>
+    public double BetaSize { get; init; } = 3.0;
     public double BetaSelection { get; init; } = 1.0;
     public PixelLikelihood Likelihood { get; init; } = PixelLikelihood.Laplace;
     /// <summary>Likelihood scale on pixels in [0,1]: Laplace b (0.75 as MoPoE's PolyMNIST code) or Gaussian σ.</summary>
@@ -93,6 +94,11 @@ public sealed record ModelConfig
     /// moments then froze the networks and the decoders drew only backgrounds. Detached, no run diverged.
     /// </summary>
     public bool RelationReadsDetachedLatents { get; init; } = true;
+    /// <summary>Size of a vector modality (0: PolyMNIST images, 3 × 28 × 28).</summary>
+    public int ObservedDim { get; init; }
+    public bool AlignedStructure { get; init; } = true;
+    /// <summary>mrVAE: the prior probability ρ that a modality is a member of a latent position's shared variable.</summary>
+    public double MembershipPrior { get; init; } = 0.1;
     public double TauStart { get; init; } = 1.0;
     public double TauEnd { get; init; } = 0.1;
 

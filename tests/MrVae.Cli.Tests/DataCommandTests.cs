@@ -49,6 +49,41 @@ public sealed class DataCommandTests : IDisposable
     }
 
     [Fact]
+    public void MakeVectorDataNeedsNoMnistReportsTheFactorsAndGridRefusesIt()
+    {
+        string data = Path.Combine(temp, "chain");
+        // --mnist names a directory without MNIST: vector data must not look for it.
+        var make = Run("data", "make", "--dataset", "synthetic-chain", "--out", data, "--train", "30", "--test", "10", "--seed", "1", "--mnist", temp);
+        Assert.Equal(0, make.Exit);
+        Assert.Equal("", make.Stderr);
+        Assert.Contains("synthetic-chain: 5 modalities, seed 1, 30 train + 10 test tuples", make.Stdout);
+        Assert.Contains("p34  {3,4}  dim 2", make.Stdout);
+        Assert.DoesNotContain("MNIST", make.Stdout);
+        Assert.Equal(DatasetKind.Vectors, DatasetDirectory.KindOf(data));
+        VectorStore.LoadModality(data, "test", 4, out int count, out int dim);
+        Assert.Equal((10, 20), (count, dim));
+        Assert.Equal(VectorSpec.Chain().SharedMemberSets, VectorStore.LoadSpec(data).SharedMemberSets);
+
+        // A spec file of kind "vector".
+        var specPath = Path.Combine(temp, "pair.json");
+        new VectorSpec("pair", 3, 4, 1, 0.2, [new VectorFactor("s", [2, 0], 3)]).Save(specPath);
+        string pair = Path.Combine(temp, "pair");
+        var fromFile = Run("data", "make", "--dataset", specPath, "--out", pair, "--train", "5", "--test", "5");
+        Assert.Equal(0, fromFile.Exit);
+        Assert.Contains("pair: 3 modalities, seed 0, 5 train + 5 test tuples", fromFile.Stdout);
+        Assert.Contains("s  {0,2}  dim 3", fromFile.Stdout);
+        var model = VectorStore.LoadModel(pair);
+        Assert.Equal((4, 1), (model.LatentDim(0), model.LatentDim(1)));   // factor s (3) + private (1); modality 1 private only
+        Assert.Equal(0.0, model.OptimalR2([1], 0));
+
+        var grid = Run("data", "grid", "--data", data, "--out", Path.Combine(temp, "x.png"));
+        Assert.Equal(1, grid.Exit);
+        Assert.Single(grid.Stderr.Split('\n'));
+        Assert.Contains("vector data has no images", grid.Stderr);
+        Assert.False(File.Exists(Path.Combine(temp, "x.png")));
+    }
+
+    [Fact]
     public void GridOnATruncatedCacheIsOneLineNamingTheFix()
     {
         string data = Path.Combine(temp, "v");

@@ -10,7 +10,7 @@ public static class DataCommands
 {
     public static Command Create()
     {
-        var data = new Command("data", "Generate PolyMNIST datasets and look at them");
+        var data = new Command("data", "Generate datasets (PolyMNIST images or linear-Gaussian vectors) and look at them");
         data.Subcommands.Add(Make());
         data.Subcommands.Add(Grid());
         return data;
@@ -18,17 +18,23 @@ public static class DataCommands
 
     static Command Make()
     {
-        var dataset = new Option<string>("--dataset") { Description = "polymnist, polymnist-extended, or a JSON sharing spec file", Required = true };
+        var dataset = new Option<string>("--dataset")
+        {
+            Description = "polymnist, polymnist-extended (images; need MNIST), synthetic-ring, synthetic-star, synthetic-chain (linear-Gaussian vectors with exact truth), or a JSON spec file (\"kind\": \"vector\" for vectors, else images)",
+            Required = true,
+        };
         var output = new Option<string>("--out") { Description = "directory to write the dataset to (spec.json, train/, test/)", Required = true };
-        var mnist = new Option<string?>("--mnist") { Description = $"directory with the four MNIST IDX files, raw or .gz (default: ${MnistLocator.EnvironmentVariable}, ../shared/data/mnist or data/mnist of the repository)" };
-        var train = new Option<int>("--train") { Description = "training tuples (from MNIST train)", DefaultValueFactory = _ => 10000 };
-        var test = new Option<int>("--test") { Description = "test tuples (from MNIST test)", DefaultValueFactory = _ => 2000 };
-        var seed = new Option<int>("--seed") { Description = "generator seed (backgrounds, permutations, crops)", DefaultValueFactory = _ => 0 };
-        var cmd = new Command("make", "Generate a PolyMNIST dataset (vanilla, extended or from a sharing spec) into a compact cache") { dataset, output, mnist, train, test, seed };
+        var mnist = new Option<string?>("--mnist") { Description = $"directory with the four MNIST IDX files, raw or .gz (default: ${MnistLocator.EnvironmentVariable}, ../shared/data/mnist or data/mnist of the repository); image datasets only" };
+        var train = new Option<int>("--train") { Description = "training tuples (images: from MNIST train)", DefaultValueFactory = _ => 10000 };
+        var test = new Option<int>("--test") { Description = "test tuples (images: from MNIST test)", DefaultValueFactory = _ => 2000 };
+        var seed = new Option<int>("--seed") { Description = "generator seed (images: backgrounds, permutations, crops; vectors: maps and samples)", DefaultValueFactory = _ => 0 };
+        var cmd = new Command("make", "Generate a dataset (PolyMNIST vanilla, extended or from a sharing spec; or linear-Gaussian vectors) into a compact cache") { dataset, output, mnist, train, test, seed };
         AtLeast(train, 1); AtLeast(test, 1);
         cmd.SetAction(p =>
         {
-            var spec = PolyMnistSpec.Resolve(p.GetValue(dataset)!);
+            var resolved = DatasetSpecs.Resolve(p.GetValue(dataset)!);
+            if (resolved.Kind == DatasetKind.Vectors) return MakeVectors(resolved.Vectors!, p.GetValue(output)!, p.GetValue(train), p.GetValue(test), p.GetValue(seed));
+            var spec = resolved.Images!;
             string mnistDir = MnistLocator.Resolve(p.GetValue(mnist));
             string outDir = p.GetValue(output)!;
             var watch = Stopwatch.StartNew();
@@ -49,6 +55,23 @@ public static class DataCommands
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>Vector data: no MNIST; the summary names every factor's members and dims.</summary>
+    static int MakeVectors(VectorSpec spec, string outDir, int train, int test, int seed)
+    {
+        var watch = Stopwatch.StartNew();
+        VectorStore.Make(outDir, spec, train, test, seed);
+        double seconds = watch.Elapsed.TotalSeconds;
+        long bytes = new DirectoryInfo(outDir).EnumerateFiles("*", SearchOption.AllDirectories).Sum(f => f.Length);
+
+        AnsiConsole.MarkupLineInterpolated($"[green]{spec.Name}[/]: {spec.Modalities} modalities, seed {seed}, {train} train + {test} test tuples");
+        AnsiConsole.MarkupLineInterpolated($"  vectors of {spec.ObservedDim} values, {spec.PrivateDim} private dims per modality, noise {spec.Noise:G4}");
+        int width = spec.Factors.Length == 0 ? 0 : spec.Factors.Max(f => f.Name.Length);
+        foreach (var factor in spec.Factors)
+            AnsiConsole.MarkupLineInterpolated($"  {factor.Name.PadRight(width)}  {{{string.Join(",", factor.Members.Order())}}}  dim {factor.Dim}");
+        AnsiConsole.MarkupLineInterpolated($"wrote {bytes / 1e6:F1} MB in {seconds:F1} s: {Path.GetFullPath(outDir)}");
+        return 0;
     }
 
     /// <summary>A usage error (exit 2) for an integer option outside [min, max].</summary>
@@ -72,6 +95,8 @@ public static class DataCommands
         cmd.SetAction(p =>
         {
             string dir = p.GetValue(dataDir)!, file = p.GetValue(output)!;
+            if (DatasetDirectory.KindOf(dir) == DatasetKind.Vectors)
+                throw new DataFormatException($"{dir}: vector data has no images; `mrvae data grid` draws PolyMNIST image datasets only (make one with --dataset polymnist or polymnist-extended)");
             var spec = PolyMnistStore.LoadSpec(dir);
             int n = p.GetValue(count);
             var rows = new byte[]?[spec.Modalities][];

@@ -77,6 +77,12 @@ public static class EvalCommand
                 Classifiers = new ClassifierTraining { Epochs = p.GetValue(classifierEpochs) },
                 ProbeTrainSamples = p.GetValue(probeSamples), AllowOtherData = p.GetValue(allowOther), InceptionWeights = p.GetValue(inception),
             };
+            if (MrVae.Data.DatasetDirectory.KindOf(options.DataDirectory) == MrVae.Data.DatasetKind.Vectors)
+            {
+                var report = VectorEvaluator.Run(options, line => AnsiConsole.WriteLine(line));
+                PrintSummary(report);
+                return 0;
+            }
             var evaluation = Evaluator.Run(options, line => AnsiConsole.WriteLine(line));
             PrintSummary(evaluation.Report);
             return 0;
@@ -90,6 +96,19 @@ public static class EvalCommand
     }
 
     static string F(JsonNode? n, string format = "F3") => n is null ? "-" : n.GetValue<double>().ToString(format, CultureInfo.InvariantCulture);
+
+    static void PrintSummary(VectorReport report)
+    {
+        var table = new Table().AddColumn("measure").AddColumn("value");
+        table.AddRow("mean r2 / r2_optimal (single inputs)", report.Prediction.MeanRatioSingle.ToString("F3", CultureInfo.InvariantCulture));
+        if (report.Relation is { } rel)
+        {
+            table.AddRow("relation precision / recall", $"{rel.Precision?.ToString("F3", CultureInfo.InvariantCulture) ?? "-"} / {rel.Recall?.ToString("F3", CultureInfo.InvariantCulture) ?? "-"}");
+            foreach (var s in rel.Subsets.Where(s => s.Found || s.True))
+                table.AddRow(Markup.Escape($"E[n] {MrVae.Model.SubsetFamily.Format(s.Members)}{(s.True ? " (true)" : "")}"), s.MeanSize.ToString("F2", CultureInfo.InvariantCulture));
+        }
+        AnsiConsole.Write(table);
+    }
 
     public static void PrintSummary(JsonObject report)
     {

@@ -19,15 +19,15 @@ public static class TrainCommand
         var siloData = new Option<string?>("--silo-data") { Description = "with --cluster: the dataset directory as the silos see it (default: --dataset)" };
         var dataset = new Option<string>("--dataset") { Description = "dataset directory from `mrvae data make`", Required = true };
         var model = new Option<string>("--model") { Description = "mrvae, mopoe, mvae or mmvae", DefaultValueFactory = _ => "mrvae" };
-        var latent = new Option<int>("--latent") { Description = "latent size D per modality", DefaultValueFactory = _ => 32 };
-        var epochs = new Option<int?>("--epochs") { Description = "full passes over the training split (default 1)" };
+        var latent = new Option<int?>("--latent") { Description = "latent size D per modality (default 32 for images, 16 for vector data)" };
+        var epochs = new Option<int?>("--epochs") { Description = "full passes over the training split (default: 1 for images; vector data trains 3000 steps)" };
         var steps = new Option<long?>("--steps") { Description = "optimiser steps (instead of --epochs)" };
         var batch = new Option<int>("--batch") { Description = "batch size", DefaultValueFactory = _ => 256 };
         var seed = new Option<long>("--seed") { Description = "run seed", DefaultValueFactory = _ => 0 };
-        var lr = new Option<double>("--lr") { Description = "Adam learning rate", DefaultValueFactory = _ => 5e-4 };
-        var beta = new Option<double>("--beta") { Description = "weight of the latent KL terms", DefaultValueFactory = _ => 2.5 };
-        var likelihood = new Option<PixelLikelihood>("--likelihood") { Description = "pixel likelihood: Laplace (model.md) or Gaussian (learns digits far sooner)", DefaultValueFactory = _ => PixelLikelihood.Laplace };
-        var scale = new Option<double?>("--likelihood-scale") { Description = "Laplace b or Gaussian σ on pixels in [0,1] (default 0.75 for Laplace, 0.1 for Gaussian)" };
+        var lr = new Option<double?>("--lr") { Description = "Adam learning rate (default 5e-4 for images, 1e-3 for vector data)" };
+        var beta = new Option<double?>("--beta") { Description = "weight of the latent KL terms (default 2.5 for images, 1 for vector data)" };
+        var likelihood = new Option<PixelLikelihood?>("--likelihood") { Description = "likelihood: Laplace (model.md) or Gaussian (learns digits far sooner); default Laplace for images, Gaussian for vector data" };
+        var scale = new Option<double?>("--likelihood-scale") { Description = "Laplace b or Gaussian σ (default 0.75 for Laplace, 0.1 for Gaussian)" };
         var output = new Option<string>("--out") { Description = "run directory (metrics.jsonl, checkpoints/)", Required = true };
         var resume = new Option<bool>("--resume") { Description = "continue the run in --out from its last checkpoint (--local: RUNDIR/checkpoints/last; grains: grain storage)" };
         var runId = new Option<string?>("--run-id") { Description = "with --embedded or --cluster: the run's id (default: the run directory's name and a random suffix)" };
@@ -52,16 +52,19 @@ public static class TrainCommand
         {
             var kind = ParseModel(p.GetValue(model)!);
             string dataDir = p.GetValue(dataset)!;
-            var spec = PolyMnistStore.LoadSpec(dataDir);
-            var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = p.GetValue(latent), Beta = p.GetValue(beta),
-                Likelihood = p.GetValue(likelihood), LikelihoodScale = p.GetValue(scale) ?? (p.GetValue(likelihood) == PixelLikelihood.Gaussian ? 0.1 : 0.75) };
+            var spec = DatasetDirectory.LoadSpec(dataDir);
+            var defaults = TrainingDefaults.For(spec.Kind);
+            var pixel = p.GetValue(likelihood) ?? defaults.Likelihood;
+            var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = p.GetValue(latent) ?? defaults.LatentDim, Beta = p.GetValue(beta) ?? defaults.Beta,
+                Likelihood = pixel, LikelihoodScale = p.GetValue(scale) ?? (pixel == PixelLikelihood.Gaussian ? 0.1 : 0.75),
+                ObservedDim = spec.Vectors?.ObservedDim ?? 0 };
             config = config.WithSettings(p.GetValue(settings) ?? []);
             // A resumed grain run goes on with the model it started with (its checkpoint has it), whatever the flags say.
             if (p.GetValue(resume) && !p.GetValue(local)) config = StartedModel(p.GetValue(output)!) ?? config;
             var options = new TrainOptions
             {
-                RunDirectory = p.GetValue(output)!, BatchSize = p.GetValue(batch), Steps = p.GetValue(steps), Epochs = p.GetValue(epochs) ?? 1,
-                Seed = p.GetValue(seed), LearningRate = p.GetValue(lr), Resume = p.GetValue(resume), Data = DatasetFingerprint.Of(dataDir),
+                RunDirectory = p.GetValue(output)!, BatchSize = p.GetValue(batch), Steps = p.GetValue(steps) ?? (p.GetValue(epochs) is null ? defaults.Steps : null),
+                Epochs = p.GetValue(epochs) ?? 1, Seed = p.GetValue(seed), LearningRate = p.GetValue(lr) ?? defaults.LearningRate, Resume = p.GetValue(resume), Data = DatasetFingerprint.Of(dataDir),
             };
             TrainResult result;
             if (p.GetValue(local))
@@ -169,14 +172,5 @@ public static class TrainCommand
     };
 
     /// <summary>Reads every modality's shard of a split into memory.</summary>
-    public static MultimodalDataset Load(string dir, string split, int modalities)
-    {
-        var shards = new ModalityImages?[modalities];
-        for (int j = 0; j < modalities; j++)
-        {
-            var pixels = PolyMnistStore.LoadModality(dir, split, j, out int count);
-            shards[j] = new ModalityImages(pixels, count);
-        }
-        return new MultimodalDataset(shards);
-    }
+    public static MultimodalDataset Load(string dir, string split, int modalities) => MultimodalDataset.Load(dir, split, modalities);
 }

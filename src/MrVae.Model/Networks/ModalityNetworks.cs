@@ -51,18 +51,61 @@ public sealed class ImageDecoder : Module<Tensor, Tensor>
     public override Tensor forward(Tensor z) => net.forward(z).sigmoid();
 }
 
+/// <summary>q(z_j | x_j) for a vector modality: a two-layer MLP (x ∈ R^n → μ, log σ² ∈ R^D).</summary>
+public sealed class VectorEncoder : Module<Tensor, (Tensor Mu, Tensor LogVar)>
+{
+    readonly Sequential trunk;
+    readonly Linear mu, logVar;
+
+    public VectorEncoder(int observedDim, int latentDim, int hidden) : base(nameof(VectorEncoder))
+    {
+        trunk = Sequential(Linear(observedDim, hidden), ReLU(), Linear(hidden, hidden), ReLU());
+        mu = Linear(hidden, latentDim);
+        logVar = Linear(hidden, latentDim);
+        RegisterComponents();
+    }
+
+    public override (Tensor Mu, Tensor LogVar) forward(Tensor x)
+    {
+        using var h = trunk.forward(x);
+        return (mu.forward(h), logVar.forward(h));
+    }
+}
+
+/// <summary>p(x_j | z) for a vector modality: a two-layer MLP (R^D → the Gaussian's mean in R^n).</summary>
+public sealed class VectorDecoder : Module<Tensor, Tensor>
+{
+    readonly Sequential net;
+
+    public VectorDecoder(int latentDim, int observedDim, int hidden) : base(nameof(VectorDecoder))
+    {
+        net = Sequential(Linear(latentDim, hidden), ReLU(), Linear(hidden, hidden), ReLU(), Linear(hidden, observedDim));
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor z) => net.forward(z);
+}
+
 /// <summary>One modality's encoder and decoder: what a modality node owns besides its data and optimiser.</summary>
 public sealed class ModalityNetwork : Module
 {
-    public ImageEncoder Encoder { get; }
-    public ImageDecoder Decoder { get; }
+    public Module<Tensor, (Tensor Mu, Tensor LogVar)> Encoder { get; }
+    public Module<Tensor, Tensor> Decoder { get; }
     readonly double scale;
     readonly PixelLikelihood likelihood;
 
     public ModalityNetwork(ModelConfig config) : base(nameof(ModalityNetwork))
     {
-        Encoder = new ImageEncoder(config.LatentDim, config.EncoderHidden);
-        Decoder = new ImageDecoder(config.LatentDim);
+        if (config.ObservedDim > 0)
+        {
+            Encoder = new VectorEncoder(config.ObservedDim, config.LatentDim, config.EncoderHidden);
+            Decoder = new VectorDecoder(config.LatentDim, config.ObservedDim, config.EncoderHidden);
+        }
+        else
+        {
+            Encoder = new ImageEncoder(config.LatentDim, config.EncoderHidden);
+            Decoder = new ImageDecoder(config.LatentDim);
+        }
         scale = config.LikelihoodScale;
         likelihood = config.Likelihood;
         RegisterComponents();
@@ -75,12 +118,12 @@ public sealed class ModalityNetwork : Module
     public Tensor NegativeLogLikelihood(Tensor x, Tensor decoderInput, double[] viewWeights)
     {
         long views = decoderInput.shape[0], batch = decoderInput.shape[1];
-        var recon = Decoder.forward(decoderInput.reshape(views * batch, -1)).reshape(views, batch, 3, 28, 28);
+        var recon = Decoder.forward(decoderInput.reshape(views * batch, -1)).reshape([views, .. x.shape]);
         var diff = recon - x.unsqueeze(0);
         var nll = likelihood == PixelLikelihood.Gaussian
             ? diff.square() / (2 * scale * scale) + 0.5 * Math.Log(2 * Math.PI * scale * scale)
             : diff.abs() / scale + Math.Log(2 * scale);
-        var perView = nll.sum([2, 3, 4]).mean([1]);                                   // V
+        var perView = nll.flatten(2).sum(-1).mean([1]);                                // V
         var weights = tensor(viewWeights, dtype: perView.dtype, device: perView.device);
         return (perView * weights).sum();
     }

@@ -24,6 +24,20 @@ public sealed class StepContext
     public bool RecordRelation { get; init; }
     /// <summary>Multiplier on β for KL warm-up (1 after warm-up and in evaluation).</summary>
     public double BetaScale { get; init; } = 1.0;
+
+    /// <summary>
+    /// The training context of step <paramref name="step"/> of <paramref name="totalSteps"/>: the one place both the
+    /// local trainer and the coordinator grain build it, so the distributed run follows the same schedules.
+    /// </summary>
+    public static StepContext ForTraining(ModelConfig config, long step, long totalSteps, Generator generator)
+    {
+        double tau = config.Temperature(step, totalSteps);
+        return new StepContext
+        {
+            Generator = generator, TauSize = tau, TauSelection = tau, Training = true,
+            BetaScale = config.BetaScale(step),
+        };
+    }
 }
 
 /// <summary>mrVAE's inferred structure for one view: per subset, Y_{j,A} (B × |A| × D × D); per modality, the private mask a_j.</summary>
@@ -84,7 +98,7 @@ public abstract class CoordinatorObjective : nn.Module
 
     public static CoordinatorObjective Create(ModelConfig config) => config.Kind switch
     {
-        ModelKind.MrVae => new MrVaeObjective(config),
+        ModelKind.MrVae => config.AlignedStructure ? new AlignedMrVaeObjective(config) : new MrVaeObjective(config),
         ModelKind.MoPoE => new MixtureOfPoEObjective(config),
         ModelKind.Mvae => new ProductOfExpertsObjective(config),
         ModelKind.Mmvae => new MixtureOfExpertsObjective(config),

@@ -80,11 +80,7 @@ public sealed class LocalTrainer : IDisposable
         }
     }
 
-    public StepContext ContextFor(long step)
-    {
-        double tau = config.Temperature(step, TotalSteps);
-        return new StepContext { Generator = stepGenerator, TauSize = tau, TauSelection = tau, Training = true, BetaScale = config.BetaScale(step) };
-    }
+    public StepContext ContextFor(long step) => StepContext.ForTraining(config, step, TotalSteps, stepGenerator);
 
     /// <summary>Runs one optimiser step and returns its report (also appended to metrics.jsonl).</summary>
     public StepReport RunStep() => Runtime.NativeCallGuard.Run(RunStepNow);

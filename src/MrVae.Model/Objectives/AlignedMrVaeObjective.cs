@@ -1,0 +1,160 @@
+using MrVae.Model.Numerics;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MrVae.Model.Objectives;
+
+/// <summary>
+/// mrVAE with aligned shared subspaces (docs/model.md): latent position d ∈ {0..D−1} holds one shared variable whose
+/// members A_d = {j : g_{d,j} = 1} are given by a learned membership matrix G ∈ {0,1}^{D×M}. The positions with
+/// A_d = A form the subspace S_A of every member of A at once, so n_A = #{d : A_d = A} and the same factors fill S_A
+/// in each member: rank misalignment cannot happen. At a position the available members' experts are fused by a
+/// product of experts and every member decodes the fused sample; a non-member keeps its own private factor there
+/// (a position with one member is that member's private factor). The membership posterior is a learned table of
+/// independent Bernoullis, independent of the input, so the structure does not change with the modalities present.
+/// </summary>
+public sealed class AlignedMrVaeObjective : CoordinatorObjective
+{
+    readonly SubsetFamily family;
+    readonly int latentDim;
+    /// <summary>φ: D × M membership parameters; the logits are κ·φ.</summary>
+    readonly Parameter membershipParameters;
+    /// <summary>κ: Adam moves each parameter by about the learning rate a step, so the logits move κ times faster than the networks' weights.</summary>
+    const double LogitScale = 10;
+
+    public AlignedMrVaeObjective(ModelConfig config) : base(nameof(AlignedMrVaeObjective), config)
+    {
+        family = config.SharedSubsets();
+        latentDim = config.LatentDim;
+        // Every membership starts at ½: each position is half shared by all, so the encoders' experts meet in the
+        // products of experts from the first step and align their factors there.
+        membershipParameters = new Parameter(zeros(latentDim, config.Modalities));
+        RegisterComponents();
+    }
+
+    public SubsetFamily Family => family;
+
+    Tensor MembershipLogits => membershipParameters * LogitScale;
+
+    /// <summary>q(j ∈ A_d) (D × M), detached.</summary>
+    public Tensor Membership() { using var _ = no_grad(); return MembershipLogits.sigmoid(); }
+
+    /// <summary>q(A_d = A) for every position and shared subset (D × S), from the independent memberships.</summary>
+    Tensor SubsetProbabilities()
+    {
+        using var _ = no_grad();
+        var g = Membership().to(ScalarType.Float64);
+        var columns = family.Subsets.Select(members =>
+        {
+            var p = ones(latentDim, dtype: ScalarType.Float64);
+            for (int j = 0; j < Config.Modalities; j++) p = p * (members.Contains(j) ? g[.., j] : 1 - g[.., j]);
+            return p;
+        }).ToArray();
+        return stack(columns, 1);
+    }
+
+    /// <summary>E_q[n_A] per shared subset (S).</summary>
+    public double[] ExpectedSizes()
+    {
+        using var sums = SubsetProbabilities().sum(dim: 0).cpu();
+        return sums.data<double>().ToArray();
+    }
+
+    /// <summary>
+    /// n_A of the most probable structure (S): the positions whose most probable member set — the members j with
+    /// q(j ∈ A_d) ≥ ½, the mode of independent memberships — is A. Evaluation and generation use this structure.
+    /// </summary>
+    public int[] MostProbableSizes()
+    {
+        using var _ = no_grad();
+        using var hard = (MembershipLogits >= 0).cpu();
+        var rows = hard.to(ScalarType.Int64).data<long>().ToArray();
+        int m = Config.Modalities;
+        var key = Enumerable.Range(0, latentDim).Select(d => string.Join(",", Enumerable.Range(0, m).Where(j => rows[d * m + j] == 1))).ToArray();
+        return family.Subsets.Select(a => key.Count(k => k == string.Join(",", a))).ToArray();
+    }
+
+    /// <summary>
+    /// The forward's membership weights (D × M): the posterior probabilities in training (a soft relaxation; hard
+    /// straight-through weights were tried and let the memberships drift to ½, docs/experiments.md), the most
+    /// probable structure in evaluation.
+    /// </summary>
+    Tensor MembershipWeights(StepContext context)
+    {
+        var logits = MembershipLogits;
+        return context.Training ? logits.sigmoid() : (logits >= 0).to(logits.dtype);
+    }
+
+    public override CoordinatorOutput Forward(Tensor?[] mu, Tensor?[] logVar, Tensor available, bool[] decode, StepContext context)
+    {
+        var views = new List<Tensor> { available };
+        var weights = new List<double> { 1.0 };
+        if (context.Training && Config.SubsetWeight > 0)
+        {
+            views.Add(RandomSubsetOf(available, context.Generator));
+            weights.Add(Config.SubsetWeight);
+        }
+        int m = Config.Modalities, d = latentDim;
+        long batch = available.shape[0];
+        var dtype = available.dtype; var device = available.device;
+        var muAll = StackModalities(mu, batch, d, dtype, device);            // B × M × D
+        var logVarAll = StackModalities(logVar, batch, d, dtype, device);
+        var precisionAll = (-logVarAll).exp();
+        var klMembers = KlStandardNormal(muAll, logVarAll);                  // B × M × D
+        var g = MembershipWeights(context).to(dtype).t();                    // M × D
+
+        var perViewInputs = new List<Tensor?[]>();
+        Tensor loss = zeros(1, dtype: dtype, device: device).squeeze();
+        var terms = new Dictionary<string, Tensor>();
+        for (int v = 0; v < views.Count; v++)
+        {
+            var k = views[v];                                                // B × M
+            var w = g.unsqueeze(0) * k.unsqueeze(-1);                        // B × M × D: available members
+            var none = (1 - w).prod(1);                                      // B × D: no available member (hard: 0/1)
+            var precision = (w * precisionAll).sum(1) + none;                // the prior where no member is available
+            var meanS = (w * muAll * precisionAll).sum(1) / precision;
+            var varS = 1 / precision;
+            var klShared = ((1 - none) * KlStandardNormal(meanS, varS.log())).sum(1);
+            var klPrivate = ((1 - g).unsqueeze(0) * klMembers * k.unsqueeze(-1)).sum([1, 2]);
+
+            // z̃_j at position d: the shared variable where j is a member, its own one elsewhere. With soft memberships
+            // the two Gaussians are blended by moments (mean and variance each a convex combination), so a blend
+            // never sees less noise than either part.
+            var inputs = new Tensor?[m];
+            for (int j = 0; j < m; j++)
+            {
+                if (!decode[j]) continue;
+                var availJ = k[.., j].unsqueeze(-1) > 0.5;
+                var ownMean = where(availJ, muAll[.., j, ..], zeros_like(meanS));
+                var ownVar = where(availJ, logVarAll[.., j, ..].exp(), ones_like(varS));
+                var gj = g[j].unsqueeze(0);
+                var mean = (1 - gj) * ownMean + gj * meanS;
+                inputs[j] = context.SampleLatents
+                    ? mean + ((1 - gj) * ownVar + gj * varS).sqrt() * DeviceRandom.Randn(mean.shape, dtype, device, context.Generator)
+                    : mean;
+            }
+            perViewInputs.Add(inputs);
+            var klSharedMean = klShared.mean(); var klPrivateMean = klPrivate.mean();
+            loss = loss + weights[v] * Beta(context) * (klSharedMean + klPrivateMean);
+            string suffix = v == 0 ? "" : "_subset";
+            terms["kl_private" + suffix] = klPrivateMean.detach();
+            terms["kl_shared" + suffix] = klSharedMean.detach();
+        }
+        var decoderInputs = new Tensor?[m];
+        for (int j = 0; j < m; j++)
+            if (decode[j]) decoderInputs[j] = stack(perViewInputs.Select(v => v[j]!).ToArray(), 0);
+
+        // The membership's KL against independent Bernoulli(ρ) priors, once per step, weighted β_n per sample like the paper's size term.
+        var logits = MembershipLogits.to(dtype);
+        double rho = Config.MembershipPrior;
+        var q = logits.sigmoid();
+        var klStructure = (q * (nn.functional.logsigmoid(logits) - Math.Log(rho)) + (1 - q) * (nn.functional.logsigmoid(-logits) - Math.Log(1 - rho))).sum();
+        loss = loss + Config.BetaSize * klStructure;
+        terms["kl_structure"] = klStructure.detach();
+
+        var output = new CoordinatorOutput { DecoderInputs = decoderInputs, Loss = loss, ViewWeights = weights.ToArray() };
+        foreach (var (key, t) in terms) output.Terms[key] = t;
+        return output;
+    }
+}
