@@ -26,7 +26,7 @@ public sealed record BenchOptions
     public int WarmupSteps { get; init; } = 5;
     /// <summary>Measured steps per repeat.</summary>
     public int Steps { get; init; } = 3;
-    /// <summary>Model options NAME=VALUE applied to every configuration (<see cref="ModelConfig.WithSetting"/>), e.g. RelationBf16=true.</summary>
+    /// <summary>Model options NAME=VALUE applied to every configuration (<see cref="ModelConfig.WithSetting"/>), e.g. MembershipPrior=0.1.</summary>
     public string[] ModelSettings { get; init; } = [];
     /// <summary>Fresh runs (same data and seed) per configuration.</summary>
     public int Repeats { get; init; } = 3;

@@ -1,14 +1,13 @@
 using System.Globalization;
 using System.Runtime.InteropServices;
 using MrVae.Model;
-using MrVae.Model.Objectives;
 using MrVae.Model.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
 // mrvae-device-check [--device cuda:0] [--torch-lib DIR] [--batch 256] [--steps 10]
 // 1. One step of every model on the device against the CPU, float64, evaluation and training (same draws): loss and
-//    every parameter's gradient; mrVAE both with its chain on the CPU kernel (the default) and with libtorch ops.
+//    every parameter's gradient.
 // 2. Training-step times on the device, float32. Exit code: 0 all agree, 2 a mismatch, 1 no such device.
 // --torch-lib: a Python install of PyTorch as libtorch (its torch/lib folder; TorchSharp's documented route for a
 // libtorch other than its packages'), for a machine without the TorchSharp-cuda packages.
@@ -33,21 +32,19 @@ void Report(DeviceComparison.Result r, string variant)
     Console.WriteLine($"{r.Kind,-6} {variant,-16} {(r.Training ? "training" : "evaluation"),-10} loss {r.Loss.ToString("R", CultureInfo.InvariantCulture)} vs {r.OtherLoss.ToString("R", CultureInfo.InvariantCulture)} " +
                       $"(rel {r.LossRelative:E1}); gradients of {r.Tensors} tensors, max |diff| / max |g| {r.GradientRelative:E1}  {(r.Agrees ? "agree" : "MISMATCH")}");
 }
-static void ReferenceChain(MultimodalVae model) => ((MrVaeObjective)model.Coordinator).UseFusedChain = false;
 
 foreach (var kind in Enum.GetValues<ModelKind>())
     foreach (bool training in new[] { false, true })
     {
-        var config = new ModelConfig { Kind = kind, Modalities = 5, LatentDim = 8, RelationBf16 = false };
-        Report(DeviceComparison.Compare(config, CPU, device, training), kind == ModelKind.MrVae ? "chain on CPU" : "");
-        if (kind == ModelKind.MrVae) Report(DeviceComparison.Compare(config, CPU, device, training, configureOther: ReferenceChain), "chain libtorch");
+        var config = new ModelConfig { Kind = kind, Modalities = 5, LatentDim = 8 };
+        Report(DeviceComparison.Compare(config, CPU, device, training), "");
     }
 
-foreach (var (kind, d, bf16, reference) in new[] { (ModelKind.MrVae, 64, false, false), (ModelKind.MrVae, 64, true, false), (ModelKind.MrVae, 64, false, true), (ModelKind.MrVae, 32, false, false), (ModelKind.MoPoE, 64, false, false) })
+foreach (var (kind, d) in new[] { (ModelKind.MrVae, 64), (ModelKind.MrVae, 32), (ModelKind.MoPoE, 64) })
 {
-    var config = new ModelConfig { Kind = kind, Modalities = 5, LatentDim = d, RelationBf16 = bf16 };
-    var times = DeviceComparison.StepTimes(config, device, options.Batch, warmup: 3, steps: options.Steps, reference ? ReferenceChain : null).Order().ToArray();
-    Console.WriteLine($"step {kind,-6} D={d,-3} batch {options.Batch} bf16 {bf16,-5} chain {(kind != ModelKind.MrVae ? "-" : reference ? "libtorch" : "CPU"),-8}: " +
+    var config = new ModelConfig { Kind = kind, Modalities = 5, LatentDim = d };
+    var times = DeviceComparison.StepTimes(config, device, options.Batch, warmup: 3, steps: options.Steps).Order().ToArray();
+    Console.WriteLine($"step {kind,-6} D={d,-3} batch {options.Batch}: " +
                       $"median {times[times.Length / 2]:F1} ms (min {times[0]:F1}, max {times[^1]:F1}, {times.Length} steps)");
 }
 Console.WriteLine(mismatches == 0 ? "all agree" : $"{mismatches} mismatches");

@@ -9,8 +9,8 @@ namespace MrVae.Evaluation;
 public interface IConditionalGenerator
 {
     int Modalities { get; }
-    /// <summary>Images per modality (B × 3 × 28 × 28 in [0, 1]) and, for mrVAE, the inferred subspace sizes (B × S).</summary>
-    (Tensor[] Images, Tensor? SubspaceSizes) Generate(Tensor?[] x, bool[] inputs, IReadOnlyList<long> ids);
+    /// <summary>Images per modality (B × 3 × 28 × 28 in [0, 1]).</summary>
+    Tensor[] Generate(Tensor?[] x, bool[] inputs, IReadOnlyList<long> ids);
 }
 
 /// <summary>A trained model's own subset path (<see cref="MultimodalVae.Generate"/>), latents sampled.</summary>
@@ -18,7 +18,7 @@ public sealed class ModelGenerator(MultimodalVae model, Generator generator, boo
 {
     public int Modalities => model.Config.Modalities;
 
-    public (Tensor[] Images, Tensor? SubspaceSizes) Generate(Tensor?[] x, bool[] inputs, IReadOnlyList<long> ids)
+    public Tensor[] Generate(Tensor?[] x, bool[] inputs, IReadOnlyList<long> ids)
     {
         model.eval();
         return model.Generate(x, inputs, generator, sampleLatents);
@@ -63,9 +63,6 @@ public sealed class CrossModalResult
     public Dictionary<(int Mask, int Output), double> Fd { get; } = new();
     /// <summary>Per subset mask: the grid rows (label, images as CHW bytes).</summary>
     public Dictionary<int, List<(string Label, byte[][] Images)>> Grids { get; } = new();
-    /// <summary>With all modalities given: frequency of each inferred size per shared subset (S × (D+1)), mrVAE only.</summary>
-    public double[,]? SizeFrequency { get; set; }
-    public double[]? MeanSize { get; set; }
 }
 
 /// <summary>
@@ -91,8 +88,6 @@ public static class CrossModal
             : fdCells.ToHashSet();
         var fake = cells.ToDictionary(c => c, c => new MomentAccumulator(classifiers.FeatureWidth(c.Item2)));
         var real = cells.Select(c => c.Item2).Distinct().ToDictionary(j => j, j => new MomentAccumulator(classifiers.FeatureWidth(j)));
-        int fullMask = (1 << m) - 1;
-        var allSizes = new List<long[]>(); int subsetCount = 0;
         try
         {
             // Real features once per output modality.
@@ -110,7 +105,7 @@ public static class CrossModal
                     using var scope = NewDisposeScope();
                     var ids = LabelledSplit.Range(start, Math.Min(settings.BatchSize, n - start));
                     var x = Enumerable.Range(0, m).Select(j => inputs[j] ? test.Images[j].Batch(ids) : null).ToArray();
-                    var (images, sizes) = generator.Generate(x, inputs, ids);
+                    var images = generator.Generate(x, inputs, ids);
                     for (int j = 0; j < m; j++)
                     {
                         foreach (int f in factorsOf[j])
@@ -121,13 +116,7 @@ public static class CrossModal
                         if (fake.TryGetValue((mask, j), out var acc)) acc.Add(classifiers.Features(j, images[j]));
                     }
                     if (start == 0) result.Grids[mask] = GridRows(x, images, inputs, Math.Min(settings.GridSamples, ids.Length));
-                    if (mask == fullMask && sizes is not null)
-                    {
-                        subsetCount = (int)sizes.shape[1];
-                        allSizes.Add(sizes.to(int64).cpu().data<long>().ToArray());
-                    }
                     foreach (var t in images) t.Dispose();
-                    sizes?.Dispose();
                 }
                 log?.Invoke($"generated from {{{Subsets.Name(mask, m)}}}: main-digit coherence to x0 {(double)correct.GetValueOrDefault((mask, 0, factorsOf[0].FirstOrDefault())) / n:F3}");
             }
@@ -146,17 +135,6 @@ public static class CrossModal
                 result.Fd[(mask, j)] = Frechet.Distance(r.Mean, r.Cov, mean, cov, r.Root);
             }
             foreach (var r in reference.Values) { r.Mean.Dispose(); r.Cov.Dispose(); r.Root.Dispose(); }
-            if (allSizes.Count > 0)
-            {
-                int columns = (int)allSizes.SelectMany(v => v).DefaultIfEmpty(0).Max() + 1;
-                var freq = new double[subsetCount, columns];
-                var mean = new double[subsetCount];
-                foreach (var values in allSizes)
-                    for (int i = 0; i < values.Length; i++) freq[i % subsetCount, values[i]] += 1.0 / n;
-                for (int s = 0; s < subsetCount; s++)
-                    for (int k = 0; k < columns; k++) mean[s] += k * freq[s, k];
-                result.SizeFrequency = freq; result.MeanSize = mean;
-            }
         }
         finally
         {

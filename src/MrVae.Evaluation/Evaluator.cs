@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using MrVae.Data;
 using MrVae.Model;
+using MrVae.Model.Objectives;
 using MrVae.Model.Training;
 using static TorchSharp.torch;
 
@@ -174,7 +175,7 @@ public static class Evaluator
             ["coherence"] = CoherenceJson(cross, spec, main),
             ["fd"] = FdJson(cross, paperFd, m, classifiers, train, test, options.CrossModal.Samples),
         };
-        report["relation"] = model.Config.Kind == ModelKind.MrVae && cross.MeanSize is not null ? RelationJson(cross, model.Config, spec) : null;
+        report["relation"] = model.Coordinator is MrVaeObjective structure ? RelationJson(structure, model.Config, spec) : null;
         watch.Restart();
         report["latent_probe"] = ProbeJson(model, spec, train, test, options, main);
         log?.Invoke($"latent probe: {watch.Elapsed.TotalSeconds:F0} s");
@@ -313,22 +314,26 @@ public static class Evaluator
         };
     }
 
-    static JsonObject RelationJson(CrossModalResult cross, ModelConfig config, PolyMnistSpec spec)
+    /// <summary>mrVAE's structure (its membership posterior; it does not depend on the input) against the spec.</summary>
+    static JsonObject RelationJson(MrVaeObjective structure, ModelConfig config, PolyMnistSpec spec)
     {
-        var family = config.SharedSubsets();
         var truth = RelationRecovery.Truth(spec).Select(s => string.Join(",", s)).ToHashSet();
-        var sizes = family.Subsets.Select((s, i) => new SubsetSize(s, cross.MeanSize![i],
-            Enumerable.Range(0, cross.SizeFrequency!.GetLength(1)).Select(k => cross.SizeFrequency[i, k]).ToArray(),
-            truth.Contains(string.Join(",", s)))).ToArray();
+        var mean = structure.ExpectedSizes();
+        var mostProbable = structure.MostProbableSizes();
+        var sizes = structure.Family.Subsets.Select((s, i) => new SubsetSize(s, mean[i], mostProbable[i], truth.Contains(string.Join(",", s)))).ToArray();
+        using var g = structure.Membership().to(ScalarType.Float64).cpu();
+        var membership = new JsonArray(Enumerable.Range(0, (int)g.shape[0]).Select(d =>
+            (JsonNode?)new JsonArray(g[d].data<double>().ToArray().Select(x => (JsonNode?)Round(x, 3)).ToArray())).ToArray());
         var score = RelationRecovery.Score(sizes, spec);
         var pairs = RelationRecovery.PairMatrix(sizes, spec.Modalities);
         return new JsonObject
         {
             ["subsets"] = new JsonArray(sizes.Select(s => (JsonNode?)new JsonObject
             {
-                ["subset"] = s.Name, ["mean_size"] = Round(s.MeanSize, 3), ["shared_in_spec"] = s.SharedInSpec,
+                ["subset"] = s.Name, ["mean_size"] = Round(s.MeanSize, 3), ["most_probable_size"] = s.MostProbableSize,
+                ["found"] = s.Found, ["shared_in_spec"] = s.SharedInSpec,
             }).ToArray()),
-            ["threshold"] = RelationRecovery.Threshold,
+            ["rule"] = VectorEvaluator.FoundRule,
             ["precision"] = score.Precision is { } p ? Round(p) : null,
             ["recall"] = score.Recall is { } r ? Round(r) : null,
             ["predicted"] = score.Predicted, ["truth"] = score.Truth, ["true_positives"] = score.TruePositives,
@@ -338,6 +343,7 @@ public static class Evaluator
                 (JsonNode?)Round(config.LatentDim - sizes.Where(s => s.Subset.Contains(j)).Sum(s => s.MeanSize), 3)).ToArray()),
             ["pair_shared_dims"] = new JsonArray(Enumerable.Range(0, spec.Modalities).Select(i =>
                 (JsonNode?)new JsonArray(Enumerable.Range(0, spec.Modalities).Select(j => (JsonNode?)Round(pairs[i, j], 3)).ToArray())).ToArray()),
+            ["membership"] = membership,
         };
     }
 
@@ -399,9 +405,9 @@ public static class Evaluator
                     .Save(Path.Combine(samplesDir, $"in-{Subsets.Name(mask, m).Replace(',', '-')}.png"));
             CoherenceHeatmap(report, cross, spec, config).Save(Path.Combine(outDir, "coherence.png"));
             figures.Add("coherence.png");
-            if (report["relation"] is JsonObject && cross.SizeFrequency is not null)
+            if (report["relation"] is JsonObject)
             {
-                RelationHeatmap(cross, config, spec).Save(Path.Combine(outDir, "relation_heatmap.png"));
+                RelationHeatmap(report, config, spec).Save(Path.Combine(outDir, "relation_heatmap.png"));
                 PairHeatmap(report, spec, config).Save(Path.Combine(outDir, "relation_pairs.png"));
                 figures.Add("relation_heatmap.png"); figures.Add("relation_pairs.png");
             }
@@ -429,22 +435,25 @@ public static class Evaluator
             footer: "rows: input subset, columns: generated modality; accuracy of the digit classifier");
     }
 
-    static Canvas RelationHeatmap(CrossModalResult cross, ModelConfig config, PolyMnistSpec spec)
+    /// <summary>The membership posterior q(j ∈ A_d): one row per latent position, one column per modality.</summary>
+    static Canvas RelationHeatmap(JsonObject report, ModelConfig config, PolyMnistSpec spec)
     {
-        var family = config.SharedSubsets();
-        int columns = config.LatentDim + 1;
-        var freq = cross.SizeFrequency!;
-        var values = new double[family.Subsets.Count, columns];
-        for (int s = 0; s < family.Subsets.Count; s++)
-        {
-            for (int k = 0; k <= config.LatentDim; k++) values[s, k] = k < freq.GetLength(1) ? freq[s, k] : 0;
-        }
+        int m = spec.Modalities;
+        var rows = report["relation"]!["membership"]!.AsArray();
+        var values = new double[rows.Count, m];
+        var labels = new string[rows.Count];
         var truth = RelationRecovery.Truth(spec).Select(t => string.Join(",", t)).ToHashSet();
-        var labels = family.Subsets.Select((s, i) => $"{SubsetFamily.Format(s)} {cross.MeanSize![i]:F1}").ToArray();
-        var colLabels = Enumerable.Range(0, columns).Select(k => k.ToString(CultureInfo.InvariantCulture)).ToArray();
-        return Plots.Heatmap($"{DisplayName(config.Kind)}: inferred n_A per subset", labels, colLabels, values, 0, 1,
-            rowMarks: family.Subsets.Select(s => truth.Contains(string.Join(",", s))).ToArray(), cell: 14,
-            footer: "rows: subset A and mean n_A (* shared in spec.json); columns: size n_A; colour: fraction of test tuples");
+        var marks = new bool[rows.Count];
+        for (int d = 0; d < rows.Count; d++)
+        {
+            for (int j = 0; j < m; j++) values[d, j] = rows[d]![j]!.GetValue<double>();
+            var members = Enumerable.Range(0, m).Where(j => values[d, j] >= 0.5).ToArray();
+            labels[d] = $"d{d} {(members.Length == 0 ? "{}" : SubsetFamily.Format(members))}";
+            marks[d] = members.Length >= 2 && truth.Contains(string.Join(",", members));
+        }
+        return Plots.Heatmap($"{DisplayName(config.Kind)}: membership q(j in A_d)", labels, Enumerable.Range(0, m).Select(j => $"x{j}").ToArray(), values, 0, 1,
+            rowMarks: marks, cell: 14,
+            footer: "rows: latent position d and its most probable member set (* shared in spec.json); columns: modality; colour: q(j in A_d)");
     }
 
     static Canvas PairHeatmap(JsonObject report, PolyMnistSpec spec, ModelConfig config)
@@ -514,15 +523,15 @@ public static class Evaluator
         }
         if (report["relation"] is JsonObject rel)
         {
-            md.Append($"\n## Learned relation\n\nMean inferred n_A per shared subset with every modality given (argmax sizes); recovered = E[n_A] ≥ {rel["threshold"]}.\n");
+            md.Append($"\n## Learned relation\n\nPer shared subset, E_q[n_A] (expected latent positions under the membership posterior) and n_A of the most probable structure; {rel["rule"]}.\n");
             md.Append($"Precision {F(rel["precision"])}, recall {F(rel["recall"])} ({rel["true_positives"]} of {rel["predicted"]} recovered subsets are in spec.json, which has {rel["truth"]}).");
             if (rel["missed"]!.AsArray().Count > 0) md.Append($" Missed: {string.Join(" ", rel["missed"]!.AsArray())}.");
-            md.Append("\n\n| subset | mean n_A | shared in spec |\n|---|---|---|\n");
+            md.Append("\n\n| subset | E_q[n_A] | most probable n_A | found | shared in spec |\n|---|---|---|---|---|\n");
             foreach (var s in rel["subsets"]!.AsArray().OrderByDescending(s => s!["mean_size"]!.GetValue<double>()))
-                md.Append($"| {s!["subset"]} | {F(s["mean_size"], "F2")} | {((bool)s["shared_in_spec"]! ? "yes" : "")} |\n");
+                md.Append($"| {s!["subset"]} | {F(s["mean_size"], "F2")} | {s["most_probable_size"]} | {((bool)s["found"]! ? "yes" : "")} | {((bool)s["shared_in_spec"]! ? "yes" : "")} |\n");
             md.Append("\n![relation](relation_heatmap.png)\n\n![pairs](relation_pairs.png)\n");
         }
-        else md.Append("\n## Learned relation\n\nOnly mrVAE infers subspace sizes; this model has none.\n");
+        else md.Append("\n## Learned relation\n\nOnly mrVAE infers a sharing structure; this model has none.\n");
         var probe = report["latent_probe"]!;
         md.Append($"\n## Latent probe\n\nLinear softmax classifier on {probe["features"]}: {probe["train_samples"]} training tuples, {probe["test_samples"]} test tuples.\n\n| input | main digit accuracy |\n|---|---|\n");
         foreach (var (k, v) in probe["main"]!.AsObject()) md.Append($"| {k} | {F(v)} |\n");

@@ -270,10 +270,9 @@ public static class InceptionFid
                 {
                     var inputs = Enumerable.Range(0, m).Select(j => (mask >> j & 1) == 1).ToArray();
                     var x = Enumerable.Range(0, m).Select(j => inputs[j] ? test.Images[j].Batch(ids) : null).ToArray();
-                    var (images, sizes) = generator.Generate(x, inputs, ids);
+                    var images = generator.Generate(x, inputs, ids);
                     foreach (var ((cellMask, j), acc) in fake)
                         if (cellMask == mask) acc.Add(inception.forward(images[j]));
-                    sizes?.Dispose();
                 }
                 log?.Invoke($"FID: {start + ids.Length}/{n} tuples through Inception");
             }

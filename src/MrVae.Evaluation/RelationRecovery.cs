@@ -3,10 +3,14 @@ using MrVae.Model;
 
 namespace MrVae.Evaluation;
 
-/// <summary>One shared subset's inferred size: mean n_A over the test tuples and how often each size occurred.</summary>
-public sealed record SubsetSize(int[] Subset, double MeanSize, double[] SizeFrequency, bool SharedInSpec)
+/// <summary>
+/// One shared subset of mrVAE's inferred structure: E_q[n_A] under the membership posterior and n_A of the most
+/// probable structure; found where the latter is at least one (<see cref="VectorEvaluator.FoundRule"/>).
+/// </summary>
+public sealed record SubsetSize(int[] Subset, double MeanSize, int MostProbableSize, bool SharedInSpec)
 {
     public string Name => SubsetFamily.Format(Subset);
+    public bool Found => MostProbableSize >= 1;
 }
 
 /// <summary>Precision and recall of a recovered sharing structure (null where the denominator is empty).</summary>
@@ -17,13 +21,12 @@ public sealed record RecoveryScore(double? Precision, double? Recall, int TruePo
 }
 
 /// <summary>
-/// The learned relation against the data's ground truth: the predicted structure is every shared subset A with
-/// E[n_A] ≥ <see cref="Threshold"/>; the truth is the spec's member sets with at least two members (the main
+/// The learned relation against the data's ground truth: the predicted structure is every shared subset A that is
+/// found (<see cref="SubsetSize.Found"/>); the truth is the spec's member sets with at least two members (the main
 /// digit's full set included). Precision = |predicted ∩ truth| / |predicted|, recall = |predicted ∩ truth| / |truth|.
 /// </summary>
 public static class RelationRecovery
 {
-    public const double Threshold = 1.0;
 
     static string Key(IEnumerable<int> s) => string.Join(",", s.Distinct().OrderBy(x => x));
 
@@ -44,10 +47,10 @@ public static class RelationRecovery
         };
     }
 
-    public static RecoveryScore Score(IEnumerable<SubsetSize> sizes, PolyMnistSpec spec, double threshold = Threshold) =>
-        Score(sizes.Where(s => s.MeanSize >= threshold).Select(s => s.Subset), Truth(spec));
+    public static RecoveryScore Score(IEnumerable<SubsetSize> sizes, PolyMnistSpec spec) =>
+        Score(sizes.Where(s => s.Found).Select(s => s.Subset), Truth(spec));
 
-    /// <summary>Per modality pair (i, j), i ≠ j: Σ over subsets containing both of E[n_A] (latent factors they share).</summary>
+    /// <summary>Per modality pair (i, j), i ≠ j: Σ over subsets containing both of E_q[n_A] (latent positions they share).</summary>
     public static double[,] PairMatrix(IEnumerable<SubsetSize> sizes, int modalities)
     {
         var m = new double[modalities, modalities];

@@ -81,7 +81,7 @@ public static class VectorEvaluator
         using var model = Evaluator.LoadModel(checkpointDir, state.Model);
         int count = Math.Min(options.CrossModal.Samples, test.Count);
         log?.Invoke($"evaluating {state.Model.Kind} D={state.Model.LatentDim} from {checkpointDir} (step {state.Step}) on {count} test samples");
-        var relation = model.Coordinator is AlignedMrVaeObjective structure ? Relation(structure, spec.SharedMemberSets) : null;
+        var relation = model.Coordinator is MrVaeObjective structure ? Relation(structure, spec.SharedMemberSets) : null;
         var prediction = Prediction(model, test, count, options.CrossModal.BatchSize, truth);
         var report = new VectorReport(Evaluator.DisplayName(state.Model.Kind), state.Model.LatentDim, options.RunDirectory, Path.GetFileName(checkpointDir), state.Step,
             spec.Name, count, relation, prediction, Math.Round(watch.Elapsed.TotalSeconds, 1));
@@ -94,7 +94,7 @@ public static class VectorEvaluator
     static string Key(IEnumerable<int> s) => string.Join(",", s.Order());
 
     /// <summary>mrVAE's structure: per subset E_q[n_A], its confident size and whether it is found, scored against the truth.</summary>
-    public static RelationReport Relation(AlignedMrVaeObjective structure, IEnumerable<int[]> truth)
+    public static RelationReport Relation(MrVaeObjective structure, IEnumerable<int[]> truth)
     {
         var truthKeys = truth.Where(t => t.Length >= 2).Select(Key).ToHashSet();
         var mean = structure.ExpectedSizes();
@@ -144,7 +144,7 @@ public static class VectorEvaluator
             {
                 int n = Math.Min(batchSize, count - start);
                 var x = Enumerable.Range(0, m).Select(j => mask[j] ? test.Modalities[j]!.Batch(ids[start..(start + n)]) : null).ToArray();
-                var (generated, _) = model.Generate(x, mask, generator, sampleLatents: false);
+                var generated = model.Generate(x, mask, generator, sampleLatents: false);
                 predictions.Add(generated[output].to(ScalarType.Float64));
             }
             var predicted = cat(predictions.ToArray(), 0);

@@ -35,7 +35,7 @@ public interface IModalityGrain : IGrainWithStringKey
     Task Migrate();
 }
 
-/// <summary>One training run (key: run id): the relation networks, the step loop, membership and metrics.</summary>
+/// <summary>One training run (key: run id): the coordinator's objective, the step loop, membership and metrics.</summary>
 public interface ICoordinatorGrain : IGrainWithStringKey
 {
     /// <summary>Configures the run and its modality grains and starts the step loop in the background.</summary>

@@ -11,7 +11,7 @@ using static TorchSharp.torch;
 namespace MrVae.Grains;
 
 /// <summary>
-/// One training run. Owns the coordinator's objective (for mrVAE the subset-level size and selection networks)
+/// One training run. Owns the coordinator's objective (for mrVAE the membership structure)
 /// and its Adam, and drives the split-learning step over the modality grains:
 ///   1. Encode on every member (parallel) → μ_j, log σ²_j
 ///   2. objective forward on leaf copies of them → decoder inputs z̃_j and the KL terms
@@ -57,7 +57,7 @@ public sealed class CoordinatorGrain(
     bool stopRequested, deactivating;
     // The last step's encoder gradients, not yet applied by its members: sent with the next encode (see the summary).
     PendingEncoderGradients? pendingGradients;
-    // The last step's own parameter update (the relation networks' backward from the cut, then Adam), queued on the
+    // The last step's own parameter update (the parameters' backward from the cut, if any, then Adam), queued on the
     // coordinator's lane behind the step: it runs while the members encode the next step, and any later work on the
     // lane (the next forward, a checkpoint, an evaluation) comes after it. Its result is its time in ms.
     Task<double>? parameterUpdate;
@@ -441,7 +441,6 @@ public sealed class CoordinatorGrain(
             terms["loss"] = total.ToDouble();
             foreach (var (k, t) in output.Terms) terms[k] = t.ToDouble();
             for (int i = 0; i < members.Length; i++) terms[$"rec_{members[i]}"] = decoded[i].NegativeLogLikelihood;
-            terms["tau"] = context.TauSize;
             terms["beta"] = config.Beta * context.BetaScale;
 
             var roots = new List<Tensor> { output.Loss };
@@ -451,8 +450,8 @@ public sealed class CoordinatorGrain(
                 roots.Add(output.DecoderInputs[members[i]]!);
                 grads.Add(TensorWire.FromPayload(decoded[i].Gradient!, device));
             }
-            // The members' gradients first; where the objective has a cut (mrVAE: its networks read sg(z)), the
-            // parameters' part of the backward waits for the update below.
+            // The members' gradients first; where the objective has a cut (CoordinatorOutput.ParameterCut; none sets
+            // one at present, so this is one backward), the parameters' part of the backward waits for the update below.
             var split = SplitBackward.Run(roots, grads, [.. members.Select(j => mu[j]!), .. members.Select(j => logVar[j]!)], output.ParameterCut);
             int count = members.Length;
             var gradients = (split.MemberGradients.Take(count).Select(TensorWire.ToPayload).ToArray(),
@@ -485,7 +484,7 @@ public sealed class CoordinatorGrain(
         stepSpan?.SetTag("mrvae.loss", terms["loss"]);
         TrainingTelemetry.StepMilliseconds.Record(watch.Elapsed.TotalMilliseconds);
         TrainingTelemetry.BytesMoved.Add(bytes);
-        foreach (var key in new[] { "loss", "kl", "kl_private", "kl_shared", "kl_size", "kl_selection" })
+        foreach (var key in new[] { "loss", "kl", "kl_private", "kl_shared", "kl_structure" })
             if (terms.TryGetValue(key, out double value)) TrainingTelemetry.Loss.Record(value, new KeyValuePair<string, object?>(TrainingTelemetry.Term, key));
         return new StepMetrics(step, schedule.EpochOf(step), terms, watch.Elapsed.TotalMilliseconds, bytes, phases, stepMembers);
     }

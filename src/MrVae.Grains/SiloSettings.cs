@@ -22,7 +22,7 @@ public sealed class SiloSettings
     /// <summary>libtorch intra-op threads for modality work (0: libtorch's default, one per core). Default 1: on CPU,
     /// grains computing side by side on one thread each beat one grain at a time on all threads (see ComputeGate).</summary>
     public int TorchThreads { get; set; } = 1;
-    /// <summary>libtorch intra-op threads for the coordinator's relation networks (many small ops: 1 is fastest on CPU).</summary>
+    /// <summary>libtorch intra-op threads for the coordinator's objective (many small ops: 1 is fastest on CPU).</summary>
     public int CoordinatorTorchThreads { get; set; } = 1;
     /// <summary>How many grains may run libtorch work at the same time on this silo (see <see cref="ComputeGate"/>).</summary>
     public int ConcurrentCompute { get; set; } = Environment.ProcessorCount;

@@ -78,10 +78,10 @@ public sealed class MultimodalVae : nn.Module
 
     /// <summary>
     /// Conditional generation through the model's own subset path: encodes the modalities in <paramref name="inputs"/>,
-    /// runs the coordinator with only those available (evaluation mode: argmax sizes, hard sorts, no subset view) and
-    /// decodes every modality. Returns decoder means (B × 3 × 28 × 28) per modality, and mrVAE's subspace sizes.
+    /// runs the coordinator with only those available (evaluation mode: mrVAE's most probable structure, no subset
+    /// view) and decodes every modality. Returns the decoder means per modality (B × 3 × 28 × 28, or B × ObservedDim).
     /// </summary>
-    public (Tensor[] Images, Tensor? SubspaceSizes) Generate(Tensor?[] x, bool[] inputs, Generator generator, bool sampleLatents = true)
+    public Tensor[] Generate(Tensor?[] x, bool[] inputs, Generator generator, bool sampleLatents = true)
     {
         int m = Config.Modalities;
         using var _ = no_grad();
@@ -98,8 +98,7 @@ public sealed class MultimodalVae : nn.Module
         var available = AllAvailable(inputs, batch, mu.First(t => t is not null)!.dtype, device);
         var context = new StepContext { Generator = generator, Training = false, SampleLatents = sampleLatents };
         using var output = Coordinator.Forward(mu, logVar, available, Enumerable.Repeat(true, m).ToArray(), context);
-        var images = Enumerable.Range(0, m).Select(j => ModalityNets[j].Decoder.forward(output.DecoderInputs[j]![0])).ToArray();
-        return (images, output.SubspaceSizes?.alias());
+        return Enumerable.Range(0, m).Select(j => ModalityNets[j].Decoder.forward(output.DecoderInputs[j]![0])).ToArray();
     }
 
     /// <summary>Availability mask with every present modality available for every sample.</summary>

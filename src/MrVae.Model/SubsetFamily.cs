@@ -2,8 +2,8 @@ namespace MrVae.Model;
 
 /// <summary>
 /// The family 𝒜 of shared subsets (|A| ≥ 2) over M modalities, in the fixed processing order of model.md:
-/// size descending, then lexicographic. Also the index tables that let the relation networks run as one
-/// batched op over every (subset, member) pair and every (subset, member, input) triple.
+/// size descending, then lexicographic. Also index tables over every (subset, member) pair and every
+/// (subset, member, input) triple.
 /// </summary>
 public sealed class SubsetFamily
 {

@@ -16,7 +16,7 @@ namespace MrVae.Silo;
 ///   MrVae:Silo:Modalities    modalities whose data this silo holds (empty: any)
 ///   MrVae:Silo:Role          this silo's name for `mrvae attach --silo ROLE` (default: the host name)
 ///   MrVae:Silo:TorchThreads  libtorch intra-op threads for modality work (0: default)
-///   MrVae:Silo:CoordinatorTorchThreads  the same for the coordinator's relation networks (default 1)
+///   MrVae:Silo:CoordinatorTorchThreads  the same for the coordinator's objective (default 1)
 ///   MrVae:Silo:ConcurrentCompute  grains of this silo computing at once (default 1: each op gets all threads)
 ///   MrVae:Clustering:Redis   Redis connection string; absent: localhost clustering
 ///   MrVae:Cluster:ClusterId / ServiceId, MrVae:Endpoints:SiloPort / GatewayPort / PrimarySiloPort

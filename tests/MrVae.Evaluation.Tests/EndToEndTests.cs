@@ -18,7 +18,7 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
     string TrainRun(string dataDir, ModelKind kind, string name)
     {
         var (train, test) = data.Extended;
-        var config = new ModelConfig { Kind = kind, Modalities = 5, LatentDim = 6, EncoderHidden = 32, RelationHidden = 16 };
+        var config = new ModelConfig { Kind = kind, Modalities = 5, LatentDim = 6, EncoderHidden = 32 };
         var options = new TrainOptions { RunDirectory = Path.Combine(root, name), BatchSize = 32, Steps = 12, EvaluateEvery = 6, Seed = 1, LearningRate = 1e-3, TestSamples = 64 };
         using var trainer = new LocalTrainer(config, options, train.ToDataset(), test.ToDataset());
         trainer.Run();
@@ -112,7 +112,7 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
         // config.json as a training run writes it (the trainer writes it when it starts).
         string run = Path.Combine(root, "run");
         var (train, test) = data.Extended;
-        var config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16, RelationHidden = 8 };
+        var config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16 };
         using (new LocalTrainer(config, new TrainOptions { RunDirectory = run, BatchSize = 8, Steps = 1, Data = DatasetFingerprint.Of(dataDir) }, train.ToDataset(), test.ToDataset())) { }
 
         var same = Evaluator.CheckData(run, dataDir, allowOther: false);
@@ -147,7 +147,7 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
     {
         public void WriteCheckpoint(string run)
         {
-            var config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16, RelationHidden = 8 };
+            var config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16 };
             using var model = new MultimodalVae(config, 0);
             CheckpointDirectory.WriteAtomically(Path.Combine(run, "checkpoints", "best"), new CheckpointState { Step = 0, Model = config },
                 dir => model.save(Path.Combine(dir, "model.bin")));

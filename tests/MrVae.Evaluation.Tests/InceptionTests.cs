@@ -80,8 +80,8 @@ public sealed class InceptionTests : IDisposable
     sealed class EchoGenerator(LabelledSplit split, float shift) : IConditionalGenerator
     {
         public int Modalities => split.Modalities;
-        public (Tensor[] Images, Tensor? SubspaceSizes) Generate(Tensor?[] x, bool[] inputs, IReadOnlyList<long> ids) =>
-            (Enumerable.Range(0, Modalities).Select(j => (split.Images[j].Batch(ids) + shift).clamp(0, 1)).ToArray(), null);
+        public Tensor[] Generate(Tensor?[] x, bool[] inputs, IReadOnlyList<long> ids) =>
+            Enumerable.Range(0, Modalities).Select(j => (split.Images[j].Batch(ids) + shift).clamp(0, 1)).ToArray();
     }
 
     [Fact]

@@ -28,7 +28,7 @@ public sealed class CheckpointTests : IDisposable
         return cluster;
     }
 
-    static readonly string Config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16, RelationHidden = 8 }.ToJson();
+    static readonly string Config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16 }.ToJson();
     const long Steps = 16;
     static RunSetup Setup(string data, long steps = Steps, long checkpointEvery = 3) =>
         new(data, Config, 7, 16, steps, 1, 1e-3, 4, 8, [0, 1, 2, 3, 4], MemberTimeoutSeconds: 10, CheckpointEvery: checkpointEvery, RejoinProbeSeconds: 0.5);

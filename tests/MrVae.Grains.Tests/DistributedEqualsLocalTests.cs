@@ -37,7 +37,7 @@ public sealed class DistributedEqualsLocalTests(TwoSiloCluster fixture) : IClass
     public async Task GrainsReproduceTheSingleProcessTrainer(ModelKind kind)
     {
         string data = MakeData();
-        var config = new ModelConfig { Kind = kind, Modalities = 5, LatentDim = 6, EncoderHidden = 32, RelationHidden = 16 };
+        var config = new ModelConfig { Kind = kind, Modalities = 5, LatentDim = 6, EncoderHidden = 32 };
         const int steps = 5, batch = 16;
         const long seed = 11;
 
@@ -71,7 +71,7 @@ public sealed class DistributedEqualsLocalTests(TwoSiloCluster fixture) : IClass
         var remoteTest = (await coordinator.TestMetrics()).Last().TestLoss;
         Assert.True(Math.Abs(remoteTest - localTest) <= LossRelativeTolerance * Math.Abs(localTest), $"test loss: local {localTest}, grains {remoteTest}");
 
-        // Parameters after N steps: every modality's networks and the coordinator's relation networks.
+        // Parameters after N steps: every modality's networks and the coordinator's parameters (mrVAE: its membership logits).
         var diffs = new List<double>();
         for (int j = 0; j < 5; j++)
         {

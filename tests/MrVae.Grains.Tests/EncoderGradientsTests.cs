@@ -16,7 +16,7 @@ public sealed class EncoderGradientsTests(TwoSiloCluster fixture) : IClassFixtur
     public async Task CarriedGradientsEqualTheSeparateCallAndApplyOnce()
     {
         string data = TestDatasets.Extended(Path.Combine(root, "data"), train: 32, test: 8, seed: 5);
-        var config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16, RelationHidden = 8 };
+        var config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16 };
         long[] ids0 = [0, 1, 2, 3], ids1 = [4, 5, 6, 7];
 
         async Task<IModalityGrain> Configured(string run)

@@ -16,7 +16,7 @@ public sealed class MembershipTests(TwoSiloCluster fixture) : IClassFixture<TwoS
         return TestDatasets.Extended(dir, train, test: 8, seed: 1);
     }
 
-    static readonly string Config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16, RelationHidden = 8 }.ToJson();
+    static readonly string Config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16 }.ToJson();
 
     async Task<StepMetrics[]> WaitForStep(ICoordinatorGrain run, long step)
     {

@@ -59,7 +59,7 @@ public sealed class OtlpDashboardTests : IDisposable
             await Task.Delay(200);
         }
 
-        var config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16, RelationHidden = 8 };
+        var config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16 };
         var options = new TrainOptions { RunDirectory = Path.Combine(root, "run"), BatchSize = 16, Steps = 2, Seed = 3, TestSamples = 8 };
         DistributedRun run;
         try { run = await ClusterTraining.Train(grains, config, options, data, [0, 1, 2, 3, 4]); }

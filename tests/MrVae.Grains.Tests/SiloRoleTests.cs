@@ -22,7 +22,7 @@ public sealed class SiloRoleTests : IAsyncLifetime
         if (Directory.Exists(root)) Directory.Delete(root, recursive: true);
     }
 
-    static readonly string Config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16, RelationHidden = 8 }.ToJson();
+    static readonly string Config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16 }.ToJson();
 
     [Fact]
     public async Task AttachPlacesTheModalityOnTheNamedSilo()

@@ -43,7 +43,7 @@ public sealed class ThreeSiloProcessTests : IDisposable
 
         using var client = await ClusterTraining.ConnectClient($"redis://127.0.0.1:{redis}", clusterId);
         var grains = client.Services.GetRequiredService<IGrainFactory>();
-        var config = new ModelConfig { Modalities = 5, LatentDim = 6, EncoderHidden = 32, RelationHidden = 16 };
+        var config = new ModelConfig { Modalities = 5, LatentDim = 6, EncoderHidden = 32 };
         var options = new TrainOptions { RunDirectory = Path.Combine(root, "run"), BatchSize = 16, Steps = 6, Seed = 2, TestSamples = 16 };
         DistributedRun run;
         try

@@ -21,7 +21,7 @@ public sealed class TracingTests(TwoSiloCluster fixture) : IClassFixture<TwoSilo
         string run = "trace-" + Guid.NewGuid().ToString("N")[..8];
         using (Sdk.CreateTracerProviderBuilder().AddSource(TrainingTelemetry.Sources).AddInMemoryExporter(spans).Build())
         {
-            var config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16, RelationHidden = 8 };
+            var config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16 };
             var coordinator = fixture.Cluster.GrainFactory.GetGrain<ICoordinatorGrain>(run);
             await coordinator.Start(new RunSetup(data, config.ToJson(), 1, 16, 2, 1, 1e-3, 1000, 8, [0, 1, 2, 3, 4]));
             Assert.Equal(RunState.Finished, (await DistributedEqualsLocalTests.WaitUntilDone(coordinator)).State);

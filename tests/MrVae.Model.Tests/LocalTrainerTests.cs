@@ -35,7 +35,7 @@ public sealed class LocalTrainerTests : IDisposable
 
     static ModelConfig SmallConfig(ModelKind kind = ModelKind.MrVae) => new()
     {
-        Kind = kind, Modalities = 3, LatentDim = 6, EncoderHidden = 32, RelationHidden = 16,
+        Kind = kind, Modalities = 3, LatentDim = 6, EncoderHidden = 32,
     };
 
     TrainOptions Options(string name, long steps) => new()
@@ -63,7 +63,7 @@ public sealed class LocalTrainerTests : IDisposable
         var ma = ReadMetrics(Path.Combine(root, "a")); var mb = ReadMetrics(Path.Combine(root, "b"));
         Assert.Equal(4, ma.Count);
         for (int i = 0; i < ma.Count; i++) Assert.Equal(ma[i], mb[i]);
-        Assert.All(ma, m => Assert.True(m.ContainsKey("loss") && m.ContainsKey("rec_0") && m.ContainsKey("kl_size")
+        Assert.All(ma, m => Assert.True(m.ContainsKey("loss") && m.ContainsKey("rec_0") && m.ContainsKey("kl_structure")
                                          || kind != ModelKind.MrVae));
     }
 

@@ -20,7 +20,7 @@ public sealed class PolyMnistTrainingTests : IDisposable
         var spec = PolyMnistSpec.Extended();
         var train = Dataset(PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: true), 320, seed: 1));
         var test = Dataset(PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: false), 64, seed: 1, streamOffset: 1));
-        var config = new ModelConfig { Modalities = 5, LatentDim = 8, EncoderHidden = 64, RelationHidden = 16 };
+        var config = new ModelConfig { Modalities = 5, LatentDim = 8, EncoderHidden = 64 };
         double before = 0, after = 0;
         foreach (var name in new[] { "a", "b" })
         {

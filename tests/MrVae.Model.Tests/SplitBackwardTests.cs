@@ -11,18 +11,17 @@ public class SplitBackwardTests
     /// over everything or <see cref="SplitBackward"/>; returns the members' gradients and the parameters' gradients,
     /// the latter also as they stand before <see cref="SplitBackward.FinishParameters"/>.
     /// </summary>
-    static (double[][] Members, double[][] Parameters, double[][]? BeforeFinish, int CutSize) Gradients(bool detached, bool split, ScalarType dtype, bool fused)
+    static (double[][] Members, double[][] Parameters, double[][]? BeforeFinish, int CutSize) Gradients(bool split, ScalarType dtype)
     {
         const int m = 4, d = 6, batch = 16;
-        var config = TinyModels.Config(modalities: m, latent: d) with { RelationReadsDetachedLatents = detached };
+        var config = TinyModels.Config(modalities: m, latent: d);
         using var objective = Seeds.Construct(3, "c", () => CoordinatorObjective.Create(config));
         objective.to(dtype);
-        ((MrVaeObjective)objective).UseFusedChain = fused;
         var (mu, logVar) = TinyModels.Posteriors(m, batch, d, new Generator(4), dtype);
         foreach (var t in mu.Concat(logVar)) t!.requires_grad_();
         using var available = TinyModels.Availability((1 << m) - 1, m, batch, dtype);
         var decode = Enumerable.Repeat(true, m).ToArray();
-        using var output = objective.Forward(mu, logVar, available, decode, new StepContext { Generator = new Generator(9), Training = true, TauSize = 0.5, TauSelection = 0.5 });
+        using var output = objective.Forward(mu, logVar, available, decode, new StepContext { Generator = new Generator(9), Training = true });
         var gen = new Generator(10);
         var roots = new List<Tensor> { output.Loss }; var rootGradients = new List<Tensor> { ones_like(output.Loss) };
         foreach (var x in output.DecoderInputs) { roots.Add(x!); rootGradients.Add(randn(x!.shape, dtype: dtype, generator: gen)); }
@@ -42,31 +41,18 @@ public class SplitBackwardTests
     }
 
     [Theory]
-    [InlineData(true, ScalarType.Float32, true)]
-    [InlineData(true, ScalarType.Float64, true)]
-    [InlineData(false, ScalarType.Float32, true)]
-    [InlineData(true, ScalarType.Float64, false)]
-    public void SplitGivesTheOneBackwardsGradientsBitForBit(bool detached, ScalarType dtype, bool fused)
+    [InlineData(ScalarType.Float32)]
+    [InlineData(ScalarType.Float64)]
+    public void WithoutACutTheSplitIsTheOneBackwardBitForBit(ScalarType dtype)
     {
-        var whole = Gradients(detached, split: false, dtype, fused);
-        var parts = Gradients(detached, split: true, dtype, fused);
+        var whole = Gradients(split: false, dtype);
+        var parts = Gradients(split: true, dtype);
         Assert.Equal(whole.Members.Length, parts.Members.Length);
         for (int i = 0; i < whole.Members.Length; i++) Assert.Equal(whole.Members[i], parts.Members[i]);
         for (int i = 0; i < whole.Parameters.Length; i++) Assert.Equal(whole.Parameters[i], parts.Parameters[i]);
         Assert.Contains(whole.Parameters, g => g.Any(v => v != 0));
-        if (detached)
-        {
-            // The relation networks read sg(z): the cut is each view's chain parameter link (the fused chain's backward
-            // to the logits and scores waits behind it) or, with the reference chain, the view's logits and scores; no
-            // parameter has a gradient until the second part runs.
-            Assert.Equal(fused ? 2 : 4, parts.CutSize);
-            Assert.All(parts.BeforeFinish!, g => Assert.All(g, v => Assert.Equal(0.0, v)));
-        }
-        else
-        {
-            // Networks on z itself feed the members' gradients: no cut, one backward.
-            Assert.Equal(0, parts.CutSize);
-            Assert.Equal(whole.Parameters, parts.BeforeFinish!);
-        }
+        // mrVAE's coordinator sets no cut: one backward, the parameters' gradients complete before FinishParameters.
+        Assert.Equal(0, parts.CutSize);
+        Assert.Equal(whole.Parameters, parts.BeforeFinish!);
     }
 }

@@ -9,9 +9,7 @@ static class TinyModels
 {
     public static ModelConfig Config(ModelKind kind = ModelKind.MrVae, int modalities = 3, int latent = 6) => new()
     {
-        Kind = kind, Modalities = modalities, LatentDim = latent, EncoderHidden = 16, RelationHidden = 8,
-        // The whole gradient, for finite-difference checks: detached relation inputs would drop a real dependence.
-        RelationReadsDetachedLatents = false,
+        Kind = kind, Modalities = modalities, LatentDim = latent, EncoderHidden = 16,
     };
 
     public static (Tensor?[] Mu, Tensor?[] LogVar) Posteriors(int modalities, long batch, int latent, Generator gen, ScalarType dtype = ScalarType.Float64)

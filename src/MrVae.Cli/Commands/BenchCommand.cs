@@ -60,48 +60,12 @@ public static class BenchCommand
             AnsiConsole.MarkupLineInterpolated($"[green]wrote[/] {outFile} ({report.WallSeconds:F0} s)");
             return 0;
         });
-        cmd.Subcommands.Add(CreateRelation());
-        return cmd;
-    }
-
-    /// <summary>`mrvae bench relation`: mrVAE's coordinator alone, forward and backward (RelationBenchmark).</summary>
-    static Command CreateRelation()
-    {
-        var latent = new Option<string>("--latent") { Description = "comma list of latent sizes D", DefaultValueFactory = _ => "32,64" };
-        var batch = new Option<int>("--batch") { Description = "batch size", DefaultValueFactory = _ => 256 };
-        var modalities = new Option<int>("--modalities") { Description = "modalities M (all subsets of size ≥ 2 are shared)", DefaultValueFactory = _ => 5 };
-        var steps = new Option<int>("--steps") { Description = "measured steps", DefaultValueFactory = _ => 5 };
-        var warmup = new Option<int>("--warmup") { Description = "unmeasured steps first (the page-fault column shows when the allocator has settled)", DefaultValueFactory = _ => 20 };
-        var threads = new Option<int>("--threads") { Description = "libtorch threads (the trainers' lanes use 1)", DefaultValueFactory = _ => 1 };
-        var seed = new Option<long>("--seed") { Description = "seed of the random posteriors and noise", DefaultValueFactory = _ => 0 };
-        var tau = new Option<double>("--tau") { Description = "temperature τ of the sizes and selections (training anneals it from 1 to 0.1; the NeuralSort gradient's band narrows with it)", DefaultValueFactory = _ => 0.5 };
-        var cmd = new Command("relation", "Time mrVAE's coordinator (relation networks, sorts, products of experts, KL terms) alone, forward and backward, on random posteriors")
-        {
-            latent, batch, modalities, steps, warmup, threads, seed, tau,
-        };
-        var settings = SettingsOption(cmd);
-        cmd.SetAction(p =>
-        {
-            if (p.GetValue(steps) < 1 || p.GetValue(warmup) < 0 || p.GetValue(batch) < 1 || p.GetValue(modalities) < 2 || p.GetValue(threads) < 1)
-                throw new ArgumentException("--steps, --batch and --threads must be at least 1, --modalities at least 2, --warmup at least 0");
-            if (!(p.GetValue(tau) > 0)) throw new ArgumentException("--tau must be positive");
-            var modelSettings = p.GetValue(settings) ?? [];
-            Console.WriteLine($"mrVAE coordinator, M = {p.GetValue(modalities)}, batch {p.GetValue(batch)}, τ = {p.GetValue(tau)}, {p.GetValue(threads)} libtorch thread(s), {p.GetValue(steps)} steps after {p.GetValue(warmup)} warm-up; load average {Load(ProcessMemory.LoadAverage())}");
-            Console.WriteLine("| D | forward ms | backward ms | CPU ms per step (IQR) | page faults per step |");
-            Console.WriteLine("|---|---|---|---|---|");
-            foreach (var d in List(p.GetValue(latent)!).Select(x => int.TryParse(x, out int v) && v > 0 ? v : throw new ArgumentException($"--latent: '{x}' is not a positive integer")))
-            {
-                var r = RelationBenchmark.Run(d, p.GetValue(batch), p.GetValue(modalities), p.GetValue(steps), p.GetValue(warmup), p.GetValue(threads), p.GetValue(seed), p.GetValue(tau), modelSettings);
-                Console.WriteLine($"| {d} | {F(r.ForwardMs.Median)} | {F(r.BackwardMs.Median)} | {F(r.CpuMs.Median)} ({F(r.CpuMs.Q1)}–{F(r.CpuMs.Q3)}) | {(r.PageFaults is { } f ? F(f.Median) : "n/a")} |");
-            }
-            return 0;
-        });
         return cmd;
     }
 
     /// <summary>`--set NAME=VALUE`, as `mrvae train --set`: model options for every configuration measured.</summary>
     static Option<string[]> SettingsOption(Command command) => TrainCommand.SettingsOption(command,
-        "a model option NAME=VALUE for every configuration (a ModelConfig property, e.g. RelationBf16=true); repeatable");
+        "a model option NAME=VALUE for every configuration (a ModelConfig property, e.g. MembershipPrior=0.1); repeatable");
 
     static string[] List(string value) => value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 

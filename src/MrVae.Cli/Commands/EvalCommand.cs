@@ -25,7 +25,7 @@ public static class EvalCommand
         {
             budget, output, seed, models, datasets, mnist,
         };
-        var settings = TrainCommand.SettingsOption(paper, "a model option NAME=VALUE for every model (a ModelConfig property, e.g. RelationBf16=true), as train --set; repeatable");
+        var settings = TrainCommand.SettingsOption(paper, "a model option NAME=VALUE for every model (a ModelConfig property, e.g. MembershipPrior=0.1), as train --set; repeatable");
         paper.SetAction(p =>
         {
             var kinds = p.GetValue(models)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(TrainCommand.ParseModel).Distinct().ToArray();

@@ -38,7 +38,7 @@ public static class TrainCommand
             DefaultValueFactory = _ => 1,
         };
         var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, likelihood, scale, output, resume, runId, json, threads };
-        var settings = SettingsOption(cmd, "any other model option NAME=VALUE (a ModelConfig property, e.g. SelectionRampSlope=0 or SizeLogitsFromPrior=true); repeatable");
+        var settings = SettingsOption(cmd, "any other model option NAME=VALUE (a ModelConfig property, e.g. MembershipPrior=0.1 or BetaSize=3); repeatable");
         cmd.Validators.Add(r =>
         {
             if (r.GetValue(epochs) is not null && r.GetValue(steps) is not null) r.AddError("give --epochs or --steps, not both");
@@ -107,7 +107,7 @@ public static class TrainCommand
 
     /// <summary>
     /// The repeatable `--set NAME=VALUE` option (model options, <see cref="ModelConfig.WithSettings"/>) added to
-    /// <paramref name="command"/> (train, bench, bench relation, experiment paper), with a validator that applies every
+    /// <paramref name="command"/> (train, bench, experiment paper), with a validator that applies every
     /// assignment to a default model, so a misspelt name or a bad value is a usage error before anything runs.
     /// </summary>
     internal static Option<string[]> SettingsOption(Command command, string description)

@@ -8,20 +8,10 @@ namespace MrVae.Model.Objectives;
 public sealed class StepContext
 {
     public required Generator Generator { get; init; }
-    public double TauSize { get; init; } = 1.0;
-    public double TauSelection { get; init; } = 1.0;
-    /// <summary>Training: Gumbel noise on sizes and selections and subset training. Evaluation: argmax sizes, hard sorts without noise.</summary>
+    /// <summary>Training: relaxed structure and subset training. Evaluation: the most probable structure, no subset views.</summary>
     public bool Training { get; init; } = true;
     /// <summary>Sample latents (true) or use posterior means (false, e.g. for deterministic reconstructions).</summary>
     public bool SampleLatents { get; init; } = true;
-    /// <summary>
-    /// Use the relaxed (soft) sizes and permutations in the forward instead of straight-through hard ones. The loss
-    /// is then a smooth function of every parameter, which is what finite-difference gradient checks need; the
-    /// straight-through gradient is exactly this function's gradient at the same point.
-    /// </summary>
-    public bool Relaxed { get; init; }
-    /// <summary>mrVAE: keep the first view's selections and private masks in <see cref="CoordinatorOutput.Relation"/>.</summary>
-    public bool RecordRelation { get; init; }
     /// <summary>Multiplier on β for KL warm-up (1 after warm-up and in evaluation).</summary>
     public double BetaScale { get; init; } = 1.0;
 
@@ -30,18 +20,8 @@ public sealed class StepContext
     /// local trainer and the coordinator grain build it, so the distributed run follows the same schedules.
     /// </summary>
     public static StepContext ForTraining(ModelConfig config, long step, long totalSteps, Generator generator)
-    {
-        double tau = config.Temperature(step, totalSteps);
-        return new StepContext
-        {
-            Generator = generator, TauSize = tau, TauSelection = tau, Training = true,
-            BetaScale = config.BetaScale(step),
-        };
-    }
+        => new() { Generator = generator, Training = true, BetaScale = config.BetaScale(step) };
 }
-
-/// <summary>mrVAE's inferred structure for one view: per subset, Y_{j,A} (B × |A| × D × D); per modality, the private mask a_j.</summary>
-public sealed record RelationRecord(Tensor[] Selections, Tensor PrivateMask);
 
 /// <summary>What the coordinator hands back for one step.</summary>
 public sealed class CoordinatorOutput : IDisposable
@@ -54,17 +34,11 @@ public sealed class CoordinatorOutput : IDisposable
     public required double[] ViewWeights { get; init; }
     /// <summary>Unweighted loss terms for metrics (scalar tensors, detached).</summary>
     public Dictionary<string, Tensor> Terms { get; } = new();
-    /// <summary>mrVAE only: hard subspace sizes n_A per sample (B × S) of the first view, for evaluation.</summary>
-    public Tensor? SubspaceSizes { get; set; }
-    /// <summary>mrVAE only, when <see cref="StepContext.RecordRelation"/>: selections and private masks of the first view.</summary>
-    public RelationRecord? Relation { get; set; }
     /// <summary>
     /// Where the graph can be cut between the coordinator's parameters and the members: tensors that every path from
-    /// the parameters to the loss passes through, and that no path from μ_j, log σ²_j to the loss needs (mrVAE, when
-    /// the relation networks read sg(z): each view's chain parameter link, behind which the chain's backward to the
-    /// size logits and selection scores waits too, see <see cref="SubsetChain.Apply"/>; with the reference chain, the
-    /// logits and scores). Then the members' gradients are known before the parameters' part of the backward has run
-    /// (<see cref="SplitBackward"/>). Empty: no such cut.
+    /// the parameters to the loss passes through, and that no path from μ_j, log σ²_j to the loss needs. Then the
+    /// members' gradients are known before the parameters' part of the backward has run (<see cref="SplitBackward"/>).
+    /// Empty: no such cut (no objective sets one at present).
     /// </summary>
     public Tensor[] ParameterCut { get; init; } = [];
 
@@ -73,7 +47,6 @@ public sealed class CoordinatorOutput : IDisposable
         foreach (var t in DecoderInputs) t?.Dispose();
         Loss.Dispose();
         foreach (var t in Terms.Values) t.Dispose();
-        SubspaceSizes?.Dispose();
     }
 }
 
@@ -98,7 +71,7 @@ public abstract class CoordinatorObjective : nn.Module
 
     public static CoordinatorObjective Create(ModelConfig config) => config.Kind switch
     {
-        ModelKind.MrVae => config.AlignedStructure ? new AlignedMrVaeObjective(config) : new MrVaeObjective(config),
+        ModelKind.MrVae => new MrVaeObjective(config),
         ModelKind.MoPoE => new MixtureOfPoEObjective(config),
         ModelKind.Mvae => new ProductOfExpertsObjective(config),
         ModelKind.Mmvae => new MixtureOfExpertsObjective(config),

@@ -39,7 +39,7 @@ public static class DeviceComparison
     /// <summary>
     /// The loss and the parameters' gradients (as float64 arrays, in parameter order) of one step of a model built
     /// from seed 1 on random images (seed 2) with step draws from seed 3: training (noise, sampled latents, subset
-    /// view) or evaluation (argmax sizes, hard sorts, posterior means).
+    /// view) or evaluation (the most probable structure, posterior means).
     /// </summary>
     public static (double Loss, double[][] Gradients) Step(ModelConfig config, Device device, ScalarType dtype, bool training, int batch,
         Action<MultimodalVae>? configure)
@@ -49,7 +49,7 @@ public static class DeviceComparison
         model.to(dtype).to(device);
         configure?.Invoke(model);
         var (x, available) = Inputs(config, batch, dtype, device);
-        var context = new StepContext { Generator = new Generator(3), Training = training, SampleLatents = training, TauSize = 0.5, TauSelection = 0.5 };
+        var context = new StepContext { Generator = new Generator(3), Training = training, SampleLatents = training };
         using var loss = model.Loss(x, available, context);
         loss.Total.backward();
         var gradients = model.parameters()
@@ -73,7 +73,7 @@ public static class DeviceComparison
             using (NewDisposeScope())
             {
                 optimizer.zero_grad();
-                using var loss = model.Loss(x, available, new StepContext { Generator = generator, Training = true, TauSize = 0.5, TauSelection = 0.5 });
+                using var loss = model.Loss(x, available, new StepContext { Generator = generator, Training = true });
                 loss.Total.backward();
                 optimizer.step();
                 _ = loss.Total.item<float>();   // waits for the device

@@ -101,7 +101,6 @@ public sealed class LocalTrainer : IDisposable
             loss.Total.backward();
             optimizer.step();
             terms = loss.Terms();
-            terms["tau"] = context.TauSize;
             terms["beta"] = config.Beta * context.BetaScale;
         }
         watch.Stop();

@@ -1,0 +1,196 @@
+using MrVae.Model.Objectives;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace MrVae.Model.Tests;
+
+/// <summary>
+/// mrVAE's aligned subspaces (docs/model.md): products of experts per latent position over the members of its
+/// shared variable, private factors elsewhere, the KL terms and the structure read-out, each checked against an
+/// independent computation in plain arithmetic.
+/// </summary>
+public sealed class MrVaeStructureTests
+{
+    const int M = 3, D = 4, B = 5;
+
+    static MrVaeObjective Objective(double rho = 0.1)
+    {
+        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, MembershipPrior = rho, SubsetWeight = 0, Beta = 1 };
+        var objective = (MrVaeObjective)CoordinatorObjective.Create(config);
+        objective.to(float64);
+        return objective;
+    }
+
+    /// <summary>Sets the membership logits so that q(j ∈ A_d) is <paramref name="probability"/>[d, j].</summary>
+    static void SetMembership(MrVaeObjective objective, double[,] probability)
+    {
+        var parameter = objective.parameters().Single();
+        var logits = new double[D * M];
+        for (int d = 0; d < D; d++)
+            for (int j = 0; j < M; j++)
+            {
+                double p = probability[d, j];
+                logits[d * M + j] = Math.Log(p / (1 - p)) / 10;   // κ = 10
+            }
+        using var _ = no_grad();
+        parameter.copy_(tensor(logits, [D, M], dtype: parameter.dtype));
+    }
+
+    /// <summary>Positions: 0 = {0,1}, 1 = {0,1,2}, 2 = {2} (private), 3 = {} (private for all).</summary>
+    static readonly double[,] Hard = { { 0.999, 0.999, 0.001 }, { 0.999, 0.999, 0.999 }, { 0.001, 0.001, 0.999 }, { 0.001, 0.001, 0.001 } };
+
+    static double Kl(double mean, double variance) => 0.5 * (mean * mean + variance - 1 - Math.Log(variance));
+
+    [Fact]
+    public void EvaluationDecodesTheProductOfTheAvailableMembersWherePositionsAreShared()
+    {
+        using var objective = Objective();
+        SetMembership(objective, Hard);
+        var gen = new Generator(1);
+        var (mu, logVar) = TinyModels.Posteriors(M, B, D, gen);
+        foreach (int mask in new[] { 0b111, 0b011, 0b101, 0b100 })
+        {
+            using var available = TinyModels.Availability(mask, M, B);
+            var present = Enumerable.Range(0, M).Select(j => (mask >> j & 1) == 1).ToArray();
+            var x = Enumerable.Range(0, M).Select(j => present[j] ? mu[j] : null).ToArray();
+            var lv = Enumerable.Range(0, M).Select(j => present[j] ? logVar[j] : null).ToArray();
+            using var output = objective.Forward(x, lv, available, [true, true, true], new StepContext { Generator = gen, Training = false, SampleLatents = false });
+            int[][] members = [[0, 1], [0, 1, 2], [2], []];
+            for (int j = 0; j < M; j++)
+            {
+                var got = TinyModels.Values(output.DecoderInputs[j]![0]);
+                for (int b = 0; b < B; b++)
+                    for (int d = 0; d < D; d++)
+                    {
+                        double expected;
+                        if (members[d].Contains(j))
+                        {
+                            double precision = 0, weighted = 0;
+                            foreach (int i in members[d].Where(i => present[i]))
+                            {
+                                double p = Math.Exp(-logVar[i]![b, d].item<double>());
+                                precision += p; weighted += p * mu[i]![b, d].item<double>();
+                            }
+                            expected = precision == 0 ? 0 : weighted / precision;    // no available member: the prior's mean
+                        }
+                        else expected = present[j] ? mu[j]![b, d].item<double>() : 0;
+                        Assert.Equal(expected, got[b * D + d], 10);
+                    }
+            }
+        }
+    }
+
+    [Fact]
+    public void KlTermsChargeEachSharedVariableOnceAndEachPrivateFactorOfAnAvailableMember()
+    {
+        using var objective = Objective();
+        SetMembership(objective, Hard);
+        var gen = new Generator(2);
+        var (mu, logVar) = TinyModels.Posteriors(M, B, D, gen);
+        using var available = TinyModels.Availability(0b011, M, B);       // modality 2 absent
+        var x = new[] { mu[0], mu[1], null };
+        var lv = new[] { logVar[0], logVar[1], null };
+        using var output = objective.Forward(x, lv, available, [true, true, true], new StepContext { Generator = gen, Training = false, SampleLatents = false });
+        int[][] members = [[0, 1], [0, 1, 2], [2], []];
+        double shared = 0, own = 0;
+        for (int b = 0; b < B; b++)
+            for (int d = 0; d < D; d++)
+            {
+                var present = members[d].Where(i => i < 2).ToArray();
+                if (present.Length > 0)
+                {
+                    double precision = present.Sum(i => Math.Exp(-logVar[i]![b, d].item<double>()));
+                    double mean = present.Sum(i => Math.Exp(-logVar[i]![b, d].item<double>()) * mu[i]![b, d].item<double>()) / precision;
+                    shared += Kl(mean, 1 / precision);
+                }
+                for (int j = 0; j < 2; j++)
+                    if (!members[d].Contains(j)) own += Kl(mu[j]![b, d].item<double>(), Math.Exp(logVar[j]![b, d].item<double>()));
+            }
+        Assert.Equal(shared / B, output.Terms["kl_shared"].item<double>(), 9);
+        Assert.Equal(own / B, output.Terms["kl_private"].item<double>(), 9);
+    }
+
+    [Fact]
+    public void StructureKlIsTheBernoulliKlOfEveryMembershipAgainstItsPrior()
+    {
+        using var objective = Objective(rho: 0.2);
+        var probability = new double[D, M];
+        var rng = new Random(3);
+        for (int d = 0; d < D; d++) for (int j = 0; j < M; j++) probability[d, j] = 0.05 + 0.9 * rng.NextDouble();
+        SetMembership(objective, probability);
+        var gen = new Generator(3);
+        var (mu, logVar) = TinyModels.Posteriors(M, B, D, gen);
+        using var output = objective.Forward(mu, logVar, TinyModels.Availability(0b111, M, B), [true, true, true], new StepContext { Generator = gen, Training = true });
+        double expected = 0;
+        foreach (double q in probability) expected += q * Math.Log(q / 0.2) + (1 - q) * Math.Log((1 - q) / 0.8);
+        Assert.Equal(expected, output.Terms["kl_structure"].item<double>(), 6);
+    }
+
+    [Fact]
+    public void GradientsMatchFiniteDifferencesWithSoftMemberships()
+    {
+        using var objective = Objective();
+        var probability = new double[D, M];
+        var rng = new Random(4);
+        for (int d = 0; d < D; d++) for (int j = 0; j < M; j++) probability[d, j] = 0.2 + 0.6 * rng.NextDouble();
+        SetMembership(objective, probability);
+        var gen = new Generator(4);
+        var (mu, logVar) = TinyModels.Posteriors(M, B, D, gen);
+        foreach (var t in mu.Concat(logVar)) t!.requires_grad_(true);
+        using var available = TinyModels.Availability(0b111, M, B);
+        using var target = randn([B, D], dtype: float64, generator: gen);
+        // A smooth stand-in for the decoders: the loss reads every decoder input (deterministic: no sampling, no subset view).
+        double Loss()
+        {
+            using var output = objective.Forward(mu, logVar, available, [true, true, true], new StepContext { Generator = new Generator(5), Training = true, SampleLatents = false });
+            var total = output.Loss + output.DecoderInputs.Select((z, j) => (z![0] - (j + 1) * target).square().sum()).Aggregate((a, c) => a + c);
+            return total.item<double>();
+        }
+        var parameter = objective.parameters().Single();
+        {
+            using var output = objective.Forward(mu, logVar, available, [true, true, true], new StepContext { Generator = new Generator(5), Training = true, SampleLatents = false });
+            var total = output.Loss + output.DecoderInputs.Select((z, j) => (z![0] - (j + 1) * target).square().sum()).Aggregate((a, c) => a + c);
+            total.backward();
+        }
+        const double h = 1e-6;
+        foreach (var (tensorToCheck, name) in new (Tensor, string)[] { (parameter, "membership"), (mu[1]!, "mu_1"), (logVar[2]!, "logvar_2") })
+        {
+            var analytic = TinyModels.Values(tensorToCheck.grad!);
+            for (int k = 0; k < analytic.Length; k += 3)
+            {
+                using var flat = tensorToCheck.detach().view(-1);
+                double original = flat[k].item<double>();
+                using (no_grad()) flat[k] = original + h;
+                double up = Loss();
+                using (no_grad()) flat[k] = original - h;
+                double down = Loss();
+                using (no_grad()) flat[k] = original;
+                double numeric = (up - down) / (2 * h);
+                Assert.True(Math.Abs(numeric - analytic[k]) <= 1e-5 * Math.Max(1, Math.Abs(numeric)), $"{name}[{k}]: analytic {analytic[k]}, numeric {numeric}");
+            }
+        }
+    }
+
+    [Fact]
+    public void ReadOutGivesExpectedAndMostProbableSizesAndAPriorFindsNothing()
+    {
+        using var objective = Objective();
+        SetMembership(objective, Hard);
+        var subsets = objective.Family.Subsets.Select(s => string.Join(",", s)).ToList();
+        var mostProbable = objective.MostProbableSizes();
+        Assert.Equal(1, mostProbable[subsets.IndexOf("0,1")]);
+        Assert.Equal(1, mostProbable[subsets.IndexOf("0,1,2")]);
+        Assert.Equal(2, mostProbable.Sum());
+        var expected = objective.ExpectedSizes();
+        // E[n_{0,1}] = Σ_d q(0 ∈ A_d) q(1 ∈ A_d) (1 − q(2 ∈ A_d)), position by position.
+        double e01 = 0.999 * 0.999 * 0.999 + 0.999 * 0.999 * 0.001 + 0.001 * 0.001 * 0.001 + 0.001 * 0.001 * 0.999;
+        Assert.Equal(e01, expected[subsets.IndexOf("0,1")], 6);
+
+        var atPrior = new double[D, M];
+        for (int d = 0; d < D; d++) for (int j = 0; j < M; j++) atPrior[d, j] = 0.1;
+        SetMembership(objective, atPrior);
+        Assert.All(objective.MostProbableSizes(), n => Assert.Equal(0, n));
+        Assert.All(objective.ExpectedSizes(), e => Assert.True(e < 1));
+    }
+}
