@@ -54,8 +54,8 @@ public sealed record MachineFacts(int Cores, string? Cpu, string Os, string Runt
 /// <summary>
 /// One configuration (model, D, mode) over all its repeats; times are of measured steps only. RelationShare and
 /// RelationMs: the coordinator's forward and backward phases, which the step waits for (the goal's measure).
-/// CoordinatorUpdateMs: its parameter update, which runs beside the members' next encode (mrVAE: the chain's and the
-/// networks' backward to their parameters, and Adam); ShareWithUpdate counts it in too, as if nothing overlapped.
+/// CoordinatorUpdateMs: its parameter update (Adam), which runs beside the members' next encode; ShareWithUpdate counts
+/// it in too, as if nothing overlapped.
 /// </summary>
 public sealed record BenchResult(string Model, int Latent, BenchMode Mode, int Batch, Spread StepMs, double[] RepeatMedianMs,
     double? RatioToLocal, Spread? RelationShare, Spread? RelationMs, long? BytesPerStep, double? PeakRssMb, double[]? SiloPeakRssMb,

@@ -28,7 +28,7 @@ public static class Benchmark
         var wall = Stopwatch.StartNew();
         var loadStart = ProcessMemory.LoadAverage();
         var spec = PolyMnistStore.LoadSpec(o.DataDirectory);
-        var train = LoadSplit(o.DataDirectory, "train", spec.Modalities);
+        var train = MultimodalDataset.Load(o.DataDirectory, "train", spec.Modalities);
         if (o.SiloGroups.SelectMany(g => g.Split(',')).Select(int.Parse).Order().SequenceEqual(Enumerable.Range(0, spec.Modalities)) is false && o.Modes.Contains(BenchMode.Silos3))
             throw new ArgumentException($"the silo groups {string.Join(" ", o.SiloGroups)} must cover modalities 0..{spec.Modalities - 1} once each");
         int localThreads = o.LocalTorchThreads > 0 ? o.LocalTorchThreads : Environment.ProcessorCount;
@@ -266,8 +266,4 @@ public static class Benchmark
 
         public void Dispose() => queue.CompleteAdding();
     }
-
-    /// <summary>Every modality's shard of a split, in memory (the single-process trainer's data).</summary>
-    public static MultimodalDataset LoadSplit(string dir, string split, int modalities) =>
-        MultimodalDataset.Load(dir, split, modalities);
 }

@@ -57,7 +57,7 @@ public sealed class CoordinatorGrain(
     bool stopRequested, deactivating;
     // The last step's encoder gradients, not yet applied by its members: sent with the next encode (see the summary).
     PendingEncoderGradients? pendingGradients;
-    // The last step's own parameter update (the parameters' backward from the cut, if any, then Adam), queued on the
+    // The last step's own parameter update (Adam), queued on the
     // coordinator's lane behind the step: it runs while the members encode the next step, and any later work on the
     // lane (the next forward, a checkpoint, an evaluation) comes after it. Its result is its time in ms.
     Task<double>? parameterUpdate;
@@ -404,7 +404,7 @@ public sealed class CoordinatorGrain(
         int m = config!.Modalities;
         var mu = new Tensor?[m]; var logVar = new Tensor?[m];
         var present = Enumerable.Range(0, m).Select(j => members.Contains(j)).ToArray();
-        var context = StepContext.ForTraining(config, step, totalSteps, stepGenerator!);
+        var context = StepContext.ForTraining(config, step, stepGenerator!);
         CoordinatorOutput output = null!;
         var decoderInputs = await compute.RunCoordinator(() =>
         {
@@ -421,7 +421,6 @@ public sealed class CoordinatorGrain(
             output.Loss.MoveToOuterDisposeScope();
             foreach (var t in output.DecoderInputs) t?.MoveToOuterDisposeScope();
             foreach (var t in output.Terms.Values) t.MoveToOuterDisposeScope();
-            foreach (var t in output.ParameterCut) t.MoveToOuterDisposeScope();
             return members.Select(j => TensorWire.ToPayload(output.DecoderInputs[j]!)).ToArray();
         });
         Phase("coordinator_forward", "decode");
@@ -432,7 +431,7 @@ public sealed class CoordinatorGrain(
         bytes += decoded.Sum(d => d.Gradient!.ByteCount + sizeof(float));
 
         var terms = new Dictionary<string, double>();
-        var (dMu, dLogVar, split) = await compute.RunCoordinator(() =>
+        var (dMu, dLogVar) = await compute.RunCoordinator(() =>
         {
             using var scope = NewDisposeScope();
             // The total in the local trainer's order: coordinator loss, then rec_j by modality.
@@ -450,12 +449,11 @@ public sealed class CoordinatorGrain(
                 roots.Add(output.DecoderInputs[members[i]]!);
                 grads.Add(TensorWire.FromPayload(decoded[i].Gradient!, device));
             }
-            // The members' gradients first; where the objective has a cut (CoordinatorOutput.ParameterCut; none sets
-            // one at present, so this is one backward), the parameters' part of the backward waits for the update below.
-            var split = SplitBackward.Run(roots, grads, [.. members.Select(j => mu[j]!), .. members.Select(j => logVar[j]!)], output.ParameterCut);
-            int count = members.Length;
-            var gradients = (split.MemberGradients.Take(count).Select(TensorWire.ToPayload).ToArray(),
-                split.MemberGradients.Skip(count).Select(TensorWire.ToPayload).ToArray(), split);
+            // One backward: the members' gradients land on their leaves, the coordinator's in its parameters' .grad.
+            autograd.backward(roots, grads);
+            Tensor Gradient(Tensor leaf) => leaf.grad is { } g ? g.detach().clone() : zeros_like(leaf);
+            var gradients = (members.Select(j => TensorWire.ToPayload(Gradient(mu[j]!))).ToArray(),
+                members.Select(j => TensorWire.ToPayload(Gradient(logVar[j]!))).ToArray());
             output.Dispose();
             foreach (var t in mu.Concat(logVar)) t?.Dispose();
             return gradients;
@@ -473,7 +471,6 @@ public sealed class CoordinatorGrain(
             var clock = Stopwatch.StartNew();
             try
             {
-                using (split) split.FinishParameters();
                 optimizer!.step();
                 return clock.Elapsed.TotalMilliseconds;
             }

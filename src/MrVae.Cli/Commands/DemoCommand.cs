@@ -50,7 +50,7 @@ public static class DemoCommand
         }
         var spec = PolyMnistStore.LoadSpec(dataDir);
         // The client reads only the test split, for the report's sample grids; training data stays with the grains.
-        var test = TrainCommand.Load(dataDir, "test", spec.Modalities);
+        var test = MultimodalDataset.Load(dataDir, "test", spec.Modalities);
         Directory.CreateDirectory(outDir);
         // The demo always trains afresh: its grain storage (checkpoints of earlier demo runs) goes first.
         string state = Path.Combine(outDir, TrainCommand.EmbeddedStateDirectory);

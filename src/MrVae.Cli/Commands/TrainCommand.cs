@@ -71,7 +71,7 @@ public static class TrainCommand
             {
                 // libtorch's thread count belongs to the calling thread, which runs the whole training below.
                 if (p.GetValue(threads) > 0) TorchSharp.torch.set_num_threads(p.GetValue(threads));
-                using var trainer = new LocalTrainer(config, options, Load(dataDir, "train", spec.Modalities), Load(dataDir, "test", spec.Modalities));
+                using var trainer = new LocalTrainer(config, options, MultimodalDataset.Load(dataDir, "train", spec.Modalities), MultimodalDataset.Load(dataDir, "test", spec.Modalities));
                 result = WithProgress($"{kind} D={config.LatentDim}", trainer.TotalSteps, trainer.Step, onStep => trainer.Run(onStep, cancel), quiet: p.GetValue(json));
             }
             else
@@ -170,7 +170,4 @@ public static class TrainCommand
         "mmvae" => ModelKind.Mmvae,
         _ => throw new ArgumentException($"unknown model '{name}': use mrvae, mopoe, mvae or mmvae"),
     };
-
-    /// <summary>Reads every modality's shard of a split into memory.</summary>
-    public static MultimodalDataset Load(string dir, string split, int modalities) => MultimodalDataset.Load(dir, split, modalities);
 }

@@ -5,24 +5,31 @@ using static TorchSharp.torch.nn;
 
 namespace MrVae.Model.Networks;
 
-/// <summary>q(z_j | x_j): the MoPoE PolyMNIST encoder (3×28×28 → μ, log σ² ∈ R^D).</summary>
-public sealed class ImageEncoder : Module<Tensor, (Tensor Mu, Tensor LogVar)>
+/// <summary>q(z_j | x_j) = N(μ, diag σ²): a trunk to a hidden layer, then two linear heads to μ and log σ² ∈ R^D.</summary>
+public sealed class GaussianEncoder : Module<Tensor, (Tensor Mu, Tensor LogVar)>
 {
     readonly Sequential trunk;
     readonly Linear mu, logVar;
 
-    public ImageEncoder(int latentDim, int hidden) : base(nameof(ImageEncoder))
+    GaussianEncoder(Sequential trunk, int hidden, int latentDim) : base(nameof(GaussianEncoder))
     {
-        trunk = Sequential(
-            Conv2d(3, 32, 3, stride: 2, padding: 1), ReLU(),
-            Conv2d(32, 64, 3, stride: 2, padding: 1), ReLU(),
-            Conv2d(64, 128, 3, stride: 2, padding: 1), ReLU(),
-            Flatten(),
-            Linear(2048, hidden), ReLU());
+        this.trunk = trunk;
         mu = Linear(hidden, latentDim);
         logVar = Linear(hidden, latentDim);
         RegisterComponents();
     }
+
+    /// <summary>The MoPoE PolyMNIST encoder (3×28×28 → R^D).</summary>
+    public static GaussianEncoder Image(int latentDim, int hidden) => new(Sequential(
+        Conv2d(3, 32, 3, stride: 2, padding: 1), ReLU(),
+        Conv2d(32, 64, 3, stride: 2, padding: 1), ReLU(),
+        Conv2d(64, 128, 3, stride: 2, padding: 1), ReLU(),
+        Flatten(),
+        Linear(2048, hidden), ReLU()), hidden, latentDim);
+
+    /// <summary>A vector modality's encoder: a two-layer MLP (R^n → R^D).</summary>
+    public static GaussianEncoder Vector(int observedDim, int latentDim, int hidden) =>
+        new(Sequential(Linear(observedDim, hidden), ReLU(), Linear(hidden, hidden), ReLU()), hidden, latentDim);
 
     public override (Tensor Mu, Tensor LogVar) forward(Tensor x)
     {
@@ -51,27 +58,6 @@ public sealed class ImageDecoder : Module<Tensor, Tensor>
     public override Tensor forward(Tensor z) => net.forward(z).sigmoid();
 }
 
-/// <summary>q(z_j | x_j) for a vector modality: a two-layer MLP (x ∈ R^n → μ, log σ² ∈ R^D).</summary>
-public sealed class VectorEncoder : Module<Tensor, (Tensor Mu, Tensor LogVar)>
-{
-    readonly Sequential trunk;
-    readonly Linear mu, logVar;
-
-    public VectorEncoder(int observedDim, int latentDim, int hidden) : base(nameof(VectorEncoder))
-    {
-        trunk = Sequential(Linear(observedDim, hidden), ReLU(), Linear(hidden, hidden), ReLU());
-        mu = Linear(hidden, latentDim);
-        logVar = Linear(hidden, latentDim);
-        RegisterComponents();
-    }
-
-    public override (Tensor Mu, Tensor LogVar) forward(Tensor x)
-    {
-        using var h = trunk.forward(x);
-        return (mu.forward(h), logVar.forward(h));
-    }
-}
-
 /// <summary>p(x_j | z) for a vector modality: a two-layer MLP (R^D → the Gaussian's mean in R^n).</summary>
 public sealed class VectorDecoder : Module<Tensor, Tensor>
 {
@@ -89,7 +75,7 @@ public sealed class VectorDecoder : Module<Tensor, Tensor>
 /// <summary>One modality's encoder and decoder: what a modality node owns besides its data and optimiser.</summary>
 public sealed class ModalityNetwork : Module
 {
-    public Module<Tensor, (Tensor Mu, Tensor LogVar)> Encoder { get; }
+    public GaussianEncoder Encoder { get; }
     public Module<Tensor, Tensor> Decoder { get; }
     readonly double scale;
     readonly PixelLikelihood likelihood;
@@ -98,12 +84,12 @@ public sealed class ModalityNetwork : Module
     {
         if (config.ObservedDim > 0)
         {
-            Encoder = new VectorEncoder(config.ObservedDim, config.LatentDim, config.EncoderHidden);
+            Encoder = GaussianEncoder.Vector(config.ObservedDim, config.LatentDim, config.EncoderHidden);
             Decoder = new VectorDecoder(config.LatentDim, config.ObservedDim, config.EncoderHidden);
         }
         else
         {
-            Encoder = new ImageEncoder(config.LatentDim, config.EncoderHidden);
+            Encoder = GaussianEncoder.Image(config.LatentDim, config.EncoderHidden);
             Decoder = new ImageDecoder(config.LatentDim);
         }
         scale = config.LikelihoodScale;

@@ -16,10 +16,10 @@ public sealed class StepContext
     public double BetaScale { get; init; } = 1.0;
 
     /// <summary>
-    /// The training context of step <paramref name="step"/> of <paramref name="totalSteps"/>: the one place both the
-    /// local trainer and the coordinator grain build it, so the distributed run follows the same schedules.
+    /// The training context of step <paramref name="step"/>: the one place both the local trainer and the
+    /// coordinator grain build it, so the distributed run follows the same schedules.
     /// </summary>
-    public static StepContext ForTraining(ModelConfig config, long step, long totalSteps, Generator generator)
+    public static StepContext ForTraining(ModelConfig config, long step, Generator generator)
         => new() { Generator = generator, Training = true, BetaScale = config.BetaScale(step) };
 }
 
@@ -34,13 +34,6 @@ public sealed class CoordinatorOutput : IDisposable
     public required double[] ViewWeights { get; init; }
     /// <summary>Unweighted loss terms for metrics (scalar tensors, detached).</summary>
     public Dictionary<string, Tensor> Terms { get; } = new();
-    /// <summary>
-    /// Where the graph can be cut between the coordinator's parameters and the members: tensors that every path from
-    /// the parameters to the loss passes through, and that no path from μ_j, log σ²_j to the loss needs. Then the
-    /// members' gradients are known before the parameters' part of the backward has run (<see cref="SplitBackward"/>).
-    /// Empty: no such cut (no objective sets one at present).
-    /// </summary>
-    public Tensor[] ParameterCut { get; init; } = [];
 
     public void Dispose()
     {

@@ -40,6 +40,9 @@ public sealed class MrVaeObjective : CoordinatorObjective
     /// <summary>q(j ∈ A_d) (D × M), detached.</summary>
     public Tensor Membership() { using var _ = no_grad(); return MembershipLogits.sigmoid(); }
 
+    /// <summary>The most probable structure (D × M, 0/1): j ∈ A_d iff q(j ∈ A_d) ≥ ½, the mode of independent memberships.</summary>
+    static Tensor MostProbable(Tensor logits) => (logits >= 0).to(logits.dtype);
+
     /// <summary>q(A_d = A) for every position and shared subset (D × S), from the independent memberships.</summary>
     Tensor SubsetProbabilities()
     {
@@ -61,14 +64,11 @@ public sealed class MrVaeObjective : CoordinatorObjective
         return sums.data<double>().ToArray();
     }
 
-    /// <summary>
-    /// n_A of the most probable structure (S): the positions whose most probable member set — the members j with
-    /// q(j ∈ A_d) ≥ ½, the mode of independent memberships — is A. Evaluation and generation use this structure.
-    /// </summary>
+    /// <summary>n_A of the most probable structure (S): the positions whose most probable member set is A. Evaluation and generation use this structure.</summary>
     public int[] MostProbableSizes()
     {
         using var _ = no_grad();
-        using var hard = (MembershipLogits >= 0).cpu();
+        using var hard = MostProbable(MembershipLogits).cpu();
         var rows = hard.to(ScalarType.Int64).data<long>().ToArray();
         int m = Config.Modalities;
         var key = Enumerable.Range(0, latentDim).Select(d => string.Join(",", Enumerable.Range(0, m).Where(j => rows[d * m + j] == 1))).ToArray();
@@ -80,11 +80,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
     /// straight-through weights were tried and let the memberships drift to ½, docs/experiments.md), the most
     /// probable structure in evaluation.
     /// </summary>
-    Tensor MembershipWeights(StepContext context)
-    {
-        var logits = MembershipLogits;
-        return context.Training ? logits.sigmoid() : (logits >= 0).to(logits.dtype);
-    }
+    static Tensor MembershipWeights(Tensor logits, StepContext context) => context.Training ? logits.sigmoid() : MostProbable(logits);
 
     public override CoordinatorOutput Forward(Tensor?[] mu, Tensor?[] logVar, Tensor available, bool[] decode, StepContext context)
     {
@@ -102,7 +98,8 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var logVarAll = StackModalities(logVar, batch, d, dtype, device);
         var precisionAll = (-logVarAll).exp();
         var klMembers = KlStandardNormal(muAll, logVarAll);                  // B × M × D
-        var g = MembershipWeights(context).to(dtype).t();                    // M × D
+        var logits = MembershipLogits.to(dtype);                              // D × M
+        var g = MembershipWeights(logits, context).t();                      // M × D
 
         var perViewInputs = new List<Tensor?[]>();
         Tensor loss = zeros(1, dtype: dtype, device: device).squeeze();
@@ -146,7 +143,6 @@ public sealed class MrVaeObjective : CoordinatorObjective
             if (decode[j]) decoderInputs[j] = stack(perViewInputs.Select(v => v[j]!).ToArray(), 0);
 
         // The membership's KL against independent Bernoulli(ρ) priors, once per step, weighted β_n per sample like the paper's size term.
-        var logits = MembershipLogits.to(dtype);
         double rho = Config.MembershipPrior;
         var q = logits.sigmoid();
         var klStructure = (q * (nn.functional.logsigmoid(logits) - Math.Log(rho)) + (1 - q) * (nn.functional.logsigmoid(-logits) - Math.Log(1 - rho))).sum();

@@ -80,7 +80,7 @@ public sealed class LocalTrainer : IDisposable
         }
     }
 
-    public StepContext ContextFor(long step) => StepContext.ForTraining(config, step, TotalSteps, stepGenerator);
+    public StepContext ContextFor(long step) => StepContext.ForTraining(config, step, stepGenerator);
 
     /// <summary>Runs one optimiser step and returns its report (also appended to metrics.jsonl).</summary>
     public StepReport RunStep() => Runtime.NativeCallGuard.Run(RunStepNow);
