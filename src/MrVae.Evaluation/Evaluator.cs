@@ -317,14 +317,10 @@ public static class Evaluator
     /// <summary>mrVAE's structure (its membership posterior; it does not depend on the input) against the spec.</summary>
     static JsonObject RelationJson(MrVaeObjective structure, ModelConfig config, PolyMnistSpec spec)
     {
-        var truth = RelationRecovery.Truth(spec).Select(s => string.Join(",", s)).ToHashSet();
-        var mean = structure.ExpectedSizes();
-        var mostProbable = structure.MostProbableSizes();
-        var sizes = structure.Family.Subsets.Select((s, i) => new SubsetSize(s, mean[i], mostProbable[i], truth.Contains(string.Join(",", s)))).ToArray();
-        using var g = structure.Membership().to(ScalarType.Float64).cpu();
-        var membership = new JsonArray(Enumerable.Range(0, (int)g.shape[0]).Select(d =>
-            (JsonNode?)new JsonArray(g[d].data<double>().ToArray().Select(x => (JsonNode?)Round(x, 3)).ToArray())).ToArray());
-        var score = RelationRecovery.Score(sizes, spec);
+        var truth = RelationRecovery.Truth(spec);
+        var (sizes, rows) = RelationRecovery.Infer(structure, truth);
+        var membership = new JsonArray(rows.Select(r => (JsonNode?)new JsonArray(r.Select(x => (JsonNode?)x).ToArray())).ToArray());
+        var score = RelationRecovery.ScoreFound(sizes, truth);
         var pairs = RelationRecovery.PairMatrix(sizes, spec.Modalities);
         return new JsonObject
         {
@@ -333,7 +329,7 @@ public static class Evaluator
                 ["subset"] = s.Name, ["mean_size"] = Round(s.MeanSize, 3), ["most_probable_size"] = s.MostProbableSize,
                 ["found"] = s.Found, ["shared_in_spec"] = s.SharedInSpec,
             }).ToArray()),
-            ["rule"] = VectorEvaluator.FoundRule,
+            ["rule"] = RelationRecovery.FoundRule,
             ["precision"] = score.Precision is { } p ? Round(p) : null,
             ["recall"] = score.Recall is { } r ? Round(r) : null,
             ["predicted"] = score.Predicted, ["truth"] = score.Truth, ["true_positives"] = score.TruePositives,

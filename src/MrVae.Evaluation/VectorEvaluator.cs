@@ -11,18 +11,10 @@ using static TorchSharp.torch;
 
 namespace MrVae.Evaluation;
 
-/// <summary>One shared subset of mrVAE's inferred structure.</summary>
-public sealed record InferredSubset(
-    [property: JsonPropertyName("members")] int[] Members,
-    [property: JsonPropertyName("mean_size")] double MeanSize,
-    [property: JsonPropertyName("most_probable_size")] int MostProbableSize,
-    [property: JsonPropertyName("found")] bool Found,
-    [property: JsonPropertyName("true")] bool True);
-
 /// <summary>mrVAE's inferred structure against the data's truth.</summary>
 public sealed record RelationReport(
     [property: JsonPropertyName("rule")] string Rule,
-    [property: JsonPropertyName("subsets")] IReadOnlyList<InferredSubset> Subsets,
+    [property: JsonPropertyName("subsets")] IReadOnlyList<SubsetSize> Subsets,
     [property: JsonPropertyName("precision")] double? Precision,
     [property: JsonPropertyName("recall")] double? Recall,
     [property: JsonPropertyName("missed")] int[][] Missed,
@@ -63,9 +55,6 @@ public sealed record VectorReport(
 /// </summary>
 public static class VectorEvaluator
 {
-    /// <summary>The rule by which a subset counts as found; a posterior at its prior never passes it (docs/model.md).</summary>
-    public const string FoundRule = "found: the most probable structure gives the subset at least one latent position (a position's most probable member set is {j : q(j in A_d) >= 1/2}); a posterior at its prior (rho < 1/2) gives no position two members";
-
     public const string RatioRule = "mean of r2/r2_optimal over single-input pairs whose r2_optimal >= 0.05";
 
     public static VectorReport Run(EvalOptions options, Action<string>? log = null)
@@ -91,20 +80,13 @@ public static class VectorEvaluator
         return report;
     }
 
-    static string Key(IEnumerable<int> s) => string.Join(",", s.Order());
-
-    /// <summary>mrVAE's structure: per subset E_q[n_A], its confident size and whether it is found, scored against the truth.</summary>
-    public static RelationReport Relation(MrVaeObjective structure, IEnumerable<int[]> truth)
+    /// <summary>mrVAE's structure scored against the truth.</summary>
+    public static RelationReport Relation(MrVaeObjective structure, IEnumerable<int[]> memberSets)
     {
-        var truthKeys = truth.Where(t => t.Length >= 2).Select(Key).ToHashSet();
-        var mean = structure.ExpectedSizes();
-        var mostProbable = structure.MostProbableSizes();
-        var subsets = structure.Family.Subsets.Select((members, s) =>
-            new InferredSubset(members, Math.Round(mean[s], 4), mostProbable[s], mostProbable[s] >= 1, truthKeys.Contains(Key(members)))).ToList();
-        var score = RelationRecovery.Score(subsets.Where(s => s.Found).Select(s => s.Members), truthKeys.Select(k => k.Split(',').Select(int.Parse).ToArray()));
-        using var g = structure.Membership().to(ScalarType.Float64).cpu();
-        var membership = Enumerable.Range(0, (int)g.shape[0]).Select(d => g[d].data<double>().ToArray().Select(x => Math.Round(x, 3)).ToArray()).ToArray();
-        return new RelationReport(FoundRule, subsets, score.Precision, score.Recall, score.Missed, score.Spurious, membership);
+        var truth = RelationRecovery.Truth(memberSets);
+        var (subsets, membership) = RelationRecovery.Infer(structure, truth);
+        var score = RelationRecovery.ScoreFound(subsets, truth);
+        return new RelationReport(RelationRecovery.FoundRule, subsets, score.Precision, score.Recall, score.Missed, score.Spurious, membership);
     }
 
     /// <summary>The input sets evaluated: every single input to every other output, all others to each output, and two neighbours to each output.</summary>
@@ -177,8 +159,8 @@ public static class VectorEvaluator
             b.AppendLine();
             b.AppendLine("| subset | E[n_A] | most probable n_A | found | true |");
             b.AppendLine("|---|---|---|---|---|");
-            foreach (var s in rel.Subsets.Where(s => s.Found || s.True || s.MeanSize >= 0.5))
-                b.AppendLine($"| {SubsetFamily.Format(s.Members)} | {s.MeanSize:F2} | {s.MostProbableSize} | {(s.Found ? "yes" : "no")} | {(s.True ? "yes" : "no")} |");
+            foreach (var s in rel.Subsets.Where(s => s.Found || s.SharedInSpec || s.MeanSize >= 0.5))
+                b.AppendLine($"| {s.Name} | {s.MeanSize:F2} | {s.MostProbableSize} | {(s.Found ? "yes" : "no")} | {(s.SharedInSpec ? "yes" : "no")} |");
             b.AppendLine();
         }
         b.AppendLine("## Cross-prediction R²");

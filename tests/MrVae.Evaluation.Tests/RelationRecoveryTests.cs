@@ -44,7 +44,7 @@ public sealed class RelationRecoveryTests
         // Found: the most probable structure gives the subset a position, whatever E_q[n_A] is ({1,2}: 2.4 expected
         // positions spread thinly, none most probable; {0,1}: 0.8 expected, one most probable).
         var sizes = new[] { Structure(12.3, 12, 0, 1, 2, 3, 4), Structure(0.8, 1, 0, 1), Structure(2.4, 0, 1, 2), Structure(3.5, 3, 0, 2), Structure(0, 0, 2, 3) };
-        var s = RelationRecovery.Score(sizes, spec);
+        var s = RelationRecovery.ScoreFound(sizes, RelationRecovery.Truth(spec));
         Assert.Equal(3, s.Predicted);            // {0..4}, {0,1}, {0,2}
         Assert.Equal(2, s.TruePositives);
         Assert.Equal(2.0 / 3, s.Precision!.Value, 12);

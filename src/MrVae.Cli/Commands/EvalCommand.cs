@@ -104,8 +104,8 @@ public static class EvalCommand
         if (report.Relation is { } rel)
         {
             table.AddRow("relation precision / recall", $"{rel.Precision?.ToString("F3", CultureInfo.InvariantCulture) ?? "-"} / {rel.Recall?.ToString("F3", CultureInfo.InvariantCulture) ?? "-"}");
-            foreach (var s in rel.Subsets.Where(s => s.Found || s.True))
-                table.AddRow(Markup.Escape($"E[n] {MrVae.Model.SubsetFamily.Format(s.Members)}{(s.True ? " (true)" : "")}"), s.MeanSize.ToString("F2", CultureInfo.InvariantCulture));
+            foreach (var s in rel.Subsets.Where(s => s.Found || s.SharedInSpec))
+                table.AddRow(Markup.Escape($"E[n] {s.Name}{(s.SharedInSpec ? " (true)" : "")}"), s.MeanSize.ToString("F2", CultureInfo.InvariantCulture));
         }
         AnsiConsole.Write(table);
     }
