@@ -31,7 +31,7 @@ public sealed class MrVaeStructureTests
             for (int j = 0; j < M; j++)
             {
                 double p = probability[d, j];
-                logits[d * M + j] = Math.Log(p / (1 - p)) / 10;   // κ = 10
+                logits[d * M + j] = Math.Log(p / (1 - p)) / 30;   // κ = 30
             }
         using var _ = no_grad();
         parameter.copy_(tensor(logits, [D, M], dtype: parameter.dtype));

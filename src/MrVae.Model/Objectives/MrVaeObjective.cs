@@ -21,7 +21,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
     /// <summary>φ: D × M membership parameters; the logits are κ·φ.</summary>
     readonly Parameter membershipParameters;
     /// <summary>κ: Adam moves each parameter by about the learning rate a step, so the logits move κ times faster than the networks' weights.</summary>
-    const double LogitScale = 10;
+    const double LogitScale = 30;
 
     public MrVaeObjective(ModelConfig config) : base(nameof(MrVaeObjective), config)
     {
