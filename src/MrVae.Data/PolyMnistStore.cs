@@ -9,11 +9,11 @@ namespace MrVae.Data;
 /// </summary>
 public static class PolyMnistStore
 {
-    const int Version = 1;
+    const string FileKind = "PolyMNIST cache file";
     static readonly byte[] ImageMagic = "PMIM"u8.ToArray(), LabelMagic = "PMLB"u8.ToArray();
     public const string SpecFile = "spec.json";
     public static readonly string[] Splits = ["train", "test"];
-    const string Fix = "re-run `mrvae data make` for this directory";
+    const string Fix = CacheFile.Fix;
 
     public static void Save(string dir, PolyMnistSpec spec, PolyMnistSplit train, PolyMnistSplit test)
     {
@@ -31,22 +31,11 @@ public static class PolyMnistStore
             for (int j = split.Modalities; File.Exists(ModalityPath(dir, name, j)); j++) File.Delete(ModalityPath(dir, name, j));
             for (int j = 0; j < split.Modalities; j++)
             {
-                var header = new byte[20];
-                ImageMagic.CopyTo(header, 0);
-                BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(4), Version);
-                BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(8), split.Count);
-                BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(12), 3);
-                BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(16), 28);
-                WriteAtomically(ModalityPath(dir, name, j), header, split.Pixels[j]);
+                CacheFile.WriteAtomically(ModalityPath(dir, name, j), CacheFile.Header(ImageMagic, split.Count, 3, 28), split.Pixels[j]);
             }
-            var lheader = new byte[16];
-            LabelMagic.CopyTo(lheader, 0);
-            BinaryPrimitives.WriteInt32LittleEndian(lheader.AsSpan(4), Version);
-            BinaryPrimitives.WriteInt32LittleEndian(lheader.AsSpan(8), split.Count);
-            BinaryPrimitives.WriteInt32LittleEndian(lheader.AsSpan(12), split.Factors);
             var body = new byte[split.Labels.Length * 4];
             for (int i = 0; i < split.Labels.Length; i++) BinaryPrimitives.WriteInt32LittleEndian(body.AsSpan(i * 4), split.Labels[i]);
-            WriteAtomically(LabelsPath(dir, name), lheader, body);
+            CacheFile.WriteAtomically(LabelsPath(dir, name), CacheFile.Header(LabelMagic, split.Count, split.Factors), body);
         }
         spec.Save(Path.Combine(dir, SpecFile));   // last: a directory with spec.json is complete
     }
@@ -66,12 +55,12 @@ public static class PolyMnistStore
     {
         CheckSplit(split);
         string path = ModalityPath(dir, split, modality);
-        using var file = Open(path);
-        var header = ReadHeader(file, path, ImageMagic, 20);
+        using var file = CacheFile.Open(path);
+        var header = CacheFile.ReadHeader(file, path, ImageMagic, 20, FileKind);
         count = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(8));
         int channels = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(12)), side = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(16));
         if (channels != 3 || side != 28) throw new DataFormatException($"{path}: images are {channels}x{side}x{side}, expected 3x28x28; {Fix}");
-        return ReadBody(file, path, 20, count, PolyMnistSplit.ImageBytes);
+        return CacheFile.ReadBody(file, path, 20, count, PolyMnistSplit.ImageBytes);
     }
 
     /// <summary>Labels of one split, Count × Factors (row-major, factor order of spec.json).</summary>
@@ -79,12 +68,12 @@ public static class PolyMnistStore
     {
         CheckSplit(split);
         string path = LabelsPath(dir, split);
-        using var file = Open(path);
-        var header = ReadHeader(file, path, LabelMagic, 16);
+        using var file = CacheFile.Open(path);
+        var header = CacheFile.ReadHeader(file, path, LabelMagic, 16, FileKind);
         count = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(8));
         factors = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(12));
         if (factors < 1) throw new DataFormatException($"{path}: header names {factors} factors; {Fix}");
-        var body = ReadBody(file, path, 16, count, 4L * factors);
+        var body = CacheFile.ReadBody(file, path, 16, count, 4L * factors);
         var labels = new int[body.Length / 4];
         for (int i = 0; i < labels.Length; i++) labels[i] = BinaryPrimitives.ReadInt32LittleEndian(body.AsSpan(4 * i));
         return labels;
@@ -95,41 +84,5 @@ public static class PolyMnistStore
     static void CheckSplit(string split)
     {
         if (!Splits.Contains(split)) throw new ArgumentException($"unknown split '{split}': use train or test");
-    }
-
-    static FileStream Open(string path)
-    {
-        if (!File.Exists(path)) throw new DataFormatException($"{path} not found; {Fix}");
-        return File.OpenRead(path);
-    }
-
-    static byte[] ReadHeader(FileStream file, string path, byte[] magic, int headerBytes)
-    {
-        var header = new byte[headerBytes];
-        if (file.Length < headerBytes) throw new DataFormatException($"{path}: truncated header ({file.Length} bytes); {Fix}");
-        file.ReadExactly(header);
-        if (!header.AsSpan(0, 4).SequenceEqual(magic)) throw new DataFormatException($"{path}: not a PolyMNIST cache file of this kind (wrong magic); {Fix}");
-        int version = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(4));
-        if (version != Version) throw new DataFormatException($"{path}: cache format version {version}, this build reads version {Version}; {Fix}");
-        return header;
-    }
-
-    static byte[] ReadBody(FileStream file, string path, int headerBytes, int count, long itemBytes)
-    {
-        if (count < 0) throw new DataFormatException($"{path}: header names a negative count; {Fix}");
-        long expected = headerBytes + count * itemBytes;
-        if (file.Length != expected)
-            throw new DataFormatException($"{path}: {file.Length} bytes where the header promises {expected} ({(file.Length < expected ? "truncated" : "trailing bytes")}); {Fix}");
-        if (expected - headerBytes > Array.MaxLength) throw new DataFormatException($"{path}: {count} items are too many for one array; generate fewer tuples");
-        var body = new byte[expected - headerBytes];
-        file.ReadExactly(body);
-        return body;
-    }
-
-    static void WriteAtomically(string path, byte[] header, byte[] body)
-    {
-        string tmp = path + ".tmp";
-        using (var f = File.Create(tmp)) { f.Write(header); f.Write(body); }
-        File.Move(tmp, path, overwrite: true);
     }
 }

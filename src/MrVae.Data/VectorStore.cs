@@ -13,12 +13,12 @@ namespace MrVae.Data;
 /// </summary>
 public static class VectorStore
 {
-    const int Version = 1, HeaderBytes = 16;
+    const int Version = 1, HeaderBytes = 16;   // Version: of model.json
     static readonly byte[] ValueMagic = "PMVC"u8.ToArray(), FactorMagic = "PMVF"u8.ToArray();
     public const string ModelFile = "model.json", FactorsFile = "factors.bin";
     /// <summary>The "format" field of model.json.</summary>
     public const string ModelFormat = "mrvae-vector-model";
-    const string Fix = "re-run `mrvae data make` for this directory";
+    const string Fix = CacheFile.Fix;
 
     /// <summary>Generates both splits (train stream 0, test stream 1, the same maps) and saves them; returns the model.</summary>
     public static VectorModel Make(string dir, VectorSpec spec, int train, int test, int seed)
@@ -95,8 +95,8 @@ public static class VectorStore
     /// <summary>The count and width a shard's header names, without reading its body.</summary>
     internal static (int Count, int Dim) ReadShape(string path, bool factors)
     {
-        using var file = Open(path);
-        return ReadHeader(file, path, factors ? FactorMagic : ValueMagic);
+        using var file = CacheFile.Open(path);
+        return ReadShape(file, path, factors ? FactorMagic : ValueMagic);
     }
 
     /// <summary>Files only a vector dataset writes; <see cref="PolyMnistStore.Save"/> removes them from a directory it takes over.</summary>
@@ -109,20 +109,10 @@ public static class VectorStore
 
     static string CheckSplit(string split) => PolyMnistStore.Splits.Contains(split) ? split : throw new ArgumentException($"unknown split '{split}': use train or test");
 
-    static FileStream Open(string path)
+    /// <summary>The shard's count and width, from its checked header.</summary>
+    static (int Count, int Dim) ReadShape(FileStream file, string path, byte[] magic)
     {
-        if (!File.Exists(path)) throw new DataFormatException($"{path} not found; {Fix}");
-        return File.OpenRead(path);
-    }
-
-    static (int Count, int Dim) ReadHeader(FileStream file, string path, byte[] magic)
-    {
-        var header = new byte[HeaderBytes];
-        if (file.Length < HeaderBytes) throw new DataFormatException($"{path}: truncated header ({file.Length} bytes); {Fix}");
-        file.ReadExactly(header);
-        if (!header.AsSpan(0, 4).SequenceEqual(magic)) throw new DataFormatException($"{path}: not a vector dataset file of this kind (wrong magic); {Fix}");
-        int version = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(4));
-        if (version != Version) throw new DataFormatException($"{path}: cache format version {version}, this build reads version {Version}; {Fix}");
+        var header = CacheFile.ReadHeader(file, path, magic, HeaderBytes, "vector dataset file");
         int count = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(8)), dim = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(12));
         if (count < 0) throw new DataFormatException($"{path}: header names a negative count; {Fix}");
         if (dim < 1) throw new DataFormatException($"{path}: header names {dim} values per tuple; {Fix}");
@@ -131,30 +121,19 @@ public static class VectorStore
 
     static float[] ReadFloats(string path, byte[] magic, out int count, out int dim)
     {
-        using var file = Open(path);
-        (count, dim) = ReadHeader(file, path, magic);
-        long values = (long)count * dim, expected = HeaderBytes + 4 * values;
-        if (file.Length != expected)
-            throw new DataFormatException($"{path}: {file.Length} bytes where the header promises {expected} ({(file.Length < expected ? "truncated" : "trailing bytes")}); {Fix}");
-        if (4 * values > Array.MaxLength) throw new DataFormatException($"{path}: {count} tuples are too many for one array; generate fewer tuples");
-        var body = new byte[4 * values];
-        file.ReadExactly(body);
-        var result = new float[values];
+        using var file = CacheFile.Open(path);
+        (count, dim) = ReadShape(file, path, magic);
+        var body = CacheFile.ReadBody(file, path, HeaderBytes, count, 4L * dim);
+        var result = new float[body.Length / 4];
         for (int i = 0; i < result.Length; i++) result[i] = BinaryPrimitives.ReadSingleLittleEndian(body.AsSpan(4 * i));
         return result;
     }
 
     static void WriteFloats(string path, byte[] magic, int count, int dim, float[] values)
     {
-        var bytes = new byte[HeaderBytes + 4L * values.Length];
-        magic.CopyTo(bytes, 0);
-        BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(4), Version);
-        BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(8), count);
-        BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(12), dim);
-        for (int i = 0; i < values.Length; i++) BinaryPrimitives.WriteSingleLittleEndian(bytes.AsSpan(HeaderBytes + 4 * i), values[i]);
-        string tmp = path + ".tmp";
-        File.WriteAllBytes(tmp, bytes);
-        File.Move(tmp, path, overwrite: true);
+        var body = new byte[4L * values.Length];
+        for (int i = 0; i < values.Length; i++) BinaryPrimitives.WriteSingleLittleEndian(body.AsSpan(4 * i), values[i]);
+        CacheFile.WriteAtomically(path, CacheFile.Header(magic, count, dim), body);
     }
 
     static void WriteTextAtomically(string path, string text)
