@@ -97,6 +97,9 @@ public static class TrainCommand
                 // The final weights, gathered from the grains, as a checkpoint evaluation can load.
                 using (var model = await ClusterTraining.DownloadModel(grains, run.RunId, config, options.Seed, members))
                     ClusterTraining.SaveModel(model, options.RunDirectory, "final", result.Steps, null);
+                // The embedded silo is the gateway of other consoles too (`stop --wait`, `status` poll it every 200 ms):
+                // it stays a second after the run's end, so they read its final state instead of a silo shutting down.
+                if (p.GetValue(cluster) is null) await Task.Delay(TimeSpan.FromSeconds(1), CancellationToken.None);
                 await host.StopAsync(CancellationToken.None);
             }
             RunSummary.Print(result, p.GetValue(json));
