@@ -27,7 +27,8 @@ public static class Benchmark
         var started = DateTime.UtcNow;
         var wall = Stopwatch.StartNew();
         var loadStart = ProcessMemory.LoadAverage();
-        var spec = PolyMnistStore.LoadSpec(o.DataDirectory);
+        var spec = DatasetDirectory.LoadSpec(o.DataDirectory);
+        int observedDim = spec.Vectors?.ObservedDim ?? 0;
         var train = MultimodalDataset.Load(o.DataDirectory, "train", spec.Modalities);
         if (o.SiloGroups.SelectMany(g => g.Split(',')).Select(int.Parse).Order().SequenceEqual(Enumerable.Range(0, spec.Modalities)) is false && o.Modes.Contains(BenchMode.Silos3))
             throw new ArgumentException($"the silo groups {string.Join(" ", o.SiloGroups)} must cover modalities 0..{spec.Modalities - 1} once each");
@@ -39,7 +40,7 @@ public static class Benchmark
         foreach (var kind in o.Models)
             foreach (int latent in o.LatentDims)
             {
-                var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = latent }.WithSettings(o.ModelSettings);
+                var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = latent, ObservedDim = observedDim }.WithSettings(o.ModelSettings);
                 log($"{Name(config)} D={latent}: {o.Repeats} × ({o.WarmupSteps} warm-up + {o.Steps}) steps, batch {o.BatchSize}, modes {string.Join(", ", o.Modes.Select(ModeName))}");
                 foreach (var result in await RunConfiguration(config, o, train, lane, cancel))
                 {
@@ -53,7 +54,7 @@ public static class Benchmark
         if (o.MemorySteps > 0)
         {
             log($"memory: embedded mrvae D={o.MemoryLatent}, batch {o.MemoryBatch}, {o.MemorySteps} steps");
-            memory = await RunMemory(spec.Modalities, o, Path.Combine(o.WorkDirectory, "memory"), cancel);
+            memory = await RunMemory(spec.Modalities, observedDim, o, Path.Combine(o.WorkDirectory, "memory"), cancel);
             log($"  RSS {memory.EarlyRssMb:F0} MB after {memory.EarlyStep} steps, {memory.LateRssMb:F0} MB after {memory.Steps} ({memory.Growth:+0.0%;-0.0%})");
         }
 
@@ -202,9 +203,9 @@ public static class Benchmark
         m.AddRepeat(measured);
     }
 
-    static async Task<MemoryReport> RunMemory(int modalities, BenchOptions o, string dir, CancellationToken cancel)
+    static async Task<MemoryReport> RunMemory(int modalities, int observedDim, BenchOptions o, string dir, CancellationToken cancel)
     {
-        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = modalities, LatentDim = o.MemoryLatent };
+        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = modalities, LatentDim = o.MemoryLatent, ObservedDim = observedDim };
         long early = Math.Max(1, o.MemorySteps / 10), every = Math.Max(1, o.MemorySteps / 20);
         var samples = new List<MemorySample>();
         using var host = await ClusterTraining.StartEmbeddedSilo(Path.Combine(dir, "silo-state"));

@@ -13,7 +13,7 @@ public static class BenchCommand
     public static Command Create()
     {
         var output = new Option<string>("--out") { Description = "JSON report to write", Required = true };
-        var data = new Option<string>("--data") { Description = "extended PolyMNIST dataset (made if it has no spec.json)", DefaultValueFactory = _ => Path.Combine("data", "bench") };
+        var data = new Option<string>("--data") { Description = "dataset directory of either kind, e.g. vector data from `mrvae data make --dataset synthetic-ring` (default: extended PolyMNIST, made if it has no spec.json)", DefaultValueFactory = _ => Path.Combine("data", "bench") };
         var mnist = new Option<string?>("--mnist") { Description = "MNIST directory for making the dataset (default: mrvae's lookup order)" };
         var work = new Option<string>("--work") { Description = "run directories and silo logs", DefaultValueFactory = _ => Path.Combine("runs", "bench") };
         var models = new Option<string>("--models") { Description = "comma list of mrvae, mopoe, mvae, mmvae", DefaultValueFactory = _ => "mrvae,mopoe" };
