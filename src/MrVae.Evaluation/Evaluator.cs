@@ -27,6 +27,10 @@ public sealed record EvalOptions
     public int ProbeTrainSamples { get; init; } = 5000;
     /// <summary>Evaluate even when the data's sharing structure differs from the one the run was trained on.</summary>
     public bool AllowOtherData { get; init; }
+    /// <summary>Importance samples K per test tuple for the test log-likelihood (0: not estimated).</summary>
+    public int LikelihoodSamples { get; init; } = 100;
+    /// <summary>Test tuples for the test log-likelihood (the first N).</summary>
+    public int LikelihoodTuples { get; init; } = 500;
     /// <summary>TorchSharp-format state dict of torchvision's inception_v3: FID is computed too (null: FD only).</summary>
     public string? InceptionWeights { get; init; }
 }
@@ -177,9 +181,32 @@ public static class Evaluator
         };
         report["relation"] = model.Coordinator is MrVaeObjective structure ? RelationJson(structure, model.Config, spec) : null;
         watch.Restart();
+        var joint = JointCoherence.Run(model, classifiers, spec, options.CrossModal.Samples, Seeds.Generator(options.Seed, "evaluation/prior"), options.CrossModal.BatchSize, options.CrossModal.GridSamples);
+        report["joint_coherence"] = JointCoherence.Json(joint, spec, v => Round(v));
+        double jointSeconds = watch.Elapsed.TotalSeconds;
+        report["test_log_likelihood"] = null;
+        double likelihoodSeconds = 0;
+        if (options.LikelihoodSamples > 0)
+        {
+            watch.Restart();
+            var (mean, error) = TestLikelihood.Run(model, test, options.LikelihoodTuples, options.LikelihoodSamples, Seeds.Generator(options.Seed, "evaluation/likelihood"));
+            report["test_log_likelihood"] = new JsonObject
+            {
+                ["mean_nats"] = Round(mean, 2), ["standard_error"] = Round(error, 2),
+                ["importance_samples"] = options.LikelihoodSamples, ["tuples"] = Math.Min(options.LikelihoodTuples, test.Count),
+                ["estimator"] = "IWAE: log (1/K) sum_k p(X|z_k) p(z_k) / q(z_k|X), z_k from the joint posterior given all modalities (mrVAE: its most probable structure); continuous pixel densities, so values above 0 are possible",
+            };
+            likelihoodSeconds = watch.Elapsed.TotalSeconds;
+            log?.Invoke($"test log-likelihood (IWAE, K = {options.LikelihoodSamples}): {mean:F1} ± {error:F1} nats ({likelihoodSeconds:F0} s)");
+        }
+        watch.Restart();
         report["latent_probe"] = ProbeJson(model, spec, train, test, options, main);
         log?.Invoke($"latent probe: {watch.Elapsed.TotalSeconds:F0} s");
-        var timing = new JsonObject { ["cross_modal_seconds"] = Math.Round(crossSeconds, 1), ["probe_seconds"] = Math.Round(watch.Elapsed.TotalSeconds, 1) };
+        var timing = new JsonObject
+        {
+            ["cross_modal_seconds"] = Math.Round(crossSeconds, 1), ["joint_coherence_seconds"] = Math.Round(jointSeconds, 1),
+            ["likelihood_seconds"] = Math.Round(likelihoodSeconds, 1), ["probe_seconds"] = Math.Round(watch.Elapsed.TotalSeconds, 1),
+        };
         report["fid"] = null;
         if (options.InceptionWeights is { } weights)
         {
@@ -196,11 +223,11 @@ public static class Evaluator
             timing["fid_seconds"] = Math.Round(watch.Elapsed.TotalSeconds, 1);
         }
         report["timing"] = timing;
-        return new Evaluation(report, cross);
+        return new Evaluation(report, cross, joint.Grid);
     }
 
     /// <summary>The report.json object and the generation results behind it (for the PNGs).</summary>
-    public sealed record Evaluation(JsonObject Report, CrossModalResult Cross);
+    public sealed record Evaluation(JsonObject Report, CrossModalResult Cross, List<(string Label, byte[][] Images)>? PriorGrid = null);
 
     public static (int Mask, int Output)[] PaperFdRows(int m) =>
         m >= 3 ? [(Subsets.Mask([0]), 0), (Subsets.Mask([1]), 0), (Subsets.Mask([1, 2]), 0)]
@@ -390,7 +417,7 @@ public static class Evaluator
     {
         Directory.CreateDirectory(outDir);
         var figures = new List<string>();
-        var (report, cross) = evaluation;
+        var (report, cross, priorGrid) = evaluation;
         int m = spec.Modalities;
         if (cross is not null)
         {
@@ -399,6 +426,8 @@ public static class Evaluator
             foreach (var (mask, rows) in cross.Grids)
                 Plots.SampleGrid($"{DisplayName(config.Kind)}: generated from {{{Subsets.Name(mask, m)}}} (first rows: inputs)", rows)
                     .Save(Path.Combine(samplesDir, $"in-{Subsets.Name(mask, m).Replace(',', '-')}.png"));
+            if (priorGrid is { Count: > 0 })
+                Plots.SampleGrid($"{DisplayName(config.Kind)}: generated from the prior (joint coherence)", priorGrid).Save(Path.Combine(samplesDir, "prior.png"));
             CoherenceHeatmap(report, cross, spec, config).Save(Path.Combine(outDir, "coherence.png"));
             figures.Add("coherence.png");
             if (report["relation"] is JsonObject)
@@ -508,6 +537,14 @@ public static class Evaluator
                     md.Append($"| x{row["in"]}→x{row["out"]} | {(k < sh.Length ? sh[k].Key : "")} | {(k < sh.Length ? F(sh[k].Value) : "")} | {(k < un.Length ? un[k].Key : "")} | {(k < un.Length ? F(un[k].Value) : "")} |\n");
             }
         }
+        if (report["joint_coherence"] is JsonObject joint)
+        {
+            md.Append($"\n## Joint coherence\n\n{joint["samples"]} samples from the prior: {joint["definition"]}.\n\n| factor | members | agreement | chance |\n|---|---|---|---|\n");
+            foreach (var (name, f) in joint["factors"]!.AsObject()) md.Append($"| {name} | {{{f!["members"]}}} | {F(f["agreement"])} | {F(f["chance"], "G3")} |\n");
+            md.Append("\n![prior samples](samples/prior.png)\n");
+        }
+        if (report["test_log_likelihood"] is JsonObject ll)
+            md.Append($"\n## Test log-likelihood\n\n{F(ll["mean_nats"], "F1")} ± {F(ll["standard_error"], "F1")} nats per tuple on {ll["tuples"]} test tuples, K = {ll["importance_samples"]} ({ll["estimator"]}).\n");
         var fd = report["fd"]!;
         md.Append($"\n## Sample quality: FD\n\nFréchet distance on {fd["features"]}; {fd["samples"]} generated vs real test images (lower is better; not FID).\n\n| input → output | FD |\n|---|---|\n");
         foreach (var (k, v) in fd["paper_rows"]!.AsObject()) md.Append($"| {k} | {F(v, "F2")} |\n");

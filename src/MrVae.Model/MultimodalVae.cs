@@ -101,6 +101,32 @@ public sealed class MultimodalVae : nn.Module
         return Enumerable.Range(0, m).Select(j => ModalityNets[j].Decoder.forward(output.DecoderInputs[j]![0])).ToArray();
     }
 
+    /// <summary>Unconditional generation: latents from the prior (mrVAE: under its most probable structure), every modality's decoder means.</summary>
+    public Tensor[] GenerateFromPrior(long batch, Generator generator)
+    {
+        using var _ = no_grad();
+        var reference = ModalityNets[0].Decoder.parameters().First();
+        var inputs = Coordinator.PriorDecoderInputs(batch, generator, reference.dtype, reference.device);
+        return Enumerable.Range(0, Config.Modalities).Select(j => ModalityNets[j].Decoder.forward(inputs[j])).ToArray();
+    }
+
+    /// <summary>
+    /// log p(X) per sample, estimated by importance sampling with <paramref name="samples"/> = K draws from the joint
+    /// posterior given every modality: log (1/K) Σ_k p(X | z_k) p(z_k) / q(z_k | X), the IWAE bound (Burda et al. 2016),
+    /// which tightens as K grows.
+    /// </summary>
+    public Tensor ImportanceLogLikelihood(Tensor[] x, int samples, Generator generator)
+    {
+        if (x.Length != Config.Modalities) throw new ArgumentException($"the likelihood needs all {Config.Modalities} modalities, got {x.Length}");
+        if (samples < 1) throw new ArgumentOutOfRangeException(nameof(samples), "need at least one importance sample");
+        using var _ = no_grad();
+        var mu = new Tensor[x.Length]; var logVar = new Tensor[x.Length];
+        for (int j = 0; j < x.Length; j++) (mu[j], logVar[j]) = ModalityNets[j].Encoder.forward(x[j]);
+        var (inputs, logWeight) = Coordinator.PosteriorSamples(mu, logVar, samples, generator);
+        for (int j = 0; j < x.Length; j++) logWeight = logWeight + ModalityNets[j].LogLikelihood(x[j], inputs[j]);
+        return logWeight.logsumexp(0) - Math.Log(samples);
+    }
+
     /// <summary>Availability mask with every present modality available for every sample.</summary>
     public static Tensor AllAvailable(bool[] present, long batch, ScalarType dtype = ScalarType.Float32, Device? device = null)
     {

@@ -74,4 +74,34 @@ public sealed class CoherenceTests(PolyMnistFixture data)
         Assert.Equal(["corner-1-2"], fromPrevious["unshared"]!.AsObject().Select(p => p.Key));
         Assert.Equal(["x0->x0", "X{0,1}->x0", "X{0,1,2}->x0"], json["paper_rows"]!.AsObject().Select(p => p.Key));
     }
+
+    [Fact]
+    public void JointCoherenceIsHighForRealTuplesAndAtChanceForIndependentModalities()
+    {
+        var (_, test) = data.Extended;
+        var spec = data.ExtendedSpec;
+        int next = 0;
+        Tensor[] Real(int n) { var ids = LabelledSplit.Range(next, n); next += n; return Enumerable.Range(0, 5).Select(j => test.Images[j].Batch(ids)).ToArray(); }
+        var real = JointCoherence.Run(Real, data.ExtendedClassifiers, spec, 400, batchSize: 200);
+        // Every member of a factor shows the same label in a real tuple, so the members agree at least whenever every
+        // member's classifier is right: agreement ≥ the product of their test accuracies (up to sampling noise).
+        var classifiers = data.ExtendedClassifiers;
+        for (int f = 0; f < spec.Factors.Length; f++)
+        {
+            double allRight = spec.Factors[f].Members.Aggregate(1.0, (p, j) => p * classifiers.TestAccuracy[classifiers.Target(j, f).Name]);
+            Assert.True(real.Agreement[f] > allRight - 0.06, $"{spec.Factors[f].Name}: agreement of real tuples {real.Agreement[f]:F3} below the classifiers' joint accuracy {allRight:F3}");
+            Assert.True(real.Agreement[f] > 0.4, $"{spec.Factors[f].Name}: agreement of real tuples {real.Agreement[f]:F3}");
+        }
+        Assert.Equal(5, real.Grid.Count);
+
+        // Each modality from another tuple: labels are independent, so agreement sits at chance (0.1^(|A|-1)).
+        var rng = new Random(3);
+        Tensor[] Independent(int n) => Enumerable.Range(0, 5).Select(j => test.Images[j].Batch(Enumerable.Range(0, n).Select(_ => (long)rng.Next(test.Count)).ToArray())).ToArray();
+        var independent = JointCoherence.Run(Independent, data.ExtendedClassifiers, spec, 400, batchSize: 200);
+        Assert.InRange(independent.Agreement[0], 0, 0.02);
+        Assert.All(independent.Agreement.Skip(1), a => Assert.InRange(a, 0.03, 0.2));
+        var json = JointCoherence.Json(independent, spec, v => v);
+        Assert.Equal(1e-4, json["factors"]!["digit"]!["chance"]!.GetValue<double>(), 12);
+        Assert.Equal(0.1, json["factors"]!["corner-0-1"]!["chance"]!.GetValue<double>(), 12);
+    }
 }

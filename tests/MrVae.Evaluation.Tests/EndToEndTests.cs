@@ -29,7 +29,7 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
     {
         RunDirectory = run, DataDirectory = dataDir, OutputDirectory = outDir, Seed = 2,
         CrossModal = new CrossModalSettings { Samples = 48, BatchSize = 48, GridSamples = 4 },
-        Classifiers = QuickClassifiers, ProbeTrainSamples = 400,
+        Classifiers = QuickClassifiers, ProbeTrainSamples = 400, LikelihoodSamples = 4, LikelihoodTuples = 16,
     };
 
     [Fact]
@@ -64,7 +64,11 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
         Assert.Equal(5 + 3, report["latent_probe"]!["main"]!.AsObject().Count);   // singles, {0,1}, {0,1,2}, all
         foreach (var png in new[] { "coherence.png", "relation_heatmap.png", "relation_pairs.png", "training_curves.png", "samples/in-0.png", "samples/in-1-2.png", "samples/in-0-1-2-3-4.png" })
             Assert.True(File.Exists(Path.Combine(outDir, png)), png);
-        Assert.Equal(31, Directory.GetFiles(Path.Combine(outDir, "samples")).Length);
+        Assert.Equal(31 + 1, Directory.GetFiles(Path.Combine(outDir, "samples")).Length);   // every input subset, and the prior
+        Assert.Equal(6, report["joint_coherence"]!["factors"]!.AsObject().Count);
+        Assert.InRange(report["joint_coherence"]!["main"]!.GetValue<double>(), 0, 1);
+        Assert.Equal(4, report["test_log_likelihood"]!["importance_samples"]!.GetValue<int>());
+        Assert.True(double.IsFinite(report["test_log_likelihood"]!["mean_nats"]!.GetValue<double>()));
         string md = File.ReadAllText(Path.Combine(outDir, Evaluator.ReportMarkdown));
         Assert.Contains("## Learned relation", md);
         Assert.Contains("relation_heatmap.png", md);

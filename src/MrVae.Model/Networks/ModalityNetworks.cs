@@ -105,12 +105,24 @@ public sealed class ModalityNetwork : Module
     {
         long views = decoderInput.shape[0], batch = decoderInput.shape[1];
         var recon = Decoder.forward(decoderInput.reshape(views * batch, -1)).reshape([views, .. x.shape]);
-        var diff = recon - x.unsqueeze(0);
-        var nll = likelihood == PixelLikelihood.Gaussian
-            ? diff.square() / (2 * scale * scale) + 0.5 * Math.Log(2 * Math.PI * scale * scale)
-            : diff.abs() / scale + Math.Log(2 * scale);
-        var perView = nll.flatten(2).sum(-1).mean([1]);                                // V
+        var perView = PixelNll(recon, x.unsqueeze(0)).flatten(2).sum(-1).mean([1]);   // V
         var weights = tensor(viewWeights, dtype: perView.dtype, device: perView.device);
         return (perView * weights).sum();
+    }
+
+    /// <summary>log p(x | z) per latent sample: <paramref name="z"/> is K × B × D, the result K × B (summed over x's entries).</summary>
+    public Tensor LogLikelihood(Tensor x, Tensor z)
+    {
+        long k = z.shape[0], batch = z.shape[1];
+        var recon = Decoder.forward(z.reshape(k * batch, -1)).reshape([k, .. x.shape]);
+        return -PixelNll(recon, x.unsqueeze(0)).flatten(2).sum(-1);
+    }
+
+    Tensor PixelNll(Tensor recon, Tensor x)
+    {
+        var diff = recon - x;
+        return likelihood == PixelLikelihood.Gaussian
+            ? diff.square() / (2 * scale * scale) + 0.5 * Math.Log(2 * Math.PI * scale * scale)
+            : diff.abs() / scale + Math.Log(2 * scale);
     }
 }

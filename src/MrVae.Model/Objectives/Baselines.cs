@@ -46,6 +46,42 @@ public abstract class JointLatentObjective : CoordinatorObjective
         return output;
     }
 
+    /// <summary>Every modality decodes the same z ~ N(0, I).</summary>
+    public override Tensor[] PriorDecoderInputs(long batch, Generator generator, ScalarType dtype, Device device)
+    {
+        var z = DeviceRandom.Randn([batch, Config.LatentDim], dtype, device, generator);
+        return Enumerable.Range(0, Config.Modalities).Select(_ => z.alias()).ToArray();
+    }
+
+    public override (Tensor[] DecoderInputs, Tensor LogWeight) PosteriorSamples(Tensor[] mu, Tensor[] logVar, int samples, Generator generator)
+    {
+        var available = ones(mu[0].shape[0], Config.Modalities, dtype: mu[0].dtype, device: mu[0].device);
+        var (muAll, varAll, _) = Stacked(mu, logVar, available);
+        var (mean, var) = JointPosteriorComponents(muAll, varAll);
+        var (z, logQ) = MixtureSamples(mean, var, samples, generator);
+        var logWeight = LogStandardNormal(z).sum(-1) - logQ;
+        return (Enumerable.Range(0, Config.Modalities).Select(_ => z.alias()).ToArray(), logWeight);
+    }
+
+    /// <summary>The joint posterior q(z | X) given every modality as an equal-weight mixture of Gaussians: means and variances B × C × D.</summary>
+    protected abstract (Tensor Mean, Tensor Var) JointPosteriorComponents(Tensor muAll, Tensor varAll);
+
+    /// <summary>
+    /// K draws from the equal-weight Gaussian mixture with components <paramref name="mean"/>, <paramref name="var"/>
+    /// (B × C × D): z (K × B × D) and log q(z) under the whole mixture (K × B).
+    /// </summary>
+    protected static (Tensor Z, Tensor LogQ) MixtureSamples(Tensor mean, Tensor var, int samples, Generator generator)
+    {
+        long batch = mean.shape[0], components = mean.shape[1], dim = mean.shape[2];
+        using var noise = DeviceRandom.Rand([samples, batch, components], float64, mean.device, generator);
+        var pick = noise.argmax(-1).view(samples, batch, 1, 1).expand(-1, -1, 1, dim);          // K × B × 1 × D
+        var chosenMean = mean.unsqueeze(0).expand(samples, -1, -1, -1).gather(2, pick).squeeze(2);
+        var chosenVar = var.unsqueeze(0).expand(samples, -1, -1, -1).gather(2, pick).squeeze(2);
+        var z = chosenMean + chosenVar.sqrt() * DeviceRandom.Randn([samples, batch, dim], mean.dtype, mean.device, generator);
+        var perComponent = LogNormal(z.unsqueeze(2), mean.unsqueeze(0), var.unsqueeze(0)).sum(-1);  // K × B × C
+        return (z, perComponent.logsumexp(-1) - Math.Log(components));
+    }
+
     /// <summary>Index of one row per sample, uniform over the rows where <paramref name="valid"/> (B × S) holds.</summary>
     protected static Tensor UniformChoice(Tensor valid, Generator generator)
     {
@@ -81,6 +117,13 @@ public sealed class MixtureOfPoEObjective : JointLatentObjective
         var klMean = kl.mean();
         return SingleLatentOutput([z], [1.0], decode, Beta(context) * klMean, new() { ["kl"] = klMean.detach() });
     }
+
+    /// <summary>Every non-empty subset's product of experts, one component each.</summary>
+    protected override (Tensor Mean, Tensor Var) JointPosteriorComponents(Tensor muAll, Tensor varAll)
+    {
+        var table = MaskTable(Config.Modalities, muAll.dtype, muAll.device);
+        return ProductOfExperts(muAll, varAll, table.unsqueeze(0).expand(muAll.shape[0], -1, -1), priorExpert: false);
+    }
 }
 
 /// <summary>
@@ -115,6 +158,13 @@ public sealed class ProductOfExpertsObjective : JointLatentObjective
         }
         return SingleLatentOutput(zs, weights, decode, loss, terms);
     }
+
+    /// <summary>One component: the product of every expert and the prior expert.</summary>
+    protected override (Tensor Mean, Tensor Var) JointPosteriorComponents(Tensor muAll, Tensor varAll)
+    {
+        var all = ones(muAll.shape[0], 1, Config.Modalities, dtype: muAll.dtype, device: muAll.device);
+        return ProductOfExperts(muAll, varAll, all, priorExpert: true);
+    }
 }
 
 /// <summary>
@@ -135,4 +185,7 @@ public sealed class MixtureOfExpertsObjective : JointLatentObjective
         var klMean = kl.mean();
         return SingleLatentOutput([z], [1.0], decode, Beta(context) * klMean, new() { ["kl"] = klMean.detach() });
     }
+
+    /// <summary>One component per modality: its own expert.</summary>
+    protected override (Tensor Mean, Tensor Var) JointPosteriorComponents(Tensor muAll, Tensor varAll) => (muAll.alias(), varAll.alias());
 }

@@ -62,6 +62,19 @@ public abstract class CoordinatorObjective : nn.Module
     /// <param name="decode">Which modalities to produce decoder inputs for (the present ones, or any for generation).</param>
     public abstract CoordinatorOutput Forward(Tensor?[] mu, Tensor?[] logVar, Tensor available, bool[] decode, StepContext context);
 
+    /// <summary>
+    /// Decoder inputs of every modality for latents drawn from the prior (B × D each): the model's unconditional
+    /// generation.
+    /// </summary>
+    public abstract Tensor[] PriorDecoderInputs(long batch, Generator generator, ScalarType dtype, Device device);
+
+    /// <summary>
+    /// <paramref name="samples"/> = K draws of the latents from the model's posterior given every modality, the proposal
+    /// of the importance-sampled likelihood: per modality its decoder inputs (K × B × D), and log p(z) − log q(z | X)
+    /// per draw (K × B).
+    /// </summary>
+    public abstract (Tensor[] DecoderInputs, Tensor LogWeight) PosteriorSamples(Tensor[] mu, Tensor[] logVar, int samples, Generator generator);
+
     public static CoordinatorObjective Create(ModelConfig config) => config.Kind switch
     {
         ModelKind.MrVae => new MrVaeObjective(config),
@@ -109,6 +122,13 @@ public abstract class CoordinatorObjective : nn.Module
         using var eps = DeviceRandom.Randn(mu.shape, mu.dtype, mu.device, context.Generator);
         return mu + (0.5 * logVar).exp() * eps;
     }
+
+    /// <summary>log N(z; mean, var) elementwise.</summary>
+    protected static Tensor LogNormal(Tensor z, Tensor mean, Tensor var)
+        => -0.5 * (Math.Log(2 * Math.PI) + var.log() + (z - mean).square() / var);
+
+    /// <summary>log N(z; 0, 1) elementwise.</summary>
+    protected static Tensor LogStandardNormal(Tensor z) => -0.5 * (Math.Log(2 * Math.PI) + z.square());
 
     /// <summary>KL(N(μ, exp(logVar)) ‖ N(0, 1)) elementwise.</summary>
     protected static Tensor KlStandardNormal(Tensor mu, Tensor logVar)

@@ -153,4 +153,43 @@ public sealed class MrVaeObjective : CoordinatorObjective
         foreach (var (key, t) in terms) output.Terms[key] = t;
         return output;
     }
+
+    /// <summary>Under the most probable structure: one N(0, 1) draw per position shared by its members, an own draw elsewhere.</summary>
+    public override Tensor[] PriorDecoderInputs(long batch, Generator generator, ScalarType dtype, Device device)
+    {
+        var member = MostProbable(MembershipLogits).to(dtype, device).t();                           // M × D
+        var shared = DeviceRandom.Randn([batch, latentDim], dtype, device, generator);
+        return Enumerable.Range(0, Config.Modalities).Select(j =>
+        {
+            var own = DeviceRandom.Randn([batch, latentDim], dtype, device, generator);
+            return member[j] * shared + (1 - member[j]) * own;
+        }).ToArray();
+    }
+
+    /// <summary>
+    /// Under the most probable structure the latents are a shared variable s_d at every position with members
+    /// (posterior: the members' product of experts) and an own variable u_{j,d} for every non-member (posterior: q_j).
+    /// </summary>
+    public override (Tensor[] DecoderInputs, Tensor LogWeight) PosteriorSamples(Tensor[] mu, Tensor[] logVar, int samples, Generator generator)
+    {
+        int m = Config.Modalities;
+        long batch = mu[0].shape[0];
+        var dtype = mu[0].dtype; var device = mu[0].device;
+        var member = MostProbable(MembershipLogits).to(dtype, device).t();                           // M × D
+        var hasMember = member.amax(0);                                                              // D
+        var muAll = stack(mu, 1); var varAll = stack(logVar, 1).exp();                              // B × M × D
+        var precision = (member.unsqueeze(0) / varAll).sum(1) + (1 - hasMember);                    // B × D
+        var meanS = (member.unsqueeze(0) * muAll / varAll).sum(1) / precision;
+        var varS = 1 / precision;
+        var s = meanS + varS.sqrt() * DeviceRandom.Randn([samples, batch, latentDim], dtype, device, generator);
+        var logWeight = (hasMember * (LogStandardNormal(s) - LogNormal(s, meanS, varS))).sum(-1);   // K × B
+        var inputs = new Tensor[m];
+        for (int j = 0; j < m; j++)
+        {
+            var u = mu[j] + varAll[.., j].sqrt() * DeviceRandom.Randn([samples, batch, latentDim], dtype, device, generator);
+            logWeight = logWeight + ((1 - member[j]) * (LogStandardNormal(u) - LogNormal(u, mu[j], varAll[.., j]))).sum(-1);
+            inputs[j] = member[j] * s + (1 - member[j]) * u;
+        }
+        return (inputs, logWeight);
+    }
 }
