@@ -15,20 +15,27 @@ namespace MrVae.Evaluation;
 /// learns digits within a few hundred steps (coherence at chance, decoders draw the background), see README.
 /// </summary>
 public sealed record ExperimentBudget(string Name, int Train, int Test, int Latent, int Batch, int Epochs, double LearningRate,
-    int Samples, int ClassifierEpochs, int ProbeTrain, PixelLikelihood Likelihood = PixelLikelihood.Laplace, double LikelihoodScale = 0.75)
+    int Samples, int ClassifierEpochs, int ProbeTrain, PixelLikelihood Likelihood = PixelLikelihood.Laplace, double LikelihoodScale = 0.75,
+    int LikelihoodSamples = 100, int LikelihoodTuples = 500)
 {
     public static readonly ExperimentBudget Ci = new("ci", Train: 2000, Test: 500, Latent: 16, Batch: 64, Epochs: 2, LearningRate: 1e-3,
-        Samples: 200, ClassifierEpochs: 5, ProbeTrain: 1000, Likelihood: PixelLikelihood.Gaussian, LikelihoodScale: 0.1);
+        Samples: 200, ClassifierEpochs: 5, ProbeTrain: 1000, Likelihood: PixelLikelihood.Gaussian, LikelihoodScale: 0.1, LikelihoodSamples: 16, LikelihoodTuples: 100);
     public static readonly ExperimentBudget Quick = new("quick", Train: 16000, Test: 2000, Latent: 16, Batch: 128, Epochs: 5, LearningRate: 1e-3,
         Samples: 1000, ClassifierEpochs: 5, ProbeTrain: 5000, Likelihood: PixelLikelihood.Gaussian, LikelihoodScale: 0.1);
+    /// <summary>
+    /// Where the main digit of extended PolyMNIST is learned by every model on 2 cores: 13 epochs of 30000 tuples
+    /// (3042 steps) at D = 32 (docs/experiments.md, 2026-12-04).
+    /// </summary>
+    public static readonly ExperimentBudget Medium = new("medium", Train: 30000, Test: 2000, Latent: 32, Batch: 128, Epochs: 13, LearningRate: 1e-3,
+        Samples: 1000, ClassifierEpochs: 3, ProbeTrain: 5000, Likelihood: PixelLikelihood.Gaussian, LikelihoodScale: 0.1, LikelihoodSamples: 64, LikelihoodTuples: 250);
     /// <summary>The paper's scale and model.md's likelihood (not run on the development machines).</summary>
     public static readonly ExperimentBudget Full = new("full", Train: 60000, Test: 10000, Latent: 64, Batch: 256, Epochs: 50, LearningRate: 5e-4,
         Samples: 10000, ClassifierEpochs: 10, ProbeTrain: 10000);
 
     public static ExperimentBudget Named(string name) => name.ToLowerInvariant() switch
     {
-        "ci" => Ci, "quick" => Quick, "full" => Full,
-        _ => throw new ArgumentException($"unknown budget '{name}': use ci, quick or full"),
+        "ci" => Ci, "quick" => Quick, "medium" => Medium, "full" => Full,
+        _ => throw new ArgumentException($"unknown budget '{name}': use ci, quick, medium or full"),
     };
 
     public ModelConfig Model(ModelKind kind, int modalities) => new()
@@ -98,7 +105,7 @@ public static class PaperExperiment
         string? mnist = null;
         foreach (var dataset in options.Datasets)
         {
-            var spec = PolyMnistSpec.Builtin(dataset);
+            var spec = PolyMnistSpec.Resolve(dataset);
             string dataDir = Path.Combine(options.OutputDirectory, "data", spec.Name);
             if (!DataMatches(dataDir, spec, b))
             {
@@ -142,6 +149,7 @@ public static class PaperExperiment
                     RunDirectory = runDir, DataDirectory = dataDir, OutputDirectory = Path.Combine(options.OutputDirectory, "reports", name),
                     Seed = options.Seed, CrossModal = new CrossModalSettings { Samples = b.Samples },
                     Classifiers = new ClassifierTraining { Epochs = b.ClassifierEpochs }, ProbeTrainSamples = b.ProbeTrain,
+                    LikelihoodSamples = b.LikelihoodSamples, LikelihoodTuples = b.LikelihoodTuples,
                 }, log);
                 var report = evaluation.Report;
                 runs[name] = new JsonObject
@@ -152,13 +160,21 @@ public static class PaperExperiment
                     ["eval_seconds"] = Math.Round(watch.Elapsed.TotalSeconds, 1),
                     ["test_loss"] = report["model"]!["test_loss"]?.DeepClone(),
                     ["coherence"] = report["coherence"]!["paper_rows"]!.DeepClone(),
+                    ["coherence_x1_to_x0"] = report["coherence"]!["main"]!["in=1->out=0"]?.DeepClone(),
                     ["coherence_mean_by_input_count"] = report["coherence"]!["main_mean_by_input_count"]?.DeepClone(),
+                    ["joint_coherence"] = report["joint_coherence"]?["main"]?.DeepClone(),
+                    ["test_log_likelihood"] = report["test_log_likelihood"]?["mean_nats"]?.DeepClone(),
                     ["corner"] = report["coherence"]!["corner_summary"] is JsonObject cs
                         ? new JsonObject { ["shared_mean"] = cs["shared_mean"]?.DeepClone(), ["unshared_mean"] = cs["unshared_mean"]?.DeepClone() } : null,
                     ["fd"] = report["fd"]!["paper_rows"]!.DeepClone(),
                     ["fd_real_floor"] = report["fd"]!["real_train_vs_test"]!["out=0"]?.DeepClone(),
                     ["relation"] = report["relation"] is JsonObject rel
-                        ? new JsonObject { ["precision"] = rel["precision"]?.DeepClone(), ["recall"] = rel["recall"]?.DeepClone() } : null,
+                        ? new JsonObject
+                        {
+                            ["precision"] = rel["precision"]?.DeepClone(), ["recall"] = rel["recall"]?.DeepClone(),
+                            ["found"] = new JsonObject(rel["subsets"]!.AsArray().Where(x => (bool)x!["found"]!)
+                                .Select(x => KeyValuePair.Create((string)x!["subset"]!, (JsonNode?)x["most_probable_size"]!.DeepClone()))),
+                        } : null,
                     ["latent_probe"] = report["latent_probe"]!["main"]!.DeepClone(),
                     ["classifier_main_accuracy"] = report["classifier_accuracy"]!["main_mean"]?.DeepClone(),
                     ["classifier_corner_accuracy"] = report["classifier_accuracy"]!["other_positions_mean"]?.DeepClone(),
@@ -213,36 +229,37 @@ public static class PaperExperiment
         md.Append("Paper columns: Sutter & Vogt's workshop paper, Tables 1 and 2 (mrVAE and MoPoE only). Our sample quality is FD on the project's digit-classifier features, ");
         md.Append("the paper's is FID on Inception features: compare orderings, not magnitudes.\n\n");
         var runs = results["runs"]!.AsObject();
-        foreach (var dataset in options.Datasets)
+        foreach (var spec in options.Datasets.Select(PolyMnistSpec.Resolve))
         {
-            string title = dataset == "polymnist" ? "PolyMNIST vanilla" : "PolyMNIST extended";
+            string dataset = spec.Name;
+            string title = dataset switch { "polymnist" => "PolyMNIST vanilla", "polymnist-extended" => "PolyMNIST extended", _ => $"PolyMNIST spec '{dataset}'" };
+            string table = dataset switch { "polymnist" => "a", "polymnist-extended" => "b", _ => "" };
             var models = options.Models.Where(k => runs.ContainsKey($"{dataset}-{ModelName(k)}")).ToArray();
             JsonNode Run(ModelKind k) => runs[$"{dataset}-{ModelName(k)}"]!;
             string header = "| input → output |" + string.Concat(models.Select(k => $" {DisplayName(k)} |")) + " mrVAE (paper) | MoPoE (paper) |\n|---|" + string.Concat(Enumerable.Repeat("---|", models.Length + 2)) + "\n";
-            md.Append($"## {title}: coherence (Table 1{(dataset == "polymnist" ? "a" : "b")})\n\n{header}");
+            string PaperCells(string kind, string row, string format) => Paper.TryGetValue((dataset, kind, row), out var p)
+                ? $" {p.MrVae.ToString(format, CultureInfo.InvariantCulture)} | {p.MoPoE.ToString(format, CultureInfo.InvariantCulture)} |" : " – | – |";
+            md.Append($"## {title}: coherence (Table 1{table})\n\n{header}");
             foreach (var row in CoherenceRows)
-            {
-                var p = Paper[(dataset, "coherence", row)];
-                md.Append($"| {row} |" + string.Concat(models.Select(k => $" {F(Run(k)["coherence"]![row], "F3")} |")) + $" {p.MrVae:F2} | {p.MoPoE:F2} |\n");
-            }
-            md.Append($"\n## {title}: sample quality (Table 2{(dataset == "polymnist" ? "a" : "b")}; ours FD, paper FID)\n\n{header}");
+                md.Append($"| {row} |" + string.Concat(models.Select(k => $" {F(Run(k)["coherence"]![row], "F3")} |")) + PaperCells("coherence", row, "F2") + "\n");
+            md.Append($"\n## {title}: sample quality (Table 2{table}; ours FD, paper FID)\n\n{header}");
             foreach (var row in FdRows)
-            {
-                var p = Paper[(dataset, "fd", row)];
-                md.Append($"| {row} |" + string.Concat(models.Select(k => $" {F(Run(k)["fd"]![row], "F1")} |")) + $" {p.MrVae:F1} | {p.MoPoE:F1} |\n");
-            }
+                md.Append($"| {row} |" + string.Concat(models.Select(k => $" {F(Run(k)["fd"]![row], "F1")} |")) + PaperCells("fd", row, "F1") + "\n");
             md.Append($"| real train vs real test (FD floor) |" + string.Concat(models.Select(k => $" {F(Run(k)["fd_real_floor"], "F1")} |")) + " | |\n");
-            md.Append($"\n### {title}: beyond the paper\n\n| model | mean coherence, 1 input → others | corner shared / unshared | relation precision / recall | latent probe x0 / all | test loss | train s | eval s |\n|---|---|---|---|---|---|---|---|\n");
+            md.Append($"\n### {title}: beyond the paper\n\n| model | x1→x0 | mean coherence, 1 input → others | joint coherence (prior) | corner shared / unshared | relation precision / recall | latent probe x0 / all | test log-likelihood (IWAE, K = {b.LikelihoodSamples}) | test loss | train s | eval s |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
             foreach (var k in models)
             {
                 var r = Run(k);
                 var probe = r["latent_probe"]!.AsObject();
-                md.Append($"| {DisplayName(k)} | {F(r["coherence_mean_by_input_count"]?["1"], "F3")} | ");
+                md.Append($"| {DisplayName(k)} | {F(r["coherence_x1_to_x0"], "F3")} | {F(r["coherence_mean_by_input_count"]?["1"], "F3")} | {F(r["joint_coherence"], "F3")} | ");
                 md.Append(r["corner"] is JsonObject c ? $"{F(c["shared_mean"], "F3")} / {F(c["unshared_mean"], "F3")}" : "–");
                 md.Append(" | ");
                 md.Append(r["relation"] is JsonObject rel ? $"{F(rel["precision"], "F2")} / {F(rel["recall"], "F2")}" : "–");
-                md.Append($" | {F(probe.FirstOrDefault().Value, "F3")} / {F(probe.LastOrDefault().Value, "F3")} | {F(r["test_loss"], "F0")} | {F(r["train_seconds"], "F0")} | {F(r["eval_seconds"], "F0")} |\n");
+                md.Append($" | {F(probe.FirstOrDefault().Value, "F3")} / {F(probe.LastOrDefault().Value, "F3")} | {F(r["test_log_likelihood"], "F0")} | {F(r["test_loss"], "F0")} | {F(r["train_seconds"], "F0")} | {F(r["eval_seconds"], "F0")} |\n");
             }
+            foreach (var k in models)
+                if (Run(k)["relation"]?["found"] is JsonObject found)
+                    md.Append($"\n{DisplayName(k)}'s inferred relation (subsets with at least one position in the most probable structure, and their n_A): {string.Join(", ", found.Select(p => $"{p.Key} {p.Value}"))}; truth: {string.Join(" ", RelationRecovery.Truth(spec).Select(SubsetFamily.Format))}.\n");
             var any = models.Select(Run).FirstOrDefault();
             if (any is not null)
             {

@@ -15,11 +15,11 @@ public static class EvalCommand
     /// <summary>`mrvae experiment paper --budget ci|quick|full --out DIR`.</summary>
     public static Command CreateExperiment()
     {
-        var budget = new Option<string>("--budget") { Description = "ci (minutes), quick, or full (the paper's scale)", DefaultValueFactory = _ => "ci" };
+        var budget = new Option<string>("--budget") { Description = "ci (minutes), quick, medium (extended PolyMNIST learned; about an hour on 2 cores), or full (the paper's scale)", DefaultValueFactory = _ => "ci" };
         var output = new Option<string>("--out") { Description = "experiment directory: data/, runs/, reports/, tables.md, results.json", Required = true };
         var seed = new Option<long>("--seed") { Description = "seed of data, models and evaluation", DefaultValueFactory = _ => 0 };
         var models = new Option<string>("--models") { Description = "comma-separated models", DefaultValueFactory = _ => "mrvae,mopoe,mvae,mmvae" };
-        var datasets = new Option<string>("--datasets") { Description = "comma-separated datasets", DefaultValueFactory = _ => "polymnist,polymnist-extended" };
+        var datasets = new Option<string>("--datasets") { Description = "comma-separated datasets: polymnist, polymnist-extended or the path of a JSON sharing spec", DefaultValueFactory = _ => "polymnist,polymnist-extended" };
         var mnist = new Option<string?>("--mnist") { Description = "directory with the MNIST IDX files (default: the usual lookup)" };
         var paper = new Command("paper", "Train mrVAE, MoPoE, MVAE and MMVAE on vanilla and extended PolyMNIST with one budget, evaluate, write the paper's tables beside ours")
         {
@@ -30,9 +30,9 @@ public static class EvalCommand
         {
             var kinds = p.GetValue(models)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(TrainCommand.ParseModel).Distinct().ToArray();
             var sets = p.GetValue(datasets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                .Select(d => MrVae.Data.PolyMnistSpec.Builtin(d).Name).Distinct().ToArray();
+                .Select(d => { MrVae.Data.PolyMnistSpec.Resolve(d); return d; }).Distinct().ToArray();
             Check(kinds.Length > 0, "--models names no model: use mrvae, mopoe, mvae, mmvae");
-            Check(sets.Length > 0, "--datasets names no dataset: use polymnist, polymnist-extended");
+            Check(sets.Length > 0, "--datasets names no dataset: use polymnist, polymnist-extended or a JSON sharing spec");
             var results = RunProgress.Runs((onStep, log) => PaperExperiment.Run(new ExperimentOptions
             {
                 OutputDirectory = p.GetValue(output)!, Budget = ExperimentBudget.Named(p.GetValue(budget)!), Seed = p.GetValue(seed),
