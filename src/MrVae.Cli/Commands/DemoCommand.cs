@@ -46,7 +46,7 @@ public static class DemoCommand
         if (!File.Exists(Path.Combine(dataDir, PolyMnistStore.SpecFile)))
         {
             if (!json) AnsiConsole.MarkupLineInterpolated($"making extended PolyMNIST in {dataDir} ...");
-            DatasetMaker.Make(PolyMnistSpec.Extended(), MnistLocator.Resolve(null), dataDir, train: 2000, test: 500, seed: 0);
+            DatasetMaker.Make(PolyMnistSpec.Extended(), MnistFetch.Resolve(null), dataDir, train: 2000, test: 500, seed: 0);
         }
         var spec = PolyMnistStore.LoadSpec(dataDir);
         // The client reads only the test split, for the report's sample grids; training data stays with the grains.
