@@ -10,14 +10,14 @@
 #                        contiguous groups, for 5 modalities and 3 silos "0,1 2,3 4"); "-" means "any"
 #   --dataset DIR        extended PolyMNIST dataset (default data/local-cluster); made if it has no spec.json
 #   --train N --test N   tuples when the dataset is made (default 1024 / 256)
-#   --mnist DIR          MNIST folder for making the dataset (default: mrvae's lookup order, see README)
+#   --mnist DIR          MNIST folder for making the dataset (default: mrvae's lookup order, see the README's Data section)
 #   --model NAME         mrvae | mopoe | mvae | mmvae (default mrvae)
 #   --steps N            training steps (default 10)     --batch N  batch size (default 32)
 #   --out DIR            run directory (default runs/local-cluster)
 #   --dashboard          send traces and metrics to the Aspire dashboard (UI http://127.0.0.1:18888, OTLP
 #                        127.0.0.1:4317): one already running from deploy/dashboard.sh, else started here through
 #                        deploy/dashboard.sh (and stopped with the cluster); skipped with a note when it cannot be had
-#   --keep               after the run, keep the cluster up until Ctrl-C (to attach more silos, see README)
+#   --keep               after the run, keep the cluster up until Ctrl-C (to attach more silos, see docs/design.md)
 #   --timeout S          bound for each wait: Redis and silo start (default 120); the training gets 5×S
 #   --no-build           use the existing builds (src/MrVae.Silo/bin/CONFIG/net10.0/mrvae-silo.dll and
 #                        src/MrVae.Cli/bin/CONFIG/net10.0/mrvae.dll; CONFIG: $MRVAE_CONFIGURATION, default Release)
@@ -246,6 +246,6 @@ fi
 say "ok: $steps steps in $out/metrics.jsonl across $silos silo processes (${group[*]})"
 
 if [ "$keep" = 1 ]; then
-  say "cluster kept up: redis://127.0.0.1:$redis_port; attach a silo with MrVae__Clustering__Redis=127.0.0.1:$redis_port (see README). Ctrl-C stops it."
+  say "cluster kept up: redis://127.0.0.1:$redis_port; attach a silo with MrVae__Clustering__Redis=127.0.0.1:$redis_port (see docs/design.md, 'Attaching a modality node'). Ctrl-C stops it."
   while kill -0 "${pids[0]}" 2>/dev/null; do sleep 1; done
 fi

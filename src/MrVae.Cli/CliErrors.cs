@@ -24,7 +24,8 @@ public static partial class CliErrors
         if (args.Length == 0) args = ["--help"];
 
         var parse = root.Parse(args);
-        if (parse.Errors.Count > 0)
+        // --help shows the help even where the command's own checks fail (a required mode not given, say).
+        if (parse.Errors.Count > 0 && !Examples.IsHelp(parse))
         {
             // Wrong flags or values: one line with every problem and where the usage is, instead of the whole help.
             var path = new List<string>();

@@ -9,4 +9,5 @@ root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 foreach (var command in EvalCommand.CreateAll()) root.Subcommands.Add(command);
 foreach (var command in RunCommands.CreateAll()) root.Subcommands.Add(command);
+Examples.Install(root);
 return CliErrors.Invoke(root, args);

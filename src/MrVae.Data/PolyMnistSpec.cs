@@ -14,7 +14,7 @@ public sealed record SharedFactor(string Name, FactorPlacement[] Placements)
 }
 
 /// <summary>
-/// A PolyMNIST sharing structure. Vanilla and extended (model.md, "Datasets") are built in; any other comes from
+/// A PolyMNIST sharing structure. Vanilla and extended (docs/setup.md, "Datasets") are built in; any other comes from
 /// a JSON file of the same shape. The ground truth for relation recovery is the list of member sets.
 /// </summary>
 public sealed record PolyMnistSpec(string Name, int Modalities, SharedFactor[] Factors)
@@ -85,7 +85,7 @@ public sealed record PolyMnistSpec(string Name, int Modalities, SharedFactor[] F
         if (IsVectorSpec(text, path))
             throw new DataFormatException($"{path} is a vector dataset spec (\"kind\": \"vector\"), not PolyMNIST images; use it where vector data is accepted (`mrvae data make` reads both kinds)");
         try { spec = JsonSerializer.Deserialize<PolyMnistSpec>(text, Json); }
-        catch (JsonException e) { throw new DataFormatException($"sharing spec {path} is not valid JSON ({e.Message.ReplaceLineEndings(" ")}); see README for the format", e); }
+        catch (JsonException e) { throw new DataFormatException($"sharing spec {path} is not valid JSON ({e.Message.ReplaceLineEndings(" ")}); see docs/design.md, \"Sharing specs and the dataset cache\", for the format", e); }
         if (spec is null) throw new DataFormatException($"sharing spec {path} is empty");
         spec.Validate(path);
         return spec;

@@ -102,7 +102,7 @@ public sealed record VectorSpec(string Name, int Modalities, int ObservedDim, in
             throw new DataFormatException($"spec {path} describes an image dataset (no \"kind\": \"vector\"); load it as a PolyMNIST spec, or add \"kind\": \"vector\" with the vector fields");
         VectorSpec? spec;
         try { spec = JsonSerializer.Deserialize<VectorSpec>(text, Json); }
-        catch (JsonException e) { throw new DataFormatException($"vector spec {path} is not valid JSON ({e.Message.ReplaceLineEndings(" ")}); see README for the format", e); }
+        catch (JsonException e) { throw new DataFormatException($"vector spec {path} is not valid JSON ({e.Message.ReplaceLineEndings(" ")}); see docs/design.md, \"Sharing specs and the dataset cache\", for the format", e); }
         if (spec is null) throw new DataFormatException($"vector spec {path} is empty");
         spec.Validate(path);
         return spec;

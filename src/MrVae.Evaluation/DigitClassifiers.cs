@@ -12,7 +12,7 @@ using static TorchSharp.torch.nn;
 namespace MrVae.Evaluation;
 
 /// <summary>
-/// The coherence classifier of model.md (MoPoE's PolyMNIST classifier): Conv(3→10,k4,s2,p1) Dropout2d ReLU
+/// The coherence classifier of docs/setup.md (MoPoE's PolyMNIST classifier): Conv(3→10,k4,s2,p1) Dropout2d ReLU
 /// Conv(10→20,k4,s2,p1) Dropout2d ReLU Flatten Linear(980→128) Dropout ReLU Linear(128→10). Its 128-wide
 /// penultimate activations are the features of the Fréchet distance.
 /// </summary>

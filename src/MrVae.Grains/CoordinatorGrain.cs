@@ -302,9 +302,7 @@ public sealed class CoordinatorGrain(
             await WriteRecord();
             return;
         }
-        using var span = TrainingTelemetry.Source.StartActivity("checkpoint");
-        span?.SetTag(TrainingTelemetry.Run, RunId);
-        span?.SetTag(TrainingTelemetry.Step, step);
+        using var span = TrainingTelemetry.StartRoot("checkpoint", RunId, step);
         var (_, failures) = await CallMembers(members, "checkpoint", async j => { await grains[j].SaveCheckpoint(step, committedStep); return true; });
         if (failures.Length > 0) Drop(new MembersFailedException("checkpoint", failures));
         var (objectiveBytes, optimizerBytes, generatorBytes) = await compute.RunCoordinator(() =>
@@ -481,8 +479,10 @@ public sealed class CoordinatorGrain(
         stepSpan?.SetTag("mrvae.loss", terms["loss"]);
         TrainingTelemetry.StepMilliseconds.Record(watch.Elapsed.TotalMilliseconds);
         TrainingTelemetry.BytesMoved.Add(bytes);
-        foreach (var key in new[] { "loss", "kl", "kl_private", "kl_shared", "kl_structure" })
-            if (terms.TryGetValue(key, out double value)) TrainingTelemetry.Loss.Record(value, new KeyValuePair<string, object?>(TrainingTelemetry.Term, key));
+        TrainingTelemetry.Steps.Add(1, new KeyValuePair<string, object?>(TrainingTelemetry.Run, RunId));
+        foreach (var (key, value) in terms)
+            if (key == "loss" || key.StartsWith("kl", StringComparison.Ordinal) || key.StartsWith("rec", StringComparison.Ordinal))
+                TrainingTelemetry.Loss.Record(value, new(TrainingTelemetry.Term, key), new(TrainingTelemetry.Run, RunId));
         return new StepMetrics(step, schedule.EpochOf(step), terms, watch.Elapsed.TotalMilliseconds, bytes, phases, stepMembers);
     }
 
@@ -520,6 +520,7 @@ public sealed class CoordinatorGrain(
     /// <summary>Mean test loss through the grains, as <see cref="LocalTrainer.TestLoss"/> computes it.</summary>
     async Task<double> TestLoss()
     {
+        using var span = TrainingTelemetry.StartRoot("evaluate", RunId, step);
         await SettleParameterUpdate();
         await ApplyPendingGradients();
         int count = Math.Min(testCount, setup!.TestSamples ?? int.MaxValue);
@@ -681,6 +682,7 @@ public sealed class CoordinatorGrain(
         events.Add(new RunEvent(step, kind, modality, message, DateTime.UtcNow));
         if (events.Count > 1000) events.RemoveRange(0, events.Count - 1000);   // a flapping member must not grow the record without bound
         Activity.Current?.AddEvent(new ActivityEvent($"modality {kind}", tags: new ActivityTagsCollection { [TrainingTelemetry.Modality] = modality, ["message"] = message }));
+        TrainingTelemetry.Event(modality >= 0 ? $"modality {kind}" : $"run {kind}", RunId, step, modality, message);
         logger.LogWarning("run {Run} step {Step}: modality {Modality} {Kind}: {Message}", this.GetPrimaryKeyString(), step, modality, kind, message);
     }
 

@@ -12,7 +12,7 @@ public sealed class BenchmarkTests : IDisposable
     readonly string root = Path.Combine(Path.GetTempPath(), "mrvae-bench-" + Guid.NewGuid().ToString("N"));
     public void Dispose() { if (Directory.Exists(root)) Directory.Delete(root, recursive: true); }
 
-    [Fact]
+    [Fact, Trait("Category", "Integration")]   // three loopback silo processes
     public async Task ToyBenchWritesAConsistentReport()
     {
         var mnist = MnistLocator.Resolve(null);

@@ -42,6 +42,51 @@ public sealed class CliProcessTests : IDisposable
     }
 
     [Fact]
+    public void EveryCommandsHelpEndsWithOneExampleOfThatCommand()
+    {
+        // Walks the command tree through the help itself: every "Commands:" entry is visited.
+        var pending = new Queue<string[]>([[]]);
+        var visited = new List<string>();
+        while (pending.TryDequeue(out var path))
+        {
+            var (exit, stdout, stderr) = RunSplit([.. path, "--help"]);
+            string name = string.Join(' ', ["mrvae", .. path]);
+            Assert.True(exit == 0, $"{name} --help: exit {exit}, {stderr}");
+            var lines = stdout.Replace("\r", "").Split('\n');
+            int at = Array.IndexOf(lines, "Example:");
+            Assert.True(at >= 0, $"{name} --help has no example");
+            Assert.Single(lines, l => l == "Example:");
+            Assert.StartsWith(name + (path.Length == 0 ? " " : ""), lines[at + 1].Trim() + " ");
+            int commands = Array.IndexOf(lines, "Commands:");
+            if (commands >= 0)
+                foreach (var line in lines.Skip(commands + 1).TakeWhile(l => l.StartsWith("  ")))
+                    pending.Enqueue([.. path, line.Trim().Split(' ')[0]]);
+            visited.Add(name);
+        }
+        Assert.Contains("mrvae data mnist", visited);
+        Assert.Contains("mrvae experiment paper", visited);
+        Assert.True(visited.Count >= 15, string.Join(", ", visited));
+    }
+
+    [Fact]
+    public void VersionNamesTheVersionAndTheCommit()
+    {
+        var (exit, stdout, _) = RunSplit("--version");
+        Assert.Equal(0, exit);
+        Assert.Matches(@"^mrvae \d+\.\d+\.\d+ \(commit [0-9a-f]{7}\)$", stdout.Trim());
+    }
+
+    [Fact]
+    public void HelpShowsEvenWhereTheCommandsOwnChecksWouldFail()
+    {
+        // train without a mode is an error, but not when asking how to give one.
+        var (exit, stdout, stderr) = RunSplit("train", "--help");
+        Assert.Equal(0, exit);
+        Assert.Contains("--embedded", stdout);
+        Assert.Equal("", stderr);
+    }
+
+    [Fact]
     public void UnknownDatasetNameIsOneLineAndNonZero()
         => AssertOneLineError(Run("data", "make", "--dataset", "polymnist-huge", "--out", temp), "unknown dataset");
 
@@ -132,7 +177,7 @@ public sealed class CliProcessTests : IDisposable
         Assert.Equal(4, model.GetProperty("beta_size").GetDouble());
     }
 
-    [Fact]
+    [Fact, Trait("Category", "Integration")]   // an embedded silo
     public void LocalAndEmbeddedTrainingGiveTheSameLosses()
     {
         // The CLI's two trainers on their defaults (--local on one libtorch thread, as the silo's lanes): the same loss
@@ -183,7 +228,7 @@ public sealed class CliProcessTests : IDisposable
         Assert.True(watch.Elapsed < TimeSpan.FromSeconds(25), $"took {watch.Elapsed.TotalSeconds:F0} s");
     }
 
-    [Fact]
+    [Fact, Trait("Category", "Integration")]   // an embedded silo
     public void EmbeddedTrainWithJsonKeepsStdoutForTheSummaryAlone()
     {
         string data = SmallDataset(), run = Path.Combine(temp, "emb");

@@ -110,7 +110,7 @@ public sealed class DataCommandTests : IDisposable
         Assert.Equal(1, make.Exit);
         Assert.Single(make.Stderr.Split('\n'));
         Assert.Contains("train-images-idx3-ubyte", make.Stderr);
-        Assert.Contains("get-mnist.sh", make.Stderr);
+        Assert.Contains("mrvae data mnist", make.Stderr);
         Assert.DoesNotContain("   at ", make.Stderr);
     }
 

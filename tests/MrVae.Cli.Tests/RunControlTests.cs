@@ -10,6 +10,7 @@ namespace MrVae.Cli.Tests;
 /// Controlling a run from a second console, as a user does: `train --embedded` in one process; status, detach,
 /// attach and stop from others; then `train --resume` finishes it from its checkpoint in grain storage.
 /// </summary>
+[Trait("Category", "Integration")]   // embedded silos in mrvae processes, reached from other mrvae processes
 public sealed partial class RunControlTests : IDisposable
 {
     readonly string temp = Path.Combine(Path.GetTempPath(), "mrvae-ctl-" + Guid.NewGuid().ToString("N"));

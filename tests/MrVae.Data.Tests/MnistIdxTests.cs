@@ -68,7 +68,7 @@ public class MnistIdxTests
         var bytes = File.ReadAllBytes(path); File.WriteAllBytes(path, bytes[..(bytes.Length / 3)]);
         var e = Assert.Throws<DataFormatException>(() => MnistIdx.Load(dir, train: false));
         Assert.Contains(path, e.Message);
-        Assert.Contains("get-mnist.sh", e.Message);
+        Assert.Contains("mrvae data mnist", e.Message);
     }
 
     [Fact]
@@ -99,7 +99,7 @@ public class MnistIdxTests
     public void MissingFilesNameTheFix()
     {
         var e = Assert.Throws<DataFormatException>(() => MnistIdx.Load(TestData.TempDir(), train: true));
-        Assert.Contains("get-mnist.sh", e.Message);
+        Assert.Contains("mrvae data mnist", e.Message);
         Assert.Contains("train-images-idx3-ubyte", e.Message);
     }
 }

@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 namespace MrVae.Deploy.Tests;
 
 /// <summary>The checks find what they are for: options derived from the source, and manifests broken on purpose.</summary>
+[Trait("Category", "Integration")]   // kubectl renders the overlays
 public sealed class ChecksCanFailTests
 {
     static string Source(string file) => File.ReadAllText(Repo.Path(file));

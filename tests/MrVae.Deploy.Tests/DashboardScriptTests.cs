@@ -10,6 +10,7 @@ namespace MrVae.Deploy.Tests;
 /// deploy/dashboard.sh as a user runs it: the Aspire dashboard comes up on the given loopback ports, takes a trace
 /// over OTLP/HTTP without credentials and returns it through its telemetry API.
 /// </summary>
+[Trait("Category", "Integration")]   // runs deploy/dashboard.sh: the Aspire dashboard
 public sealed class DashboardScriptTests
 {
     static int FreePort()

@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 namespace MrVae.Deploy.Tests;
 
 /// <summary>Every overlay under k8s/overlays, rendered by `kubectl kustomize`, against the silo's real options.</summary>
+[Trait("Category", "Integration")]   // kubectl renders the overlays
 public sealed class KustomizeTests
 {
     public static TheoryData<string> Overlays() => new(Rendered.OverlayNames);

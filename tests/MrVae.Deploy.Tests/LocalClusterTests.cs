@@ -8,6 +8,7 @@ namespace MrVae.Deploy.Tests;
 /// client): Redis and three silo processes on loopback, a short training through the client, the metrics checked,
 /// and every process it started gone afterwards. About 30 s on 2 cores.
 /// </summary>
+[Trait("Category", "Integration")]   // runs deploy/local-cluster.sh: Redis and silo processes
 public sealed partial class LocalClusterTests : IDisposable
 {
     readonly string root = Path.Combine(Path.GetTempPath(), "mrvae-local-cluster-" + Guid.NewGuid().ToString("N")[..8]);

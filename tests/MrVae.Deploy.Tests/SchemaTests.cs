@@ -9,6 +9,7 @@ namespace MrVae.Deploy.Tests;
 /// No offline validator exists in Debian's packages (kubeconform/kubeval are not packaged), and kubectl's own
 /// validation needs an API server.
 /// </summary>
+[Trait("Category", "Integration")]   // node and npm packages validate the manifests
 public sealed class SchemaTests
 {
     static readonly Lazy<string> validator = new(Install);

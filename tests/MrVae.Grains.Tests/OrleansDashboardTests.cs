@@ -6,6 +6,7 @@ namespace MrVae.Grains.Tests;
 /// The Orleans dashboard on mrvae-silo processes: the first silo serves it on the configured loopback port, a second
 /// silo configured with the same port finds it taken and runs without its own UI, and the one UI shows both.
 /// </summary>
+[Trait("Category", "Integration")]   // two silo processes serving the Orleans dashboard
 public sealed class OrleansDashboardTests : IDisposable
 {
     readonly LoopbackProcesses processes = new();

@@ -10,6 +10,7 @@ namespace MrVae.Grains.Tests;
 /// real Aspire dashboard, a short run trains through them, and the dashboard's telemetry API returns one step's
 /// trace with its phases and the modality calls of both silos.
 /// </summary>
+[Trait("Category", "Integration")]   // the Aspire dashboard and two silo processes
 public sealed class OtlpDashboardTests : IDisposable
 {
     readonly string root = Path.Combine(Path.GetTempPath(), "mrvae-otlp-" + Guid.NewGuid().ToString("N"));

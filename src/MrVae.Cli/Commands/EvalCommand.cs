@@ -6,7 +6,7 @@ using Spectre.Console;
 
 namespace MrVae.Cli.Commands;
 
-/// <summary>`mrvae eval`: coherence, FD, learned relation and latent probe of a trained run (model.md, "Evaluation").</summary>
+/// <summary>`mrvae eval`: coherence, FD, learned relation and latent probe of a trained run (docs/setup.md, "Evaluation").</summary>
 public static class EvalCommand
 {
     /// <summary>`eval`, and `experiment` (the paper's tables), registered together.</summary>

@@ -26,7 +26,7 @@ public static class TrainCommand
         var seed = new Option<long>("--seed") { Description = "run seed", DefaultValueFactory = _ => 0 };
         var lr = new Option<double?>("--lr") { Description = "Adam learning rate (default 5e-4 for images, 1e-3 for vector data)" };
         var beta = new Option<double?>("--beta") { Description = "weight of the latent KL terms (default 2.5 for images, 1 for vector data)" };
-        var likelihood = new Option<PixelLikelihood?>("--likelihood") { Description = "likelihood: Laplace (model.md) or Gaussian (learns digits far sooner); default Laplace for images, Gaussian for vector data" };
+        var likelihood = new Option<PixelLikelihood?>("--likelihood") { Description = "likelihood: Laplace (the paper's, docs/setup.md) or Gaussian (learns digits far sooner); default Laplace for images, Gaussian for vector data" };
         var scale = new Option<double?>("--likelihood-scale") { Description = "Laplace b or Gaussian σ (default 0.75 for Laplace, 0.1 for Gaussian)" };
         var output = new Option<string>("--out") { Description = "run directory (metrics.jsonl, checkpoints/)", Required = true };
         var resume = new Option<bool>("--resume") { Description = "continue the run in --out from its last checkpoint (--local: RUNDIR/checkpoints/last; grains: grain storage)" };
