@@ -32,12 +32,17 @@ public static class TrainCommand
         var resume = new Option<bool>("--resume") { Description = "continue the run in --out from its last checkpoint (--local: RUNDIR/checkpoints/last; grains: grain storage)" };
         var runId = new Option<string?>("--run-id") { Description = "with --embedded or --cluster: the run's id (default: the run directory's name and a random suffix)" };
         var json = new Option<bool>("--json") { Description = "no progress bar; print the final summary as one JSON object (steps, losses, run_dir)" };
+        var onNonFinite = new Option<NonFiniteAction>("--on-nonfinite")
+        {
+            Description = "at a step whose loss or gradients are NaN or infinite: stop (default; exit code 1, the last good checkpoint kept) or skip the step (after 10 in a row: stop)",
+            DefaultValueFactory = _ => NonFiniteAction.Stop,
+        };
         var threads = new Option<int>("--threads")
         {
             Description = "with --local: libtorch threads. 1 does the float operations of the silos' lanes, so --embedded reproduces the run bit for bit; 0: libtorch's default (one per core, another summation order)",
             DefaultValueFactory = _ => 1,
         };
-        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, likelihood, scale, output, resume, runId, json, threads };
+        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, likelihood, scale, output, resume, runId, json, threads, onNonFinite };
         var settings = SettingsOption(cmd, "any other model option NAME=VALUE (a ModelConfig property, e.g. MembershipPrior=0.1 or BetaSize=3); repeatable");
         cmd.Validators.Add(r =>
         {
@@ -65,6 +70,7 @@ public static class TrainCommand
             {
                 RunDirectory = p.GetValue(output)!, BatchSize = p.GetValue(batch), Steps = p.GetValue(steps) ?? (p.GetValue(epochs) is null ? defaults.Steps : null),
                 Epochs = p.GetValue(epochs) ?? 1, Seed = p.GetValue(seed), LearningRate = p.GetValue(lr) ?? defaults.LearningRate, Resume = p.GetValue(resume), Data = DatasetFingerprint.Of(dataDir),
+                OnNonFinite = p.GetValue(onNonFinite),
             };
             TrainResult result;
             if (p.GetValue(local))
