@@ -96,9 +96,9 @@ public static class TrainCommand
                 string siloDir = p.GetValue(siloData) ?? Path.GetFullPath(dataDir);
                 // The client never reads the data: each silo's modality grains load their own shards.
                 var members = Enumerable.Range(0, spec.Modalities).ToArray();
-                var run = WithProgress($"{kind} D={config.LatentDim} (grains)", options.Steps ?? 1, 0, onStep =>
+                var run = WithProgress($"{kind} D={config.LatentDim} (grains)", options.Steps ?? 1, 0, (onStep, onWaiting) =>
                     ClusterTraining.Train(grains, config, options, siloDir, members, onStep, stopping.Token, p.GetValue(runId), id =>
-                        Started(id, options.Resume, controlFlag, p.GetValue(json))).GetAwaiter().GetResult(), quiet: p.GetValue(json));
+                        Started(id, options.Resume, controlFlag, p.GetValue(json)), onWaiting).GetAwaiter().GetResult(), quiet: p.GetValue(json));
                 result = run.Result;
                 // The final weights, gathered from the grains, as a checkpoint evaluation can load.
                 using (var model = await ClusterTraining.DownloadModel(grains, run.RunId, config, options.Seed, members))
@@ -152,8 +152,17 @@ public static class TrainCommand
 
     /// <summary>Runs <paramref name="train"/> under a progress bar (step, epoch, loss, ETA); <paramref name="quiet"/>: without.</summary>
     public static T WithProgress<T>(string title, long totalSteps, long startStep, Func<Action<StepReport>, T> train, bool quiet = false)
+        => WithProgress(title, totalSteps, startStep, (onStep, _) => train(onStep), quiet);
+
+    /// <summary>
+    /// The same, with a second callback that says what the run waits for while it makes no progress (a failover);
+    /// the bar shows it until the next step, and without a terminal (or with <paramref name="quiet"/>) it is a line on stderr.
+    /// </summary>
+    public static T WithProgress<T>(string title, long totalSteps, long startStep, Func<Action<StepReport>, Action<string?>, T> train, bool quiet = false)
     {
-        if (quiet) return train(_ => { });
+        static void WaitingLine(string? what) { if (what is not null) Console.Error.WriteLine($"waiting: {what}"); }
+        if (quiet) return train(_ => { }, WaitingLine);
+        bool terminal = AnsiConsole.Profile.Capabilities.Interactive;
         T? result = default;
         AnsiConsole.Progress()
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
@@ -161,11 +170,16 @@ public static class TrainCommand
             {
                 var task = ctx.AddTask(title, maxValue: Math.Max(1, totalSteps));
                 task.Value = startStep;
+                string last = title;
                 result = train(r =>
                 {
-                    task.Description = $"{title} epoch {r.Epoch} step {r.Step + 1}/{r.TotalSteps} loss {r.Terms["loss"]:F1}";
+                    task.Description = last = $"{title} epoch {r.Epoch} step {r.Step + 1}/{r.TotalSteps} loss {r.Terms["loss"]:F1}";
                     task.MaxValue = r.TotalSteps;
                     task.Value = r.Step + 1;
+                }, what =>
+                {
+                    task.Description = what is null ? last : $"{last} [yellow]{Markup.Escape(what)}[/]";
+                    if (!terminal) WaitingLine(what);
                 });
             });
         return result!;
