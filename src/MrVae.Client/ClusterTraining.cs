@@ -166,7 +166,9 @@ public static class ClusterTraining
         {
             try
             {
-                status = await coordinator.Status();
+                // Bounded: a call to a coordinator whose silo just died waits for the client's response timeout
+                // (minutes); a fresh call reaches its next activation once the cluster has declared the silo dead.
+                status = await coordinator.Status().WaitAsync(PollTimeout, CancellationToken.None);
                 if (status.Incarnation != incarnation)
                 {
                     // The run continued from a checkpoint (a resume, or its coordinator's silo died): the steps from
@@ -175,7 +177,7 @@ public static class ClusterTraining
                     next = status.StartStep;
                     foreach (var k in stepTimes.Keys.Where(k => k >= next).ToArray()) stepTimes.Remove(k);
                 }
-                var batch = await coordinator.Metrics(next);
+                var batch = await coordinator.Metrics(next).WaitAsync(PollTimeout, CancellationToken.None);
                 // Events first: a drop or a resume precedes the steps it concerns.
                 foreach (var e in status.Events)
                 {
@@ -185,7 +187,7 @@ public static class ClusterTraining
                     if (e.Kind != "started") File.AppendAllText(metricsPath, JsonSerializer.Serialize(line) + "\n");
                 }
                 // The metrics of one incarnation only: if another began meanwhile, the next poll starts from its first step.
-                if ((await coordinator.Status()).Incarnation != incarnation) continue;
+                if ((await coordinator.Status().WaitAsync(PollTimeout, CancellationToken.None)).Incarnation != incarnation) continue;
                 foreach (var m in batch)
                 {
                     if (m.Step < next) continue;   // steps skipped as non-finite leave gaps
@@ -209,7 +211,7 @@ public static class ClusterTraining
             {
                 // The coordinator's silo is gone: the next call activates it on another silo, which resumes the run.
                 unreachableSince ??= DateTime.UtcNow;
-                Waiting($"coordinator unreachable for {(DateTime.UtcNow - unreachableSince.Value).TotalSeconds:F0} s: waiting for the cluster to declare its silo dead and the run to resume on another silo from its checkpoint");
+                Waiting($"no answer from the coordinator since {unreachableSince.Value.ToLocalTime():HH:mm:ss}: if its silo died, waiting for the cluster to declare it dead and the run to resume on another silo from its last checkpoint");
                 if (DateTime.UtcNow - unreachableSince > UnreachableLimit)
                     throw new InvalidOperationException($"run {runId}: no answer from its coordinator for {UnreachableLimit.TotalMinutes:F0} minutes ({e.Message.ReplaceLineEndings(" ")}); the cluster may be down. When it is back: mrvae train --resume --out {options.RunDirectory}");
                 await Task.Delay(500, CancellationToken.None);
@@ -234,6 +236,9 @@ public static class ClusterTraining
         var result = new TrainResult(options.RunDirectory, status.Step, last, best?.TestLoss, best?.Step, times.Count == 0 ? 0 : times[times.Count / 2]);
         return new DistributedRun(result, runId, status.MemberSilos);
     }
+
+    /// <summary>How long one poll of the coordinator may take before the client says it waits and asks again.</summary>
+    static readonly TimeSpan PollTimeout = TimeSpan.FromSeconds(15);
 
     /// <summary>How long a client keeps asking an unreachable coordinator before it gives up (the run itself goes on).</summary>
     public static TimeSpan UnreachableLimit { get; set; } = TimeSpan.FromMinutes(3);
