@@ -84,7 +84,7 @@ public static class ClusterTraining
             client.AddActivityPropagation();
             if (connection.StartsWith("redis://", StringComparison.OrdinalIgnoreCase))
             {
-                client.UseRedisClustering(connection["redis://".Length..]);
+                client.UseRedisClustering(o => o.ConfigurationOptions = RedisConnection.Options(connection["redis://".Length..]));
                 client.Configure<ClusterOptions>(o => { o.ClusterId = clusterId; o.ServiceId = serviceId; });
             }
             else
