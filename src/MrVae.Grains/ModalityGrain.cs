@@ -131,7 +131,9 @@ public sealed class ModalityGrain(
     {
         using var span = StartSpan("modality encoder backward", step);
         span?.SetTag(TrainingTelemetry.Bytes, dMu.ByteCount + dLogVar.ByteCount);
-        await Compute(() => ApplyEncoderGradientsNow(step, dMu, dLogVar));
+        // Idempotent like the update carried by an encode: after a step that failed elsewhere, this grain may have
+        // applied it already (and hold the next step), and the coordinator's separate call must then do nothing.
+        await Compute(() => ApplyPreviousNow(new EncoderGradients(step, dMu, dLogVar)));
     }
 
     System.Diagnostics.Activity? StartSpan(string name, long step)

@@ -148,6 +148,10 @@ public sealed class SiloDeathTests : IDisposable
         var before = await WaitFor(run, s => s.CheckpointStep >= 20 && s.Step > s.CheckpointStep + 3, "a checkpoint and steps past it", processes.Logs);
         int victim = SiloOf(before.CoordinatorSilo);
         Assert.True(victim >= 0, $"coordinator on {before.CoordinatorSilo}");
+        // The client writes metrics.jsonl from its polls: the kill comes once it has recorded the steps seen trained.
+        var recorded = DateTime.UtcNow.AddMinutes(1);
+        string metrics = Path.Combine(options.RunDirectory, LocalTrainer.MetricsFile);
+        while (File.ReadAllLines(metrics).Count(l => l.EndsWith('}') && !l.Contains("\"event\"")) < before.Step && DateTime.UtcNow < recorded) await Task.Delay(100);
 
         silos[victim].Kill();
         var resumed = await WaitFor(run, s => s.Incarnation >= 1 && s.State == RunState.Running && s.Step > s.StartStep, "the run going on after a failover", processes.Logs);
