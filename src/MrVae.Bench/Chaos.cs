@@ -90,6 +90,9 @@ public static partial class Chaos
             int victim = random.Next(o.Groups.Length);
             bool coordinator = status.CoordinatorSilo.Contains($":{silos.SiloPort(victim)}:") || status.CoordinatorSilo.Contains($":{silos.SiloPort(victim)}@");
             long incarnation = status.Incarnation;
+            // The victim's members by their silo (address and generation): recovered when none of them is there any more.
+            var victimModalities = o.Groups[victim].Split(',').Select(int.Parse).ToHashSet();
+            var killedSilos = status.MemberSilos.Where(kv => victimModalities.Contains(kv.Key)).Select(kv => kv.Value).ToHashSet();
             var clock = Stopwatch.StartNew();
             await silos.Kill(victim);
             log($"kill {kills.Count + 1}: silo {victim} ({o.Groups[victim]}{(coordinator ? ", the coordinator's" : "")}) at step {status.Step}");
@@ -102,7 +105,9 @@ public static partial class Chaos
             while (!training.IsCompleted && DateTime.UtcNow < deadline)
             {
                 now = await TryStatus(run);
-                if (now is { State: RunState.Running } && now.Members.Length == spec.Modalities && (now.Incarnation > incarnation || !coordinator)) break;
+                // All members again, none on the dead silo (before the coordinator notices the death it still lists them).
+                if (now is { State: RunState.Running } && now.Members.Length == spec.Modalities && !now.MemberSilos.Values.Any(killedSilos.Contains)
+                    && (now.Incarnation > incarnation || !coordinator)) break;
                 await Task.Delay(250, CancellationToken.None);
             }
             now ??= await TryStatus(run);
