@@ -185,7 +185,7 @@ public static class Benchmark
         {
             using var json = JsonDocument.Parse(line);
             var root = json.RootElement;
-            if (root.GetProperty("step").GetInt64() < o.WarmupSteps) continue;
+            if (root.TryGetProperty("event", out _) || root.GetProperty("step").GetInt64() < o.WarmupSteps) continue;
             double step = root.GetProperty("step_ms").GetDouble();
             // The relation module runs in the coordinator's forward and backward phases (mrVAE; the baselines' objectives there are small).
             double relation = root.GetProperty("ms_coordinator_forward").GetDouble() + root.GetProperty("ms_coordinator_backward").GetDouble();

@@ -15,7 +15,9 @@ namespace MrVae.Bench;
 public sealed class LoopbackSilos : IAsyncDisposable
 {
     readonly List<Process> processes = new();
+    readonly List<Dictionary<string, string>> environments = new();
     readonly string logDirectory;
+    string siloDll = "";
     public IHost Client { get; private set; } = null!;
     public IGrainFactory Grains => Client.Services.GetRequiredService<IGrainFactory>();
     public IReadOnlyList<Process> Processes => processes;
@@ -36,11 +38,12 @@ public sealed class LoopbackSilos : IAsyncDisposable
     /// Starts one silo per group (e.g. "0,1", "2,3", "4") and waits until all have joined and a client is connected.
     /// Logs go to WORK/silo-logs, the silos' grain state (checkpoints) to WORK/silo-state.
     /// </summary>
-    public static async Task<LoopbackSilos> Start(string siloDll, string[] groups, string workDirectory, TimeSpan timeout)
+    public static async Task<LoopbackSilos> Start(string siloDll, string[] groups, string workDirectory, TimeSpan timeout, int? redisPort = null,
+        IReadOnlyDictionary<string, string>? extraEnvironment = null)
     {
         string logDirectory = Path.Combine(workDirectory, "silo-logs"), stateDirectory = Path.GetFullPath(Path.Combine(workDirectory, "silo-state"));
         Directory.CreateDirectory(logDirectory);
-        var silos = new LoopbackSilos(logDirectory);
+        var silos = new LoopbackSilos(logDirectory) { siloDll = siloDll };
         try
         {
             string clusterId = "bench-" + Guid.NewGuid().ToString("N")[..8];
@@ -50,7 +53,7 @@ public sealed class LoopbackSilos : IAsyncDisposable
             {
                 int siloPort = i == 0 ? primary : FreePort(), gatewayPort = FreePort();
                 if (i == 0) firstGateway = gatewayPort;
-                silos.StartSilo(siloDll, i, new Dictionary<string, string>
+                var environment = new Dictionary<string, string>
                 {
                     ["DOTNET_ENVIRONMENT"] = "Production",
                     ["MrVae__Cluster__ClusterId"] = clusterId,
@@ -63,11 +66,20 @@ public sealed class LoopbackSilos : IAsyncDisposable
                     // No web UI: nothing to look at during a measurement, and silos started together race for its port.
                     ["MrVae__Dashboard__Enabled"] = "false",
                     ["MrVae__Checkpoints__Directory"] = stateDirectory,
-                });
+                };
+                // With Redis: membership, grain directory and checkpoints there, so any silo (the first too) may die.
+                if (redisPort is { } redis)
+                {
+                    environment["MrVae__Clustering__Redis"] = $"127.0.0.1:{redis}";
+                    environment.Remove("MrVae__Checkpoints__Directory");
+                }
+                foreach (var (k, v) in extraEnvironment ?? new Dictionary<string, string>()) environment[k] = v;
+                silos.environments.Add(environment);
+                silos.StartSilo(siloDll, i, environment);
                 // The primary first: the others join through it.
                 await WaitForPort(gatewayPort, timeout, silos.processes[^1], silos.LogPath(i));
             }
-            silos.Client = await ClusterTraining.ConnectClient($"127.0.0.1:{firstGateway}", clusterId);
+            silos.Client = await ClusterTraining.ConnectClient(redisPort is { } r ? $"redis://127.0.0.1:{r}" : $"127.0.0.1:{firstGateway}", clusterId);
             var deadline = DateTime.UtcNow + timeout;
             while ((await silos.Grains.GetGrain<IManagementGrain>(0).GetHosts(onlyActive: true)).Count < groups.Length)
             {
@@ -92,14 +104,32 @@ public sealed class LoopbackSilos : IAsyncDisposable
     /// </summary>
     public static int ConcurrentComputePerSilo(int silos) => Math.Max(1, Environment.ProcessorCount / Math.Max(1, silos));
 
-    string LogPath(int i) => Path.Combine(logDirectory, $"silo{i}.log");
+    public string LogPath(int i) => Path.Combine(logDirectory, $"silo{i}.log");
 
-    void StartSilo(string dll, int index, Dictionary<string, string> environment)
+    /// <summary>The silo port of silo <paramref name="i"/> (its address in status: 127.0.0.1:PORT:GENERATION).</summary>
+    public int SiloPort(int i) => int.Parse(environments[i]["MrVae__Endpoints__SiloPort"]);
+
+    /// <summary>SIGKILL for silo <paramref name="i"/>: no shutdown, as a crash or a lost machine.</summary>
+    public async Task Kill(int i)
+    {
+        processes[i].Kill();
+        await processes[i].WaitForExitAsync();
+    }
+
+    /// <summary>Starts silo <paramref name="i"/> again with its ports and settings (a new generation of it) and waits for its gateway.</summary>
+    public async Task Restart(int i, TimeSpan timeout)
+    {
+        processes[i].Dispose();
+        StartSilo(siloDll, i, environments[i], replace: true);
+        await WaitForPort(int.Parse(environments[i]["MrVae__Endpoints__GatewayPort"]), timeout, processes[i], LogPath(i));
+    }
+
+    void StartSilo(string dll, int index, Dictionary<string, string> environment, bool replace = false)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add(dll);
         foreach (var (k, v) in environment) psi.Environment[k] = v;
-        var log = new StreamWriter(LogPath(index)) { AutoFlush = true };
+        var log = new StreamWriter(LogPath(index), append: replace) { AutoFlush = true };
         var p = Process.Start(psi) ?? throw new InvalidOperationException($"could not start {dll}");
         // Drain both pipes into the log so a chatty silo never blocks on a full pipe.
         p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };
@@ -107,7 +137,8 @@ public sealed class LoopbackSilos : IAsyncDisposable
         p.Exited += (_, _) => { lock (log) log.Dispose(); };
         p.EnableRaisingEvents = true;
         p.BeginOutputReadLine(); p.BeginErrorReadLine();
-        processes.Add(p);
+        if (replace) processes[index] = p;
+        else processes.Add(p);
     }
 
     static async Task WaitForPort(int port, TimeSpan timeout, Process process, string log)

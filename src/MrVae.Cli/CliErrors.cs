@@ -42,7 +42,7 @@ public static partial class CliErrors
         {
             return parse.Invoke(config);
         }
-        catch (Exception e) when (e is DataFormatException or CheckpointException or IOException or ArgumentException or UnauthorizedAccessException or InvalidOperationException or Orleans.Runtime.OrleansException or TimeoutException)
+        catch (Exception e) when (e is DataFormatException or CheckpointException or NonFiniteException or IOException or ArgumentException or UnauthorizedAccessException or InvalidOperationException or Orleans.Runtime.OrleansException or TimeoutException)
         {
             WriteError(e.Message);
             // MRVAE_DEBUG=1: the whole exception, for bug reports.

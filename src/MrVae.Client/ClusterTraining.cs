@@ -84,7 +84,7 @@ public static class ClusterTraining
             client.AddActivityPropagation();
             if (connection.StartsWith("redis://", StringComparison.OrdinalIgnoreCase))
             {
-                client.UseRedisClustering(connection["redis://".Length..]);
+                client.UseRedisClustering(o => o.ConfigurationOptions = RedisConnection.Options(connection["redis://".Length..]));
                 client.Configure<ClusterOptions>(o => { o.ClusterId = clusterId; o.ServiceId = serviceId; });
             }
             else
@@ -113,14 +113,20 @@ public static class ClusterTraining
     /// Runs a training through the coordinator grain and writes metrics.jsonl, test.jsonl and config.json into the run
     /// directory. With <see cref="TrainOptions.Resume"/> it continues the run named in the directory's config.json
     /// from its last checkpoint in grain storage. <paramref name="onStarted"/> gets the run id once the run is going.
-    /// Cancelling asks the run to stop (it checkpoints) and waits for that.
+    /// Cancelling asks the run to stop (it checkpoints) and waits for that. metrics.jsonl is append-only: a
+    /// continuation from a checkpoint adds a "resumed" event line and the steps from there on, after those already
+    /// written; every event of the run (see <see cref="RunEvent"/>) goes to events.jsonl, and all but the first
+    /// members' "started" to metrics.jsonl among the steps. <paramref name="onWaiting"/> hears what the client waits
+    /// for while the run makes no progress (a failover), and null once steps come again.
     /// </summary>
     public static async Task<DistributedRun> Train(IGrainFactory grains, ModelConfig config, TrainOptions options, string siloDataDirectory,
-        int[] modalities, Action<StepReport>? onStep = null, CancellationToken cancel = default, string? runId = null, Action<string>? onStarted = null)
+        int[] modalities, Action<StepReport>? onStep = null, CancellationToken cancel = default, string? runId = null, Action<string>? onStarted = null,
+        Action<string?>? onWaiting = null)
     {
         Directory.CreateDirectory(options.RunDirectory);
         string configPath = Path.Combine(options.RunDirectory, LocalTrainer.ConfigFile);
         string metricsPath = Path.Combine(options.RunDirectory, LocalTrainer.MetricsFile);
+        string eventsPath = Path.Combine(options.RunDirectory, LocalTrainer.EventsFile);
         ICoordinatorGrain coordinator;
         RunStatus status;
         if (options.Resume)
@@ -135,9 +141,10 @@ public static class ClusterTraining
             File.WriteAllText(configPath, JsonSerializer.Serialize(
                 new { run_id = runId, model = config, train = options, data_on_silos = siloDataDirectory, modalities }, CheckpointDirectory.Json));
             File.Delete(metricsPath);
+            File.Delete(eventsPath);
             coordinator = grains.GetGrain<ICoordinatorGrain>(runId);
             status = await coordinator.Start(new RunSetup(siloDataDirectory, config.ToJson(), options.Seed, options.BatchSize, options.Steps,
-                options.Epochs, options.LearningRate, options.EvaluateEvery, options.TestSamples, modalities));
+                options.Epochs, options.LearningRate, options.EvaluateEvery, options.TestSamples, modalities, SkipNonFinite: options.OnNonFinite == NonFiniteAction.Skip));
         }
         onStarted?.Invoke(runId);
 
@@ -146,22 +153,44 @@ public static class ClusterTraining
         double last = double.NaN;
         bool stopping = false;
         DateTime? unreachableSince = null;
+        var written = WrittenEvents(eventsPath);
+        DateTime lastProgress = DateTime.UtcNow;
+        string? waiting = null;
+        void Waiting(string? what)
+        {
+            if (what == waiting) return;
+            waiting = what;
+            onWaiting?.Invoke(what);
+        }
         while (true)
         {
             try
             {
-                status = await coordinator.Status();
+                // Bounded: a call to a coordinator whose silo just died waits for the client's response timeout
+                // (minutes); a fresh call reaches its next activation once the cluster has declared the silo dead.
+                status = await coordinator.Status().WaitAsync(PollTimeout, CancellationToken.None);
                 if (status.Incarnation != incarnation)
                 {
-                    // The run continued from a checkpoint: steps from there on run again.
+                    // The run continued from a checkpoint (a resume, or its coordinator's silo died): the steps from
+                    // there on follow, after those written already; the "resumed" event line says so.
                     incarnation = status.Incarnation;
                     next = status.StartStep;
-                    KeepStepsBefore(metricsPath, next);
                     foreach (var k in stepTimes.Keys.Where(k => k >= next).ToArray()) stepTimes.Remove(k);
                 }
-                foreach (var m in await coordinator.Metrics(next))
+                var batch = await coordinator.Metrics(next).WaitAsync(PollTimeout, CancellationToken.None);
+                // Events first: a drop or a resume precedes the steps it concerns.
+                foreach (var e in status.Events)
                 {
-                    if (m.Step != next) break;   // a newer incarnation began meanwhile; the next poll rewinds
+                    if (!written.Add(EventKey(e.Step, e.Kind, e.Modality, e.Utc))) continue;
+                    var line = new RunEventLine(e.Step, e.Kind, e.Message, e.Modality >= 0 ? e.Modality : null, e.Utc).ToJson();
+                    File.AppendAllText(eventsPath, JsonSerializer.Serialize(line) + "\n");
+                    if (e.Kind != "started") File.AppendAllText(metricsPath, JsonSerializer.Serialize(line) + "\n");
+                }
+                // The metrics of one incarnation only: if another began meanwhile, the next poll starts from its first step.
+                if ((await coordinator.Status().WaitAsync(PollTimeout, CancellationToken.None)).Incarnation != incarnation) continue;
+                foreach (var m in batch)
+                {
+                    if (m.Step < next) continue;   // steps skipped as non-finite leave gaps
                     var report = new StepReport(m.Step, m.Epoch, status.TotalSteps, m.Terms, m.StepMilliseconds);
                     var line = LocalTrainer.MetricsLine(report);
                     line["bytes"] = m.BytesMoved;
@@ -172,13 +201,17 @@ public static class ClusterTraining
                     stepTimes[m.Step] = m.StepMilliseconds;
                     last = m.Terms["loss"];
                     next = m.Step + 1;
+                    lastProgress = DateTime.UtcNow;
                 }
                 unreachableSince = null;
+                if (batch.Length > 0 || status.State != RunState.Running) Waiting(null);
+                else if (DateTime.UtcNow - lastProgress > TimeSpan.FromSeconds(3)) Waiting(WaitingFor(status));
             }
             catch (Exception e) when (e is OrleansException or TimeoutException or SiloUnavailableException)
             {
                 // The coordinator's silo is gone: the next call activates it on another silo, which resumes the run.
                 unreachableSince ??= DateTime.UtcNow;
+                Waiting($"no answer from the coordinator since {unreachableSince.Value.ToLocalTime():HH:mm:ss}: if its silo died, waiting for the cluster to declare it dead and the run to resume on another silo from its last checkpoint");
                 if (DateTime.UtcNow - unreachableSince > UnreachableLimit)
                     throw new InvalidOperationException($"run {runId}: no answer from its coordinator for {UnreachableLimit.TotalMinutes:F0} minutes ({e.Message.ReplaceLineEndings(" ")}); the cluster may be down. When it is back: mrvae train --resume --out {options.RunDirectory}");
                 await Task.Delay(500, CancellationToken.None);
@@ -204,6 +237,9 @@ public static class ClusterTraining
         return new DistributedRun(result, runId, status.MemberSilos);
     }
 
+    /// <summary>How long one poll of the coordinator may take before the client says it waits and asks again.</summary>
+    static readonly TimeSpan PollTimeout = TimeSpan.FromSeconds(15);
+
     /// <summary>How long a client keeps asking an unreachable coordinator before it gives up (the run itself goes on).</summary>
     public static TimeSpan UnreachableLimit { get; set; } = TimeSpan.FromMinutes(3);
 
@@ -226,16 +262,35 @@ public static class ClusterTraining
             : throw new ArgumentException($"--resume: {path} has no run_id; it is a --local run (resume it with --local --resume)");
     }
 
-    /// <summary>Keeps the metrics lines of steps before <paramref name="step"/> (a resumed run writes the rest again).</summary>
-    static void KeepStepsBefore(string metricsPath, long step)
+    /// <summary>What a run that makes no progress waits for, in words for the progress line.</summary>
+    static string WaitingFor(RunStatus s)
     {
-        if (!File.Exists(metricsPath)) return;
-        var kept = File.ReadLines(metricsPath).Where(l =>
+        var unreachable = s.UnreachableSilos ?? [];
+        var lost = s.MemberSilos.Where(p => unreachable.Contains(p.Value)).Select(p => p.Key).Order().ToArray();
+        if (lost.Length > 0) return $"modalities {string.Join(",", lost)} unreachable (silo {string.Join(", ", unreachable)}): waiting for their calls to fail or time out, then the step runs again without them";
+        if (s.CheckpointStep is { } c && s.Step == c && s.Incarnation > 0 && s.Step == s.StartStep) return $"resuming from the checkpoint at step {c}: restoring the members";
+        return $"waiting for step {s.Step} (members {string.Join(",", s.Members)})";
+    }
+
+    static string EventKey(long step, string kind, int modality, DateTime utc) => $"{step}|{kind}|{modality}|{utc.ToUniversalTime():O}";
+
+    /// <summary>The events events.jsonl has already (a resumed client appends only new ones).</summary>
+    static HashSet<string> WrittenEvents(string path)
+    {
+        var keys = new HashSet<string>();
+        if (!File.Exists(path)) return keys;
+        foreach (var l in File.ReadLines(path))
         {
-            using var line = JsonDocument.Parse(l);
-            return line.RootElement.GetProperty("step").GetInt64() < step;
-        }).ToList();
-        File.WriteAllLines(metricsPath, kept);
+            try
+            {
+                using var line = JsonDocument.Parse(l);
+                var r = line.RootElement;
+                keys.Add(EventKey(r.GetProperty("step").GetInt64(), r.GetProperty("event").GetString()!,
+                    r.TryGetProperty("modality", out var m) ? m.GetInt32() : -1, r.GetProperty("utc").GetDateTime()));
+            }
+            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException) { /* a cut-off line */ }
+        }
+        return keys;
     }
 
     /// <summary>

@@ -171,6 +171,7 @@ public static class Plots
             try
             {
                 using var doc = JsonDocument.Parse(line);
+                if (doc.RootElement.TryGetProperty("event", out _)) continue;   // an event line among the steps (events.jsonl has them all)
                 var d = new Dictionary<string, double>();
                 foreach (var p in doc.RootElement.EnumerateObject())
                     if (p.Value.ValueKind == JsonValueKind.Number) d[p.Name] = p.Value.GetDouble();

@@ -60,7 +60,12 @@ public sealed record RunSetup(
     // Checkpoint every this many steps (null: at every evaluation), and at stop and end.
     [property: Id(11)] long? CheckpointEvery = null,
     // How often a dropped member's grain is asked to rejoin (its silo may be back).
-    [property: Id(12)] double RejoinProbeSeconds = 5);
+    [property: Id(12)] double RejoinProbeSeconds = 5,
+    // With CheckpointEvery null: also checkpoint once this many seconds have passed since the last one, so a
+    // coordinator's failover reruns at most about this much work (0: only at evaluations).
+    [property: Id(13)] double CheckpointSeconds = 30,
+    // At a step whose loss or gradients are NaN or infinite: skip it (true) or fail the run, keeping its last checkpoint.
+    [property: Id(14)] bool SkipNonFinite = false);
 
 /// <summary>One step's numbers: loss terms with the local trainer's keys, wall time, bytes moved, and time per phase of the protocol.</summary>
 [GenerateSerializer, Immutable]
@@ -94,9 +99,15 @@ public sealed record RunStatus(
     [property: Id(9)] long Incarnation = 0,
     [property: Id(10)] long StartStep = 0,
     [property: Id(11)] long? CheckpointStep = null,
-    [property: Id(12)] int[]? Dropped = null);
+    [property: Id(12)] int[]? Dropped = null,
+    // Silos of members (or dropped members) that the cluster's membership does not list as active right now.
+    [property: Id(13)] string[]? UnreachableSilos = null);
 
-/// <summary>A membership event of a run: attached, detached, dropped (a failed or timed-out call), stopped.</summary>
+/// <summary>
+/// An event of a run: started (a first member), attached, detached, dropped (a failed or timed-out call), rejoined,
+/// failover (the coordinator came back on another silo), resumed, skipped or diverged (a non-finite step), stopped.
+/// Modality −1: the run as a whole.
+/// </summary>
 [GenerateSerializer, Immutable]
 public sealed record RunEvent(
     [property: Id(0)] long Step,

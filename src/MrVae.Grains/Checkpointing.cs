@@ -1,3 +1,4 @@
+using System.Security.Cryptography;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -13,8 +14,29 @@ namespace MrVae.Grains;
 public static class Checkpointing
 {
     public const string StorageName = "mrvae-checkpoints";
-    /// <summary>Bumped whenever the meaning of a stored field changes; older states are refused with a clear error.</summary>
-    public const int FormatVersion = 1;
+    /// <summary>Bumped whenever the meaning of a stored field changes; older states are refused with a clear error.
+    /// 2: the tensor bytes carry a SHA-256 (<see cref="Checksum"/>).</summary>
+    public const int FormatVersion = 2;
+
+    /// <summary>SHA-256 over the given byte arrays, each prefixed by its length, as lower-case hex.</summary>
+    public static string Checksum(params byte[][] parts)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        foreach (var part in parts)
+        {
+            hash.AppendData(BitConverter.GetBytes((long)part.Length));
+            hash.AppendData(part);
+        }
+        return Convert.ToHexStringLower(hash.GetHashAndReset());
+    }
+
+    /// <summary>Throws, naming <paramref name="what"/>, unless the bytes have the recorded checksum: damaged state is never loaded.</summary>
+    public static void Verify(string recorded, string what, params byte[][] parts)
+    {
+        string actual = Checksum(parts);
+        if (actual != recorded)
+            throw new InvalidOperationException($"{what} is damaged (its SHA-256 is {actual[..12]}…, the stored one {(recorded.Length >= 12 ? recorded[..12] : "missing")}…): it was not loaded; the run cannot resume from it (check the grain storage, MrVae:Checkpoints)");
+    }
 
     public static byte[] Save(nn.Module module)
     {
@@ -66,6 +88,8 @@ public sealed class ModalitySnapshot
     [Id(3)] public byte[] Network { get; set; } = [];
     [Id(4)] public byte[] Optimizer { get; set; } = [];
     [Id(5)] public DateTime SavedUtc { get; set; }
+    /// <summary><see cref="Checkpointing.Checksum"/> of Network and Optimizer.</summary>
+    [Id(6)] public string Checksum { get; set; } = "";
 }
 
 /// <summary>The coordinator's commit record of a run: everything needed to resume it at <see cref="Step"/>.</summary>
@@ -97,4 +121,6 @@ public sealed class RunCheckpoint
     /// </summary>
     [Id(15)] public int[] PendingAttach { get; set; } = [];
     [Id(16)] public int[] PendingDetach { get; set; } = [];
+    /// <summary><see cref="Checkpointing.Checksum"/> of Objective, Optimizer and StepGenerator.</summary>
+    [Id(17)] public string Checksum { get; set; } = "";
 }

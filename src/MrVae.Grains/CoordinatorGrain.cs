@@ -27,6 +27,7 @@ namespace MrVae.Grains;
 [Reentrant]
 public sealed class CoordinatorGrain(
     IOptions<SiloSettings> settings, ILogger<CoordinatorGrain> logger, ComputeGate compute, Orleans.Runtime.ILocalSiloDetails siloDetails,
+    Orleans.Runtime.IClusterMembershipService membership,
     [PersistentState("run", Checkpointing.StorageName)] IPersistentState<RunCheckpoint> record) : Grain, ICoordinatorGrain
 {
     readonly Device device = new(settings.Value.Device);
@@ -71,6 +72,10 @@ public sealed class CoordinatorGrain(
     }
     Task? loop;
     TimeSpan memberTimeout = TimeSpan.FromSeconds(60);
+    // Non-finite steps skipped in a row (RunSetup.SkipNonFinite); the time of the last checkpoint, and what it cost.
+    int skippedInARow;
+    DateTime lastCheckpoint = DateTime.UtcNow;
+    double checkpointMilliseconds;
 
     string RunId => this.GetPrimaryKeyString();
 
@@ -87,6 +92,7 @@ public sealed class CoordinatorGrain(
         {
             // The run was interrupted (its silo died, or the whole cluster stopped): continue from the checkpoint.
             logger.LogWarning("run {Run} was interrupted; resuming from its checkpoint at step {Step}", RunId, c.Step);
+            Record("failover", -1, $"the coordinator is active again, on {siloDetails.SiloAddress}: its last activation ended without stopping the run (its silo died, or the cluster restarted)");
             LaunchLoop(restore: true);
         }
         return Task.CompletedTask;
@@ -112,7 +118,7 @@ public sealed class CoordinatorGrain(
         members = s.Modalities.OrderBy(j => j).ToArray();
         step = 0; committedStep = -1; incarnation = 0; startStep = 0; error = null;
         metrics.Clear(); testMetrics.Clear(); events.Clear(); dropped.Clear(); dataDirectories.Clear();
-        foreach (int j in members) Record("attached", j, $"on {memberSilos[j]}");
+        foreach (int j in members) Record("started", j, $"on {memberSilos[j]}");
         TrainingTelemetry.MembersAttached.Add(members.Length);
         LaunchLoop(restore: false);
         return await Status();
@@ -177,6 +183,7 @@ public sealed class CoordinatorGrain(
         if (c.FormatVersion != Checkpointing.FormatVersion)
             throw new InvalidOperationException($"run {RunId}: its checkpoint has format version {c.FormatVersion}, this build reads {Checkpointing.FormatVersion}; resume with the mrvae version that wrote it");
         var s = c.Setup ?? throw new InvalidOperationException($"run {RunId}: its checkpoint has no setup");
+        Checkpointing.Verify(c.Checksum, $"run {RunId}'s checkpoint at step {c.Step}", c.Objective, c.Optimizer, c.StepGenerator);
         var cfg = ModelConfig.FromJson(s.ModelConfigJson);
         dataDirectories = new Dictionary<int, string>(c.DataDirectories);
         grains = c.Members.Concat(c.Dropped).Distinct().ToDictionary(j => j, ModalityGrain);
@@ -229,6 +236,8 @@ public sealed class CoordinatorGrain(
             if (committedStep < 0) await Checkpoint(RunState.Running);
             long evaluateEvery = setup!.EvaluateEvery ?? schedule!.StepsPerEpoch;
             long checkpointEvery = setup.CheckpointEvery ?? evaluateEvery;
+            // Without CheckpointEvery, a checkpoint also every CheckpointSeconds: what a coordinator's failover reruns.
+            var checkpointInterval = setup.CheckpointEvery is null && setup.CheckpointSeconds > 0 ? TimeSpan.FromSeconds(setup.CheckpointSeconds) : TimeSpan.MaxValue;
             while (step < totalSteps && !stopRequested)
             {
                 // The silo is going away: stop between steps; the record still says Running, so the run resumes
@@ -247,14 +256,45 @@ public sealed class CoordinatorGrain(
                     await compute.RunCoordinator(() => { stepGenerator!.set_state(generatorState); return true; });
                     continue;
                 }
+                catch (NonFiniteStep bad)
+                {
+                    // Nothing of the step was applied: members zero their gradients at the next encode.
+                    string cause = $"{bad.Where} is {NonFinite.Describe(bad.Value)}";
+                    if (setup.SkipNonFinite && ++skippedInARow <= NonFinite.MaxSkippedInARow)
+                    {
+                        Record("skipped", -1, cause);
+                        step++;
+                        continue;
+                    }
+                    Record("diverged", -1, cause);
+                    string kept = committedStep >= 0 ? $"The last good checkpoint is kept (step {committedStep}); `mrvae train --resume` continues from it." : "There is no checkpoint yet.";
+                    throw new NonFiniteException(step, bad.Where, bad.Value, (setup.SkipNonFinite ? $"{NonFinite.MaxSkippedInARow} steps in a row were skipped. " : "")
+                        + NonFinite.Advice(setup.LearningRate, setup.SkipNonFinite ? NonFiniteAction.Skip : NonFiniteAction.Stop, kept));
+                }
+                skippedInARow = 0;
+                if (checkpointMilliseconds > 0) { result.PhaseMilliseconds["ms_checkpoint"] = checkpointMilliseconds; checkpointMilliseconds = 0; }
                 metrics.Add(result);
                 step++;
                 if (step % evaluateEvery == 0 || step == totalSteps)
                 {
-                    try { testMetrics.Add(new TestMetrics(step, await TestLoss())); }
+                    double? testLoss = null;
+                    try { testLoss = await TestLoss(); }
                     catch (MembersFailedException failure) { Drop(failure); }   // the next evaluation uses the others
+                    if (testLoss is { } t && !double.IsFinite(t))
+                    {
+                        // Weights with a non-finite test loss make no good checkpoint: keep the last one.
+                        Record("diverged", -1, $"the test loss is {NonFinite.Describe(t)}");
+                        throw new NonFiniteException(step, "the test loss", t, NonFinite.Advice(setup.LearningRate, NonFiniteAction.Stop,
+                            committedStep >= 0 ? $"The last good checkpoint is kept (step {committedStep})." : "There is no checkpoint yet."));
+                    }
+                    if (testLoss is { } loss) testMetrics.Add(new TestMetrics(step, loss));
                 }
-                if (step % checkpointEvery == 0 && step < totalSteps) await Checkpoint(RunState.Running);
+                if (step < totalSteps && (step % checkpointEvery == 0 || DateTime.UtcNow - lastCheckpoint >= checkpointInterval))
+                {
+                    var clock = Stopwatch.StartNew();
+                    await Checkpoint(RunState.Running);
+                    checkpointMilliseconds = clock.Elapsed.TotalMilliseconds;   // reported with the next step
+                }
             }
             var final = stopRequested ? RunState.Stopped : RunState.Finished;
             if (stopRequested) Record("stopped", -1, $"stopped on request at step {step}");
@@ -268,7 +308,7 @@ public sealed class CoordinatorGrain(
         catch (Exception e)
         {
             logger.LogError(e, "run {Run} failed at step {Step}", RunId, step);
-            error = $"step {step}: {e.Message}";
+            error = e is NonFiniteException ? e.Message : $"step {step}: {e.Message}";
             state = RunState.Failed;
             if (record.RecordExists)
             {
@@ -297,6 +337,8 @@ public sealed class CoordinatorGrain(
         if (step == committedStep && record.RecordExists)
         {
             record.State.State = recordedState;
+            // A resume's new incarnation too: a second failover before the next full checkpoint must count on from it.
+            record.State.Incarnation = incarnation;
             record.State.Events = events.ToList();
             record.State.TestMetrics = testMetrics.ToList();
             await WriteRecord();
@@ -313,9 +355,11 @@ public sealed class CoordinatorGrain(
             Members = members.ToArray(), Dropped = dropped.Keys.ToArray(),   // DataDirectories and pending requests: WriteRecord
             Objective = objectiveBytes, Optimizer = optimizerBytes, StepGenerator = generatorBytes,
             TestMetrics = testMetrics.ToList(), Events = events.ToList(), Incarnation = incarnation, SavedUtc = DateTime.UtcNow,
+            Checksum = Checkpointing.Checksum(objectiveBytes, optimizerBytes, generatorBytes),
         };
         await WriteRecord();
         committedStep = step;
+        lastCheckpoint = DateTime.UtcNow;
     }
 
     // The step loop's checkpoints and attach/detach requests (other grain turns) both write the record; one at a time.
@@ -429,33 +473,46 @@ public sealed class CoordinatorGrain(
         bytes += decoded.Sum(d => d.Gradient!.ByteCount + sizeof(float));
 
         var terms = new Dictionary<string, double>();
+        (string Where, double Value)? bad = null;
         var (dMu, dLogVar) = await compute.RunCoordinator(() =>
         {
             using var scope = NewDisposeScope();
-            // The total in the local trainer's order: coordinator loss, then rec_j by modality.
-            var total = output.Loss.detach().clone();
-            for (int i = 0; i < members.Length; i++) total = total + tensor(decoded[i].NegativeLogLikelihood, dtype: total.dtype, device: device);
-            terms["loss"] = total.ToDouble();
-            foreach (var (k, t) in output.Terms) terms[k] = t.ToDouble();
-            for (int i = 0; i < members.Length; i++) terms[$"rec_{members[i]}"] = decoded[i].NegativeLogLikelihood;
-            terms["beta"] = config.Beta * context.BetaScale;
-
-            var roots = new List<Tensor> { output.Loss };
-            var grads = new List<Tensor> { ones_like(output.Loss) };
-            for (int i = 0; i < members.Length; i++)
+            try
             {
-                roots.Add(output.DecoderInputs[members[i]]!);
-                grads.Add(TensorWire.FromPayload(decoded[i].Gradient!, device));
+                // The total in the local trainer's order: coordinator loss, then rec_j by modality.
+                var total = output.Loss.detach().clone();
+                for (int i = 0; i < members.Length; i++) total = total + tensor(decoded[i].NegativeLogLikelihood, dtype: total.dtype, device: device);
+                terms["loss"] = total.ToDouble();
+                foreach (var (k, t) in output.Terms) terms[k] = t.ToDouble();
+                for (int i = 0; i < members.Length; i++) terms[$"rec_{members[i]}"] = decoded[i].NegativeLogLikelihood;
+                terms["beta"] = config.Beta * context.BetaScale;
+                if ((bad = NonFinite.Term(terms)) is not null) return ((TensorPayload[])[], (TensorPayload[])[]);
+
+                var roots = new List<Tensor> { output.Loss };
+                var grads = new List<Tensor> { ones_like(output.Loss) };
+                for (int i = 0; i < members.Length; i++)
+                {
+                    roots.Add(output.DecoderInputs[members[i]]!);
+                    grads.Add(TensorWire.FromPayload(decoded[i].Gradient!, device));
+                }
+                // One backward: the members' gradients land on their leaves, the coordinator's in its parameters' .grad.
+                autograd.backward(roots, grads);
+                Tensor Gradient(Tensor leaf) => leaf.grad is { } g ? g.detach().clone() : zeros_like(leaf);
+                var muGrads = members.Select(j => Gradient(mu[j]!)).ToArray();
+                var logVarGrads = members.Select(j => Gradient(logVar[j]!)).ToArray();
+                // Each member's gradient as it arrived (∂L/∂z̃) and as it goes back (∂L/∂μ, ∂L/∂log σ²), and the coordinator's own.
+                var groups = members.Select((j, i) => ($"modality {j}'s gradient", (IReadOnlyList<Tensor>)[grads[i + 1], muGrads[i], logVarGrads[i]]))
+                    .Append(("the coordinator's gradient", objective!.parameters().Select(p => p.grad).OfType<Tensor>().ToList())).ToList();
+                if ((bad = NonFinite.Gradient(groups)) is not null) return ((TensorPayload[])[], (TensorPayload[])[]);
+                return (muGrads.Select(g => TensorWire.ToPayload(g)).ToArray(), logVarGrads.Select(g => TensorWire.ToPayload(g)).ToArray());
             }
-            // One backward: the members' gradients land on their leaves, the coordinator's in its parameters' .grad.
-            autograd.backward(roots, grads);
-            Tensor Gradient(Tensor leaf) => leaf.grad is { } g ? g.detach().clone() : zeros_like(leaf);
-            var gradients = (members.Select(j => TensorWire.ToPayload(Gradient(mu[j]!))).ToArray(),
-                members.Select(j => TensorWire.ToPayload(Gradient(logVar[j]!))).ToArray());
-            output.Dispose();
-            foreach (var t in mu.Concat(logVar)) t?.Dispose();
-            return gradients;
+            finally
+            {
+                output.Dispose();
+                foreach (var t in mu.Concat(logVar)) t?.Dispose();
+            }
         });
+        if (bad is { } b) throw new NonFiniteStep(b.Where, b.Value);
         Phase("coordinator_backward", "optimizer");
 
         // The members' updates go out with the next encode (or ApplyPendingGradients). The coordinator's own update is
@@ -563,7 +620,14 @@ public sealed class CoordinatorGrain(
 
     public Task<RunStatus> Status() => Task.FromResult(new RunStatus(state, step, totalSteps,
         metrics.Count > 0 ? metrics[^1].Terms["loss"] : null, error, new Dictionary<int, string>(memberSilos), members.ToArray(), events.ToArray(),
-        siloDetails.SiloAddress.ToString(), incarnation, startStep, committedStep >= 0 ? committedStep : null, dropped.Keys.ToArray()));
+        siloDetails.SiloAddress.ToString(), incarnation, startStep, committedStep >= 0 ? committedStep : null, dropped.Keys.ToArray(), UnreachableSilos()));
+
+    /// <summary>The members' silos that the cluster's membership does not list as active (dead, or never heard of).</summary>
+    string[] UnreachableSilos()
+    {
+        var active = membership.CurrentSnapshot.Members.Values.Where(m => m.Status == Orleans.Runtime.SiloStatus.Active).Select(m => m.SiloAddress.ToString()).ToHashSet();
+        return memberSilos.Values.Distinct().Where(silo => !active.Contains(silo)).ToArray();
+    }
 
     public async Task<RunStatus> Attach(int modality, string? dataDirectory, string? siloRole = null)
     {
@@ -713,6 +777,13 @@ public sealed class CoordinatorGrain(
             else failures.Add((modalities[i], tasks[i].Exception?.GetBaseException() is Exception e ? $"{e.GetType().Name}: {e.Message}" : $"{phase} timed out"));
         }
         return (results, failures.ToArray());
+    }
+
+    /// <summary>The step's loss or gradients are not finite (nothing of it was applied); the loop skips it or fails the run.</summary>
+    sealed class NonFiniteStep(string where, double value) : Exception($"{where} is {NonFinite.Describe(value)}")
+    {
+        public string Where { get; } = where;
+        public double Value { get; } = value;
     }
 
     sealed class MembersFailedException(string phase, (int Modality, string Reason)[] failures)

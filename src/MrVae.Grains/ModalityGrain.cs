@@ -48,6 +48,7 @@ public sealed class ModalityGrain(
         if (chosen is null) return new RestoredShard(shard, null);
         if (chosen.ModelConfigJson != s.ModelConfigJson)
             throw new InvalidOperationException($"modality grain {this.GetPrimaryKeyString()}: its checkpoint at step {chosen.Step} was trained with another model configuration");
+        Checkpointing.Verify(chosen.Checksum, $"modality grain {this.GetPrimaryKeyString()}'s checkpoint at step {chosen.Step}", chosen.Network, chosen.Optimizer);
         await Compute(() =>
         {
             Checkpointing.Load(network!, chosen.Network);
@@ -67,6 +68,7 @@ public sealed class ModalityGrain(
         {
             FormatVersion = Checkpointing.FormatVersion, Step = step, ModelConfigJson = setup!.ModelConfigJson,
             Network = networkBytes, Optimizer = optimizerBytes, SavedUtc = DateTime.UtcNow,
+            Checksum = Checkpointing.Checksum(networkBytes, optimizerBytes),
         };
         // Serialising megabytes: no libtorch call may be in flight when that allocation collects.
         await NativeCallGuard.ExclusiveAsync(() => slot.WriteStateAsync());
@@ -129,7 +131,9 @@ public sealed class ModalityGrain(
     {
         using var span = StartSpan("modality encoder backward", step);
         span?.SetTag(TrainingTelemetry.Bytes, dMu.ByteCount + dLogVar.ByteCount);
-        await Compute(() => ApplyEncoderGradientsNow(step, dMu, dLogVar));
+        // Idempotent like the update carried by an encode: after a step that failed elsewhere, this grain may have
+        // applied it already (and hold the next step), and the coordinator's separate call must then do nothing.
+        await Compute(() => ApplyPreviousNow(new EncoderGradients(step, dMu, dLogVar)));
     }
 
     System.Diagnostics.Activity? StartSpan(string name, long step)
@@ -149,6 +153,9 @@ public sealed class ModalityGrain(
         using var scope = NewDisposeScope();
         var shard = split == "train" ? train! : split == "test" ? test! : throw new ArgumentException($"unknown split '{split}'");
         var x = shard.Batch(ids, device: device);
+        // A training step starts from zero gradients: after a step that was run again (another member failed) or
+        // skipped (non-finite), the decoder's gradients of the abandoned try must not add to this one's.
+        if (keepGraph) optimizer!.zero_grad();
         Tensor m, lv;
         if (keepGraph) (m, lv) = net.Encoder.forward(x);
         else using (no_grad()) (m, lv) = net.Encoder.forward(x);

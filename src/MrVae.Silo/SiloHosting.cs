@@ -18,7 +18,10 @@ namespace MrVae.Silo;
 ///   MrVae:Silo:TorchThreads  libtorch intra-op threads for modality work (0: default)
 ///   MrVae:Silo:CoordinatorTorchThreads  the same for the coordinator's objective (default 1)
 ///   MrVae:Silo:ConcurrentCompute  grains of this silo computing at once (default 1: each op gets all threads)
-///   MrVae:Clustering:Redis   Redis connection string; absent: localhost clustering
+///   MrVae:Clustering:Redis   Redis connection string for membership and the grain directory; absent: localhost
+///                            clustering and Orleans' in-cluster directory (one silo, the embedded default, needs no more).
+///                            Timeouts default to 30 s (RedisConnection), not StackExchange.Redis' 5 s; syncTimeout=,
+///                            asyncTimeout=, connectTimeout= in the string override them
 ///   MrVae:Cluster:ClusterId / ServiceId, MrVae:Endpoints:SiloPort / GatewayPort / PrimarySiloPort
 ///   MrVae:Endpoints:AdvertisedIP  with Redis clustering: the address to advertise (listens on all); default loopback
 ///   MrVae:Checkpoints:Directory  grain storage for checkpoints as files here (default ./mrvae-state without Redis)
@@ -54,7 +57,11 @@ public static class SiloHosting
             }
             else
             {
-                silo.UseRedisClustering(redis);
+                silo.UseRedisClustering(o => o.ConfigurationOptions = RedisConnection.Options(redis));
+                // The grain directory in Redis too: Orleans' default directory is partitioned across the silos, and a
+                // silo's death deactivates every activation whose entry it held, on whichever silo (a coordinator
+                // would roll back to its checkpoint though its own silo lives). Entries in Redis outlive any silo.
+                silo.UseRedisGrainDirectoryAsDefault(o => o.ConfigurationOptions = RedisConnection.Options(redis));
                 silo.Configure<ClusterOptions>(o => { o.ClusterId = clusterId; o.ServiceId = serviceId; });
                 // In a pod the silo must advertise its own address (MrVae:Endpoints:AdvertisedIP, e.g. status.podIP)
                 // and listen on all interfaces; on one machine loopback is enough.
@@ -73,7 +80,7 @@ public static class SiloHosting
         if (!string.IsNullOrWhiteSpace(checkpointRedis))
             silo.AddRedisGrainStorage(Checkpointing.StorageName, options => options.Configure<IServiceProvider>((o, services) =>
             {
-                o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(checkpointRedis);
+                o.ConfigurationOptions = RedisConnection.Options(checkpointRedis);
                 // Binary, not the default JSON: snapshots are megabytes of tensor bytes.
                 o.GrainStorageSerializer = ActivatorUtilities.CreateInstance<Orleans.Storage.OrleansGrainStorageSerializer>(services);
             }));

@@ -277,4 +277,41 @@ public sealed class CliProcessTests : IDisposable
         Assert.Equal(3, File.ReadAllLines(Path.Combine(run, "metrics.jsonl")).Length);
         Assert.True(File.Exists(Path.Combine(run, "checkpoints", "best", "state.json")));
     }
+
+    [Fact]
+    public void ADivergedRunExitsOneNamingStepAndTermAndItsLastGoodCheckpointResumes()
+    {
+        string data = Path.Combine(temp, "ring"), run = Path.Combine(temp, "diverged");
+        Assert.Equal(0, Run("data", "make", "--dataset", "synthetic-ring", "--out", data, "--train", "256", "--test", "64").Exit);
+        // The error is one line on stderr; stdout may carry the progress renderer's lines (without a terminal it
+        // prints a percentage when a step is slow, as on a loaded machine).
+        var (exit, stdout, stderr) = RunSplit("train", "--local", "--dataset", data, "--model", "mopoe", "--lr", "1e4", "--batch", "32", "--steps", "20", "--out", run);
+        AssertOneLineError((exit, stderr.Trim()), "the training diverged");
+        Assert.DoesNotContain("   at ", stdout);
+        Assert.Equal(1, exit);
+        Assert.Matches(@"step \d+: (kl|rec_\d|loss|modality \d's gradient|the coordinator's gradient) is (NaN|[+-]infinity)", stderr);
+        Assert.Contains("--lr", stderr);
+        foreach (var line in File.ReadAllLines(Path.Combine(run, "metrics.jsonl"))) System.Text.Json.JsonDocument.Parse(line).Dispose();
+        // The last good checkpoint loads: resumed with a sane learning rate, the run trains to the end.
+        var resumed = RunSplit("train", "--local", "--dataset", data, "--model", "mopoe", "--lr", "1e-3", "--batch", "32", "--steps", "20", "--out", run, "--resume", "--json");
+        Assert.Equal(0, resumed.Exit);
+        using var summary = System.Text.Json.JsonDocument.Parse(resumed.Stdout.Trim());
+        Assert.Equal(20, summary.RootElement.GetProperty("steps").GetInt64());
+    }
+
+    [Fact]
+    public void ResumeRefusesACheckpointWithOneFlippedByteNamingTheFile()
+    {
+        string data = Path.Combine(temp, "ring"), run = Path.Combine(temp, "flipped");
+        Assert.Equal(0, Run("data", "make", "--dataset", "synthetic-ring", "--out", data, "--train", "256", "--test", "64").Exit);
+        Assert.Equal(0, Run("train", "--local", "--dataset", data, "--batch", "32", "--steps", "4", "--out", run).Exit);
+        string model = Path.Combine(run, "checkpoints", "last", "model.bin");
+        var bytes = File.ReadAllBytes(model);
+        bytes[bytes.Length - 7] ^= 0x01;
+        File.WriteAllBytes(model, bytes);
+        var before = File.ReadAllText(Path.Combine(run, "metrics.jsonl"));
+        var resumed = Run("train", "--local", "--dataset", data, "--batch", "32", "--steps", "8", "--out", run, "--resume");
+        AssertOneLineError(resumed, $"checkpoint file {model} is damaged");
+        Assert.Equal(before, File.ReadAllText(Path.Combine(run, "metrics.jsonl")));   // nothing was trained from it
+    }
 }

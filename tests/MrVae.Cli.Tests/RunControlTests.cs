@@ -190,7 +190,10 @@ public sealed partial class RunControlTests : IDisposable
         Assert.True(done.Success, $"no summary after SIGTERM: {resumer.Stderr}");
         long end = long.Parse(done.Groups[1].Value);
         Assert.True(end >= stoppedAt + 3, $"ended at {end}");
-        var steps = File.ReadLines(Path.Combine(run, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("step").GetInt64()).ToArray();
+        var lines = File.ReadLines(Path.Combine(run, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToArray();
+        var steps = lines.Where(l => !l.TryGetProperty("event", out _)).Select(l => l.GetProperty("step").GetInt64()).ToArray();
         Assert.Equal(Enumerable.Range(0, (int)end).Select(i => (long)i), steps);   // every step once, across both processes
+        // The resume is an event line in the same append-only file, at the step it resumed from.
+        Assert.Contains(lines, l => l.TryGetProperty("event", out var e) && e.GetString() == "resumed" && l.GetProperty("step").GetInt64() == stoppedAt);
     }
 }

@@ -46,6 +46,9 @@ public sealed class EncoderGradientsTests(TwoSiloCluster fixture) : IClassFixtur
         await carried.Encode(0, ids0, "train", keepGraph: true);
         var first = await carried.Encode(1, ids1, "train", keepGraph: true, g0);
         var again = await carried.Encode(1, ids1, "train", keepGraph: true, g0);
+        // The coordinator's separate call with the same update (a checkpoint or test loss between a failed step and
+        // its rerun): nothing to do, no error, and the grain still holds step 1.
+        await carried.ApplyEncoderGradients(0, g0.DMu, g0.DLogVar);
         var weights = await carried.Parameters();
 
         Assert.Equal(expected.Mu.Data, first.Mu.Data);
@@ -53,6 +56,7 @@ public sealed class EncoderGradientsTests(TwoSiloCluster fixture) : IClassFixtur
         Assert.Equal(expectedWeights.Length, weights.Length);
         for (int i = 0; i < weights.Length; i++) Assert.Equal(expectedWeights[i].Data, weights[i].Data);
         Assert.Contains(Enumerable.Range(0, weights.Length), i => !before[i].Data.AsSpan().SequenceEqual(weights[i].Data));   // it did step
+        Assert.Equal(expected.Mu.Data, (await carried.Encode(1, ids1, "train", keepGraph: true)).Mu.Data);
 
         // Gradients for a step the grain never encoded: an error that names both steps.
         var error = await Assert.ThrowsAnyAsync<Exception>(() => carried.Encode(2, ids0, "train", keepGraph: true, g0 with { Step = 5 }));

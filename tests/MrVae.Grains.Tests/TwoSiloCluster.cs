@@ -27,6 +27,7 @@ public sealed class TwoSiloCluster : IAsyncLifetime
         builder.Properties["StateDirectory"] = stateDirectory;
         builder.Properties["SecondaryModalities"] = secondaryModalities;
         builder.AddSiloBuilderConfigurator<Configurator>();
+        builder.AddClientBuilderConfigurator<ClientConfigurator>();
         var cluster = builder.Build();
         await cluster.DeployAsync();
         return cluster;
@@ -37,6 +38,13 @@ public sealed class TwoSiloCluster : IAsyncLifetime
         await Cluster.StopAllSilosAsync();
         await Cluster.DisposeAsync();
         if (Directory.Exists(StateDirectory)) Directory.Delete(StateDirectory, recursive: true);
+    }
+
+    /// <summary>The test client waits as the CLI's does: a run's Start or Resume restores checkpoints and can take over 30 s on a loaded machine.</summary>
+    sealed class ClientConfigurator : IClientBuilderConfigurator
+    {
+        public void Configure(IConfiguration configuration, IClientBuilder client)
+            => client.Configure<Orleans.Configuration.ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromMinutes(2));
     }
 
     sealed class Configurator : ISiloConfigurator

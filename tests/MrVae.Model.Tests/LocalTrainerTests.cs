@@ -45,6 +45,7 @@ public sealed class LocalTrainerTests : IDisposable
 
     static List<Dictionary<string, double>> ReadMetrics(string runDir) =>
         File.ReadAllLines(Path.Combine(runDir, LocalTrainer.MetricsFile))
+            .Where(l => !l.Contains("\"event\""))
             .Select(l => JsonSerializer.Deserialize<Dictionary<string, double>>(l)!)
             .Select(d => { d.Remove("step_ms"); return d; })
             .ToList();
@@ -136,5 +137,61 @@ public sealed class LocalTrainerTests : IDisposable
         Assert.True(after < 0.9 * before, $"test loss went from {before:F1} to {after:F1}");
         Assert.NotNull(result.BestTestLoss);
         Assert.True(File.Exists(Path.Combine(root, "falls", "checkpoints", "best", CheckpointDirectory.StateFile)));
+    }
+
+    [Fact]
+    public void ADivergedRunNamesTheStepAndTermAndKeepsTheLastGoodCheckpoint()
+    {
+        var data = Synthetic(3, 40, 7);
+        var options = Options("diverged", 40) with { LearningRate = 1e4, EvaluateEvery = 1 };
+        NonFiniteException e;
+        using (var t = new LocalTrainer(SmallConfig(ModelKind.MoPoE), options, data, Synthetic(3, 16, 8)))
+            e = Assert.Throws<NonFiniteException>(() => t.Run());
+        Assert.Contains($"step {e.Step}: {e.Where} is ", e.Message);
+        Assert.Contains("--lr", e.Message);
+        // Every line of the run's record is still JSON, and the last one says where it diverged.
+        var lines = File.ReadAllLines(Path.Combine(root, "diverged", LocalTrainer.MetricsFile)).Select(l => JsonDocument.Parse(l).RootElement).ToArray();
+        Assert.Equal("diverged", lines[^1].GetProperty("event").GetString());
+        Assert.Equal(e.Step, lines[^1].GetProperty("step").GetInt64());
+        Assert.Equal(e.Step, lines.Count(l => !l.TryGetProperty("event", out _)));   // steps 0 … e.Step − 1 were trained
+        // The last checkpoint is one from before the divergence, and it loads with finite weights.
+        using var resumed = new LocalTrainer(SmallConfig(ModelKind.MoPoE), options with { Resume = true }, data, null);
+        Assert.True(resumed.Step <= e.Step, $"checkpoint at step {resumed.Step}, diverged at {e.Step}");
+        Assert.All(Parameters(resumed), v => Assert.True(double.IsFinite(v)));
+    }
+
+    [Fact]
+    public void SkippingNonFiniteStepsLeavesThemOutAndStopsAfterTooManyInARow()
+    {
+        var data = Synthetic(3, 40, 9);
+        var options = Options("skipping", 60) with { LearningRate = 1e4, OnNonFinite = NonFiniteAction.Skip };
+        using var t = new LocalTrainer(SmallConfig(ModelKind.MoPoE), options, data, null);
+        var e = Assert.Throws<NonFiniteException>(() => t.Run());
+        Assert.Contains($"{NonFinite.MaxSkippedInARow} steps in a row were skipped", e.Message);
+        var events = File.ReadAllLines(Path.Combine(root, "skipping", LocalTrainer.EventsFile)).Select(l => JsonDocument.Parse(l).RootElement).ToArray();
+        Assert.Equal(NonFinite.MaxSkippedInARow, events.Count(x => x.GetProperty("event").GetString() == "skipped"));
+        Assert.Equal("diverged", events[^1].GetProperty("event").GetString());
+    }
+
+    [Fact]
+    public void ACheckpointWithOneFlippedByteIsRefusedByNameAndNotLoaded()
+    {
+        var data = Synthetic(3, 40, 10);
+        var options = Options("flipped", 2);
+        using (var t = new LocalTrainer(SmallConfig(), options, data, null)) t.Run();
+        foreach (var file in new[] { "model.bin", "optimizer.bin", CheckpointDirectory.StateFile })
+        {
+            string path = Path.Combine(root, "flipped", "checkpoints", "last", file);
+            var bytes = File.ReadAllBytes(path);
+            bytes[bytes.Length / 2] ^= 0x10;
+            File.WriteAllBytes(path, bytes);
+            var e = Assert.Throws<CheckpointException>(() => new LocalTrainer(SmallConfig(), options with { Resume = true }, data, null));
+            Assert.Contains(path, e.Message);
+            Assert.Contains("damaged", e.Message);
+            bytes[bytes.Length / 2] ^= 0x10;
+            File.WriteAllBytes(path, bytes);
+        }
+        using var intact = new LocalTrainer(SmallConfig(), options with { Resume = true }, data, null);   // restored bytes: loads again
+        Assert.Equal(2, intact.Step);
     }
 }

@@ -34,6 +34,7 @@ public static class BenchCommand
             output, data, mnist, work, models, latent, modes, batch, warmup, steps, repeats, seed, localThreads, memorySteps, memoryBatch, memoryLatent, silo,
         };
         var settings = SettingsOption(cmd);
+        cmd.Subcommands.Add(Chaos());
         cmd.SetAction(async (p, cancel) =>
         {
             var options = new BenchOptions
@@ -59,6 +60,44 @@ public static class BenchCommand
             Print(report);
             AnsiConsole.MarkupLineInterpolated($"[green]wrote[/] {outFile} ({report.WallSeconds:F0} s)");
             return 0;
+        });
+        return cmd;
+    }
+
+    /// <summary>`mrvae bench chaos`: the chaos soak (logic in MrVae.Bench.Chaos).</summary>
+    static Command Chaos()
+    {
+        var data = new Option<string>("--data") { Description = "dataset directory (small vector data keeps the soak to minutes: mrvae data make --dataset synthetic-ring)", Required = true };
+        var work = new Option<string>("--work") { Description = "run directory, silo logs and minidumps (emptied first)", DefaultValueFactory = _ => Path.Combine("runs", "chaos") };
+        var output = new Option<string?>("--out") { Description = "JSON report to write (default: WORK/chaos.json)" };
+        var steps = new Option<long>("--steps") { Description = "steps of the run", DefaultValueFactory = _ => 3000 };
+        var every = new Option<long>("--every") { Description = "kill a random silo every this many steps (counted from the recovery from the last kill)", DefaultValueFactory = _ => 100 };
+        var down = new Option<double>("--down") { Description = "seconds a killed silo stays down", DefaultValueFactory = _ => 5 };
+        var batch = new Option<int>("--batch") { Description = "batch size", DefaultValueFactory = _ => 32 };
+        var latent = new Option<int>("--latent") { Description = "latent size D", DefaultValueFactory = _ => 16 };
+        var seed = new Option<long>("--seed") { Description = "run seed (and the choice of victims)", DefaultValueFactory = _ => 0 };
+        var margin = new Option<double>("--margin") { Description = "allowed relative difference of the final test loss from the undisturbed run's", DefaultValueFactory = _ => 0.05 };
+        var silo = new Option<string?>("--silo") { Description = "mrvae-silo.dll (default: the build beside this one)" };
+        var cmd = new Command("chaos", "Chaos soak: 3 loopback silos through a private Redis, SIGKILL a random one every K steps and restart it; report steps, reruns, rollbacks, exceptions and the final test loss against an undisturbed run")
+        {
+            data, work, output, steps, every, down, batch, latent, seed, margin, silo,
+        };
+        cmd.SetAction(async (p, cancel) =>
+        {
+            var o = new ChaosOptions
+            {
+                DataDirectory = p.GetValue(data)!, WorkDirectory = p.GetValue(work)!, Steps = p.GetValue(steps), Every = p.GetValue(every), DownSeconds = p.GetValue(down),
+                BatchSize = p.GetValue(batch), LatentDim = p.GetValue(latent), Seed = p.GetValue(seed), SiloDll = p.GetValue(silo),
+            };
+            var r = await MrVae.Bench.Chaos.Run(o, Console.WriteLine, cancel);
+            string outFile = p.GetValue(output) ?? Path.Combine(o.WorkDirectory, "chaos.json");
+            File.WriteAllText(outFile, r.ToJson());
+            bool lossOk = r.RelativeDifference is { } d && d <= p.GetValue(margin);
+            Console.WriteLine($"steps {r.Steps} (lines {r.StepLines}), kills {r.Kills} ({r.CoordinatorKills} of the coordinator's silo), steps rerun after drops {r.StepsRerunAfterDrops}, " +
+                              $"steps redone after failovers {r.StepsRedoneAfterFailovers}, failovers {r.Failovers}, rollbacks while the coordinator lived {r.RollbacksWhileCoordinatorLived}, " +
+                              $"unhandled exceptions {r.UnhandledExceptions} (lines naming an exception {r.ExceptionLines}), minidumps {r.Minidumps}");
+            Console.WriteLine($"final test loss {r.FinalTestLoss:F3}, undisturbed {r.UndisturbedTestLoss:F3}: {r.RelativeDifference:P2} apart (margin {p.GetValue(margin):P0}); {r.WallSeconds:F0} s; report {outFile}");
+            return r.RollbacksWhileCoordinatorLived == 0 && r.UnhandledExceptions == 0 && lossOk ? 0 : 1;
         });
         return cmd;
     }

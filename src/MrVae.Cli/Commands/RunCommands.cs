@@ -37,7 +37,16 @@ public static class RunCommands
         {
             using var client = await CliCluster.Connect(p.GetValue(cluster)!);
             var coordinator = Coordinator(client, p.GetValue(run)!);
-            var status = await Known(coordinator, p.GetValue(run)!);
+            RunStatus status;
+            try { status = await Known(coordinator, p.GetValue(run)!).WaitAsync(TimeSpan.FromSeconds(20), cancel); }
+            catch (Exception e) when (e is OrleansException or TimeoutException)
+            {
+                // A failover in progress: the coordinator's silo died and the cluster has not yet declared it dead.
+                string message = $"run {p.GetValue(run)}: coordinator unreachable ({e.Message.ReplaceLineEndings(" ")}); its silo may have died: the run resumes from its last checkpoint on another silo once the cluster declares that silo dead; ask again in a few seconds";
+                if (p.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(new { run = p.GetValue(run), state = "unreachable", error = message }));
+                else AnsiConsole.MarkupLineInterpolated($"[red]unreachable[/]: {message}");
+                return 3;
+            }
             if (p.GetValue(json)) { Console.WriteLine(ToJson(p.GetValue(run)!, status)); return 0; }
             if (!p.GetValue(watch)) { AnsiConsole.Write(Render(p.GetValue(run)!, status)); return 0; }
             await AnsiConsole.Live(Render(p.GetValue(run)!, status)).StartAsync(async live =>
@@ -45,7 +54,12 @@ public static class RunCommands
                 while (!cancel.IsCancellationRequested && status.State is RunState.Running)
                 {
                     try { await Task.Delay(1000, cancel); } catch (OperationCanceledException) { break; }
-                    status = await coordinator.Status();
+                    try { status = await coordinator.Status().WaitAsync(TimeSpan.FromSeconds(20), cancel); }
+                    catch (Exception e) when (e is OrleansException or TimeoutException)
+                    {
+                        live.UpdateTarget(new Markup($"[red]coordinator unreachable[/] since step {status.Step}: waiting for the run to resume on another silo ({Markup.Escape(e.Message.ReplaceLineEndings(" "))})"));
+                        continue;
+                    }
                     live.UpdateTarget(Render(p.GetValue(run)!, status));
                 }
             });
@@ -132,7 +146,7 @@ public static class RunCommands
     public static string ToJson(string run, RunStatus s) => JsonSerializer.Serialize(new
     {
         run, state = s.State, step = s.Step, total_steps = s.TotalSteps, last_loss = s.LastLoss, checkpoint_step = s.CheckpointStep,
-        incarnation = s.Incarnation, coordinator_silo = s.CoordinatorSilo, error = s.Error,
+        incarnation = s.Incarnation, coordinator_silo = s.CoordinatorSilo, error = s.Error, unreachable_silos = s.UnreachableSilos ?? [],
         modalities = Health(s).Select(h => new { modality = h.Modality, silo = h.Silo, health = h.Health }),
         events = s.Events.TakeLast(20).Select(e => new { step = e.Step, kind = e.Kind, modality = e.Modality, message = e.Message, utc = e.Utc }),
     }, Json);
@@ -145,7 +159,9 @@ public static class RunCommands
         {
             string silo = s.MemberSilos.GetValueOrDefault(j) ?? "";
             var lastEvent = s.Events.LastOrDefault(e => e.Modality == j);
-            string health = s.Members.Contains(j) ? "training"
+            bool unreachable = s.UnreachableSilos?.Contains(silo) == true;
+            string health = s.Members.Contains(j) ? (unreachable ? "unreachable (its silo is not active; dropped at the next step boundary if it does not answer)" : "training")
+                : s.Dropped?.Contains(j) == true && unreachable ? $"unreachable: dropped ({lastEvent?.Message ?? "failed"}); rejoins when its silo is back"
                 : s.Dropped?.Contains(j) == true ? $"dropped: {lastEvent?.Message ?? "failed"} (rejoins when its silo is back)"
                 : lastEvent?.Kind == "detached" ? "detached"
                 : lastEvent?.Kind ?? "";
@@ -171,11 +187,11 @@ public static class RunCommands
         var members = new Table().Border(TableBorder.Rounded).AddColumn("modality").AddColumn("silo").AddColumn("health");
         foreach (var (j, silo, health) in Health(s))
         {
-            string colour = health == "training" ? "green" : health.StartsWith("dropped") ? "red" : "yellow";
+            string colour = health == "training" ? "green" : health.StartsWith("dropped") || health.StartsWith("unreachable") ? "red" : "yellow";
             members.AddRow(j.ToString(), Markup.Escape(silo), $"[{colour}]{Markup.Escape(health)}[/]");
         }
         var events = new Table().Border(TableBorder.Simple).AddColumn("step").AddColumn("event").AddColumn("modality").AddColumn("message");
-        foreach (var e in s.Events.TakeLast(6))
+        foreach (var e in s.Events.TakeLast(10))
             events.AddRow(e.Step.ToString(), e.Kind, e.Modality >= 0 ? e.Modality.ToString() : "", Markup.Escape(e.Message));
         return new Rows(summary, members, events);
     }

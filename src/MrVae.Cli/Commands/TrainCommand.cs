@@ -32,12 +32,17 @@ public static class TrainCommand
         var resume = new Option<bool>("--resume") { Description = "continue the run in --out from its last checkpoint (--local: RUNDIR/checkpoints/last; grains: grain storage)" };
         var runId = new Option<string?>("--run-id") { Description = "with --embedded or --cluster: the run's id (default: the run directory's name and a random suffix)" };
         var json = new Option<bool>("--json") { Description = "no progress bar; print the final summary as one JSON object (steps, losses, run_dir)" };
+        var onNonFinite = new Option<NonFiniteAction>("--on-nonfinite")
+        {
+            Description = "at a step whose loss or gradients are NaN or infinite: stop (default; exit code 1, the last good checkpoint kept) or skip the step (after 10 in a row: stop)",
+            DefaultValueFactory = _ => NonFiniteAction.Stop,
+        };
         var threads = new Option<int>("--threads")
         {
             Description = "with --local: libtorch threads. 1 does the float operations of the silos' lanes, so --embedded reproduces the run bit for bit; 0: libtorch's default (one per core, another summation order)",
             DefaultValueFactory = _ => 1,
         };
-        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, likelihood, scale, output, resume, runId, json, threads };
+        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, likelihood, scale, output, resume, runId, json, threads, onNonFinite };
         var settings = SettingsOption(cmd, "any other model option NAME=VALUE (a ModelConfig property, e.g. MembershipPrior=0.1 or BetaSize=3); repeatable");
         cmd.Validators.Add(r =>
         {
@@ -65,6 +70,7 @@ public static class TrainCommand
             {
                 RunDirectory = p.GetValue(output)!, BatchSize = p.GetValue(batch), Steps = p.GetValue(steps) ?? (p.GetValue(epochs) is null ? defaults.Steps : null),
                 Epochs = p.GetValue(epochs) ?? 1, Seed = p.GetValue(seed), LearningRate = p.GetValue(lr) ?? defaults.LearningRate, Resume = p.GetValue(resume), Data = DatasetFingerprint.Of(dataDir),
+                OnNonFinite = p.GetValue(onNonFinite),
             };
             TrainResult result;
             if (p.GetValue(local))
@@ -90,9 +96,9 @@ public static class TrainCommand
                 string siloDir = p.GetValue(siloData) ?? Path.GetFullPath(dataDir);
                 // The client never reads the data: each silo's modality grains load their own shards.
                 var members = Enumerable.Range(0, spec.Modalities).ToArray();
-                var run = WithProgress($"{kind} D={config.LatentDim} (grains)", options.Steps ?? 1, 0, onStep =>
+                var run = WithProgress($"{kind} D={config.LatentDim} (grains)", options.Steps ?? 1, 0, (onStep, onWaiting) =>
                     ClusterTraining.Train(grains, config, options, siloDir, members, onStep, stopping.Token, p.GetValue(runId), id =>
-                        Started(id, options.Resume, controlFlag, p.GetValue(json))).GetAwaiter().GetResult(), quiet: p.GetValue(json));
+                        Started(id, options.Resume, controlFlag, p.GetValue(json)), onWaiting).GetAwaiter().GetResult(), quiet: p.GetValue(json));
                 result = run.Result;
                 // The final weights, gathered from the grains, as a checkpoint evaluation can load.
                 using (var model = await ClusterTraining.DownloadModel(grains, run.RunId, config, options.Seed, members))
@@ -146,8 +152,17 @@ public static class TrainCommand
 
     /// <summary>Runs <paramref name="train"/> under a progress bar (step, epoch, loss, ETA); <paramref name="quiet"/>: without.</summary>
     public static T WithProgress<T>(string title, long totalSteps, long startStep, Func<Action<StepReport>, T> train, bool quiet = false)
+        => WithProgress(title, totalSteps, startStep, (onStep, _) => train(onStep), quiet);
+
+    /// <summary>
+    /// The same, with a second callback that says what the run waits for while it makes no progress (a failover);
+    /// the bar shows it until the next step, and without a terminal (or with <paramref name="quiet"/>) it is a line on stderr.
+    /// </summary>
+    public static T WithProgress<T>(string title, long totalSteps, long startStep, Func<Action<StepReport>, Action<string?>, T> train, bool quiet = false)
     {
-        if (quiet) return train(_ => { });
+        static void WaitingLine(string? what) { if (what is not null) Console.Error.WriteLine($"waiting: {what}"); }
+        if (quiet) return train(_ => { }, WaitingLine);
+        bool terminal = AnsiConsole.Profile.Capabilities.Interactive;
         T? result = default;
         AnsiConsole.Progress()
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
@@ -155,11 +170,16 @@ public static class TrainCommand
             {
                 var task = ctx.AddTask(title, maxValue: Math.Max(1, totalSteps));
                 task.Value = startStep;
+                string last = title;
                 result = train(r =>
                 {
-                    task.Description = $"{title} epoch {r.Epoch} step {r.Step + 1}/{r.TotalSteps} loss {r.Terms["loss"]:F1}";
+                    task.Description = last = $"{title} epoch {r.Epoch} step {r.Step + 1}/{r.TotalSteps} loss {r.Terms["loss"]:F1}";
                     task.MaxValue = r.TotalSteps;
                     task.Value = r.Step + 1;
+                }, what =>
+                {
+                    task.Description = what is null ? last : $"{last} [yellow]{Markup.Escape(what)}[/]";
+                    if (!terminal) WaitingLine(what);
                 });
             });
         return result!;

@@ -24,6 +24,8 @@ public sealed record TrainOptions
     public string Device { get; init; } = "cpu";
     /// <summary>The training data's fingerprint, recorded in config.json so evaluation can tell other data (null: not recorded).</summary>
     public MrVae.Data.DatasetFingerprint? Data { get; init; }
+    /// <summary>At a step whose loss or gradients are NaN or infinite: stop (default) or skip the step.</summary>
+    public NonFiniteAction OnNonFinite { get; init; } = NonFiniteAction.Stop;
 }
 
 /// <summary>One step's numbers, as written to metrics.jsonl.</summary>
@@ -41,6 +43,8 @@ public sealed class LocalTrainer : IDisposable
     public const string MetricsFile = "metrics.jsonl";
     public const string TestMetricsFile = "test.jsonl";
     public const string ConfigFile = "config.json";
+    /// <summary>Every event of a run (resume, a skipped or diverged step; for grain runs also drop, rejoin, attach, detach, failover).</summary>
+    public const string EventsFile = "events.jsonl";
 
     readonly ModelConfig config;
     readonly TrainOptions options;
@@ -52,6 +56,7 @@ public sealed class LocalTrainer : IDisposable
     readonly Generator stepGenerator;
     double? bestTestLoss;
     long? bestStep;
+    int skippedInARow;
 
     public MultimodalVae Model { get; }
     public long Step { get; private set; }
@@ -71,12 +76,18 @@ public sealed class LocalTrainer : IDisposable
         optimizer = optim.Adam(Model.parameters(), lr: options.LearningRate);
         stepGenerator = Seeds.Generator(options.Seed, Seeds.CoordinatorStepsParty);
         Directory.CreateDirectory(options.RunDirectory);
-        if (options.Resume) LoadCheckpoint(Path.Combine(CheckpointsDirectory, "last"));
+        if (options.Resume)
+        {
+            LoadCheckpoint(Path.Combine(CheckpointsDirectory, "last"));
+            // metrics.jsonl is append-only: the steps from here on follow this line, after any trained past the checkpoint.
+            AppendEvent(new RunEventLine(Step, "resumed", $"from checkpoint {Path.Combine(CheckpointsDirectory, "last")} at step {Step}"));
+        }
         else
         {
             File.WriteAllText(Path.Combine(options.RunDirectory, ConfigFile), JsonSerializer.Serialize(new { model = config, train = options with { } }, CheckpointDirectory.Json));
             File.Delete(Path.Combine(options.RunDirectory, MetricsFile));
             File.Delete(Path.Combine(options.RunDirectory, TestMetricsFile));
+            File.Delete(Path.Combine(options.RunDirectory, EventsFile));
         }
     }
 
@@ -89,6 +100,7 @@ public sealed class LocalTrainer : IDisposable
     {
         var watch = Stopwatch.StartNew();
         Dictionary<string, double> terms;
+        bool skipped = false;
         using (var scope = NewDisposeScope())
         {
             Model.train();
@@ -98,16 +110,58 @@ public sealed class LocalTrainer : IDisposable
             var context = ContextFor(Step);
             optimizer.zero_grad();
             using var loss = Model.Loss(x, available, context);
-            loss.Total.backward();
-            optimizer.step();
             terms = loss.Terms();
             terms["beta"] = config.Beta * context.BetaScale;
+            var bad = NonFinite.Term(terms);
+            if (bad is null)
+            {
+                loss.Total.backward();
+                bad = NonFinite.Gradient(GradientGroups());
+            }
+            if (bad is { } b) skipped = OnNonFinite(b.Item1, b.Item2);
+            else optimizer.step();
         }
         watch.Stop();
         var report = new StepReport(Step, schedule.EpochOf(Step), TotalSteps, terms, watch.Elapsed.TotalMilliseconds);
-        AppendJsonLine(MetricsFile, MetricsLine(report));
+        if (!skipped) { AppendJsonLine(MetricsFile, MetricsLine(report)); skippedInARow = 0; }
         Step++;
         return report;
+    }
+
+    /// <summary>Each modality's gradients and the coordinator's, named as a non-finite report says them.</summary>
+    List<(string, IReadOnlyList<Tensor>)> GradientGroups()
+    {
+        var groups = new List<(string, IReadOnlyList<Tensor>)>();
+        for (int j = 0; j < Model.ModalityNets.Length; j++)
+            groups.Add(($"modality {j}'s gradient", Model.ModalityNets[j].parameters().Select(p => p.grad).OfType<Tensor>().ToList()));
+        groups.Add(("the coordinator's gradient", Model.Coordinator.parameters().Select(p => p.grad).OfType<Tensor>().ToList()));
+        return groups;
+    }
+
+    /// <summary>
+    /// A non-finite term or gradient at this step: records it, then skips the step (returns true) or, by default,
+    /// throws <see cref="NonFiniteException"/>; the checkpoints on disk are the last good ones and stay as they are.
+    /// </summary>
+    bool OnNonFinite(string where, double value)
+    {
+        bool skip = options.OnNonFinite == NonFiniteAction.Skip && ++skippedInARow <= NonFinite.MaxSkippedInARow;
+        string cause = $"{where} is {NonFinite.Describe(value)}";
+        AppendEvent(new RunEventLine(Step, skip ? "skipped" : "diverged", cause));
+        if (skip) return true;
+        string last = Path.Combine(CheckpointsDirectory, "last");
+        string kept = File.Exists(Path.Combine(last, CheckpointDirectory.StateFile))
+            ? $"The last good checkpoint is kept: {last} (step {CheckpointDirectory.Read(last).State.Step})."
+            : "There is no checkpoint yet.";
+        string because = options.OnNonFinite == NonFiniteAction.Skip ? $"{NonFinite.MaxSkippedInARow} steps in a row were skipped. " : "";
+        throw new NonFiniteException(Step, where, value, because + NonFinite.Advice(options.LearningRate, options.OnNonFinite, kept));
+    }
+
+    /// <summary>An event, in events.jsonl and as an "event" line among the steps of metrics.jsonl.</summary>
+    void AppendEvent(RunEventLine e)
+    {
+        var line = e.ToJson();
+        AppendJsonLine(EventsFile, line);
+        AppendJsonLine(MetricsFile, line);
     }
 
     public static Dictionary<string, object> MetricsLine(StepReport r)
@@ -146,11 +200,13 @@ public sealed class LocalTrainer : IDisposable
         var stepTimes = new List<double>();
         double lastLoss = double.NaN;
         long evaluateEvery = options.EvaluateEvery ?? schedule.StepsPerEpoch;
+        // A checkpoint at step 0 too: a run that diverges early still has a good one to resume or inspect.
+        if (Step == 0 && !File.Exists(Path.Combine(CheckpointsDirectory, "last", CheckpointDirectory.StateFile))) SaveCheckpoint("last", null);
         while (Step < TotalSteps && !cancel.IsCancellationRequested)
         {
             var report = RunStep();
             stepTimes.Add(report.StepMilliseconds);
-            lastLoss = report.Terms["loss"];
+            if (double.IsFinite(report.Terms["loss"])) lastLoss = report.Terms["loss"];
             onStep?.Invoke(report);
             if (Step % evaluateEvery == 0 || Step == TotalSteps) EvaluateAndCheckpoint();
         }
@@ -164,6 +220,13 @@ public sealed class LocalTrainer : IDisposable
     public void EvaluateAndCheckpoint()
     {
         double? testLoss = test is null ? null : TestLoss();
+        if (testLoss is { } bad && !double.IsFinite(bad))
+        {
+            // Weights that give a non-finite test loss are no good checkpoint: keep the last one.
+            AppendEvent(new RunEventLine(Step, "diverged", $"the test loss is {NonFinite.Describe(bad)}"));
+            throw new NonFiniteException(Step, "the test loss", bad, NonFinite.Advice(options.LearningRate, options.OnNonFinite,
+                $"The last good checkpoint is kept: {Path.Combine(CheckpointsDirectory, "last")}."));
+        }
         if (testLoss is { } t)
         {
             AppendJsonLine(TestMetricsFile, new Dictionary<string, object> { ["step"] = Step, ["test_loss"] = t });
@@ -195,6 +258,9 @@ public sealed class LocalTrainer : IDisposable
         {
             Model.load(Path.Combine(dir, "model.bin"));
             optimizer.load_state_dict(Path.Combine(dir, "optimizer.bin"));
+            // The optimiser's state carries the learning rate it was saved with; --lr says the one to go on with
+            // (a lower one after a divergence).
+            foreach (var group in optimizer.ParamGroups) group.LearningRate = options.LearningRate;
         }
         catch (Exception e) when (e is not CheckpointException)
         {
@@ -213,5 +279,18 @@ public sealed class LocalTrainer : IDisposable
         optimizer.Dispose();
         Model.Dispose();
         stepGenerator.Dispose();
+    }
+}
+
+/// <summary>One line of events.jsonl (and an "event" line of metrics.jsonl): the step it happened at, what, and why.</summary>
+public sealed record RunEventLine(long Step, string Event, string Cause, int? Modality = null, DateTime? Utc = null)
+{
+    public Dictionary<string, object> ToJson()
+    {
+        var line = new Dictionary<string, object> { ["step"] = Step, ["event"] = Event };
+        if (Modality is { } m) line["modality"] = m;
+        line["cause"] = Cause;
+        line["utc"] = (Utc ?? DateTime.UtcNow).ToString("O");
+        return line;
     }
 }
