@@ -32,7 +32,7 @@ public sealed class TracingTests(TwoSiloCluster fixture) : IClassFixture<TwoSilo
         // Every trace is a run's own: steps, evaluations, checkpoints, membership events.
         Assert.All(spans.Where(s => s.ParentSpanId == default), s => Assert.NotNull(s.GetTagItem(TrainingTelemetry.Run)));
         var roots = spans.Where(s => s.ParentSpanId == default && (string?)s.GetTagItem(TrainingTelemetry.Run) == run).Select(s => s.OperationName).ToHashSet();
-        Assert.Superset(new HashSet<string> { "train step", "evaluate", "checkpoint", "modality attached" }, roots);
+        Assert.Superset(new HashSet<string> { "train step", "evaluate", "checkpoint", "modality started" }, roots);   // the first members are recorded as started
 
         var byId = spans.ToDictionary(s => s.SpanId);
         bool Under(Activity s, Activity ancestor)
