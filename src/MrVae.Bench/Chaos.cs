@@ -105,10 +105,9 @@ public static partial class Chaos
             while (!training.IsCompleted && DateTime.UtcNow < deadline)
             {
                 now = await TryStatus(run);
-                // All members again: after the coordinator's death, in its new incarnation; after a member's, none on the
-                // dead silo (until the coordinator notices the death it still lists them).
-                if (now is { State: RunState.Running } && now.Members.Length == spec.Modalities
-                    && (coordinator ? now.Incarnation > incarnation : !now.MemberSilos.Values.Any(killedSilos.Contains))) break;
+                // All members again, none on the dead silo (before the coordinator notices the death it still lists them).
+                if (now is { State: RunState.Running } && now.Members.Length == spec.Modalities && !now.MemberSilos.Values.Any(killedSilos.Contains)
+                    && (now.Incarnation > incarnation || !coordinator)) break;
                 await Task.Delay(250, CancellationToken.None);
             }
             now ??= await TryStatus(run);

@@ -337,8 +337,6 @@ public sealed class CoordinatorGrain(
         if (step == committedStep && record.RecordExists)
         {
             record.State.State = recordedState;
-            // A resume's new incarnation too: a second failover before the next full checkpoint must count on from it.
-            record.State.Incarnation = incarnation;
             record.State.Events = events.ToList();
             record.State.TestMetrics = testMetrics.ToList();
             await WriteRecord();
