@@ -19,6 +19,7 @@ public static class Examples
         ["train"] = "mrvae train --embedded --dataset data/ring --model mrvae --out runs/ring",
         ["demo"] = "mrvae demo --out runs/demo",
         ["bench"] = "mrvae bench --out b.json --models mrvae --latent 16 --modes local,embedded --batch 32 --steps 2 --repeats 1 --memory-steps 0",
+        ["bench chaos"] = "mrvae bench chaos --data data/ring --work runs/chaos --steps 500 --every 30",
         ["eval"] = "mrvae eval --run runs/ring --data data/ring --out runs/ring/eval",
         ["experiment"] = "mrvae experiment paper --budget ci --out runs/paper-ci",
         ["experiment paper"] = "mrvae experiment paper --budget ci --out runs/paper-ci",

@@ -29,7 +29,7 @@ public static class BenchCommand
         var memoryBatch = new Option<int>("--memory-batch") { Description = "batch of the memory check", DefaultValueFactory = _ => 8 };
         var memoryLatent = new Option<int>("--memory-latent") { Description = "latent size of the memory check", DefaultValueFactory = _ => 8 };
         var silo = new Option<string?>("--silo") { Description = "mrvae-silo.dll for the loopback silos (default: the build beside this one)" };
-        var cmd = new Command("bench", "Measure step time (single process, embedded cluster, three loopback silos), relation-module share, bytes per step and memory")
+        var cmd = new Command("bench", "Measure step time (single process, embedded cluster, three loopback silos), bytes per step and memory")
         {
             output, data, mnist, work, models, latent, modes, batch, warmup, steps, repeats, seed, localThreads, memorySteps, memoryBatch, memoryLatent, silo,
         };
