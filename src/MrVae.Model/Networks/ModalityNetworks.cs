@@ -103,19 +103,20 @@ public sealed class ModalityNetwork : Module
     /// </summary>
     public Tensor NegativeLogLikelihood(Tensor x, Tensor decoderInput, double[] viewWeights)
     {
-        long views = decoderInput.shape[0], batch = decoderInput.shape[1];
-        var recon = Decoder.forward(decoderInput.reshape(views * batch, -1)).reshape([views, .. x.shape]);
-        var perView = PixelNll(recon, x.unsqueeze(0)).flatten(2).sum(-1).mean([1]);   // V
+        var perView = SampleNll(x, decoderInput).mean([1]);                            // V
         var weights = tensor(viewWeights, dtype: perView.dtype, device: perView.device);
         return (perView * weights).sum();
     }
 
     /// <summary>log p(x | z) per latent sample: <paramref name="z"/> is K × B × D, the result K × B (summed over x's entries).</summary>
-    public Tensor LogLikelihood(Tensor x, Tensor z)
+    public Tensor LogLikelihood(Tensor x, Tensor z) => -SampleNll(x, z);
+
+    /// <summary>−log p(x | z) for stacked latents z (V × B × D): V × B, summed over x's entries.</summary>
+    Tensor SampleNll(Tensor x, Tensor z)
     {
-        long k = z.shape[0], batch = z.shape[1];
-        var recon = Decoder.forward(z.reshape(k * batch, -1)).reshape([k, .. x.shape]);
-        return -PixelNll(recon, x.unsqueeze(0)).flatten(2).sum(-1);
+        long views = z.shape[0], batch = z.shape[1];
+        var recon = Decoder.forward(z.reshape(views * batch, -1)).reshape([views, .. x.shape]);
+        return PixelNll(recon, x.unsqueeze(0)).flatten(2).sum(-1);
     }
 
     Tensor PixelNll(Tensor recon, Tensor x)

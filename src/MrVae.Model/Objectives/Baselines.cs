@@ -73,8 +73,8 @@ public abstract class JointLatentObjective : CoordinatorObjective
     protected static (Tensor Z, Tensor LogQ) MixtureSamples(Tensor mean, Tensor var, int samples, Generator generator)
     {
         long batch = mean.shape[0], components = mean.shape[1], dim = mean.shape[2];
-        using var noise = DeviceRandom.Rand([samples, batch, components], float64, mean.device, generator);
-        var pick = noise.argmax(-1).view(samples, batch, 1, 1).expand(-1, -1, 1, dim);          // K × B × 1 × D
+        using var every = ones([samples, batch, components], ScalarType.Bool, mean.device);
+        var pick = UniformChoice(every, generator).view(samples, batch, 1, 1).expand(-1, -1, 1, dim);   // K × B × 1 × D
         var chosenMean = mean.unsqueeze(0).expand(samples, -1, -1, -1).gather(2, pick).squeeze(2);
         var chosenVar = var.unsqueeze(0).expand(samples, -1, -1, -1).gather(2, pick).squeeze(2);
         var z = chosenMean + chosenVar.sqrt() * DeviceRandom.Randn([samples, batch, dim], mean.dtype, mean.device, generator);

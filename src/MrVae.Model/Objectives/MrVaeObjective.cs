@@ -108,10 +108,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
         {
             var k = views[v];                                                // B × M
             var w = g.unsqueeze(0) * k.unsqueeze(-1);                        // B × M × D: available members
-            var none = (1 - w).prod(1);                                      // B × D: no available member (hard: 0/1)
-            var precision = (w * precisionAll).sum(1) + none;                // the prior where no member is available
-            var meanS = (w * muAll * precisionAll).sum(1) / precision;
-            var varS = 1 / precision;
+            var (meanS, varS, none) = FuseMembers(w, muAll, precisionAll);
             var klShared = ((1 - none) * KlStandardNormal(meanS, varS.log())).sum(1);
             var klPrivate = ((1 - g).unsqueeze(0) * klMembers * k.unsqueeze(-1)).sum([1, 2]);
 
@@ -154,6 +151,17 @@ public sealed class MrVaeObjective : CoordinatorObjective
         return output;
     }
 
+    /// <summary>
+    /// The shared variable at every position: the product of the experts weighted by <paramref name="w"/> (B × M × D,
+    /// memberships times availability), the prior where no member is available (none, B × D; 0/1 when w is).
+    /// </summary>
+    static (Tensor Mean, Tensor Var, Tensor None) FuseMembers(Tensor w, Tensor muAll, Tensor precisionAll)
+    {
+        var none = (1 - w).prod(1);
+        var precision = (w * precisionAll).sum(1) + none;
+        return ((w * muAll * precisionAll).sum(1) / precision, 1 / precision, none);
+    }
+
     /// <summary>Under the most probable structure: one N(0, 1) draw per position shared by its members, an own draw elsewhere.</summary>
     public override Tensor[] PriorDecoderInputs(long batch, Generator generator, ScalarType dtype, Device device)
     {
@@ -176,11 +184,9 @@ public sealed class MrVaeObjective : CoordinatorObjective
         long batch = mu[0].shape[0];
         var dtype = mu[0].dtype; var device = mu[0].device;
         var member = MostProbable(MembershipLogits).to(dtype, device).t();                           // M × D
-        var hasMember = member.amax(0);                                                              // D
-        var muAll = stack(mu, 1); var varAll = stack(logVar, 1).exp();                              // B × M × D
-        var precision = (member.unsqueeze(0) / varAll).sum(1) + (1 - hasMember);                    // B × D
-        var meanS = (member.unsqueeze(0) * muAll / varAll).sum(1) / precision;
-        var varS = 1 / precision;
+        var muAll = stack(mu, 1); var logVarAll = stack(logVar, 1); var varAll = logVarAll.exp();   // B × M × D
+        var (meanS, varS, none) = FuseMembers(member.unsqueeze(0), muAll, (-logVarAll).exp());
+        var hasMember = 1 - none;                                                                    // 1 × D
         var s = meanS + varS.sqrt() * DeviceRandom.Randn([samples, batch, latentDim], dtype, device, generator);
         var logWeight = (hasMember * (LogStandardNormal(s) - LogNormal(s, meanS, varS))).sum(-1);   // K × B
         var inputs = new Tensor[m];
