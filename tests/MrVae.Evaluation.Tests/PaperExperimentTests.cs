@@ -8,7 +8,7 @@ public sealed class PaperExperimentTests : IDisposable
     readonly string root = Path.Combine(Path.GetTempPath(), "mrvae-experiment-" + Guid.NewGuid().ToString("N"));
     public void Dispose() { if (Directory.Exists(root)) Directory.Delete(root, recursive: true); }
 
-    [Fact]
+    [Fact, Trait("Category", "Slow")]   // trains four runs and evaluates them: about a minute
     public void AMicroBudgetWritesBothTablesBesideThePapersFiguresAndReusesFinishedRuns()
     {
         var micro = new ExperimentBudget("micro", Train: 160, Test: 48, Latent: 4, Batch: 32, Epochs: 1, LearningRate: 1e-3,

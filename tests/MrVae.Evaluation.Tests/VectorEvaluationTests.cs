@@ -28,7 +28,7 @@ public sealed class VectorEvaluationTests(ITestOutputHelper output) : IDisposabl
         return options.RunDirectory;
     }
 
-    [Fact]
+    [Fact, Trait("Category", "Slow")]   // trains mrVAE until it finds the ring: about a minute
     public void MrVaeRecoversTheRingAndPredictsNearTheGaussianOptimum()
     {
         string dataDir = Path.Combine(root, "ring");

@@ -14,6 +14,7 @@ namespace MrVae.Grains.Tests;
 /// runs again without them, nothing goes back. The coordinator's silo dies: the run resumes from its last
 /// checkpoint on another silo. metrics.jsonl keeps every trained step and the event lines either way.
 /// </summary>
+[Trait("Category", "Integration")]   // redis-server and three silo processes, one killed
 public sealed class SiloDeathTests : IDisposable
 {
     readonly string root = Path.Combine(Path.GetTempPath(), "mrvae-death-" + Guid.NewGuid().ToString("N"));
