@@ -89,7 +89,7 @@ public static partial class Chaos
             if (status is null || status.Step < nextKill || status.State != RunState.Running) { await Task.Delay(100, CancellationToken.None); continue; }
             int victim = random.Next(o.Groups.Length);
             bool coordinator = status.CoordinatorSilo.Contains($":{silos.SiloPort(victim)}:") || status.CoordinatorSilo.Contains($":{silos.SiloPort(victim)}@");
-            long incarnation = status.Incarnation;
+            var loop = status.LoopId;   // a new one at every resume, also a second one from the same checkpoint
             // The victim's members by their silo (address and generation): recovered when none of them is there any more.
             var victimModalities = o.Groups[victim].Split(',').Select(int.Parse).ToHashSet();
             var killedSilos = status.MemberSilos.Where(kv => victimModalities.Contains(kv.Key)).Select(kv => kv.Value).ToHashSet();
@@ -107,13 +107,14 @@ public static partial class Chaos
                 now = await TryStatus(run);
                 // All members again, none on the dead silo (before the coordinator notices the death it still lists them).
                 if (now is { State: RunState.Running } && now.Members.Length == spec.Modalities && !now.MemberSilos.Values.Any(killedSilos.Contains)
-                    && (now.Incarnation > incarnation || !coordinator)) break;
+                    && (now.LoopId != loop || !coordinator)) break;
                 await Task.Delay(250, CancellationToken.None);
             }
             now ??= await TryStatus(run);
-            if (!coordinator && now is not null && now.Incarnation > incarnation) rollbacks++;
+            bool resumed = now is not null && now.LoopId != loop;
+            if (!coordinator && resumed) rollbacks++;
             kills.Add(new ChaosKill(kills.Count + 1, status.Step, victim, coordinator, down, clock.Elapsed.TotalSeconds));
-            log($"  recovered after {clock.Elapsed.TotalSeconds:F0} s at step {now?.Step}{(now is not null && now.Incarnation > incarnation ? $" (coordinator resumed from step {now.StartStep})" : "")}");
+            log($"  recovered after {clock.Elapsed.TotalSeconds:F0} s at step {now?.Step}{(resumed ? $" (coordinator resumed from step {now!.StartStep})" : "")}");
             nextKill = (now?.Step ?? status.Step) + o.Every;
         }
         var result = await training;

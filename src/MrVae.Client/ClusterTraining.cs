@@ -148,7 +148,10 @@ public static class ClusterTraining
         }
         onStarted?.Invoke(runId);
 
-        long incarnation = -1, next = 0;
+        // A resumed client continues after the last step metrics.jsonl holds; the steps it lacks before the
+        // checkpoint come from the coordinator, which keeps them in its record.
+        long incarnation = -1, next = options.Resume ? StepsRecorded(metricsPath) : 0;
+        Guid loop = Guid.Empty;
         var stepTimes = new SortedDictionary<long, double>();
         double last = double.NaN;
         bool stopping = false;
@@ -162,6 +165,21 @@ public static class ClusterTraining
             waiting = what;
             onWaiting?.Invoke(what);
         }
+        void WriteStep(StepMetrics m)
+        {
+            var report = new StepReport(m.Step, m.Epoch, status.TotalSteps, m.Terms, m.StepMilliseconds);
+            var line = LocalTrainer.MetricsLine(report);
+            line["bytes"] = m.BytesMoved;
+            foreach (var (phase, ms) in m.PhaseMilliseconds) line[phase] = Math.Round(ms, 3);
+            line["members"] = m.Members;
+            File.AppendAllText(metricsPath, JsonSerializer.Serialize(line) + "\n");
+            onStep?.Invoke(report);
+            stepTimes[m.Step] = m.StepMilliseconds;
+            last = m.Terms["loss"];
+            next = m.Step + 1;
+            lastProgress = DateTime.UtcNow;
+        }
+        bool SameLoop(RunStatus s) => s.Incarnation == incarnation && s.LoopId == loop;
         while (true)
         {
             try
@@ -169,11 +187,23 @@ public static class ClusterTraining
                 // Bounded: a call to a coordinator whose silo just died waits for the client's response timeout
                 // (minutes); a fresh call reaches its next activation once the cluster has declared the silo dead.
                 status = await coordinator.Status().WaitAsync(PollTimeout, CancellationToken.None);
-                if (status.Incarnation != incarnation)
+                if (status is { State: RunState.Running, LoopId: var id } && id == Guid.Empty)
                 {
-                    // The run continued from a checkpoint (a resume, or its coordinator's silo died): the steps from
-                    // there on follow, after those written already; the "resumed" event line says so.
+                    // A new activation restoring the run from its checkpoint: its steps and start are not known yet.
+                    Waiting(WaitingFor(status));
+                    await Task.Delay(500, CancellationToken.None);
+                    continue;
+                }
+                if (!SameLoop(status))
+                {
+                    // The run continued from a checkpoint (a resume, or its coordinator's silo died). First the steps
+                    // before the checkpoint that this client had not fetched from the previous loop; then the steps
+                    // from the checkpoint on, trained again, after the "resumed" event line.
+                    if (next < status.StartStep)
+                        foreach (var m in await coordinator.Metrics(next).WaitAsync(PollTimeout, CancellationToken.None))
+                            if (m.Step >= next && m.Step < status.StartStep) WriteStep(m);
                     incarnation = status.Incarnation;
+                    loop = status.LoopId;
                     next = status.StartStep;
                     foreach (var k in stepTimes.Keys.Where(k => k >= next).ToArray()) stepTimes.Remove(k);
                 }
@@ -186,23 +216,10 @@ public static class ClusterTraining
                     File.AppendAllText(eventsPath, JsonSerializer.Serialize(line) + "\n");
                     if (e.Kind != "started") File.AppendAllText(metricsPath, JsonSerializer.Serialize(line) + "\n");
                 }
-                // The metrics of one incarnation only: if another began meanwhile, the next poll starts from its first step.
-                if ((await coordinator.Status().WaitAsync(PollTimeout, CancellationToken.None)).Incarnation != incarnation) continue;
+                // The metrics of one loop only: if another began meanwhile, the next poll starts from its first step.
+                if (!SameLoop(await coordinator.Status().WaitAsync(PollTimeout, CancellationToken.None))) continue;
                 foreach (var m in batch)
-                {
-                    if (m.Step < next) continue;   // steps skipped as non-finite leave gaps
-                    var report = new StepReport(m.Step, m.Epoch, status.TotalSteps, m.Terms, m.StepMilliseconds);
-                    var line = LocalTrainer.MetricsLine(report);
-                    line["bytes"] = m.BytesMoved;
-                    foreach (var (phase, ms) in m.PhaseMilliseconds) line[phase] = Math.Round(ms, 3);
-                    line["members"] = m.Members;
-                    File.AppendAllText(metricsPath, JsonSerializer.Serialize(line) + "\n");
-                    onStep?.Invoke(report);
-                    stepTimes[m.Step] = m.StepMilliseconds;
-                    last = m.Terms["loss"];
-                    next = m.Step + 1;
-                    lastProgress = DateTime.UtcNow;
-                }
+                    if (m.Step >= next) WriteStep(m);   // steps skipped as non-finite leave gaps
                 unreachableSince = null;
                 if (batch.Length > 0 || status.State != RunState.Running) Waiting(null);
                 else if (DateTime.UtcNow - lastProgress > TimeSpan.FromSeconds(3)) Waiting(WaitingFor(status));
@@ -268,11 +285,27 @@ public static class ClusterTraining
         var unreachable = s.UnreachableSilos ?? [];
         var lost = s.MemberSilos.Where(p => unreachable.Contains(p.Value)).Select(p => p.Key).Order().ToArray();
         if (lost.Length > 0) return $"modalities {string.Join(",", lost)} unreachable (silo {string.Join(", ", unreachable)}): waiting for their calls to fail or time out, then the step runs again without them";
-        if (s.CheckpointStep is { } c && s.Step == c && s.Incarnation > 0 && s.Step == s.StartStep) return $"resuming from the checkpoint at step {c}: restoring the members";
+        if (s.CheckpointStep is { } c && (s.LoopId == Guid.Empty || s.Step == c && s.Incarnation > 0 && s.Step == s.StartStep))
+            return $"resuming from the checkpoint at step {c}: restoring the members";
         return $"waiting for step {s.Step} (members {string.Join(",", s.Members)})";
     }
 
     static string EventKey(long step, string kind, int modality, DateTime utc) => $"{step}|{kind}|{modality}|{utc.ToUniversalTime():O}";
+
+    /// <summary>One past the last step metrics.jsonl records (0 when it has none).</summary>
+    static long StepsRecorded(string metricsPath)
+    {
+        if (!File.Exists(metricsPath)) return 0;
+        long next = 0;
+        foreach (string text in File.ReadLines(metricsPath))
+        {
+            if (!text.EndsWith('}')) continue;   // a line cut short by a crash
+            using var line = JsonDocument.Parse(text);
+            if (!line.RootElement.TryGetProperty("event", out _) && line.RootElement.TryGetProperty("step", out var step))
+                next = Math.Max(next, step.GetInt64() + 1);
+        }
+        return next;
+    }
 
     /// <summary>The events events.jsonl has already (a resumed client appends only new ones).</summary>
     static HashSet<string> WrittenEvents(string path)

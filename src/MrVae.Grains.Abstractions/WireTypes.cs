@@ -101,7 +101,10 @@ public sealed record RunStatus(
     [property: Id(11)] long? CheckpointStep = null,
     [property: Id(12)] int[]? Dropped = null,
     // Silos of members (or dropped members) that the cluster's membership does not list as active right now.
-    [property: Id(13)] string[]? UnreachableSilos = null);
+    [property: Id(13)] string[]? UnreachableSilos = null,
+    // The coordinator's current step loop: a new one after every resume, even two from the same checkpoint; empty
+    // while an activation restores the run from its checkpoint.
+    [property: Id(14)] Guid LoopId = default);
 
 /// <summary>
 /// An event of a run: started (a first member), attached, detached, dropped (a failed or timed-out call), rejoined,

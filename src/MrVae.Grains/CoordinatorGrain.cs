@@ -71,6 +71,9 @@ public sealed class CoordinatorGrain(
         }
     }
     Task? loop;
+    // New at every start and every restore from a checkpoint (empty while a restore is under way): a client tells a
+    // second resume from the same checkpoint (same incarnation, since no checkpoint recorded the first) from the last.
+    Guid loopId;
     TimeSpan memberTimeout = TimeSpan.FromSeconds(60);
     // Non-finite steps skipped in a row (RunSetup.SkipNonFinite); the time of the last checkpoint, and what it cost.
     int skippedInARow;
@@ -116,7 +119,7 @@ public sealed class CoordinatorGrain(
 
         await Initialize(s, cfg, trainCount);
         members = s.Modalities.OrderBy(j => j).ToArray();
-        step = 0; committedStep = -1; incarnation = 0; startStep = 0; error = null;
+        step = 0; committedStep = -1; incarnation = 0; startStep = 0; loopId = Guid.NewGuid(); error = null;
         metrics.Clear(); testMetrics.Clear(); events.Clear(); dropped.Clear(); dataDirectories.Clear();
         foreach (int j in members) Record("started", j, $"on {memberSilos[j]}");
         TrainingTelemetry.MembersAttached.Add(members.Length);
@@ -206,10 +209,13 @@ public sealed class CoordinatorGrain(
             return true;
         });
         members = restored.Keys.OrderBy(j => j).ToArray();
-        step = c.Step; committedStep = c.Step; startStep = c.Step; incarnation = c.Incarnation + 1; error = null;
-        metrics.Clear();
+        step = c.Step; committedStep = c.Step; startStep = c.Step; incarnation = c.Incarnation + 1; loopId = Guid.NewGuid(); error = null;
+        // The steps before the checkpoint that a client may not have fetched yet (it polls; the old activation is gone).
+        metrics.Clear(); metrics.AddRange(c.RecentMetrics.Where(m => m.Step < c.Step));
         testMetrics.Clear(); testMetrics.AddRange(c.TestMetrics);
-        events.Clear(); events.AddRange(c.Events);
+        // The record's events, then those this activation added since (the failover that brought it here).
+        var since = events.Where(e => !c.Events.Contains(e)).ToList();
+        events.Clear(); events.AddRange(c.Events); events.AddRange(since);
         // Requests acknowledged before the restart are not lost: a detach applies at the first step boundary; an
         // attach goes through the rejoin probe, from the modality's newest snapshot.
         foreach (int j in c.PendingDetach)
@@ -353,12 +359,16 @@ public sealed class CoordinatorGrain(
             Members = members.ToArray(), Dropped = dropped.Keys.ToArray(),   // DataDirectories and pending requests: WriteRecord
             Objective = objectiveBytes, Optimizer = optimizerBytes, StepGenerator = generatorBytes,
             TestMetrics = testMetrics.ToList(), Events = events.ToList(), Incarnation = incarnation, SavedUtc = DateTime.UtcNow,
+            RecentMetrics = metrics.Skip(Math.Max(0, metrics.Count - RecentMetricsKept)).ToList(),
             Checksum = Checkpointing.Checksum(objectiveBytes, optimizerBytes, generatorBytes),
         };
         await WriteRecord();
         committedStep = step;
         lastCheckpoint = DateTime.UtcNow;
     }
+
+    // Step metrics a checkpoint keeps for clients that had not fetched them when the coordinator's silo died.
+    const int RecentMetricsKept = 1000;
 
     // The step loop's checkpoints and attach/detach requests (other grain turns) both write the record; one at a time.
     readonly SemaphoreSlim recordWrite = new(1, 1);
@@ -618,7 +628,7 @@ public sealed class CoordinatorGrain(
 
     public Task<RunStatus> Status() => Task.FromResult(new RunStatus(state, step, totalSteps,
         metrics.Count > 0 ? metrics[^1].Terms["loss"] : null, error, new Dictionary<int, string>(memberSilos), members.ToArray(), events.ToArray(),
-        siloDetails.SiloAddress.ToString(), incarnation, startStep, committedStep >= 0 ? committedStep : null, dropped.Keys.ToArray(), UnreachableSilos()));
+        siloDetails.SiloAddress.ToString(), incarnation, startStep, committedStep >= 0 ? committedStep : null, dropped.Keys.ToArray(), UnreachableSilos(), loopId));
 
     /// <summary>The members' silos that the cluster's membership does not list as active (dead, or never heard of).</summary>
     string[] UnreachableSilos()
