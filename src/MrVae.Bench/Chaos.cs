@@ -20,6 +20,9 @@ public sealed record ChaosOptions
     public long Every { get; init; } = 100;
     /// <summary>Seconds a killed silo stays down before it is started again.</summary>
     public double DownSeconds { get; init; } = 5;
+    /// <summary>No kill in the run's last this many steps (null: a fifth of them), so every member is back and
+    /// trains with the others before the final test loss is compared with the undisturbed run's.</summary>
+    public long? QuietTail { get; init; }
     public int BatchSize { get; init; } = 32;
     public int LatentDim { get; init; } = 16;
     public long Seed { get; init; }
@@ -51,6 +54,8 @@ public static partial class Chaos
     {
         var wall = Stopwatch.StartNew();
         if (o.Steps < 1 || o.Every < 1) throw new ArgumentException("--steps and --every must be at least 1");
+        long quietTail = o.QuietTail ?? o.Steps / 5;
+        if (quietTail < 0 || quietTail >= o.Steps) throw new ArgumentException($"--quiet-tail {quietTail} must be at least 0 and below --steps {o.Steps}");
         string work = Path.GetFullPath(o.WorkDirectory);
         if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
         Directory.CreateDirectory(work);
@@ -71,7 +76,7 @@ public static partial class Chaos
         using var redis = StartRedis(work);
         await using var silos = await LoopbackSilos.Start(LoopbackSilos.SiloDll(o.SiloDll), o.Groups, work, TimeSpan.FromMinutes(3), redis.Port,
             new Dictionary<string, string> { ["DOTNET_DbgEnableMiniDump"] = "1", ["DOTNET_DbgMiniDumpType"] = "1", ["DOTNET_DbgMiniDumpName"] = Path.Combine(dumps, "silo-%p.dmp") });
-        log($"{o.Groups.Length} silos up ({string.Join(" / ", o.Groups)}), Redis on {redis.Port}; {o.Steps} steps, a kill every {o.Every} steps");
+        log($"{o.Groups.Length} silos up ({string.Join(" / ", o.Groups)}), Redis on {redis.Port}; {o.Steps} steps, a kill every {o.Every} steps until step {o.Steps - quietTail}");
 
         string? runId = null;
         var training = Task.Run(() => ClusterTraining.Train(silos.Grains, config, options, Path.GetFullPath(o.DataDirectory), Enumerable.Range(0, spec.Modalities).ToArray(),
@@ -86,7 +91,7 @@ public static partial class Chaos
         while (!training.IsCompleted)
         {
             var status = await TryStatus(run);
-            if (status is null || status.Step < nextKill || status.State != RunState.Running) { await Task.Delay(100, CancellationToken.None); continue; }
+            if (status is null || status.Step < nextKill || status.Step >= o.Steps - quietTail || status.State != RunState.Running) { await Task.Delay(100, CancellationToken.None); continue; }
             int victim = random.Next(o.Groups.Length);
             bool coordinator = status.CoordinatorSilo.Contains($":{silos.SiloPort(victim)}:") || status.CoordinatorSilo.Contains($":{silos.SiloPort(victim)}@");
             var loop = status.LoopId;   // a new one at every resume, also a second one from the same checkpoint

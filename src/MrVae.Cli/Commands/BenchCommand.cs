@@ -73,6 +73,7 @@ public static class BenchCommand
         var steps = new Option<long>("--steps") { Description = "steps of the run", DefaultValueFactory = _ => 3000 };
         var every = new Option<long>("--every") { Description = "kill a random silo every this many steps (counted from the recovery from the last kill)", DefaultValueFactory = _ => 100 };
         var down = new Option<double>("--down") { Description = "seconds a killed silo stays down", DefaultValueFactory = _ => 5 };
+        var tail = new Option<long?>("--quiet-tail") { Description = "no kill in the last this many steps, so all members are back for the final test loss (default: a fifth of --steps)" };
         var batch = new Option<int>("--batch") { Description = "batch size", DefaultValueFactory = _ => 32 };
         var latent = new Option<int>("--latent") { Description = "latent size D", DefaultValueFactory = _ => 16 };
         var seed = new Option<long>("--seed") { Description = "run seed (and the choice of victims)", DefaultValueFactory = _ => 0 };
@@ -80,13 +81,13 @@ public static class BenchCommand
         var silo = new Option<string?>("--silo") { Description = "mrvae-silo.dll (default: the build beside this one)" };
         var cmd = new Command("chaos", "Chaos soak: 3 loopback silos through a private Redis, SIGKILL a random one every K steps and restart it; report steps, reruns, rollbacks, exceptions and the final test loss against an undisturbed run")
         {
-            data, work, output, steps, every, down, batch, latent, seed, margin, silo,
+            data, work, output, steps, every, down, tail, batch, latent, seed, margin, silo,
         };
         cmd.SetAction(async (p, cancel) =>
         {
             var o = new ChaosOptions
             {
-                DataDirectory = p.GetValue(data)!, WorkDirectory = p.GetValue(work)!, Steps = p.GetValue(steps), Every = p.GetValue(every), DownSeconds = p.GetValue(down),
+                DataDirectory = p.GetValue(data)!, WorkDirectory = p.GetValue(work)!, Steps = p.GetValue(steps), Every = p.GetValue(every), DownSeconds = p.GetValue(down), QuietTail = p.GetValue(tail),
                 BatchSize = p.GetValue(batch), LatentDim = p.GetValue(latent), Seed = p.GetValue(seed), SiloDll = p.GetValue(silo),
             };
             var r = await MrVae.Bench.Chaos.Run(o, Console.WriteLine, cancel);
