@@ -65,7 +65,11 @@ public sealed record RunSetup(
     // coordinator's failover reruns at most about this much work (0: only at evaluations).
     [property: Id(13)] double CheckpointSeconds = 30,
     // At a step whose loss or gradients are NaN or infinite: skip it (true) or fail the run, keeping its last checkpoint.
-    [property: Id(14)] bool SkipNonFinite = false);
+    [property: Id(14)] bool SkipNonFinite = false,
+    // With CheckpointEvery null: checkpoint sooner than CheckpointSeconds once the time since the last checkpoint is
+    // that checkpoint's cost divided by this share, so checkpoints take about this share of the run's time and a
+    // silo's death loses as little training as that buys (0: only CheckpointSeconds).
+    [property: Id(15)] double CheckpointShare = 0.05);
 
 /// <summary>One step's numbers: loss terms with the local trainer's keys, wall time, bytes moved, and time per phase of the protocol.</summary>
 [GenerateSerializer, Immutable]

@@ -124,7 +124,7 @@ public sealed class RunCheckpoint
     /// <summary><see cref="Checkpointing.Checksum"/> of Objective, Optimizer and StepGenerator.</summary>
     [Id(17)] public string Checksum { get; set; } = "";
     /// <summary>
-    /// The last steps' metrics (up to a thousand, all before <see cref="Step"/>): a client that had not fetched them
+    /// The metrics of the steps since the previous checkpoint (at most a thousand): a client that had not fetched them
     /// when the coordinator's silo died gets them from the resumed activation, so the run's history keeps every step.
     /// </summary>
     [Id(18)] public List<StepMetrics> RecentMetrics { get; set; } = new();

@@ -78,6 +78,7 @@ public sealed class CoordinatorGrain(
     // Non-finite steps skipped in a row (RunSetup.SkipNonFinite); the time of the last checkpoint, and what it cost.
     int skippedInARow;
     DateTime lastCheckpoint = DateTime.UtcNow;
+    TimeSpan lastCheckpointCost;
     double checkpointMilliseconds;
 
     string RunId => this.GetPrimaryKeyString();
@@ -101,6 +102,19 @@ public sealed class CoordinatorGrain(
         return Task.CompletedTask;
     }
 
+    // How long a start waits for a silo serving each modality: silos started just before may still be joining.
+    static readonly TimeSpan ServingSiloWait = TimeSpan.FromSeconds(30);
+
+    async Task<ShardInfo> ConfigureOnceServed(int modality, ModalitySetup s)
+    {
+        var deadline = DateTime.UtcNow + ServingSiloWait;
+        while (true)
+        {
+            try { return await grains[modality].Configure(s); }
+            catch (NoServingSiloException) when (DateTime.UtcNow < deadline) { await Task.Delay(500); }
+        }
+    }
+
     public async Task<RunStatus> Start(RunSetup s)
     {
         if (state == RunState.Running) throw new InvalidOperationException($"run {RunId} is already running");
@@ -112,7 +126,7 @@ public sealed class CoordinatorGrain(
             if (j < 0 || j >= cfg.Modalities) throw new ArgumentException($"unknown modality {j}: the model has modalities 0..{cfg.Modalities - 1}");
 
         grains = s.Modalities.ToDictionary(j => j, ModalityGrain);
-        var shards = await Task.WhenAll(s.Modalities.Select(j => grains[j].Configure(SetupFor(s, j))));
+        var shards = await Task.WhenAll(s.Modalities.Select(j => ConfigureOnceServed(j, SetupFor(s, j))));
         int trainCount = AgreedTrainCount(shards);
         memberSilos = s.Modalities.Zip(shards).ToDictionary(p => p.First, p => p.Second.Silo);
         testCount = shards.Min(x => x.TestCount);
@@ -242,8 +256,12 @@ public sealed class CoordinatorGrain(
             if (committedStep < 0) await Checkpoint(RunState.Running);
             long evaluateEvery = setup!.EvaluateEvery ?? schedule!.StepsPerEpoch;
             long checkpointEvery = setup.CheckpointEvery ?? evaluateEvery;
-            // Without CheckpointEvery, a checkpoint also every CheckpointSeconds: what a coordinator's failover reruns.
+            // Without CheckpointEvery, a checkpoint also every CheckpointSeconds, or sooner when checkpoints are cheap
+            // (CheckpointShare): what a coordinator's failover reruns, and what a member whose silo dies loses.
             var checkpointInterval = setup.CheckpointEvery is null && setup.CheckpointSeconds > 0 ? TimeSpan.FromSeconds(setup.CheckpointSeconds) : TimeSpan.MaxValue;
+            TimeSpan NextCheckpointAfter() => setup.CheckpointEvery is null && setup.CheckpointShare > 0
+                ? TimeSpan.FromMilliseconds(Math.Min(checkpointInterval.TotalMilliseconds, lastCheckpointCost.TotalMilliseconds / setup.CheckpointShare))
+                : checkpointInterval;
             while (step < totalSteps && !stopRequested)
             {
                 // The silo is going away: stop between steps; the record still says Running, so the run resumes
@@ -295,7 +313,7 @@ public sealed class CoordinatorGrain(
                     }
                     if (testLoss is { } loss) testMetrics.Add(new TestMetrics(step, loss));
                 }
-                if (step < totalSteps && (step % checkpointEvery == 0 || DateTime.UtcNow - lastCheckpoint >= checkpointInterval))
+                if (step < totalSteps && (step % checkpointEvery == 0 || DateTime.UtcNow - lastCheckpoint >= NextCheckpointAfter()))
                 {
                     var clock = Stopwatch.StartNew();
                     await Checkpoint(RunState.Running);
@@ -349,6 +367,7 @@ public sealed class CoordinatorGrain(
             return;
         }
         using var span = TrainingTelemetry.StartRoot("checkpoint", RunId, step);
+        var cost = Stopwatch.StartNew();
         var (_, failures) = await CallMembers(members, "checkpoint", async j => { await grains[j].SaveCheckpoint(step, committedStep); return true; });
         if (failures.Length > 0) Drop(new MembersFailedException("checkpoint", failures));
         var (objectiveBytes, optimizerBytes, generatorBytes) = await compute.RunCoordinator(() =>
@@ -359,15 +378,17 @@ public sealed class CoordinatorGrain(
             Members = members.ToArray(), Dropped = dropped.Keys.ToArray(),   // DataDirectories and pending requests: WriteRecord
             Objective = objectiveBytes, Optimizer = optimizerBytes, StepGenerator = generatorBytes,
             TestMetrics = testMetrics.ToList(), Events = events.ToList(), Incarnation = incarnation, SavedUtc = DateTime.UtcNow,
-            RecentMetrics = metrics.Skip(Math.Max(0, metrics.Count - RecentMetricsKept)).ToList(),
+            RecentMetrics = metrics.Where(m => m.Step >= committedStep).TakeLast(RecentMetricsKept).ToList(),
             Checksum = Checkpointing.Checksum(objectiveBytes, optimizerBytes, generatorBytes),
         };
         await WriteRecord();
         committedStep = step;
         lastCheckpoint = DateTime.UtcNow;
+        lastCheckpointCost = cost.Elapsed;
     }
 
-    // Step metrics a checkpoint keeps for clients that had not fetched them when the coordinator's silo died.
+    // A checkpoint keeps the metrics of the steps since the previous one (at most this many) for a client that had
+    // not fetched them when the coordinator's silo died.
     const int RecentMetricsKept = 1000;
 
     // The step loop's checkpoints and attach/detach requests (other grain turns) both write the record; one at a time.

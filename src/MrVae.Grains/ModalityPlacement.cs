@@ -32,18 +32,25 @@ public sealed class ModalityPlacementDirector(ISiloMetadataCache metadata) : IPl
             var serving = compatible.Where(s => SiloSettings.Serves(Declared(s), modality)).ToArray();
             var chosen = serving.Where(s => Role(s) == role).ToArray();
             if (chosen.Length == 0)
-                throw new OrleansException(serving.Length == 0
-                    ? $"no silo serves modality {modality}: start a silo with MrVae:Silo:Modalities including {modality}"
-                    : $"no silo with role '{role}' serves modality {modality} (silos serving it: {string.Join(", ", serving.Select(s => Role(s) ?? s.ToString()).Distinct())}); start one with MrVae:Silo:Role={role}, or pick one of those");
+                throw serving.Length == 0 ? new NoServingSiloException(modality) : new OrleansException(
+                    $"no silo with role '{role}' serves modality {modality} (silos serving it: {string.Join(", ", serving.Select(s => Role(s) ?? s.ToString()).Distinct())}); start one with MrVae:Silo:Role={role}, or pick one of those");
             return Task.FromResult(chosen[Math.Abs(target.GrainIdentity.GetUniformHashCode() % chosen.Length)]);
         }
         // Silos that name this modality first, then silos that serve any modality; never one that names only others.
         var candidates = compatible.Where(s => !string.IsNullOrWhiteSpace(Declared(s)) && SiloSettings.Serves(Declared(s), modality)).ToArray();
         if (candidates.Length == 0) candidates = compatible.Where(s => string.IsNullOrWhiteSpace(Declared(s))).ToArray();
         if (candidates.Length == 0)
-            throw new OrleansException($"no silo serves modality {modality}: start a silo with MrVae:Silo:Modalities including {modality}");
+            throw new NoServingSiloException(modality);
         return Task.FromResult(candidates[Math.Abs(target.GrainIdentity.GetUniformHashCode() % candidates.Length)]);
     }
+}
+
+/// <summary>No active silo declares the modality (none was started, or one is still joining the cluster).</summary>
+[GenerateSerializer]
+public sealed class NoServingSiloException : OrleansException
+{
+    public NoServingSiloException(int modality)
+        : base($"no silo serves modality {modality}: start a silo with MrVae:Silo:Modalities including {modality}") { }
 }
 
 /// <summary>Modality grain keys: "RUN/modality-J".</summary>

@@ -105,6 +105,7 @@ public sealed class SiloDeathTests : IDisposable
         string? runId = null;
         var training = Task.Run(() => ClusterTraining.Train(grains, Config, options, data, [0, 1, 2, 3, 4], onStarted: id => runId = id));
         while (runId is null && !training.IsCompleted) await Task.Delay(100);
+        if (runId is null) { await training; Assert.Fail("the run ended before it started"); }   // surfaces the start's error
         var run = grains.GetGrain<ICoordinatorGrain>(runId!);
         var before = await WaitFor(run, s => s.Step >= 30, "30 steps", processes.Logs);
         int coordinatorSilo = SiloOf(before.CoordinatorSilo);
