@@ -70,4 +70,29 @@ public sealed class SiloRoleTests : IAsyncLifetime
         }
         throw new TimeoutException("the run did not get there in 2 minutes");
     }
+
+    [Fact]
+    public async Task AStartWaitsForASiloServingAModalityThatIsStillJoining()
+    {
+        string data = TestDatasets.Extended(Path.Combine(root, "joining-data"), train: 64, test: 8, seed: 3);
+        var lone = await TwoSiloCluster.Deploy(Path.Combine(root, "joining-state"), silos: 1);
+        try
+        {
+            // Only the primary (0, 2, 4) is up: the start waits for a silo serving modality 1 instead of failing.
+            var run = lone.GrainFactory.GetGrain<ICoordinatorGrain>("joining");
+            var start = run.Start(new RunSetup(data, Config, 1, 16, 100_000, 1, 1e-3, 1000, 8, [0, 1]));
+            await Task.Delay(TimeSpan.FromSeconds(3));
+            Assert.False(start.IsCompleted, "the start did not wait for a silo serving modality 1");
+            var secondary = await lone.StartAdditionalSiloAsync();
+            var status = await start;
+            Assert.Equal(secondary.SiloAddress.ToString(), status.MemberSilos[1]);
+            Assert.Equal(lone.Primary!.SiloAddress.ToString(), status.MemberSilos[0]);
+            await run.Stop();
+        }
+        finally
+        {
+            await lone.StopAllSilosAsync();
+            await lone.DisposeAsync();
+        }
+    }
 }

@@ -19,11 +19,12 @@ public sealed class TwoSiloCluster : IAsyncLifetime
     /// <summary>
     /// Starts a two-silo cluster over <paramref name="stateDirectory"/> (a later cluster over the same directory
     /// resumes its runs). The silos' roles are "primary" and "secondary"; <paramref name="secondaryModalities"/>
-    /// overrides what the secondary serves (the primary always serves 0, 2, 4).
+    /// overrides what the secondary serves (the primary always serves 0, 2, 4). With <paramref name="silos"/> 1 only
+    /// the primary starts; StartAdditionalSiloAsync adds the secondary.
     /// </summary>
-    public static async Task<TestCluster> Deploy(string stateDirectory, string secondaryModalities = "1,3")
+    public static async Task<TestCluster> Deploy(string stateDirectory, string secondaryModalities = "1,3", short silos = 2)
     {
-        var builder = new TestClusterBuilder(2);
+        var builder = new TestClusterBuilder(silos);
         builder.Properties["StateDirectory"] = stateDirectory;
         builder.Properties["SecondaryModalities"] = secondaryModalities;
         builder.AddSiloBuilderConfigurator<Configurator>();
