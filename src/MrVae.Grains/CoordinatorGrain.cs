@@ -146,6 +146,8 @@ public sealed class CoordinatorGrain(
         if (state == RunState.Running) return await Status();
         if (!record.RecordExists)
             throw new ArgumentException($"unknown run {RunId}: no checkpoint of it in grain storage (check the run id, and that the silos use the same storage: MrVae:Checkpoints)");
+        if (record.State.State == RunState.Finished)
+            throw new InvalidOperationException($"run {RunId} has already trained all its {record.State.Step} steps: nothing to resume; evaluate it (mrvae eval) or train a new run with more --steps");
         // Restore before answering, so a resume that cannot work says why to the caller.
         var before = state;
         state = RunState.Running;

@@ -96,7 +96,7 @@ public static class TrainCommand
                 string siloDir = p.GetValue(siloData) ?? Path.GetFullPath(dataDir);
                 // The client never reads the data: each silo's modality grains load their own shards.
                 var members = Enumerable.Range(0, spec.Modalities).ToArray();
-                var run = WithProgress($"{kind} D={config.LatentDim} (grains)", options.Steps ?? 1, 0, (onStep, onWaiting) =>
+                var run = WithProgress($"{config.Kind} D={config.LatentDim} (grains)", options.Steps ?? 1, 0, (onStep, onWaiting) =>
                     ClusterTraining.Train(grains, config, options, siloDir, members, onStep, stopping.Token, p.GetValue(runId), id =>
                         Started(id, options.Resume, controlFlag, p.GetValue(json)), onWaiting).GetAwaiter().GetResult(), quiet: p.GetValue(json));
                 result = run.Result;
