@@ -14,7 +14,7 @@ namespace MrVae.Grains;
 /// Dedicated threads keep one team per lane, and keep TorchSharp's thread-bound dispose scopes on one thread.
 /// Grains on different silos still compute in parallel.
 /// </summary>
-public sealed class ComputeGate : IDisposable
+public sealed partial class ComputeGate : IDisposable
 {
     readonly Lane modality, coordinator;
 
@@ -22,7 +22,7 @@ public sealed class ComputeGate : IDisposable
     {
         var s = settings.Value;
         // A breach is a libtorch call the guard did not protect: say so once, it explains any crash that follows.
-        NativeCallGuard.FirstBreach += message => logger.LogWarning("NativeCallGuard: {Message}", message);
+        NativeCallGuard.FirstBreach += message => LogBreach(logger, message);
         modality = new Lane("modality", Math.Max(1, s.ConcurrentCompute), s.TorchThreads);
         coordinator = new Lane("coordinator", 1, s.CoordinatorTorchThreads);
     }
@@ -34,6 +34,9 @@ public sealed class ComputeGate : IDisposable
     public Task<T> RunCoordinator<T>(Func<T> work) => coordinator.Run(work);
 
     public void Dispose() { modality.Dispose(); coordinator.Dispose(); }
+
+    [LoggerMessage(EventId = 1, Level = LogLevel.Warning, Message = "NativeCallGuard: {Message}")]
+    static partial void LogBreach(ILogger logger, string message);
 
     sealed class Lane : IDisposable
     {

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 using MrVae.Grains;
 using MrVae.Storage;
@@ -40,6 +41,10 @@ public static class SiloHosting
         });
         silo.Services.AddPlacementDirector<ModalityPlacementStrategy, ModalityPlacementDirector>();
         silo.Services.AddSingleton<ComputeGate>();
+        // The coordinator's clock (member timeouts, rejoin probe, checkpoint interval); tests give a fake one.
+        silo.Services.TryAddSingleton(TimeProvider.System);
+        // A user's mistake found in a grain (UserInputException, DataFormatException, ...) reaches the client as itself.
+        silo.Services.Configure<Orleans.Serialization.ExceptionSerializationOptions>(o => o.SupportedNamespacePrefixes.Add("MrVae"));
         // Spans cross grain calls, and so silos: a step's trace holds every modality's work.
         silo.AddActivityPropagation();
 

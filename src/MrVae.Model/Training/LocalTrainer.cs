@@ -189,7 +189,7 @@ public sealed class LocalTrainer : IDisposable
             var ids = Enumerable.Range(start, Math.Min(options.BatchSize, count - start)).Select(i => (long)i).ToArray();
             var x = test.Modalities.Select(m => m?.Batch(ids, device: device)).ToArray();
             var available = MultimodalVae.AllAvailable(test.Present, ids.Length, device: device);
-            using var loss = Model.Loss(x, available, new StepContext { Generator = generator, Training = false });
+            using var loss = Model.Loss(x, available, StepContext.ForEvaluation(generator));
             sum += loss.Total.ToDouble() * ids.Length;
         }
         return sum / count;
