@@ -12,10 +12,14 @@ using MrVae.Model.Training;
 using MrVae.Silo;
 using Orleans.Configuration;
 using TorchSharp;
+using MrVae.Data;
 
 namespace MrVae.Client;
 
 /// <summary>A finished distributed run: the trainer's result, the run id and which silo hosted each modality.</summary>
+/// <summary>A run ended as Failed on the cluster (diverged, or every member lost): an outcome the message names, not a bug of the client.</summary>
+public sealed class RunFailedException(string message) : Exception(message);
+
 public sealed record DistributedRun(TrainResult Result, string RunId, IReadOnlyDictionary<int, string> MemberSilos);
 
 /// <summary>
@@ -91,7 +95,7 @@ public static class ClusterTraining
             {
                 var parts = connection.Split(':');
                 if (parts.Length != 2 || !int.TryParse(parts[1], out int port))
-                    throw new ArgumentException($"--cluster '{connection}': use redis://HOST:PORT or HOST:GATEWAYPORT (e.g. localhost:30000)");
+                    throw new UserInputException($"--cluster '{connection}': use redis://HOST:PORT or HOST:GATEWAYPORT (e.g. localhost:30000)");
                 client.UseLocalhostClustering(port, serviceId, clusterId);
             }
             // A coordinator busy checkpointing on a loaded machine can take longer than Orleans' default 30 s to
@@ -104,7 +108,7 @@ public static class ClusterTraining
         try { await host.StartAsync(timeout.Token); }
         catch (Exception e) when (e is OperationCanceledException or OrleansException or SocketException or TimeoutException)
         {
-            throw new InvalidOperationException($"cannot reach the cluster at {connection} ({e.Message.ReplaceLineEndings(" ")}): start silos first (deploy/local-cluster.sh or mrvae-silo) or check --cluster");
+            throw new UserInputException($"cannot reach the cluster at {connection} ({e.Message.ReplaceLineEndings(" ")}): start silos first (deploy/local-cluster.sh or mrvae-silo) or check --cluster");
         }
         return host;
     }
@@ -230,11 +234,11 @@ public static class ClusterTraining
                 unreachableSince ??= DateTime.UtcNow;
                 Waiting($"no answer from the coordinator since {unreachableSince.Value.ToLocalTime():HH:mm:ss}: if its silo died, waiting for the cluster to declare it dead and the run to resume on another silo from its last checkpoint");
                 if (DateTime.UtcNow - unreachableSince > UnreachableLimit)
-                    throw new InvalidOperationException($"run {runId}: no answer from its coordinator for {UnreachableLimit.TotalMinutes:F0} minutes ({e.Message.ReplaceLineEndings(" ")}); the cluster may be down. When it is back: mrvae train --resume --out {options.RunDirectory}");
+                    throw new TimeoutException($"run {runId}: no answer from its coordinator for {UnreachableLimit.TotalMinutes:F0} minutes ({e.Message.ReplaceLineEndings(" ")}); the cluster may be down. When it is back: mrvae train --resume --out {options.RunDirectory}");
                 await Task.Delay(500, CancellationToken.None);
                 continue;
             }
-            if (status.State is RunState.Failed) throw new InvalidOperationException($"run {runId} failed: {status.Error}");
+            if (status.State is RunState.Failed) throw new RunFailedException($"run {runId} failed: {status.Error}");
             if (status.State is RunState.Finished or RunState.Stopped && next >= status.Step) break;
             // Once stopping, the token stays cancelled: wait plainly for the run to reach Stopped.
             try { await Task.Delay(200, stopping ? CancellationToken.None : cancel); }
@@ -242,7 +246,7 @@ public static class ClusterTraining
             {
                 // Ctrl+C: stop the run cleanly (it writes a final checkpoint) rather than abandon it.
                 stopping = true;
-                try { await coordinator.Stop(); } catch (InvalidOperationException) { /* not running any more */ }
+                try { await coordinator.Stop(); } catch (UserInputException) { /* not running any more */ }
             }
         }
         var tests = await coordinator.TestMetrics();
@@ -272,11 +276,11 @@ public static class ClusterTraining
     public static string RunIdOf(string runDirectory)
     {
         string path = Path.Combine(runDirectory, LocalTrainer.ConfigFile);
-        if (!File.Exists(path)) throw new ArgumentException($"--resume: {path} not found; point --out at the directory of a run started with --embedded or --cluster");
+        if (!File.Exists(path)) throw new UserInputException($"--resume: {path} not found; point --out at the directory of a run started with --embedded or --cluster");
         using var json = JsonDocument.Parse(File.ReadAllText(path));
         return json.RootElement.TryGetProperty("run_id", out var id) && id.GetString() is { Length: > 0 } value
             ? value
-            : throw new ArgumentException($"--resume: {path} has no run_id; it is a --local run (resume it with --local --resume)");
+            : throw new UserInputException($"--resume: {path} has no run_id; it is a --local run (resume it with --local --resume)");
     }
 
     /// <summary>What a run that makes no progress waits for, in words for the progress line.</summary>

@@ -53,18 +53,18 @@ public static class Evaluator
     public static (string Directory, CheckpointState State) ResolveCheckpoint(string runDirectory, string name)
     {
         if (!Directory.Exists(runDirectory))
-            throw new ArgumentException($"run directory {runDirectory} not found: pass the --out directory of `mrvae train`");
+            throw new UserInputException($"run directory {runDirectory} not found: pass the --out directory of `mrvae train`");
         string checkpoints = Path.Combine(runDirectory, "checkpoints");
         var available = Directory.Exists(checkpoints)
             ? Directory.GetDirectories(checkpoints).Where(d => File.Exists(Path.Combine(d, CheckpointDirectory.StateFile))).Select(Path.GetFileName).Order().ToArray()
             : [];
         if (available.Length == 0)
-            throw new ArgumentException($"run {runDirectory} has no checkpoint (no checkpoints/*/state.json): let `mrvae train --out {runDirectory}` finish an evaluation first");
+            throw new UserInputException($"run {runDirectory} has no checkpoint (no checkpoints/*/state.json): let `mrvae train --out {runDirectory}` finish an evaluation first");
         string chosen = name;
         if (!available.Contains(name))
         {
             if (name == "best" && available.Contains("final")) chosen = "final";
-            else throw new ArgumentException($"run {runDirectory} has no checkpoint '{name}' (it has: {string.Join(", ", available)}); pass --checkpoint {available[0]}");
+            else throw new UserInputException($"run {runDirectory} has no checkpoint '{name}' (it has: {string.Join(", ", available)}); pass --checkpoint {available[0]}");
         }
         return CheckpointDirectory.Read(Path.Combine(checkpoints, chosen));
     }

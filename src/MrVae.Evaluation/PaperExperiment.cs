@@ -35,7 +35,7 @@ public sealed record ExperimentBudget(string Name, int Train, int Test, int Late
     public static ExperimentBudget Named(string name) => name.ToLowerInvariant() switch
     {
         "ci" => Ci, "quick" => Quick, "medium" => Medium, "full" => Full,
-        _ => throw new ArgumentException($"unknown budget '{name}': use ci, quick, medium or full"),
+        _ => throw new UserInputException($"unknown budget '{name}': use ci, quick, medium or full"),
     };
 
     public ModelConfig Model(ModelKind kind, int modalities) => new()

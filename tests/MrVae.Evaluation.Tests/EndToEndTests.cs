@@ -88,10 +88,10 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
     [Fact]
     public void MissingRunsCheckpointsAndMismatchedDataFailWithOneClearMessage()
     {
-        var missing = Assert.Throws<ArgumentException>(() => Evaluator.ResolveCheckpoint(Path.Combine(root, "nope"), "best"));
+        var missing = Assert.Throws<UserInputException>(() => Evaluator.ResolveCheckpoint(Path.Combine(root, "nope"), "best"));
         Assert.Contains("not found", missing.Message);
         Directory.CreateDirectory(Path.Combine(root, "empty"));
-        Assert.Contains("no checkpoint", Assert.Throws<ArgumentException>(() => Evaluator.ResolveCheckpoint(Path.Combine(root, "empty"), "best")).Message);
+        Assert.Contains("no checkpoint", Assert.Throws<UserInputException>(() => Evaluator.ResolveCheckpoint(Path.Combine(root, "empty"), "best")).Message);
 
         // A three-modality dataset for a five-modality run.
         string small = Path.Combine(root, "three");
@@ -103,7 +103,7 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
         var e = Assert.Throws<DataFormatException>(() => Evaluator.Run(Options(run, small, Path.Combine(root, "out"))));
         Assert.Contains("5 modalities", e.Message);
         Assert.Contains("--data", e.Message);
-        var named = Assert.Throws<ArgumentException>(() => Evaluator.ResolveCheckpoint(run, "epoch-3"));
+        var named = Assert.Throws<UserInputException>(() => Evaluator.ResolveCheckpoint(run, "epoch-3"));
         Assert.Contains("pass --checkpoint", named.Message);
         Assert.Contains("no generated dataset", Assert.Throws<DataFormatException>(() => Evaluator.Run(Options(run, Path.Combine(root, "nodata"), Path.Combine(root, "out")))).Message);
     }

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using MrVae.Evaluation;
 using Spectre.Console;
+using MrVae.Data;
 
 namespace MrVae.Cli.Commands;
 
@@ -92,7 +93,7 @@ public static class EvalCommand
 
     static void Check(bool ok, string message)
     {
-        if (!ok) throw new ArgumentException(message);
+        if (!ok) throw new UserInputException(message);
     }
 
     static string F(JsonNode? n, string format = "F3") => n is null ? "-" : n.GetValue<double>().ToString(format, CultureInfo.InvariantCulture);

@@ -191,6 +191,6 @@ public static class TrainCommand
         "mopoe" => ModelKind.MoPoE,
         "mvae" => ModelKind.Mvae,
         "mmvae" => ModelKind.Mmvae,
-        _ => throw new ArgumentException($"unknown model '{name}': use mrvae, mopoe, mvae or mmvae"),
+        _ => throw new UserInputException($"unknown model '{name}': use mrvae, mopoe, mvae or mmvae"),
     };
 }

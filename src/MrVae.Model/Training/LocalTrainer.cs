@@ -3,6 +3,7 @@ using System.Text.Json;
 using MrVae.Model.Objectives;
 using TorchSharp;
 using static TorchSharp.torch;
+using MrVae.Data;
 
 namespace MrVae.Model.Training;
 
@@ -66,7 +67,7 @@ public sealed class LocalTrainer : IDisposable
     public LocalTrainer(ModelConfig config, TrainOptions options, MultimodalDataset train, MultimodalDataset? test)
     {
         if (train.Modalities.Length != config.Modalities)
-            throw new ArgumentException($"the model has {config.Modalities} modalities but the data has {train.Modalities.Length}");
+            throw new UserInputException($"the model has {config.Modalities} modalities but the data has {train.Modalities.Length}");
         this.config = config; this.options = options; this.train = train; this.test = test;
         device = new Device(options.Device);
         schedule = new TrainingSchedule(options.Seed, train.Count, options.BatchSize);
