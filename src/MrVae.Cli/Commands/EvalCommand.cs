@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json.Nodes;
 using MrVae.Evaluation;
 using Spectre.Console;
 using MrVae.Data;
@@ -96,7 +95,7 @@ public static class EvalCommand
         if (!ok) throw new UserInputException(message);
     }
 
-    static string F(JsonNode? n, string format = "F3") => n is null ? "-" : n.GetValue<double>().ToString(format, CultureInfo.InvariantCulture);
+    static string F(double? v, string format = "F3") => v is not { } x ? "-" : x.ToString(format, CultureInfo.InvariantCulture);
 
     static void PrintSummary(VectorReport report)
     {
@@ -111,20 +110,19 @@ public static class EvalCommand
         AnsiConsole.Write(table);
     }
 
-    public static void PrintSummary(JsonObject report)
+    public static void PrintSummary(EvaluationReport report)
     {
         var table = new Table().AddColumn("measure").AddColumn("value");
-        var cls = report["classifier_accuracy"]!;
-        table.AddRow("classifier accuracy (main digit, mean)", F(cls["main_mean"]));
-        if (cls["other_positions_mean"] is { } other) table.AddRow("classifier accuracy (corner digits, mean)", F(other));
-        foreach (var (k, v) in report["coherence"]!["paper_rows"]!.AsObject()) table.AddRow(Markup.Escape($"coherence {k}"), F(v));
-        if (report["coherence"]!["corner_summary"] is JsonObject cs)
-            table.AddRow("corner coherence shared / unshared", $"{F(cs["shared_mean"])} / {F(cs["unshared_mean"])}");
-        foreach (var (k, v) in report["fd"]!["paper_rows"]!.AsObject()) table.AddRow(Markup.Escape($"FD {k}"), F(v, "F1"));
-        if (report["fid"] is JsonObject fid)
-            foreach (var (k, v) in fid["paper_rows"]!.AsObject()) table.AddRow(Markup.Escape($"FID {k}"), F(v, "F1"));
-        if (report["relation"] is JsonObject rel) table.AddRow("relation precision / recall", $"{F(rel["precision"])} / {F(rel["recall"])}");
-        var probe = report["latent_probe"]!["main"]!.AsObject();
+        table.AddRow("classifier accuracy (main digit, mean)", F(report.ClassifierMainMean));
+        if (report.ClassifierOtherPositionsMean is { } other) table.AddRow("classifier accuracy (corner digits, mean)", F(other));
+        foreach (var (k, v) in report.Coherence.PaperRows) table.AddRow(Markup.Escape($"coherence {k}"), F(v));
+        if (report.Coherence.CornerSummary is { } cs)
+            table.AddRow("corner coherence shared / unshared", $"{F(cs.SharedMean)} / {F(cs.UnsharedMean)}");
+        foreach (var (k, v) in report.Fd.PaperRows) table.AddRow(Markup.Escape($"FD {k}"), F(v, "F1"));
+        if (report.Fid is { } fid)
+            foreach (var (k, v) in fid.PaperRows) table.AddRow(Markup.Escape($"FID {k}"), F(v, "F1"));
+        if (report.Relation is { } rel) table.AddRow("relation precision / recall", $"{F(rel.Precision)} / {F(rel.Recall)}");
+        var probe = report.LatentProbe.Main;
         if (probe.Count > 0) table.AddRow(Markup.Escape($"latent probe {probe.First().Key} / {probe.Last().Key}"), $"{F(probe.First().Value)} / {F(probe.Last().Value)}");
         AnsiConsole.Write(table);
     }
