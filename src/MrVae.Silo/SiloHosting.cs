@@ -32,11 +32,11 @@ public static class SiloHosting
 {
     public static ISiloBuilder ConfigureMrVae(this ISiloBuilder silo, IConfiguration configuration, bool clustering = true)
     {
-        var settings = configuration.GetSection(SiloSettings.Section).Get<SiloSettings>() ?? new SiloSettings();
-        silo.Services.Configure<SiloSettings>(configuration.GetSection(SiloSettings.Section));
+        // Typed options, validated now and at start: a wrong value stops the silo naming its key.
+        var settings = SiloSettings.AddSiloSettings(silo.Services, configuration.GetSection(SiloSettings.Section));
         silo.UseSiloMetadata(new Dictionary<string, string>
         {
-            [SiloSettings.ModalitiesMetadataKey] = settings.Modalities,
+            [SiloSettings.ModalitiesMetadataKey] = string.Join(",", settings.ServedModalities),
             [SiloSettings.RoleMetadataKey] = settings.EffectiveRole,
         });
         silo.Services.AddPlacementDirector<ModalityPlacementStrategy, ModalityPlacementDirector>();
