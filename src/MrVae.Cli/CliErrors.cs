@@ -100,6 +100,12 @@ public static partial class CliErrors
     /// <summary>The exit code of a bug (EX_SOFTWARE); a user's mistake exits 1, wrong flags 2.</summary>
     public const int BugExitCode = 70;
 
+    /// <summary>Judges a command's input: a <see cref="UserInputException"/> with <paramref name="message"/> unless <paramref name="ok"/>.</summary>
+    public static void Require(bool ok, string message)
+    {
+        if (!ok) throw new UserInputException(message);
+    }
+
     /// <summary>System.CommandLine's messages with .NET type names said in words.</summary>
     static string Readable(string message) => ExpectedType().Replace(message, m => m.Groups[1].Value switch
     {

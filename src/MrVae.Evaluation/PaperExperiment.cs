@@ -23,8 +23,8 @@ public sealed record ExperimentBudget(string Name, int Train, int Test, int Late
     public static readonly ExperimentBudget Quick = new("quick", Train: 16000, Test: 2000, Latent: 16, Batch: 128, Epochs: 5, LearningRate: 1e-3,
         Samples: 1000, ClassifierEpochs: 5, ProbeTrain: 5000, Likelihood: PixelLikelihood.Gaussian, LikelihoodScale: 0.1);
     /// <summary>
-    /// Where the main digit of extended PolyMNIST is learned by every model on 2 cores: 13 epochs of 30000 tuples
-    /// (3042 steps) at D = 32 (docs/experiments.md, 2026-12-04).
+    /// Where the main digit of extended PolyMNIST is learned by every model: 13 epochs of 30000 tuples (3042 steps)
+    /// at D = 32 (docs/experiments.md, 2026-12-04).
     /// </summary>
     public static readonly ExperimentBudget Medium = new("medium", Train: 30000, Test: 2000, Latent: 32, Batch: 128, Epochs: 13, LearningRate: 1e-3,
         Samples: 1000, ClassifierEpochs: 3, ProbeTrain: 5000, Likelihood: PixelLikelihood.Gaussian, LikelihoodScale: 0.1, LikelihoodSamples: 64, LikelihoodTuples: 250);

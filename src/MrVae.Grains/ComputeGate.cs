@@ -8,9 +8,8 @@ namespace MrVae.Grains;
 /// <summary>
 /// Runs this silo's libtorch work on dedicated threads, in two lanes: modality work (convolutional encoders and
 /// decoders: worth libtorch's intra-op threads) and coordinator work (the objective: many small ops, fastest on
-/// one thread). Measured (with mrVAE's former relation networks) on 2 cores, D = 16, batch 64: the relation step took 190 ms on the main
-/// thread with 2 OpenMP threads, 313 ms on any other thread with 2, and 160 ms on any thread with 1; and grain
-/// turns hopping across thread-pool threads each start their own OpenMP team, so teams spin on the same cores.
+/// one thread; docs/performance.md has the measurement). Grain turns hopping across thread-pool threads would each
+/// start their own OpenMP team, so teams would spin on the same cores.
 /// Dedicated threads keep one team per lane, and keep TorchSharp's thread-bound dispose scopes on one thread.
 /// Grains on different silos still compute in parallel.
 /// </summary>

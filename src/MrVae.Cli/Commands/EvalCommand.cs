@@ -2,48 +2,12 @@ using System.CommandLine;
 using System.Globalization;
 using MrVae.Evaluation;
 using Spectre.Console;
-using MrVae.Data;
 
 namespace MrVae.Cli.Commands;
 
 /// <summary>`mrvae eval`: coherence, FD, learned relation and latent probe of a trained run (docs/setup.md, "Evaluation").</summary>
 public static class EvalCommand
 {
-    /// <summary>`eval`, and `experiment` (the paper's tables), registered together.</summary>
-    public static IEnumerable<Command> CreateAll() => [Create(), CreateExperiment()];
-
-    /// <summary>`mrvae experiment paper --budget ci|quick|full --out DIR`.</summary>
-    public static Command CreateExperiment()
-    {
-        var budget = new Option<string>("--budget") { Description = "ci (minutes), quick, medium (extended PolyMNIST learned; about an hour on 2 cores), or full (the paper's scale)", DefaultValueFactory = _ => "ci" };
-        var output = new Option<string>("--out") { Description = "experiment directory: data/, runs/, reports/, tables.md, results.json", Required = true };
-        var seed = new Option<long>("--seed") { Description = "seed of data, models and evaluation", DefaultValueFactory = _ => 0 };
-        var models = new Option<string>("--models") { Description = "comma-separated models", DefaultValueFactory = _ => "mrvae,mopoe,mvae,mmvae" };
-        var datasets = new Option<string>("--datasets") { Description = "comma-separated datasets: polymnist, polymnist-extended or the path of a JSON sharing spec", DefaultValueFactory = _ => "polymnist,polymnist-extended" };
-        var mnist = new Option<string?>("--mnist") { Description = "directory with the MNIST IDX files (default: the usual lookup)" };
-        var paper = new Command("paper", "Train mrVAE, MoPoE, MVAE and MMVAE on vanilla and extended PolyMNIST with one budget, evaluate, write the paper's tables beside ours")
-        {
-            budget, output, seed, models, datasets, mnist,
-        };
-        var settings = TrainCommand.SettingsOption(paper, "a model option NAME=VALUE for every model (a ModelConfig property, e.g. MembershipPrior=0.1), as train --set; repeatable");
-        paper.SetAction(p =>
-        {
-            var kinds = p.GetValue(models)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(TrainCommand.ParseModel).Distinct().ToArray();
-            var sets = p.GetValue(datasets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                .Select(d => { MrVae.Data.PolyMnistSpec.Resolve(d); return d; }).Distinct().ToArray();
-            Check(kinds.Length > 0, "--models names no model: use mrvae, mopoe, mvae, mmvae");
-            Check(sets.Length > 0, "--datasets names no dataset: use polymnist, polymnist-extended or a JSON sharing spec");
-            var results = RunProgress.Runs((onStep, log) => PaperExperiment.Run(new ExperimentOptions
-            {
-                OutputDirectory = p.GetValue(output)!, Budget = ExperimentBudget.Named(p.GetValue(budget)!), Seed = p.GetValue(seed),
-                Mnist = p.GetValue(mnist), Models = kinds, Datasets = sets, OnStep = onStep, Settings = p.GetValue(settings) ?? [],
-            }, log));
-            AnsiConsole.WriteLine(File.ReadAllText(Path.Combine(p.GetValue(output)!, "tables.md")));
-            return 0;
-        });
-        return new Command("experiment", "Experiments over several trainings and evaluations") { paper };
-    }
-
     public static Command Create()
     {
         var run = new Option<string>("--run") { Description = "run directory of `mrvae train` (holds checkpoints/)", Required = true };
@@ -65,10 +29,10 @@ public static class EvalCommand
         };
         cmd.SetAction(p =>
         {
-            Check(p.GetValue(samples) >= 2, "--samples must be at least 2");
-            Check(p.GetValue(batch) >= 1, "--batch must be at least 1");
-            Check(p.GetValue(classifierEpochs) >= 1, "--classifier-epochs must be at least 1");
-            Check(p.GetValue(probeSamples) >= 10, "--probe-train must be at least 10");
+            CliErrors.Require(p.GetValue(samples) >= 2, "--samples must be at least 2");
+            CliErrors.Require(p.GetValue(batch) >= 1, "--batch must be at least 1");
+            CliErrors.Require(p.GetValue(classifierEpochs) >= 1, "--classifier-epochs must be at least 1");
+            CliErrors.Require(p.GetValue(probeSamples) >= 10, "--probe-train must be at least 10");
             var options = new EvalOptions
             {
                 RunDirectory = p.GetValue(run)!, DataDirectory = p.GetValue(data)!, OutputDirectory = p.GetValue(output)!,
@@ -88,11 +52,6 @@ public static class EvalCommand
             return 0;
         });
         return cmd;
-    }
-
-    static void Check(bool ok, string message)
-    {
-        if (!ok) throw new UserInputException(message);
     }
 
     static string F(double? v, string format = "F3") => v is not { } x ? "-" : x.ToString(format, CultureInfo.InvariantCulture);

@@ -8,7 +8,10 @@ using Spectre.Console;
 
 namespace MrVae.Cli.Commands;
 
-/// <summary>`mrvae train`: the single-process reference trainer (--local).</summary>
+/// <summary>
+/// `mrvae train`: trains a model in one of three modes: in this process (--local, the single-process reference
+/// trainer), through grains on an in-process silo (--embedded), or on running silos (--cluster).
+/// </summary>
 public static class TrainCommand
 {
     public static Command Create()
