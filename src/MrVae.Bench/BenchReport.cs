@@ -19,9 +19,8 @@ public sealed record BenchOptions
     public BenchMode[] Modes { get; init; } = [BenchMode.Local, BenchMode.Embedded, BenchMode.Silos3];
     public int BatchSize { get; init; } = 256;
     /// <summary>
-    /// Steps at the start of every repeat that are not measured (allocator, JIT and libtorch warm-up). Measured on the
-    /// embedded cluster, mrVAE D = 64, batch 256: the coordinator's phases took 1.7, 0.95, 0.75 and 0.33 s in steps 0–3
-    /// and 0.24–0.27 s from step 4 on, so one warm-up step left two cold steps in every median.
+    /// Steps at the start of every repeat that are not measured (allocator, JIT and libtorch warm-up): the first
+    /// steps are several times slower than the steady state (docs/performance.md, the bench's warm-up).
     /// </summary>
     public int WarmupSteps { get; init; } = 5;
     /// <summary>Measured steps per repeat.</summary>
@@ -33,8 +32,8 @@ public sealed record BenchOptions
     public long Seed { get; init; }
     /// <summary>
     /// libtorch threads of the single-process trainer (0: libtorch's default, one per core). Default 1, as the silos'
-    /// modality and coordinator lanes: on the shared 2-core machine a 2-thread OpenMP team spins whenever another
-    /// process holds a core (measured under load: mrVAE D=8, batch 16, 5.4 s a step on 2 threads).
+    /// modality and coordinator lanes: on a shared machine an OpenMP team of several threads spins whenever another
+    /// process holds one of its cores (docs/performance.md).
     /// </summary>
     public int LocalTorchThreads { get; init; } = 1;
     /// <summary>Long-run memory check: steps of the embedded cluster (0: skip), on its own small batch and latent size.</summary>

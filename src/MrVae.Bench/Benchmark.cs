@@ -23,7 +23,7 @@ public static class Benchmark
     public static async Task<BenchReport> Run(BenchOptions o, Action<string>? log = null, CancellationToken cancel = default)
     {
         log ??= _ => { };
-        if (o.Steps < 1 || o.Repeats < 1 || o.WarmupSteps < 0 || o.BatchSize < 1) throw new ArgumentException("steps, repeats and batch must be at least 1 (warm-up at least 0)");
+        if (o.Steps < 1 || o.Repeats < 1 || o.WarmupSteps < 0 || o.BatchSize < 1) throw new UserInputException("steps, repeats and batch must be at least 1 (warm-up at least 0)");
         var started = DateTime.UtcNow;
         var wall = Stopwatch.StartNew();
         var loadStart = ProcessMemory.LoadAverage();
@@ -31,7 +31,7 @@ public static class Benchmark
         int observedDim = spec.Vectors?.ObservedDim ?? 0;
         var train = MultimodalDataset.Load(o.DataDirectory, "train", spec.Modalities);
         if (o.SiloGroups.SelectMany(g => g.Split(',')).Select(int.Parse).Order().SequenceEqual(Enumerable.Range(0, spec.Modalities)) is false && o.Modes.Contains(BenchMode.Silos3))
-            throw new ArgumentException($"the silo groups {string.Join(" ", o.SiloGroups)} must cover modalities 0..{spec.Modalities - 1} once each");
+            throw new UserInputException($"the silo groups {string.Join(" ", o.SiloGroups)} must cover modalities 0..{spec.Modalities - 1} once each");
         int localThreads = o.LocalTorchThreads > 0 ? o.LocalTorchThreads : Environment.ProcessorCount;
         var siloSettings = new SiloSettings();
 

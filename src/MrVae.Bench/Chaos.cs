@@ -53,9 +53,9 @@ public static partial class Chaos
     public static async Task<ChaosReport> Run(ChaosOptions o, Action<string> log, CancellationToken cancel = default)
     {
         var wall = Stopwatch.StartNew();
-        if (o.Steps < 1 || o.Every < 1) throw new ArgumentException("--steps and --every must be at least 1");
+        if (o.Steps < 1 || o.Every < 1) throw new UserInputException("--steps and --every must be at least 1");
         long quietTail = o.QuietTail ?? o.Steps / 5;
-        if (quietTail < 0 || quietTail >= o.Steps) throw new ArgumentException($"--quiet-tail {quietTail} must be at least 0 and below --steps {o.Steps}");
+        if (quietTail < 0 || quietTail >= o.Steps) throw new UserInputException($"--quiet-tail {quietTail} must be at least 0 and below --steps {o.Steps}");
         string work = Path.GetFullPath(o.WorkDirectory);
         if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
         Directory.CreateDirectory(work);
@@ -176,7 +176,7 @@ public static partial class Chaos
     static RedisProcess StartRedis(string work)
     {
         string server = new[] { "/usr/bin/redis-server", "/usr/local/bin/redis-server" }.FirstOrDefault(File.Exists)
-            ?? throw new InvalidOperationException("the chaos soak needs redis-server (apt-get install redis-server): the cluster's membership, directory and checkpoints live there so that any silo may die");
+            ?? throw new UserInputException("the chaos soak needs redis-server (apt-get install redis-server): the cluster's membership, directory and checkpoints live there so that any silo may die");
         using var l = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
         l.Start();
         int port = ((System.Net.IPEndPoint)l.LocalEndpoint).Port;

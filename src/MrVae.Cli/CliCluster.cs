@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using Microsoft.Extensions.Hosting;
 using MrVae.Client;
+using MrVae.Data;
 
 namespace MrVae.Cli;
 
@@ -29,7 +30,7 @@ public static class CliCluster
                     _ => s.Message,
                 } : "no answer in 5 s";
                 string what = connection.StartsWith("redis://", StringComparison.OrdinalIgnoreCase) ? "the cluster's Redis server" : "a silo's gateway";
-                throw new InvalidOperationException($"cannot reach the cluster at {connection}: nothing answers on {host}:{port}, where {what} should be ({why}); start silos first (deploy/local-cluster.sh or mrvae-silo) or check --cluster");
+                throw new UserInputException($"cannot reach the cluster at {connection}: nothing answers on {host}:{port}, where {what} should be ({why}); start silos first (deploy/local-cluster.sh or mrvae-silo) or check --cluster");
             }
         }
         return await ClusterTraining.ConnectClient(connection);

@@ -12,10 +12,24 @@ using MrVae.Model.Training;
 using MrVae.Silo;
 using Orleans.Configuration;
 using TorchSharp;
+using MrVae.Data;
 
 namespace MrVae.Client;
 
 /// <summary>A finished distributed run: the trainer's result, the run id and which silo hosted each modality.</summary>
+/// <summary>How a client following a run waits for its coordinator, on <see cref="Clock"/>.</summary>
+public sealed record ClientWaits
+{
+    /// <summary>How long one poll of the coordinator may take before the client says it waits and asks again.</summary>
+    public TimeSpan PollTimeout { get; init; } = TimeSpan.FromSeconds(15);
+    /// <summary>How long a client keeps asking an unreachable coordinator before it gives up (the run itself goes on).</summary>
+    public TimeSpan UnreachableLimit { get; init; } = TimeSpan.FromMinutes(3);
+    public TimeProvider Clock { get; init; } = TimeProvider.System;
+}
+
+/// <summary>A run ended as Failed on the cluster (diverged, or every member lost): an outcome the message names, not a bug of the client.</summary>
+public sealed class RunFailedException(string message) : Exception(message);
+
 public sealed record DistributedRun(TrainResult Result, string RunId, IReadOnlyDictionary<int, string> MemberSilos);
 
 /// <summary>
@@ -91,7 +105,7 @@ public static class ClusterTraining
             {
                 var parts = connection.Split(':');
                 if (parts.Length != 2 || !int.TryParse(parts[1], out int port))
-                    throw new ArgumentException($"--cluster '{connection}': use redis://HOST:PORT or HOST:GATEWAYPORT (e.g. localhost:30000)");
+                    throw new UserInputException($"--cluster '{connection}': use redis://HOST:PORT or HOST:GATEWAYPORT (e.g. localhost:30000)");
                 client.UseLocalhostClustering(port, serviceId, clusterId);
             }
             // A coordinator busy checkpointing on a loaded machine can take longer than Orleans' default 30 s to
@@ -104,7 +118,7 @@ public static class ClusterTraining
         try { await host.StartAsync(timeout.Token); }
         catch (Exception e) when (e is OperationCanceledException or OrleansException or SocketException or TimeoutException)
         {
-            throw new InvalidOperationException($"cannot reach the cluster at {connection} ({e.Message.ReplaceLineEndings(" ")}): start silos first (deploy/local-cluster.sh or mrvae-silo) or check --cluster");
+            throw new UserInputException($"cannot reach the cluster at {connection} ({e.Message.ReplaceLineEndings(" ")}): start silos first (deploy/local-cluster.sh or mrvae-silo) or check --cluster");
         }
         return host;
     }
@@ -121,8 +135,10 @@ public static class ClusterTraining
     /// </summary>
     public static async Task<DistributedRun> Train(IGrainFactory grains, ModelConfig config, TrainOptions options, string siloDataDirectory,
         int[] modalities, Action<StepReport>? onStep = null, CancellationToken cancel = default, string? runId = null, Action<string>? onStarted = null,
-        Action<string?>? onWaiting = null)
+        Action<string?>? onWaiting = null, ClientWaits? waits = null)
     {
+        waits ??= new ClientWaits();
+        var clock = waits.Clock;
         Directory.CreateDirectory(options.RunDirectory);
         string configPath = Path.Combine(options.RunDirectory, LocalTrainer.ConfigFile);
         string metricsPath = Path.Combine(options.RunDirectory, LocalTrainer.MetricsFile);
@@ -155,9 +171,9 @@ public static class ClusterTraining
         var stepTimes = new SortedDictionary<long, double>();
         double last = double.NaN;
         bool stopping = false;
-        DateTime? unreachableSince = null;
+        DateTimeOffset? unreachableSince = null;
         var written = WrittenEvents(eventsPath);
-        DateTime lastProgress = DateTime.UtcNow;
+        var lastProgress = clock.GetUtcNow();
         string? waiting = null;
         void Waiting(string? what)
         {
@@ -177,7 +193,7 @@ public static class ClusterTraining
             stepTimes[m.Step] = m.StepMilliseconds;
             last = m.Terms["loss"];
             next = m.Step + 1;
-            lastProgress = DateTime.UtcNow;
+            lastProgress = clock.GetUtcNow();
         }
         bool SameLoop(RunStatus s) => s.Incarnation == incarnation && s.LoopId == loop;
         while (true)
@@ -186,12 +202,12 @@ public static class ClusterTraining
             {
                 // Bounded: a call to a coordinator whose silo just died waits for the client's response timeout
                 // (minutes); a fresh call reaches its next activation once the cluster has declared the silo dead.
-                status = await coordinator.Status().WaitAsync(PollTimeout, CancellationToken.None);
+                status = await coordinator.Status().WaitAsync(waits.PollTimeout, clock, CancellationToken.None);
                 if (status is { State: RunState.Running, LoopId: var id } && id == Guid.Empty)
                 {
                     // A new activation restoring the run from its checkpoint: its steps and start are not known yet.
                     Waiting(WaitingFor(status));
-                    await Task.Delay(500, CancellationToken.None);
+                    await Task.Delay(TimeSpan.FromMilliseconds(500), clock, CancellationToken.None);
                     continue;
                 }
                 if (!SameLoop(status))
@@ -200,14 +216,14 @@ public static class ClusterTraining
                     // before the checkpoint that this client had not fetched from the previous loop; then the steps
                     // from the checkpoint on, trained again, after the "resumed" event line.
                     if (next < status.StartStep)
-                        foreach (var m in await coordinator.Metrics(next).WaitAsync(PollTimeout, CancellationToken.None))
+                        foreach (var m in await coordinator.Metrics(next).WaitAsync(waits.PollTimeout, clock, CancellationToken.None))
                             if (m.Step >= next && m.Step < status.StartStep) WriteStep(m);
                     incarnation = status.Incarnation;
                     loop = status.LoopId;
                     next = status.StartStep;
                     foreach (var k in stepTimes.Keys.Where(k => k >= next).ToArray()) stepTimes.Remove(k);
                 }
-                var batch = await coordinator.Metrics(next).WaitAsync(PollTimeout, CancellationToken.None);
+                var batch = await coordinator.Metrics(next).WaitAsync(waits.PollTimeout, clock, CancellationToken.None);
                 // Events first: a drop or a resume precedes the steps it concerns.
                 foreach (var e in status.Events)
                 {
@@ -217,32 +233,32 @@ public static class ClusterTraining
                     if (e.Kind != "started") File.AppendAllText(metricsPath, JsonSerializer.Serialize(line) + "\n");
                 }
                 // The metrics of one loop only: if another began meanwhile, the next poll starts from its first step.
-                if (!SameLoop(await coordinator.Status().WaitAsync(PollTimeout, CancellationToken.None))) continue;
+                if (!SameLoop(await coordinator.Status().WaitAsync(waits.PollTimeout, clock, CancellationToken.None))) continue;
                 foreach (var m in batch)
                     if (m.Step >= next) WriteStep(m);   // steps skipped as non-finite leave gaps
                 unreachableSince = null;
                 if (batch.Length > 0 || status.State != RunState.Running) Waiting(null);
-                else if (DateTime.UtcNow - lastProgress > TimeSpan.FromSeconds(3)) Waiting(WaitingFor(status));
+                else if (clock.GetUtcNow() - lastProgress > TimeSpan.FromSeconds(3)) Waiting(WaitingFor(status));
             }
             catch (Exception e) when (e is OrleansException or TimeoutException or SiloUnavailableException)
             {
                 // The coordinator's silo is gone: the next call activates it on another silo, which resumes the run.
-                unreachableSince ??= DateTime.UtcNow;
+                unreachableSince ??= clock.GetUtcNow();
                 Waiting($"no answer from the coordinator since {unreachableSince.Value.ToLocalTime():HH:mm:ss}: if its silo died, waiting for the cluster to declare it dead and the run to resume on another silo from its last checkpoint");
-                if (DateTime.UtcNow - unreachableSince > UnreachableLimit)
-                    throw new InvalidOperationException($"run {runId}: no answer from its coordinator for {UnreachableLimit.TotalMinutes:F0} minutes ({e.Message.ReplaceLineEndings(" ")}); the cluster may be down. When it is back: mrvae train --resume --out {options.RunDirectory}");
-                await Task.Delay(500, CancellationToken.None);
+                if (clock.GetUtcNow() - unreachableSince > waits.UnreachableLimit)
+                    throw new TimeoutException($"run {runId}: no answer from its coordinator for {waits.UnreachableLimit.TotalMinutes:F0} minutes ({e.Message.ReplaceLineEndings(" ")}); the cluster may be down. When it is back: mrvae train --resume --out {options.RunDirectory}");
+                await Task.Delay(TimeSpan.FromMilliseconds(500), clock, CancellationToken.None);
                 continue;
             }
-            if (status.State is RunState.Failed) throw new InvalidOperationException($"run {runId} failed: {status.Error}");
+            if (status.State is RunState.Failed) throw new RunFailedException($"run {runId} failed: {status.Error}");
             if (status.State is RunState.Finished or RunState.Stopped && next >= status.Step) break;
             // Once stopping, the token stays cancelled: wait plainly for the run to reach Stopped.
-            try { await Task.Delay(200, stopping ? CancellationToken.None : cancel); }
+            try { await Task.Delay(TimeSpan.FromMilliseconds(200), clock, stopping ? CancellationToken.None : cancel); }
             catch (OperationCanceledException)
             {
                 // Ctrl+C: stop the run cleanly (it writes a final checkpoint) rather than abandon it.
                 stopping = true;
-                try { await coordinator.Stop(); } catch (InvalidOperationException) { /* not running any more */ }
+                try { await coordinator.Stop(); } catch (UserInputException) { /* not running any more */ }
             }
         }
         var tests = await coordinator.TestMetrics();
@@ -254,11 +270,6 @@ public static class ClusterTraining
         return new DistributedRun(result, runId, status.MemberSilos);
     }
 
-    /// <summary>How long one poll of the coordinator may take before the client says it waits and asks again.</summary>
-    static readonly TimeSpan PollTimeout = TimeSpan.FromSeconds(15);
-
-    /// <summary>How long a client keeps asking an unreachable coordinator before it gives up (the run itself goes on).</summary>
-    public static TimeSpan UnreachableLimit { get; set; } = TimeSpan.FromMinutes(3);
 
     /// <summary>A new run id: the run directory's name (readable in dashboards) and a random suffix.</summary>
     public static string NewRunId(string runDirectory)
@@ -272,11 +283,11 @@ public static class ClusterTraining
     public static string RunIdOf(string runDirectory)
     {
         string path = Path.Combine(runDirectory, LocalTrainer.ConfigFile);
-        if (!File.Exists(path)) throw new ArgumentException($"--resume: {path} not found; point --out at the directory of a run started with --embedded or --cluster");
+        if (!File.Exists(path)) throw new UserInputException($"--resume: {path} not found; point --out at the directory of a run started with --embedded or --cluster");
         using var json = JsonDocument.Parse(File.ReadAllText(path));
         return json.RootElement.TryGetProperty("run_id", out var id) && id.GetString() is { Length: > 0 } value
             ? value
-            : throw new ArgumentException($"--resume: {path} has no run_id; it is a --local run (resume it with --local --resume)");
+            : throw new UserInputException($"--resume: {path} has no run_id; it is a --local run (resume it with --local --resume)");
     }
 
     /// <summary>What a run that makes no progress waits for, in words for the progress line.</summary>

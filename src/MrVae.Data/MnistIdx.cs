@@ -4,7 +4,7 @@ using System.IO.Compression;
 namespace MrVae.Data;
 
 /// <summary>A data file or spec that cannot be used. The message names the file, the cause and the fix.</summary>
-public sealed class DataFormatException(string message, Exception? inner = null) : Exception(message, inner);
+public sealed class DataFormatException(string message, Exception? inner = null) : UserInputException(message, inner);
 
 /// <summary>One MNIST split: Count images of 28 × 28 bytes (row-major) and their labels.</summary>
 public sealed record MnistSet(byte[] Images, byte[] Labels, int Count)

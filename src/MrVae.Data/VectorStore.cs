@@ -23,7 +23,7 @@ public static class VectorStore
     /// <summary>Generates both splits (train stream 0, test stream 1, the same maps) and saves them; returns the model.</summary>
     public static VectorModel Make(string dir, VectorSpec spec, int train, int test, int seed)
     {
-        if (train < 1 || test < 1) throw new ArgumentException("--train and --test must be at least 1");
+        if (train < 1 || test < 1) throw new UserInputException("--train and --test must be at least 1");
         var model = VectorModel.Create(spec, seed);
         Save(dir, model, VectorGenerator.Generate(model, train, seed), VectorGenerator.Generate(model, test, seed, streamOffset: 1));
         return model;

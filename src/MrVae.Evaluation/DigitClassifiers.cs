@@ -168,7 +168,7 @@ public sealed class ClassifierSet : IDisposable
     public static ClassifierSet Train(PolyMnistSpec spec, LabelledSplit train, LabelledSplit test, ClassifierTraining options, Action<string>? log = null)
     {
         if (train.Modalities != spec.Modalities || train.Factors != spec.Factors.Length)
-            throw new ArgumentException($"the training split has {train.Modalities} modalities and {train.Factors} factors, the spec {spec.Modalities} and {spec.Factors.Length}");
+            throw new UserInputException($"the training split has {train.Modalities} modalities and {train.Factors} factors, the spec {spec.Modalities} and {spec.Factors.Length}");
         var set = new ClassifierSet(spec);
         var watch = Stopwatch.StartNew();
         int count = Math.Min(train.Count, options.MaxTrainSamples ?? int.MaxValue);

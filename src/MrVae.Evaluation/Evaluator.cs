@@ -53,18 +53,18 @@ public static class Evaluator
     public static (string Directory, CheckpointState State) ResolveCheckpoint(string runDirectory, string name)
     {
         if (!Directory.Exists(runDirectory))
-            throw new ArgumentException($"run directory {runDirectory} not found: pass the --out directory of `mrvae train`");
+            throw new UserInputException($"run directory {runDirectory} not found: pass the --out directory of `mrvae train`");
         string checkpoints = Path.Combine(runDirectory, "checkpoints");
         var available = Directory.Exists(checkpoints)
             ? Directory.GetDirectories(checkpoints).Where(d => File.Exists(Path.Combine(d, CheckpointDirectory.StateFile))).Select(Path.GetFileName).Order().ToArray()
             : [];
         if (available.Length == 0)
-            throw new ArgumentException($"run {runDirectory} has no checkpoint (no checkpoints/*/state.json): let `mrvae train --out {runDirectory}` finish an evaluation first");
+            throw new UserInputException($"run {runDirectory} has no checkpoint (no checkpoints/*/state.json): let `mrvae train --out {runDirectory}` finish an evaluation first");
         string chosen = name;
         if (!available.Contains(name))
         {
             if (name == "best" && available.Contains("final")) chosen = "final";
-            else throw new ArgumentException($"run {runDirectory} has no checkpoint '{name}' (it has: {string.Join(", ", available)}); pass --checkpoint {available[0]}");
+            else throw new UserInputException($"run {runDirectory} has no checkpoint '{name}' (it has: {string.Join(", ", available)}); pass --checkpoint {available[0]}");
         }
         return CheckpointDirectory.Read(Path.Combine(checkpoints, chosen));
     }
@@ -97,8 +97,8 @@ public static class Evaluator
         log?.Invoke($"evaluating {state.Model.Kind} D={state.Model.LatentDim} from {checkpointDir} (step {state.Step}) on {Math.Min(options.CrossModal.Samples, test.Count)} test tuples per input subset");
         var info = new EvaluationInfo(options.RunDirectory, Path.GetFileName(checkpointDir), state, options.DataDirectory, train.Count, test.Count);
         var evaluation = Evaluate(model, spec, classifiers, train, test, options, info, log);
-        evaluation.Report["data"]!.AsObject()["fingerprint"] = dataCheck;
-        var timing = evaluation.Report["timing"]!.AsObject();
+        evaluation.Report.Data.Fingerprint = dataCheck;
+        var timing = evaluation.Report.Timing;
         timing["classifier_train_seconds"] = classifiers.Reused ? 0 : Math.Round(classifiers.TrainSeconds, 1);
         timing["total_seconds"] = Math.Round(total.Elapsed.TotalSeconds, 1);
         Write(evaluation, options.OutputDirectory, options.RunDirectory, spec, model.Config, log);
@@ -110,26 +110,25 @@ public static class Evaluator
     /// sharing structure is an error (unless <paramref name="allowOther"/>), other data of the same structure (seed,
     /// size, MNIST) a warning; both are recorded. Runs from before fingerprints were recorded only get the data's.
     /// </summary>
-    public static JsonObject CheckData(string runDir, string dataDir, bool allowOther, Action<string>? log = null)
+    public static EvaluationReport.FingerprintCheck CheckData(string runDir, string dataDir, bool allowOther, Action<string>? log = null)
     {
-        var evaluated = DatasetFingerprint.Of(dataDir);
-        var result = new JsonObject { ["evaluated"] = JsonSerializer.SerializeToNode(evaluated, CheckpointDirectory.Json) };
+        var fingerprint = DatasetFingerprint.Of(dataDir);
+        var evaluated = JsonSerializer.SerializeToNode(fingerprint, CheckpointDirectory.Json);
         var trained = TrainingData(runDir);
         if (trained is null)
         {
-            result["training"] = null;
-            result["matches_training"] = null;
-            result["warning"] = $"{runDir} records no training-data fingerprint (config.json from an older mrvae): cannot check that --data is the training data";
-            log?.Invoke("warning: " + result["warning"]);
-            return result;
+            string missing = $"{runDir} records no training-data fingerprint (config.json from an older mrvae): cannot check that --data is the training data";
+            log?.Invoke("warning: " + missing);
+            return new() { Evaluated = evaluated, Warning = missing };
         }
-        result["training"] = JsonSerializer.SerializeToNode(trained, CheckpointDirectory.Json);
-        string? difference = trained.Difference(evaluated);
-        result["matches_training"] = difference is null;
+        string? difference = trained.Difference(fingerprint);
+        var result = new EvaluationReport.FingerprintCheck
+        {
+            Evaluated = evaluated, Training = JsonSerializer.SerializeToNode(trained, CheckpointDirectory.Json), MatchesTraining = difference is null, Warning = difference,
+        };
         if (difference is null) return result;
-        if (trained.IsDifferentStructure(evaluated) && !allowOther)
+        if (trained.IsDifferentStructure(fingerprint) && !allowOther)
             throw new DataFormatException($"{difference}: pass the dataset the run was trained on with --data (or --allow-other-data to evaluate anyway)");
-        result["warning"] = difference;
         log?.Invoke("warning: " + difference);
         return result;
     }
@@ -160,74 +159,78 @@ public static class Evaluator
         var cross = CrossModal.Run(generator, classifiers, test, options.CrossModal, paperFd, log);
         double crossSeconds = watch.Elapsed.TotalSeconds;
 
-        var report = new JsonObject
-        {
-            ["model"] = new JsonObject
-            {
-                ["kind"] = model.Config.Kind.ToString().ToLowerInvariant(), ["latent"] = model.Config.LatentDim,
-                ["run"] = info?.RunDirectory, ["checkpoint"] = info?.Checkpoint, ["step"] = info?.State.Step, ["test_loss"] = info?.State.TestLoss,
-                ["config"] = JsonNode.Parse(JsonSerializer.Serialize(model.Config, CheckpointDirectory.Json)),
-            },
-            ["data"] = new JsonObject
-            {
-                ["dir"] = info?.DataDirectory, ["spec"] = spec.Name, ["modalities"] = m, ["train"] = train.Count, ["test"] = test.Count,
-                ["shared_member_sets"] = new JsonArray(RelationRecovery.Truth(spec).Select(s => (JsonNode?)SubsetFamily.Format(s)).ToArray()),
-            },
-            ["samples"] = cross.Samples,
-            ["seed"] = options.Seed,
-            ["classifier_accuracy"] = ClassifierJson(classifiers, main),
-            ["coherence"] = CoherenceJson(cross, spec, main),
-            ["fd"] = FdJson(cross, paperFd, m, classifiers, train, test, options.CrossModal.Samples),
-        };
-        report["relation"] = model.Coordinator is MrVaeObjective structure ? RelationJson(structure, model.Config, spec) : null;
+        var relation = model.Coordinator is MrVaeObjective structure ? Relation(structure, model.Config, spec) : null;
         watch.Restart();
         var joint = JointCoherence.Run(model, classifiers, spec, options.CrossModal.Samples, Seeds.Generator(options.Seed, "evaluation/prior"), options.CrossModal.BatchSize, options.CrossModal.GridSamples);
-        report["joint_coherence"] = JointCoherence.Json(joint, spec, v => Round(v));
+        var jointReport = JointCoherence.Report(joint, spec, v => Round(v));
         double jointSeconds = watch.Elapsed.TotalSeconds;
-        report["test_log_likelihood"] = null;
+        EvaluationReport.LikelihoodSection? likelihood = null;
         double likelihoodSeconds = 0;
         if (options.LikelihoodSamples > 0)
         {
             watch.Restart();
             var (mean, error) = TestLikelihood.Run(model, test, options.LikelihoodTuples, options.LikelihoodSamples, Seeds.Generator(options.Seed, "evaluation/likelihood"));
-            report["test_log_likelihood"] = new JsonObject
+            likelihood = new()
             {
-                ["mean_nats"] = Round(mean, 2), ["standard_error"] = Round(error, 2),
-                ["importance_samples"] = options.LikelihoodSamples, ["tuples"] = Math.Min(options.LikelihoodTuples, test.Count),
-                ["estimator"] = "IWAE: log (1/K) sum_k p(X|z_k) p(z_k) / q(z_k|X), z_k from the joint posterior given all modalities (mrVAE: its most probable structure); continuous pixel densities, so values above 0 are possible",
+                MeanNats = Round(mean, 2), StandardError = Round(error, 2),
+                ImportanceSamples = options.LikelihoodSamples, Tuples = Math.Min(options.LikelihoodTuples, test.Count),
+                Estimator = "IWAE: log (1/K) sum_k p(X|z_k) p(z_k) / q(z_k|X), z_k from the joint posterior given all modalities (mrVAE: its most probable structure); continuous pixel densities, so values above 0 are possible",
             };
             likelihoodSeconds = watch.Elapsed.TotalSeconds;
             log?.Invoke($"test log-likelihood (IWAE, K = {options.LikelihoodSamples}): {mean:F1} ± {error:F1} nats ({likelihoodSeconds:F0} s)");
         }
         watch.Restart();
-        report["latent_probe"] = ProbeJson(model, spec, train, test, options, main);
+        var probe = Probe(model, spec, train, test, options, main);
         log?.Invoke($"latent probe: {watch.Elapsed.TotalSeconds:F0} s");
-        var timing = new JsonObject
+        var timing = new Dictionary<string, double>
         {
             ["cross_modal_seconds"] = Math.Round(crossSeconds, 1), ["joint_coherence_seconds"] = Math.Round(jointSeconds, 1),
             ["likelihood_seconds"] = Math.Round(likelihoodSeconds, 1), ["probe_seconds"] = Math.Round(watch.Elapsed.TotalSeconds, 1),
         };
-        report["fid"] = null;
+        EvaluationReport.FidSection? fidReport = null;
         if (options.InceptionWeights is { } weights)
         {
             watch.Restart();
             using var inception = InceptionV3Features.Load(weights);
             var fid = InceptionFid.Compute(new ModelGenerator(model, Seeds.Generator(options.Seed, "evaluation/fid")), inception, test, paperFd, options.CrossModal.Samples, log: log);
-            var rows = new JsonObject();
-            foreach (var (mask, j) in paperFd) rows[Subsets.PaperName(mask, j, m)] = Round(fid[(mask, j)], 2);
-            report["fid"] = new JsonObject
+            fidReport = new()
             {
-                ["paper_rows"] = rows, ["samples"] = Math.Min(options.CrossModal.Samples, test.Count), ["weights"] = weights,
-                ["features"] = "InceptionV3 pool features (2048), images resized to 299x299 and scaled to [-1, 1]",
+                PaperRows = paperFd.ToDictionary(r => Subsets.PaperName(r.Mask, r.Output, m), r => Round(fid[r], 2)),
+                Samples = Math.Min(options.CrossModal.Samples, test.Count), Weights = weights,
+                Features = "InceptionV3 pool features (2048), images resized to 299x299 and scaled to [-1, 1]",
             };
             timing["fid_seconds"] = Math.Round(watch.Elapsed.TotalSeconds, 1);
         }
-        report["timing"] = timing;
+        var report = new EvaluationReport
+        {
+            Model = new()
+            {
+                Kind = model.Config.Kind.ToString().ToLowerInvariant(), Latent = model.Config.LatentDim,
+                Run = info?.RunDirectory, Checkpoint = info?.Checkpoint, Step = info?.State.Step, TestLoss = info?.State.TestLoss,
+                Config = JsonNode.Parse(JsonSerializer.Serialize(model.Config, CheckpointDirectory.Json)),
+            },
+            Data = new()
+            {
+                Dir = info?.DataDirectory, Spec = spec.Name, Modalities = m, Train = train.Count, Test = test.Count,
+                SharedMemberSets = RelationRecovery.Truth(spec).Select(SubsetFamily.Format).ToArray(),
+            },
+            Samples = cross.Samples,
+            Seed = options.Seed,
+            ClassifierAccuracy = ClassifierAccuracy(classifiers, main),
+            Coherence = Coherence(cross, spec, main),
+            Fd = Fd(cross, paperFd, m, classifiers, train, test, options.CrossModal.Samples),
+            Relation = relation,
+            JointCoherence = jointReport,
+            TestLogLikelihood = likelihood,
+            LatentProbe = probe,
+            Fid = fidReport,
+            Timing = timing,
+        };
         return new Evaluation(report, cross, joint.Grid);
     }
 
-    /// <summary>The report.json object and the generation results behind it (for the PNGs).</summary>
-    public sealed record Evaluation(JsonObject Report, CrossModalResult Cross, List<(string Label, byte[][] Images)>? PriorGrid = null);
+    /// <summary>The report and the generation results behind it (for the PNGs).</summary>
+    public sealed record Evaluation(EvaluationReport Report, CrossModalResult Cross, List<(string Label, byte[][] Images)>? PriorGrid = null);
 
     public static (int Mask, int Output)[] PaperFdRows(int m) =>
         m >= 3 ? [(Subsets.Mask([0]), 0), (Subsets.Mask([1]), 0), (Subsets.Mask([1, 2]), 0)]
@@ -235,48 +238,48 @@ public static class Evaluator
 
     static int[] PaperCoherenceMasks(int m) => Enumerable.Range(1, Math.Min(3, m)).Select(k => (1 << k) - 1).ToArray();
 
-    static JsonObject ClassifierJson(ClassifierSet classifiers, int main)
+    static Dictionary<string, double?> ClassifierAccuracy(ClassifierSet classifiers, int main)
     {
-        var o = new JsonObject();
-        foreach (var t in classifiers.Targets) o[t.Name] = Round(classifiers.TestAccuracy[t.Name]);
+        var o = classifiers.Targets.ToDictionary(t => t.Name, t => Round(classifiers.TestAccuracy[t.Name]));
         if (main >= 0) o["main_mean"] = Round(classifiers.MainAccuracy());
         var others = classifiers.Targets.Where(t => t.Factor != main).Select(t => classifiers.TestAccuracy[t.Name]).ToArray();
         if (others.Length > 0) o["other_positions_mean"] = Round(others.Average());
         return o;
     }
 
+    /// <summary>The coherence section as JSON (what report.json holds under "coherence").</summary>
     internal static JsonObject CoherenceJson(CrossModalResult cross, PolyMnistSpec spec, int main)
+        => JsonSerializer.SerializeToNode(Coherence(cross, spec, main), EvaluationReport.Json)!.AsObject();
+
+    static EvaluationReport.CoherenceSection Coherence(CrossModalResult cross, PolyMnistSpec spec, int main)
     {
         int m = cross.Modalities;
-        var o = new JsonObject();
-        var mainMap = new JsonObject();
-        var paper = new JsonObject();
+        var mainMap = new Dictionary<string, double?>();
+        var paper = new Dictionary<string, double?>();
+        Dictionary<string, double?>? byCount = null, corner = null;
+        EvaluationReport.CornerSummary? summary = null;
         if (main >= 0)
         {
             foreach (int mask in CrossModal.SubsetMasks(m))
                 for (int j = 0; j < m; j++) mainMap[Subsets.Key(mask, j, m)] = Round(cross.Accuracy[(mask, j, main)]);
             foreach (int mask in PaperCoherenceMasks(m)) paper[Subsets.PaperName(mask, 0, m)] = Round(cross.Accuracy[(mask, 0, main)]);
-            var byCount = new JsonObject();
+            byCount = new Dictionary<string, double?>();
             for (int k = 1; k <= m; k++)
             {
                 var cells = CrossModal.SubsetMasks(m).Where(mask => System.Numerics.BitOperations.PopCount((uint)mask) == k)
                     .SelectMany(mask => Enumerable.Range(0, m).Where(j => (mask >> j & 1) == 0 || k == m).Select(j => cross.Accuracy[(mask, j, main)])).ToArray();
                 if (cells.Length > 0) byCount[k.ToString(CultureInfo.InvariantCulture)] = Round(cells.Average());
             }
-            o["main_mean_by_input_count"] = byCount;
         }
-        o["main"] = mainMap;
-        o["paper_rows"] = paper;
         var otherFactors = Enumerable.Range(0, spec.Factors.Length).Where(f => f != main).ToArray();
         if (otherFactors.Length > 0)
         {
-            var corner = new JsonObject();
+            corner = new Dictionary<string, double?>();
             foreach (var ((mask, j, f), acc) in cross.Accuracy.OrderBy(k => k.Key.Mask).ThenBy(k => k.Key.Output).ThenBy(k => k.Key.Factor))
                 if (f != main) corner[$"{Subsets.Key(mask, j, m)}:{spec.Factors[f].Name}"] = Round(acc);
-            o["corner"] = corner;
             // Single input i → output j ≠ i: a factor of j is inferable when i shows it too.
             var shared = new List<double>(); var unshared = new List<double>(); var self = new List<double>();
-            var rows = new JsonArray();
+            var rows = new List<EvaluationReport.CornerRow>();
             for (int i = 0; i < m; i++)
                 for (int j = 0; j < m; j++)
                 {
@@ -288,34 +291,34 @@ public static class Evaluator
                     shared.AddRange(sharedF.Select(f => cross.Accuracy[(1 << i, j, f)]));
                     unshared.AddRange(unsharedF.Select(f => cross.Accuracy[(1 << i, j, f)]));
                     if (sharedF.Length == 0) continue;
-                    rows.Add(new JsonObject
+                    rows.Add(new()
                     {
-                        ["in"] = i, ["out"] = j,
-                        ["shared"] = new JsonObject(sharedF.Select(f => KeyValuePair.Create(spec.Factors[f].Name, (JsonNode?)Round(cross.Accuracy[(1 << i, j, f)])))),
-                        ["unshared"] = new JsonObject(unsharedF.Select(f => KeyValuePair.Create(spec.Factors[f].Name, (JsonNode?)Round(cross.Accuracy[(1 << i, j, f)])))),
+                        In = i, Out = j,
+                        Shared = sharedF.ToDictionary(f => spec.Factors[f].Name, f => Round(cross.Accuracy[(1 << i, j, f)])),
+                        Unshared = unsharedF.ToDictionary(f => spec.Factors[f].Name, f => Round(cross.Accuracy[(1 << i, j, f)])),
                     });
                 }
-            o["corner_summary"] = new JsonObject
+            summary = new()
             {
-                ["shared_mean"] = shared.Count > 0 ? Round(shared.Average()) : null,
-                ["unshared_mean"] = unshared.Count > 0 ? Round(unshared.Average()) : null,
-                ["self_mean"] = self.Count > 0 ? Round(self.Average()) : null,
-                ["chance"] = 0.1,
-                ["rows"] = rows,
+                SharedMean = shared.Count > 0 ? Round(shared.Average()) : null,
+                UnsharedMean = unshared.Count > 0 ? Round(unshared.Average()) : null,
+                SelfMean = self.Count > 0 ? Round(self.Average()) : null,
+                Chance = 0.1,
+                Rows = rows,
             };
         }
-        return o;
+        return new() { MainMeanByInputCount = byCount, Main = mainMap, PaperRows = paper, Corner = corner, CornerSummary = summary };
     }
 
-    static JsonObject FdJson(CrossModalResult cross, (int Mask, int Output)[] paperRows, int m, ClassifierSet classifiers, LabelledSplit train, LabelledSplit test, int samples)
+    static EvaluationReport.FdSection Fd(CrossModalResult cross, (int Mask, int Output)[] paperRows, int m, ClassifierSet classifiers, LabelledSplit train, LabelledSplit test, int samples)
     {
-        var paper = new JsonObject();
+        var paper = new Dictionary<string, double?>();
         foreach (var (mask, j) in paperRows) paper[Subsets.PaperName(mask, j, m)] = Round(cross.Fd[(mask, j)], 2);
-        var matrix = new JsonObject();
+        var matrix = new Dictionary<string, double?>();
         foreach (var ((mask, j), v) in cross.Fd.OrderBy(k => CrossModal.SubsetMasks(m).ToList().IndexOf(k.Key.Mask)).ThenBy(k => k.Key.Output))
             matrix[Subsets.Key(mask, j, m)] = Round(v, 2);
         // The floor: real training images vs the same number of real test images.
-        var reference = new JsonObject();
+        var reference = new Dictionary<string, double?>();
         int n = Math.Min(Math.Min(samples, test.Count), train.Count);
         if (n >= 2)
             foreach (int j in paperRows.Select(r => r.Output).Distinct())
@@ -331,46 +334,39 @@ public static class Evaluator
                 }
                 reference[$"out={j}"] = Round(Frechet.Distance(a, b), 2);
             }
-        return new JsonObject
+        return new()
         {
-            ["features"] = "penultimate layer (128 per digit position) of the project's digit classifiers of the output modality, concatenated",
-            ["samples"] = cross.Samples,
-            ["paper_rows"] = paper,
-            ["matrix"] = matrix,
-            ["real_train_vs_test"] = reference,
+            Features = "penultimate layer (128 per digit position) of the project's digit classifiers of the output modality, concatenated",
+            Samples = cross.Samples, PaperRows = paper, Matrix = matrix, RealTrainVsTest = reference,
         };
     }
 
     /// <summary>mrVAE's structure (its membership posterior; it does not depend on the input) against the spec.</summary>
-    static JsonObject RelationJson(MrVaeObjective structure, ModelConfig config, PolyMnistSpec spec)
+    static EvaluationReport.ImageRelation Relation(MrVaeObjective structure, ModelConfig config, PolyMnistSpec spec)
     {
         var truth = RelationRecovery.Truth(spec);
         var (sizes, rows) = RelationRecovery.Infer(structure, truth);
-        var membership = new JsonArray(rows.Select(r => (JsonNode?)new JsonArray(r.Select(x => (JsonNode?)x).ToArray())).ToArray());
         var score = RelationRecovery.ScoreFound(sizes, truth);
         var pairs = RelationRecovery.PairMatrix(sizes, spec.Modalities);
-        return new JsonObject
+        return new()
         {
-            ["subsets"] = new JsonArray(sizes.Select(s => (JsonNode?)new JsonObject
+            Subsets = sizes.Select(s => new EvaluationReport.RelationSubset
             {
-                ["subset"] = s.Name, ["mean_size"] = Round(s.MeanSize, 3), ["most_probable_size"] = s.MostProbableSize,
-                ["found"] = s.Found, ["shared_in_spec"] = s.SharedInSpec,
-            }).ToArray()),
-            ["rule"] = RelationRecovery.FoundRule,
-            ["precision"] = score.Precision is { } p ? Round(p) : null,
-            ["recall"] = score.Recall is { } r ? Round(r) : null,
-            ["predicted"] = score.Predicted, ["truth"] = score.Truth, ["true_positives"] = score.TruePositives,
-            ["missed"] = new JsonArray(score.Missed.Select(s => (JsonNode?)SubsetFamily.Format(s)).ToArray()),
-            ["spurious"] = new JsonArray(score.Spurious.Select(s => (JsonNode?)SubsetFamily.Format(s)).ToArray()),
-            ["private_mean"] = new JsonArray(Enumerable.Range(0, spec.Modalities).Select(j =>
-                (JsonNode?)Round(config.LatentDim - sizes.Where(s => s.Subset.Contains(j)).Sum(s => s.MeanSize), 3)).ToArray()),
-            ["pair_shared_dims"] = new JsonArray(Enumerable.Range(0, spec.Modalities).Select(i =>
-                (JsonNode?)new JsonArray(Enumerable.Range(0, spec.Modalities).Select(j => (JsonNode?)Round(pairs[i, j], 3)).ToArray())).ToArray()),
-            ["membership"] = membership,
+                Subset = s.Name, MeanSize = Round(s.MeanSize, 3), MostProbableSize = s.MostProbableSize, Found = s.Found, SharedInSpec = s.SharedInSpec,
+            }).ToList(),
+            Rule = RelationRecovery.FoundRule,
+            Precision = score.Precision is { } p ? Round(p) : null,
+            Recall = score.Recall is { } r ? Round(r) : null,
+            Predicted = score.Predicted, Truth = score.Truth, TruePositives = score.TruePositives,
+            Missed = score.Missed.Select(SubsetFamily.Format).ToArray(),
+            Spurious = score.Spurious.Select(SubsetFamily.Format).ToArray(),
+            PrivateMean = Enumerable.Range(0, spec.Modalities).Select(j => Round(config.LatentDim - sizes.Where(s => s.Subset.Contains(j)).Sum(s => s.MeanSize), 3)).ToArray(),
+            PairSharedDims = Enumerable.Range(0, spec.Modalities).Select(i => Enumerable.Range(0, spec.Modalities).Select(j => Round(pairs[i, j], 3)).ToArray()).ToArray(),
+            Membership = rows,
         };
     }
 
-    static JsonObject ProbeJson(MultimodalVae model, PolyMnistSpec spec, LabelledSplit train, LabelledSplit test, EvalOptions options, int main)
+    static EvaluationReport.ProbeSection Probe(MultimodalVae model, PolyMnistSpec spec, LabelledSplit train, LabelledSplit test, EvalOptions options, int main)
     {
         int m = spec.Modalities;
         int nTrain = Math.Min(options.ProbeTrainSamples, train.Count), nTest = Math.Min(options.CrossModal.Samples, test.Count);
@@ -380,8 +376,8 @@ public static class Evaluator
         {
             var probeSubsets = Enumerable.Range(0, m).Select(j => new[] { j }).ToList();
             foreach (int k in new[] { 2, 3, m }.Where(k => k >= 2 && k <= m).Distinct()) probeSubsets.Add(Enumerable.Range(0, k).ToArray());
-            var mainMap = new JsonObject();
-            var factorMap = new JsonObject();
+            var mainMap = new Dictionary<string, double?>();
+            var factorMap = new Dictionary<string, double?>();
             var trainIds = LabelledSplit.Range(0, nTrain);
             var testIds = LabelledSplit.Range(0, nTest);
             foreach (var subset in probeSubsets)
@@ -397,9 +393,11 @@ public static class Evaluator
                         if (f != main)
                             factorMap[$"{name}:{spec.Factors[f].Name}"] = Round(LatentProbe.FitAndScore(xtr, train.LabelTensor(trainIds, f), xte, test.LabelTensor(testIds, f), seed: options.Seed));
             }
-            var o = new JsonObject { ["main"] = mainMap, ["train_samples"] = nTrain, ["test_samples"] = nTest, ["features"] = "encoder means mu_j, concatenated over the input subset, standardised" };
-            if (factorMap.Count > 0) o["factors"] = factorMap;
-            return o;
+            return new()
+            {
+                Main = mainMap, TrainSamples = nTrain, TestSamples = nTest, Features = "encoder means mu_j, concatenated over the input subset, standardised",
+                Factors = factorMap.Count > 0 ? factorMap : null,
+            };
         }
         finally
         {
@@ -408,9 +406,7 @@ public static class Evaluator
         }
     }
 
-    static JsonNode? Round(double v, int digits = 4) => double.IsFinite(v) ? JsonValue.Create(Math.Round(v, digits)) : null;
-
-    static readonly JsonSerializerOptions WriteOptions = new() { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
+    static double? Round(double v, int digits = 4) => EvaluationReport.Round(v, digits);
 
     /// <summary>Writes report.json, report.md and the PNGs into <paramref name="outDir"/>.</summary>
     public static void Write(Evaluation evaluation, string outDir, string? runDirectory, PolyMnistSpec spec, ModelConfig config, Action<string>? log = null)
@@ -430,7 +426,7 @@ public static class Evaluator
                 Plots.SampleGrid($"{DisplayName(config.Kind)}: generated from the prior (joint coherence)", priorGrid).Save(Path.Combine(samplesDir, "prior.png"));
             CoherenceHeatmap(report, cross, spec, config).Save(Path.Combine(outDir, "coherence.png"));
             figures.Add("coherence.png");
-            if (report["relation"] is JsonObject)
+            if (report.Relation is not null)
             {
                 RelationHeatmap(report, config, spec).Save(Path.Combine(outDir, "relation_heatmap.png"));
                 PairHeatmap(report, spec, config).Save(Path.Combine(outDir, "relation_pairs.png"));
@@ -442,13 +438,13 @@ public static class Evaluator
             curves.Save(Path.Combine(outDir, "training_curves.png"));
             figures.Add("training_curves.png");
         }
-        report["figures"] = new JsonArray(figures.Select(f => (JsonNode?)f).ToArray());
-        File.WriteAllText(Path.Combine(outDir, ReportJson), report.ToJsonString(WriteOptions));
+        report.Figures = figures;
+        File.WriteAllText(Path.Combine(outDir, ReportJson), report.ToJson());
         File.WriteAllText(Path.Combine(outDir, ReportMarkdown), Markdown(report, spec, config, cross));
         log?.Invoke($"report: {Path.Combine(outDir, ReportMarkdown)} ({figures.Count} figures, {cross?.Grids.Count ?? 0} sample grids in samples/)");
     }
 
-    static Canvas CoherenceHeatmap(JsonObject report, CrossModalResult cross, PolyMnistSpec spec, ModelConfig config)
+    static Canvas CoherenceHeatmap(EvaluationReport report, CrossModalResult cross, PolyMnistSpec spec, ModelConfig config)
     {
         int m = spec.Modalities, main = PolyMnistGenerator.MainFactor(spec);
         var masks = CrossModal.SubsetMasks(m);
@@ -461,17 +457,17 @@ public static class Evaluator
     }
 
     /// <summary>The membership posterior q(j ∈ A_d): one row per latent position, one column per modality.</summary>
-    static Canvas RelationHeatmap(JsonObject report, ModelConfig config, PolyMnistSpec spec)
+    static Canvas RelationHeatmap(EvaluationReport report, ModelConfig config, PolyMnistSpec spec)
     {
         int m = spec.Modalities;
-        var rows = report["relation"]!["membership"]!.AsArray();
-        var values = new double[rows.Count, m];
-        var labels = new string[rows.Count];
+        var rows = report.Relation!.Membership;
+        var values = new double[rows.Length, m];
+        var labels = new string[rows.Length];
         var truth = RelationRecovery.Truth(spec).Select(t => string.Join(",", t)).ToHashSet();
-        var marks = new bool[rows.Count];
-        for (int d = 0; d < rows.Count; d++)
+        var marks = new bool[rows.Length];
+        for (int d = 0; d < rows.Length; d++)
         {
-            for (int j = 0; j < m; j++) values[d, j] = rows[d]![j]!.GetValue<double>();
+            for (int j = 0; j < m; j++) values[d, j] = rows[d][j];
             var members = Enumerable.Range(0, m).Where(j => values[d, j] >= 0.5).ToArray();
             labels[d] = $"d{d} {(members.Length == 0 ? "{}" : SubsetFamily.Format(members))}";
             marks[d] = members.Length >= 2 && truth.Contains(string.Join(",", members));
@@ -481,16 +477,16 @@ public static class Evaluator
             footer: "rows: latent position d and its most probable member set (* shared in spec.json); columns: modality; colour: q(j in A_d)");
     }
 
-    static Canvas PairHeatmap(JsonObject report, PolyMnistSpec spec, ModelConfig config)
+    static Canvas PairHeatmap(EvaluationReport report, PolyMnistSpec spec, ModelConfig config)
     {
         int m = spec.Modalities;
-        var rows = report["relation"]!["pair_shared_dims"]!.AsArray();
+        var rows = report.Relation!.PairSharedDims;
         var values = new double[m, m];
         double max = 1;
         for (int i = 0; i < m; i++)
             for (int j = 0; j < m; j++)
             {
-                values[i, j] = i == j ? double.NaN : rows[i]![j]?.GetValue<double>() ?? double.NaN;
+                values[i, j] = i == j ? double.NaN : rows[i][j] ?? double.NaN;
                 if (i != j && double.IsFinite(values[i, j])) max = Math.Max(max, values[i, j]);
             }
         return Plots.Heatmap($"{DisplayName(config.Kind)}: latent dims shared per pair", Enumerable.Range(0, m).Select(j => $"x{j}").ToArray(),
@@ -498,23 +494,23 @@ public static class Evaluator
             footer: "sum of mean n_A over subsets containing both");
     }
 
-    static string F(JsonNode? n, string format = "F3") => n is null ? "–" : n.GetValue<double>().ToString(format, CultureInfo.InvariantCulture);
+    static string F(double? v, string format = "F3") => v is not { } x ? "–" : x.ToString(format, CultureInfo.InvariantCulture);
 
-    static string Markdown(JsonObject report, PolyMnistSpec spec, ModelConfig config, CrossModalResult? cross)
+    static string Markdown(EvaluationReport report, PolyMnistSpec spec, ModelConfig config, CrossModalResult? cross)
     {
         int m = spec.Modalities, main = PolyMnistGenerator.MainFactor(spec);
         var md = new StringBuilder();
-        var model = report["model"]!; var data = report["data"]!;
+        var (model, data) = (report.Model, report.Data);
         md.Append($"# Evaluation: {DisplayName(config.Kind)} (D = {config.LatentDim})\n\n");
-        md.Append($"Run `{model["run"]}`, checkpoint `{model["checkpoint"]}` (step {model["step"]}, test loss {F(model["test_loss"], "F1")}); ");
-        md.Append($"data `{data["dir"]}` ({spec.Name}: {data["train"]} train / {data["test"]} test tuples); {report["samples"]} test tuples per input subset, seed {report["seed"]}.\n\n");
-        if (data["fingerprint"]?["warning"] is { } warning) md.Append($"**Warning:** {warning}.\n\n");
+        md.Append($"Run `{model.Run}`, checkpoint `{model.Checkpoint}` (step {model.Step}, test loss {F(model.TestLoss, "F1")}); ");
+        md.Append($"data `{data.Dir}` ({spec.Name}: {data.Train} train / {data.Test} test tuples); {report.Samples} test tuples per input subset, seed {report.Seed}.\n\n");
+        if (data.Fingerprint?.Warning is { } warning) md.Append($"**Warning:** {warning}.\n\n");
         md.Append("## Digit classifiers (test accuracy)\n\n| classifier | accuracy |\n|---|---|\n");
-        foreach (var (k, v) in report["classifier_accuracy"]!.AsObject()) md.Append($"| {k} | {F(v)} |\n");
-        var coh = report["coherence"]!;
+        foreach (var (k, v) in report.ClassifierAccuracy) md.Append($"| {k} | {F(v)} |\n");
+        var coh = report.Coherence;
         md.Append("\n## Coherence (main digit)\n\nThe paper's rows:\n\n| input → output | accuracy |\n|---|---|\n");
-        foreach (var (k, v) in coh["paper_rows"]!.AsObject()) md.Append($"| {k} | {F(v)} |\n");
-        if (coh["main_mean_by_input_count"] is JsonObject byCount)
+        foreach (var (k, v) in coh.PaperRows) md.Append($"| {k} | {F(v)} |\n");
+        if (coh.MainMeanByInputCount is { } byCount)
         {
             md.Append("\nMean over cells with k inputs (outputs not among the inputs; with all inputs, every output):\n\n| k | accuracy |\n|---|---|\n");
             foreach (var (k, v) in byCount) md.Append($"| {k} | {F(v)} |\n");
@@ -526,55 +522,53 @@ public static class Evaluator
                 md.Append($"| {{{Subsets.Name(mask, m)}}} |" + string.Concat(Enumerable.Range(0, m).Select(j => $" {cross.Accuracy[(mask, j, main)]:F3} |")) + "\n");
             md.Append("\n![coherence](coherence.png)\n");
         }
-        if (coh["corner_summary"] is JsonObject cs)
+        if (coh.CornerSummary is { } cs)
         {
-            md.Append($"\n## Corner-digit coherence\n\nFrom one modality to another: a corner digit the input shows too (shared) should be reproduced; one it does not show (unshared) sits at chance ({cs["chance"]}).\n\n");
-            md.Append($"Mean shared {F(cs["shared_mean"])}, mean unshared {F(cs["unshared_mean"])}, self-reconstruction {F(cs["self_mean"])}.\n\n| input → output | shared corner | accuracy | other corner | accuracy |\n|---|---|---|---|---|\n");
-            foreach (var row in cs["rows"]!.AsArray())
+            md.Append($"\n## Corner-digit coherence\n\nFrom one modality to another: a corner digit the input shows too (shared) should be reproduced; one it does not show (unshared) sits at chance ({cs.Chance.ToString(CultureInfo.InvariantCulture)}).\n\n");
+            md.Append($"Mean shared {F(cs.SharedMean)}, mean unshared {F(cs.UnsharedMean)}, self-reconstruction {F(cs.SelfMean)}.\n\n| input → output | shared corner | accuracy | other corner | accuracy |\n|---|---|---|---|---|\n");
+            foreach (var row in cs.Rows)
             {
-                var sh = row!["shared"]!.AsObject().ToArray(); var un = row["unshared"]!.AsObject().ToArray();
+                var sh = row.Shared.ToArray(); var un = row.Unshared.ToArray();
                 for (int k = 0; k < Math.Max(sh.Length, un.Length); k++)
-                    md.Append($"| x{row["in"]}→x{row["out"]} | {(k < sh.Length ? sh[k].Key : "")} | {(k < sh.Length ? F(sh[k].Value) : "")} | {(k < un.Length ? un[k].Key : "")} | {(k < un.Length ? F(un[k].Value) : "")} |\n");
+                    md.Append($"| x{row.In}→x{row.Out} | {(k < sh.Length ? sh[k].Key : "")} | {(k < sh.Length ? F(sh[k].Value) : "")} | {(k < un.Length ? un[k].Key : "")} | {(k < un.Length ? F(un[k].Value) : "")} |\n");
             }
         }
-        if (report["joint_coherence"] is JsonObject joint)
+        var joint = report.JointCoherence;
+        md.Append($"\n## Joint coherence\n\n{joint.Samples} samples from the prior: {joint.Definition}.\n\n| factor | members | agreement | chance |\n|---|---|---|---|\n");
+        foreach (var (name, f) in joint.Factors) md.Append($"| {name} | {{{f.Members}}} | {F(f.Agreement)} | {F(f.Chance, "G3")} |\n");
+        md.Append("\n![prior samples](samples/prior.png)\n");
+        if (report.TestLogLikelihood is { } ll)
+            md.Append($"\n## Test log-likelihood\n\n{F(ll.MeanNats, "F1")} ± {F(ll.StandardError, "F1")} nats per tuple on {ll.Tuples} test tuples, K = {ll.ImportanceSamples} ({ll.Estimator}).\n");
+        var fd = report.Fd;
+        md.Append($"\n## Sample quality: FD\n\nFréchet distance on {fd.Features}; {fd.Samples} generated vs real test images (lower is better; not FID).\n\n| input → output | FD |\n|---|---|\n");
+        foreach (var (k, v) in fd.PaperRows) md.Append($"| {k} | {F(v, "F2")} |\n");
+        foreach (var (k, v) in fd.RealTrainVsTest) md.Append($"| real train vs real test ({k}) | {F(v, "F2")} |\n");
+        if (report.Fid is { } fid)
         {
-            md.Append($"\n## Joint coherence\n\n{joint["samples"]} samples from the prior: {joint["definition"]}.\n\n| factor | members | agreement | chance |\n|---|---|---|---|\n");
-            foreach (var (name, f) in joint["factors"]!.AsObject()) md.Append($"| {name} | {{{f!["members"]}}} | {F(f["agreement"])} | {F(f["chance"], "G3")} |\n");
-            md.Append("\n![prior samples](samples/prior.png)\n");
+            md.Append($"\n## Sample quality: FID\n\nFréchet distance on {fid.Features} (weights `{fid.Weights}`); {fid.Samples} generated vs real test images.\n\n| input → output | FID |\n|---|---|\n");
+            foreach (var (k, v) in fid.PaperRows) md.Append($"| {k} | {F(v, "F2")} |\n");
         }
-        if (report["test_log_likelihood"] is JsonObject ll)
-            md.Append($"\n## Test log-likelihood\n\n{F(ll["mean_nats"], "F1")} ± {F(ll["standard_error"], "F1")} nats per tuple on {ll["tuples"]} test tuples, K = {ll["importance_samples"]} ({ll["estimator"]}).\n");
-        var fd = report["fd"]!;
-        md.Append($"\n## Sample quality: FD\n\nFréchet distance on {fd["features"]}; {fd["samples"]} generated vs real test images (lower is better; not FID).\n\n| input → output | FD |\n|---|---|\n");
-        foreach (var (k, v) in fd["paper_rows"]!.AsObject()) md.Append($"| {k} | {F(v, "F2")} |\n");
-        foreach (var (k, v) in fd["real_train_vs_test"]!.AsObject()) md.Append($"| real train vs real test ({k}) | {F(v, "F2")} |\n");
-        if (report["fid"] is JsonObject fid)
+        if (report.Relation is { } rel)
         {
-            md.Append($"\n## Sample quality: FID\n\nFréchet distance on {fid["features"]} (weights `{fid["weights"]}`); {fid["samples"]} generated vs real test images.\n\n| input → output | FID |\n|---|---|\n");
-            foreach (var (k, v) in fid["paper_rows"]!.AsObject()) md.Append($"| {k} | {F(v, "F2")} |\n");
-        }
-        if (report["relation"] is JsonObject rel)
-        {
-            md.Append($"\n## Learned relation\n\nPer shared subset, E_q[n_A] (expected latent positions under the membership posterior) and n_A of the most probable structure; {rel["rule"]}.\n");
-            md.Append($"Precision {F(rel["precision"])}, recall {F(rel["recall"])} ({rel["true_positives"]} of {rel["predicted"]} recovered subsets are in spec.json, which has {rel["truth"]}).");
-            if (rel["missed"]!.AsArray().Count > 0) md.Append($" Missed: {string.Join(" ", rel["missed"]!.AsArray())}.");
+            md.Append($"\n## Learned relation\n\nPer shared subset, E_q[n_A] (expected latent positions under the membership posterior) and n_A of the most probable structure; {rel.Rule}.\n");
+            md.Append($"Precision {F(rel.Precision)}, recall {F(rel.Recall)} ({rel.TruePositives} of {rel.Predicted} recovered subsets are in spec.json, which has {rel.Truth}).");
+            if (rel.Missed.Length > 0) md.Append($" Missed: {string.Join(" ", rel.Missed)}.");
             md.Append("\n\n| subset | E_q[n_A] | most probable n_A | found | shared in spec |\n|---|---|---|---|---|\n");
-            foreach (var s in rel["subsets"]!.AsArray().OrderByDescending(s => s!["mean_size"]!.GetValue<double>()))
-                md.Append($"| {s!["subset"]} | {F(s["mean_size"], "F2")} | {s["most_probable_size"]} | {((bool)s["found"]! ? "yes" : "")} | {((bool)s["shared_in_spec"]! ? "yes" : "")} |\n");
+            foreach (var s in rel.Subsets.OrderByDescending(s => s.MeanSize ?? double.NegativeInfinity))
+                md.Append($"| {s.Subset} | {F(s.MeanSize, "F2")} | {s.MostProbableSize} | {(s.Found ? "yes" : "")} | {(s.SharedInSpec ? "yes" : "")} |\n");
             md.Append("\n![relation](relation_heatmap.png)\n\n![pairs](relation_pairs.png)\n");
         }
         else md.Append("\n## Learned relation\n\nOnly mrVAE infers a sharing structure; this model has none.\n");
-        var probe = report["latent_probe"]!;
-        md.Append($"\n## Latent probe\n\nLinear softmax classifier on {probe["features"]}: {probe["train_samples"]} training tuples, {probe["test_samples"]} test tuples.\n\n| input | main digit accuracy |\n|---|---|\n");
-        foreach (var (k, v) in probe["main"]!.AsObject()) md.Append($"| {k} | {F(v)} |\n");
-        if (probe["factors"] is JsonObject pf)
+        var probe = report.LatentProbe;
+        md.Append($"\n## Latent probe\n\nLinear softmax classifier on {probe.Features}: {probe.TrainSamples} training tuples, {probe.TestSamples} test tuples.\n\n| input | main digit accuracy |\n|---|---|\n");
+        foreach (var (k, v) in probe.Main) md.Append($"| {k} | {F(v)} |\n");
+        if (probe.Factors is { } pf)
         {
             md.Append("\n| input:factor | accuracy |\n|---|---|\n");
             foreach (var (k, v) in pf) md.Append($"| {k} | {F(v)} |\n");
         }
         md.Append("\n## Figures\n\n");
-        if (report["figures"]!.AsArray().Any(f => (string)f! == "training_curves.png")) md.Append("![training curves](training_curves.png)\n\n");
+        if (report.Figures?.Contains("training_curves.png") == true) md.Append("![training curves](training_curves.png)\n\n");
         if (cross is not null)
         {
             md.Append("Sample grids per input subset are in `samples/` (rows: the given inputs, then every generated modality). The paper's rows:\n\n");

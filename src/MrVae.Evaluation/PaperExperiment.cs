@@ -23,8 +23,8 @@ public sealed record ExperimentBudget(string Name, int Train, int Test, int Late
     public static readonly ExperimentBudget Quick = new("quick", Train: 16000, Test: 2000, Latent: 16, Batch: 128, Epochs: 5, LearningRate: 1e-3,
         Samples: 1000, ClassifierEpochs: 5, ProbeTrain: 5000, Likelihood: PixelLikelihood.Gaussian, LikelihoodScale: 0.1);
     /// <summary>
-    /// Where the main digit of extended PolyMNIST is learned by every model on 2 cores: 13 epochs of 30000 tuples
-    /// (3042 steps) at D = 32 (docs/experiments.md, 2026-12-04).
+    /// Where the main digit of extended PolyMNIST is learned by every model: 13 epochs of 30000 tuples (3042 steps)
+    /// at D = 32 (docs/experiments.md, 2026-12-04).
     /// </summary>
     public static readonly ExperimentBudget Medium = new("medium", Train: 30000, Test: 2000, Latent: 32, Batch: 128, Epochs: 13, LearningRate: 1e-3,
         Samples: 1000, ClassifierEpochs: 3, ProbeTrain: 5000, Likelihood: PixelLikelihood.Gaussian, LikelihoodScale: 0.1, LikelihoodSamples: 64, LikelihoodTuples: 250);
@@ -35,7 +35,7 @@ public sealed record ExperimentBudget(string Name, int Train, int Test, int Late
     public static ExperimentBudget Named(string name) => name.ToLowerInvariant() switch
     {
         "ci" => Ci, "quick" => Quick, "medium" => Medium, "full" => Full,
-        _ => throw new ArgumentException($"unknown budget '{name}': use ci, quick, medium or full"),
+        _ => throw new UserInputException($"unknown budget '{name}': use ci, quick, medium or full"),
     };
 
     public ModelConfig Model(ModelKind kind, int modalities) => new()
@@ -152,32 +152,32 @@ public static class PaperExperiment
                     LikelihoodSamples = b.LikelihoodSamples, LikelihoodTuples = b.LikelihoodTuples,
                 }, log);
                 var report = evaluation.Report;
+                JsonNode? Node<T>(T value) => JsonSerializer.SerializeToNode(value, EvaluationReport.Json);
                 runs[name] = new JsonObject
                 {
                     ["dataset"] = spec.Name, ["model"] = ModelName(kind),
                     ["train_seconds"] = trained is null ? null : Math.Round(trainSeconds, 1),
                     ["median_step_ms"] = trained is null ? null : Math.Round(trained.MedianStepMilliseconds, 1),
                     ["eval_seconds"] = Math.Round(watch.Elapsed.TotalSeconds, 1),
-                    ["test_loss"] = report["model"]!["test_loss"]?.DeepClone(),
-                    ["coherence"] = report["coherence"]!["paper_rows"]!.DeepClone(),
-                    ["coherence_x1_to_x0"] = report["coherence"]!["main"]!["in=1->out=0"]?.DeepClone(),
-                    ["coherence_mean_by_input_count"] = report["coherence"]!["main_mean_by_input_count"]?.DeepClone(),
-                    ["joint_coherence"] = report["joint_coherence"]?["main"]?.DeepClone(),
-                    ["test_log_likelihood"] = report["test_log_likelihood"]?["mean_nats"]?.DeepClone(),
-                    ["corner"] = report["coherence"]!["corner_summary"] is JsonObject cs
-                        ? new JsonObject { ["shared_mean"] = cs["shared_mean"]?.DeepClone(), ["unshared_mean"] = cs["unshared_mean"]?.DeepClone() } : null,
-                    ["fd"] = report["fd"]!["paper_rows"]!.DeepClone(),
-                    ["fd_real_floor"] = report["fd"]!["real_train_vs_test"]!["out=0"]?.DeepClone(),
-                    ["relation"] = report["relation"] is JsonObject rel
+                    ["test_loss"] = report.Model.TestLoss,
+                    ["coherence"] = Node(report.Coherence.PaperRows),
+                    ["coherence_x1_to_x0"] = report.Coherence.Main.GetValueOrDefault("in=1->out=0"),
+                    ["coherence_mean_by_input_count"] = Node(report.Coherence.MainMeanByInputCount),
+                    ["joint_coherence"] = report.JointCoherence.Main,
+                    ["test_log_likelihood"] = report.TestLogLikelihood?.MeanNats,
+                    ["corner"] = report.Coherence.CornerSummary is { } cs
+                        ? new JsonObject { ["shared_mean"] = cs.SharedMean, ["unshared_mean"] = cs.UnsharedMean } : null,
+                    ["fd"] = Node(report.Fd.PaperRows),
+                    ["fd_real_floor"] = report.Fd.RealTrainVsTest.GetValueOrDefault("out=0"),
+                    ["relation"] = report.Relation is { } rel
                         ? new JsonObject
                         {
-                            ["precision"] = rel["precision"]?.DeepClone(), ["recall"] = rel["recall"]?.DeepClone(),
-                            ["found"] = new JsonObject(rel["subsets"]!.AsArray().Where(x => (bool)x!["found"]!)
-                                .Select(x => KeyValuePair.Create((string)x!["subset"]!, (JsonNode?)x["most_probable_size"]!.DeepClone()))),
+                            ["precision"] = rel.Precision, ["recall"] = rel.Recall,
+                            ["found"] = new JsonObject(rel.Subsets.Where(x => x.Found).Select(x => KeyValuePair.Create(x.Subset, (JsonNode?)x.MostProbableSize))),
                         } : null,
-                    ["latent_probe"] = report["latent_probe"]!["main"]!.DeepClone(),
-                    ["classifier_main_accuracy"] = report["classifier_accuracy"]!["main_mean"]?.DeepClone(),
-                    ["classifier_corner_accuracy"] = report["classifier_accuracy"]!["other_positions_mean"]?.DeepClone(),
+                    ["latent_probe"] = Node(report.LatentProbe.Main),
+                    ["classifier_main_accuracy"] = report.ClassifierMainMean,
+                    ["classifier_corner_accuracy"] = report.ClassifierOtherPositionsMean,
                 };
             }
         }

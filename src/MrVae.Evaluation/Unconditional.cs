@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using MrVae.Data;
 using MrVae.Model;
@@ -45,25 +46,27 @@ public static class JointCoherence
         return new Result(samples, agree.Select(a => (double)a / samples).ToArray(), grid ?? []);
     }
 
-    public static JsonObject Json(Result result, PolyMnistSpec spec, Func<double, JsonNode?> round)
+    /// <summary>The joint-coherence section of report.json, each value passed through <paramref name="round"/>.</summary>
+    public static EvaluationReport.JointCoherenceSection Report(Result result, PolyMnistSpec spec, Func<double, double?> round)
     {
-        var factors = new JsonObject();
-        for (int f = 0; f < spec.Factors.Length; f++)
-            factors[spec.Factors[f].Name] = new JsonObject
-            {
-                ["members"] = string.Join(",", spec.Factors[f].Members),
-                ["agreement"] = round(result.Agreement[f]),
-                ["chance"] = round(Math.Pow(0.1, spec.Factors[f].Members.Length - 1)),
-            };
         int main = PolyMnistGenerator.MainFactor(spec);
-        return new JsonObject
+        return new()
         {
-            ["samples"] = result.Samples,
-            ["main"] = main >= 0 ? round(result.Agreement[main]) : null,
-            ["factors"] = factors,
-            ["definition"] = "latents from the prior (mrVAE: its most probable structure), every modality decoded; the fraction of samples whose members of a factor all show the same digit",
+            Samples = result.Samples,
+            Main = main >= 0 ? round(result.Agreement[main]) : null,
+            Factors = Enumerable.Range(0, spec.Factors.Length).ToDictionary(f => spec.Factors[f].Name, f => new EvaluationReport.JointFactor
+            {
+                Members = string.Join(",", spec.Factors[f].Members),
+                Agreement = round(result.Agreement[f]),
+                Chance = round(Math.Pow(0.1, spec.Factors[f].Members.Length - 1)),
+            }),
+            Definition = "latents from the prior (mrVAE: its most probable structure), every modality decoded; the fraction of samples whose members of a factor all show the same digit",
         };
     }
+
+    /// <summary><see cref="Report"/> as JSON.</summary>
+    public static JsonObject Json(Result result, PolyMnistSpec spec, Func<double, JsonNode?> round)
+        => JsonSerializer.SerializeToNode(Report(result, spec, v => round(v)?.GetValue<double>()), EvaluationReport.Json)!.AsObject();
 }
 
 /// <summary>

@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using TorchSharp;
 using static TorchSharp.torch;
+using MrVae.Data;
 
 namespace MrVae.Grains;
 
@@ -35,7 +36,7 @@ public static class Checkpointing
     {
         string actual = Checksum(parts);
         if (actual != recorded)
-            throw new InvalidOperationException($"{what} is damaged (its SHA-256 is {actual[..12]}…, the stored one {(recorded.Length >= 12 ? recorded[..12] : "missing")}…): it was not loaded; the run cannot resume from it (check the grain storage, MrVae:Checkpoints)");
+            throw new UserInputException($"{what} is damaged (its SHA-256 is {actual[..12]}…, the stored one {(recorded.Length >= 12 ? recorded[..12] : "missing")}…): it was not loaded; the run cannot resume from it (check the grain storage, MrVae:Checkpoints)");
     }
 
     public static byte[] Save(nn.Module module)

@@ -8,13 +8,12 @@ namespace MrVae.Grains;
 /// <summary>
 /// Runs this silo's libtorch work on dedicated threads, in two lanes: modality work (convolutional encoders and
 /// decoders: worth libtorch's intra-op threads) and coordinator work (the objective: many small ops, fastest on
-/// one thread). Measured (with mrVAE's former relation networks) on 2 cores, D = 16, batch 64: the relation step took 190 ms on the main
-/// thread with 2 OpenMP threads, 313 ms on any other thread with 2, and 160 ms on any thread with 1; and grain
-/// turns hopping across thread-pool threads each start their own OpenMP team, so teams spin on the same cores.
+/// one thread; docs/performance.md has the measurement). Grain turns hopping across thread-pool threads would each
+/// start their own OpenMP team, so teams would spin on the same cores.
 /// Dedicated threads keep one team per lane, and keep TorchSharp's thread-bound dispose scopes on one thread.
 /// Grains on different silos still compute in parallel.
 /// </summary>
-public sealed class ComputeGate : IDisposable
+public sealed partial class ComputeGate : IDisposable
 {
     readonly Lane modality, coordinator;
 
@@ -22,7 +21,7 @@ public sealed class ComputeGate : IDisposable
     {
         var s = settings.Value;
         // A breach is a libtorch call the guard did not protect: say so once, it explains any crash that follows.
-        NativeCallGuard.FirstBreach += message => logger.LogWarning("NativeCallGuard: {Message}", message);
+        NativeCallGuard.FirstBreach += message => LogBreach(logger, message);
         modality = new Lane("modality", Math.Max(1, s.ConcurrentCompute), s.TorchThreads);
         coordinator = new Lane("coordinator", 1, s.CoordinatorTorchThreads);
     }
@@ -34,6 +33,9 @@ public sealed class ComputeGate : IDisposable
     public Task<T> RunCoordinator<T>(Func<T> work) => coordinator.Run(work);
 
     public void Dispose() { modality.Dispose(); coordinator.Dispose(); }
+
+    [LoggerMessage(EventId = 1, Level = LogLevel.Warning, Message = "NativeCallGuard: {Message}")]
+    static partial void LogBreach(ILogger logger, string message);
 
     sealed class Lane : IDisposable
     {

@@ -40,14 +40,14 @@ public sealed class ModalityGrain(
         var stored = new[] { slotA.State, slotB.State }.Where(x => x.Step >= 0).ToArray();
         foreach (var x in stored)
             if (x.FormatVersion != Checkpointing.FormatVersion)
-                throw new InvalidOperationException($"modality grain {this.GetPrimaryKeyString()}: its checkpoint has format version {x.FormatVersion}, this build reads {Checkpointing.FormatVersion}; resume with the mrvae version that wrote it, or start a new run");
+                throw new UserInputException($"modality grain {this.GetPrimaryKeyString()}: its checkpoint has format version {x.FormatVersion}, this build reads {Checkpointing.FormatVersion}; resume with the mrvae version that wrote it, or start a new run");
         var chosen = step is { } wanted
-            ? stored.FirstOrDefault(x => x.Step == wanted) ?? throw new InvalidOperationException(
+            ? stored.FirstOrDefault(x => x.Step == wanted) ?? throw new UserInputException(
                 $"modality grain {this.GetPrimaryKeyString()} has no checkpoint at step {wanted} (it has {(stored.Length == 0 ? "none" : string.Join(", ", stored.Select(x => x.Step)))}); its storage was lost or belongs to another run")
             : stored.MaxBy(x => x.Step);
         if (chosen is null) return new RestoredShard(shard, null);
         if (chosen.ModelConfigJson != s.ModelConfigJson)
-            throw new InvalidOperationException($"modality grain {this.GetPrimaryKeyString()}: its checkpoint at step {chosen.Step} was trained with another model configuration");
+            throw new UserInputException($"modality grain {this.GetPrimaryKeyString()}: its checkpoint at step {chosen.Step} was trained with another model configuration");
         Checkpointing.Verify(chosen.Checksum, $"modality grain {this.GetPrimaryKeyString()}'s checkpoint at step {chosen.Step}", chosen.Network, chosen.Optimizer);
         await Compute(() =>
         {
@@ -80,7 +80,7 @@ public sealed class ModalityGrain(
         if (keyModality != s.Modality) throw new ArgumentException($"grain {this.GetPrimaryKeyString()} cannot serve modality {s.Modality}");
         var config = ModelConfig.FromJson(s.ModelConfigJson);
         if (s.Modality < 0 || s.Modality >= config.Modalities)
-            throw new ArgumentException($"unknown modality {s.Modality}: the model has modalities 0..{config.Modalities - 1}");
+            throw new UserInputException($"unknown modality {s.Modality}: the model has modalities 0..{config.Modalities - 1}");
         // Shards are large managed arrays: load them with no libtorch call in flight.
         (train, test) = await NativeCallGuard.ExclusiveAsync(() => Task.FromResult((LoadShard(s.DataDirectory, "train", s.Modality), LoadShard(s.DataDirectory, "test", s.Modality))));
         // libtorch work, so on the compute lane (NativeCallGuard), not on the grain's thread.

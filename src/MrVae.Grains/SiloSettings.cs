@@ -1,8 +1,15 @@
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+
 namespace MrVae.Grains;
 
 /// <summary>
 /// What a silo offers to runs (configuration section "MrVae:Silo"): the device its grains compute on, the modalities
-/// it serves (their data lives here), and libtorch's intra-op thread count.
+/// it serves (their data lives here), and libtorch's intra-op thread count. Bound as typed options and checked by
+/// <see cref="SiloSettingsValidator"/> when the silo starts (<see cref="AddSiloSettings"/>): a wrong value stops it
+/// with the key's name.
 /// </summary>
 public sealed class SiloSettings
 {
@@ -27,12 +34,63 @@ public sealed class SiloSettings
     /// <summary>How many grains may run libtorch work at the same time on this silo (see <see cref="ComputeGate"/>).</summary>
     public int ConcurrentCompute { get; set; } = Environment.ProcessorCount;
 
-    /// <summary>Silo metadata key carrying <see cref="Modalities"/> to the placement director on every silo.</summary>
+    int[]? served;
+    /// <summary><see cref="Modalities"/> parsed (once, on first use; the validator has checked it): empty means any.</summary>
+    public int[] ServedModalities => served ??= ParseModalities(Modalities) ?? throw new OptionsValidationException(Section, typeof(SiloSettings),
+        [$"{Section}:Modalities: '{Modalities}' is not a comma-separated list of modality indices (e.g. 0,2)"]);
+
+    /// <summary>Silo metadata key carrying <see cref="ServedModalities"/> to the placement director on every silo.</summary>
     public const string ModalitiesMetadataKey = "mrvae.modalities";
     /// <summary>Silo metadata key carrying <see cref="EffectiveRole"/>.</summary>
     public const string RoleMetadataKey = "mrvae.role";
 
-    public static bool Serves(string? modalities, int modality) =>
-        string.IsNullOrWhiteSpace(modalities) ||
-        modalities.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Contains(modality.ToString());
+    /// <summary>"0, 2,4" → [0, 2, 4]; empty → [] (any); null when an entry is not a non-negative integer or repeats.</summary>
+    public static int[]? ParseModalities(string? text)
+    {
+        var parts = (text ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var list = new List<int>();
+        foreach (var p in parts)
+        {
+            if (!int.TryParse(p, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int j) || list.Contains(j)) return null;
+            list.Add(j);
+        }
+        return list.ToArray();
+    }
+
+    /// <summary>Whether a silo declaring <paramref name="modalities"/> (its metadata) serves <paramref name="modality"/>.</summary>
+    public static bool Serves(string? modalities, int modality) => ParseModalities(modalities) is { } list && (list.Length == 0 || list.Contains(modality));
+
+    /// <summary>
+    /// Binds the section as typed options, validated when the host starts (ValidateOnStart), and returns them bound
+    /// and validated now, for what the silo's builder needs before it starts (its metadata).
+    /// </summary>
+    public static SiloSettings AddSiloSettings(IServiceCollection services, IConfigurationSection section)
+    {
+        services.AddOptions<SiloSettings>().Bind(section).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<SiloSettings>, SiloSettingsValidator>();
+        var settings = section.Get<SiloSettings>() ?? new SiloSettings();
+        var result = new SiloSettingsValidator().Validate(Options.DefaultName, settings);
+        if (result.Failed) throw new OptionsValidationException(Options.DefaultName, typeof(SiloSettings), result.Failures);
+        return settings;
+    }
+}
+
+/// <summary>Checks <see cref="SiloSettings"/>; every failure names its configuration key, the value and what is allowed.</summary>
+public sealed partial class SiloSettingsValidator : IValidateOptions<SiloSettings>
+{
+    public ValidateOptionsResult Validate(string? name, SiloSettings o)
+    {
+        const string s = SiloSettings.Section;
+        var failures = new List<string>();
+        if (!DeviceName().IsMatch(o.Device ?? ""))
+            failures.Add($"{s}:Device: '{o.Device}' is not cpu or cuda:N (e.g. cuda:0)");
+        if (SiloSettings.ParseModalities(o.Modalities) is null)
+            failures.Add($"{s}:Modalities: '{o.Modalities}' is not a comma-separated list of distinct modality indices (e.g. 0,2; empty: any)");
+        if (o.TorchThreads < 0) failures.Add($"{s}:TorchThreads: {o.TorchThreads} is below 0 (0: libtorch's default)");
+        if (o.CoordinatorTorchThreads < 0) failures.Add($"{s}:CoordinatorTorchThreads: {o.CoordinatorTorchThreads} is below 0 (0: libtorch's default)");
+        if (o.ConcurrentCompute < 1) failures.Add($"{s}:ConcurrentCompute: {o.ConcurrentCompute} is below 1");
+        return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+    }
+
+    [GeneratedRegex(@"^(cpu|cuda(:\d+)?)$")] private static partial Regex DeviceName();
 }

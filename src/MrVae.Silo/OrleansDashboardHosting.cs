@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
 using Orleans.Dashboard;
+using MrVae.Data;
 
 namespace MrVae.Silo;
 
@@ -28,7 +29,7 @@ public static class OrleansDashboardHosting
         string host = configuration["MrVae:Dashboard:Host"] ?? "127.0.0.1";
         int port = configuration.GetValue("MrVae:Dashboard:Port", 8080);
         if (!IPAddress.TryParse(host, out var address))
-            throw new ArgumentException($"MrVae:Dashboard:Host '{host}' is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)");
+            throw new UserInputException($"MrVae:Dashboard:Host '{host}' is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)");
         if (port != 0 && !PortFree(address, port))
         {
             Console.Error.WriteLine($"Orleans dashboard: {host}:{port} is in use; this silo runs without it (MrVae__Dashboard__Port picks another, MrVae__Dashboard__Enabled=false turns it off)");

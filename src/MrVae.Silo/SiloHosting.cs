@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 using MrVae.Grains;
 using MrVae.Storage;
@@ -31,15 +32,19 @@ public static class SiloHosting
 {
     public static ISiloBuilder ConfigureMrVae(this ISiloBuilder silo, IConfiguration configuration, bool clustering = true)
     {
-        var settings = configuration.GetSection(SiloSettings.Section).Get<SiloSettings>() ?? new SiloSettings();
-        silo.Services.Configure<SiloSettings>(configuration.GetSection(SiloSettings.Section));
+        // Typed options, validated now and at start: a wrong value stops the silo naming its key.
+        var settings = SiloSettings.AddSiloSettings(silo.Services, configuration.GetSection(SiloSettings.Section));
         silo.UseSiloMetadata(new Dictionary<string, string>
         {
-            [SiloSettings.ModalitiesMetadataKey] = settings.Modalities,
+            [SiloSettings.ModalitiesMetadataKey] = string.Join(",", settings.ServedModalities),
             [SiloSettings.RoleMetadataKey] = settings.EffectiveRole,
         });
         silo.Services.AddPlacementDirector<ModalityPlacementStrategy, ModalityPlacementDirector>();
         silo.Services.AddSingleton<ComputeGate>();
+        // The coordinator's clock (member timeouts, rejoin probe, checkpoint interval); tests give a fake one.
+        silo.Services.TryAddSingleton(TimeProvider.System);
+        // A user's mistake found in a grain (UserInputException, DataFormatException, ...) reaches the client as itself.
+        silo.Services.Configure<Orleans.Serialization.ExceptionSerializationOptions>(o => o.SupportedNamespacePrefixes.Add("MrVae"));
         // Spans cross grain calls, and so silos: a step's trace holds every modality's work.
         silo.AddActivityPropagation();
 

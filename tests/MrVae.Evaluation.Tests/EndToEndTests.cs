@@ -80,18 +80,18 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
         logs.Clear();
         var second = Evaluator.Run(Options(mopoe, dataDir, Path.Combine(root, "report-mopoe")) with { Checkpoint = "last" }, logs.Add);
         Assert.Contains(logs, l => l.StartsWith("reusing digit classifiers", StringComparison.Ordinal));
-        Assert.Null(second.Report["relation"]);
-        Assert.Equal(report["classifier_accuracy"]!.ToJsonString(), second.Report["classifier_accuracy"]!.ToJsonString());
-        Assert.Equal("last", second.Report["model"]!["checkpoint"]!.GetValue<string>());
+        Assert.Null(second.Report.Relation);
+        Assert.Equal(report["classifier_accuracy"]!.ToJsonString(), second.Report.ToJsonObject()["classifier_accuracy"]!.ToJsonString());
+        Assert.Equal("last", second.Report.Model.Checkpoint);
     }
 
     [Fact]
     public void MissingRunsCheckpointsAndMismatchedDataFailWithOneClearMessage()
     {
-        var missing = Assert.Throws<ArgumentException>(() => Evaluator.ResolveCheckpoint(Path.Combine(root, "nope"), "best"));
+        var missing = Assert.Throws<UserInputException>(() => Evaluator.ResolveCheckpoint(Path.Combine(root, "nope"), "best"));
         Assert.Contains("not found", missing.Message);
         Directory.CreateDirectory(Path.Combine(root, "empty"));
-        Assert.Contains("no checkpoint", Assert.Throws<ArgumentException>(() => Evaluator.ResolveCheckpoint(Path.Combine(root, "empty"), "best")).Message);
+        Assert.Contains("no checkpoint", Assert.Throws<UserInputException>(() => Evaluator.ResolveCheckpoint(Path.Combine(root, "empty"), "best")).Message);
 
         // A three-modality dataset for a five-modality run.
         string small = Path.Combine(root, "three");
@@ -103,7 +103,7 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
         var e = Assert.Throws<DataFormatException>(() => Evaluator.Run(Options(run, small, Path.Combine(root, "out"))));
         Assert.Contains("5 modalities", e.Message);
         Assert.Contains("--data", e.Message);
-        var named = Assert.Throws<ArgumentException>(() => Evaluator.ResolveCheckpoint(run, "epoch-3"));
+        var named = Assert.Throws<UserInputException>(() => Evaluator.ResolveCheckpoint(run, "epoch-3"));
         Assert.Contains("pass --checkpoint", named.Message);
         Assert.Contains("no generated dataset", Assert.Throws<DataFormatException>(() => Evaluator.Run(Options(run, Path.Combine(root, "nodata"), Path.Combine(root, "out")))).Message);
     }
@@ -120,8 +120,8 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
         using (new LocalTrainer(config, new TrainOptions { RunDirectory = run, BatchSize = 8, Steps = 1, Data = DatasetFingerprint.Of(dataDir) }, train.ToDataset(), test.ToDataset())) { }
 
         var same = Evaluator.CheckData(run, dataDir, allowOther: false);
-        Assert.True(same["matches_training"]!.GetValue<bool>());
-        Assert.Null(same["warning"]);
+        Assert.True(same.MatchesTraining);
+        Assert.Null(same.Warning);
 
         // The same structure made with another seed: evaluated, with a warning.
         var mnist = MnistIdx.Load(MnistLocator.Resolve(null), train: false);
@@ -130,8 +130,8 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
         PolyMnistStore.Save(reseeded, spec, PolyMnistGenerator.Generate(spec, mnist, 30, 7), PolyMnistGenerator.Generate(spec, mnist, 10, 7, 1));
         var logs = new List<string>();
         var other = Evaluator.CheckData(run, reseeded, allowOther: false, logs.Add);
-        Assert.False(other["matches_training"]!.GetValue<bool>());
-        Assert.Contains("another seed", other["warning"]!.GetValue<string>());
+        Assert.False(other.MatchesTraining);
+        Assert.Contains("another seed", other.Warning);
         Assert.Contains(logs, l => l.StartsWith("warning:", StringComparison.Ordinal));
 
         // Another structure: an error unless allowed.
@@ -140,11 +140,11 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
         PolyMnistStore.Save(vanilla, vspec, PolyMnistGenerator.Generate(vspec, mnist, 30, 3), PolyMnistGenerator.Generate(vspec, mnist, 10, 3, 1));
         var e = Assert.Throws<DataFormatException>(() => Evaluator.CheckData(run, vanilla, allowOther: false));
         Assert.Contains("--allow-other-data", e.Message);
-        Assert.False(Evaluator.CheckData(run, vanilla, allowOther: true)["matches_training"]!.GetValue<bool>());
+        Assert.False(Evaluator.CheckData(run, vanilla, allowOther: true).MatchesTraining);
 
         // A run without a recorded fingerprint: evaluated, with a warning that it cannot be checked.
         File.WriteAllText(Path.Combine(run, LocalTrainer.ConfigFile), "{\"model\": {}, \"train\": {}}");
-        Assert.Contains("no training-data fingerprint", Evaluator.CheckData(run, dataDir, allowOther: false)["warning"]!.GetValue<string>());
+        Assert.Contains("no training-data fingerprint", Evaluator.CheckData(run, dataDir, allowOther: false).Warning);
     }
 
     sealed class LocalTrainerProbe

@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using MrVae.Model;
+using MrVae.Data;
 
 namespace MrVae.Evaluation.Tests;
 
@@ -45,7 +46,7 @@ public sealed class PaperExperimentTests : IDisposable
     {
         Assert.Equal(ExperimentBudget.Ci, ExperimentBudget.Named("CI"));
         Assert.Equal(64, ExperimentBudget.Named("full").Latent);
-        Assert.Contains("use ci, quick, medium or full", Assert.Throws<ArgumentException>(() => ExperimentBudget.Named("huge")).Message);
+        Assert.Contains("use ci, quick, medium or full", Assert.Throws<UserInputException>(() => ExperimentBudget.Named("huge")).Message);
         Assert.Equal(12, PaperExperiment.Paper.Count);
     }
 }

@@ -40,11 +40,11 @@ public sealed class MembershipTests(TwoSiloCluster fixture) : IClassFixture<TwoS
         await run.Start(new RunSetup(data, Config, 1, 16, 400, 1, 1e-3, 1000, 8, [0, 1, 2]));
 
         // Bad requests: each a clear error, the run unharmed.
-        Assert.Contains("unknown modality 7", (await Assert.ThrowsAsync<ArgumentException>(() => run.Attach(7, null))).Message);
-        Assert.Contains("already attached", (await Assert.ThrowsAsync<ArgumentException>(() => run.Attach(1, null))).Message);
-        Assert.Contains("not attached", (await Assert.ThrowsAsync<ArgumentException>(() => run.Detach(4))).Message);
+        Assert.Contains("unknown modality 7", (await Assert.ThrowsAsync<UserInputException>(() => run.Attach(7, null))).Message);
+        Assert.Contains("already attached", (await Assert.ThrowsAsync<UserInputException>(() => run.Attach(1, null))).Message);
+        Assert.Contains("not attached", (await Assert.ThrowsAsync<UserInputException>(() => run.Detach(4))).Message);
         string wrongShape = MakeData(train: 48);
-        Assert.Contains("not part of this dataset", (await Assert.ThrowsAsync<ArgumentException>(() => run.Attach(3, wrongShape))).Message);
+        Assert.Contains("not part of this dataset", (await Assert.ThrowsAsync<UserInputException>(() => run.Attach(3, wrongShape))).Message);
 
         await WaitForStep(run, 2);
         await run.Detach(1);
@@ -57,7 +57,7 @@ public sealed class MembershipTests(TwoSiloCluster fixture) : IClassFixture<TwoS
         await run.Detach(0);
         await run.Detach(2);
         await WaitForStep(run, (await run.Status()).Step + 2);
-        Assert.Contains("last member", (await Assert.ThrowsAsync<ArgumentException>(() => run.Detach(4))).Message);
+        Assert.Contains("last member", (await Assert.ThrowsAsync<UserInputException>(() => run.Detach(4))).Message);
 
         var status = await run.Stop();
         status = await DistributedEqualsLocalTests.WaitUntilDone(run);

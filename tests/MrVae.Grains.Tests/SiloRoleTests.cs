@@ -1,3 +1,4 @@
+using MrVae.Data;
 using MrVae.Model;
 using Orleans.TestingHost;
 
@@ -34,12 +35,12 @@ public sealed class SiloRoleTests : IAsyncLifetime
         await run.Start(new RunSetup(data, Config, 1, 16, 100_000, 1, 1e-3, 1000, 8, [0, 1]));
 
         // Not a silo of this cluster: a clear error naming the silos that could serve it, and the run goes on.
-        var unknown = await Assert.ThrowsAsync<ArgumentException>(() => run.Attach(4, null, "gpu-z"));
+        var unknown = await Assert.ThrowsAsync<UserInputException>(() => run.Attach(4, null, "gpu-z"));
         Assert.Contains("no silo with role 'gpu-z' serves modality 4", unknown.Message);
         Assert.Contains("primary", unknown.Message);
         Assert.Contains("secondary", unknown.Message);
         // Modality 2's data is only on the primary.
-        Assert.Contains("no silo with role 'secondary' serves modality 2", (await Assert.ThrowsAsync<ArgumentException>(() => run.Attach(2, null, "secondary"))).Message);
+        Assert.Contains("no silo with role 'secondary' serves modality 2", (await Assert.ThrowsAsync<UserInputException>(() => run.Attach(2, null, "secondary"))).Message);
         Assert.Equal(RunState.Running, (await run.Status()).State);
 
         // Attach on the secondary, then detach and attach on the primary: the grain moves, the run trains with it.

@@ -41,7 +41,7 @@ public static class BenchCommand
             {
                 DataDirectory = p.GetValue(data)!, WorkDirectory = p.GetValue(work)!,
                 Models = List(p.GetValue(models)!).Select(TrainCommand.ParseModel).ToArray(),
-                LatentDims = List(p.GetValue(latent)!).Select(x => int.TryParse(x, out int d) && d > 0 ? d : throw new ArgumentException($"--latent: '{x}' is not a positive integer")).ToArray(),
+                LatentDims = List(p.GetValue(latent)!).Select(x => int.TryParse(x, out int d) && d > 0 ? d : throw new UserInputException($"--latent: '{x}' is not a positive integer")).ToArray(),
                 Modes = List(p.GetValue(modes)!).Select(ParseMode).ToArray(),
                 BatchSize = p.GetValue(batch), WarmupSteps = p.GetValue(warmup), Steps = p.GetValue(steps), Repeats = p.GetValue(repeats), Seed = p.GetValue(seed),
                 LocalTorchThreads = p.GetValue(localThreads), MemorySteps = p.GetValue(memorySteps), MemoryBatch = p.GetValue(memoryBatch),
@@ -114,7 +114,7 @@ public static class BenchCommand
         "local" => BenchMode.Local,
         "embedded" => BenchMode.Embedded,
         "silos3" => BenchMode.Silos3,
-        _ => throw new ArgumentException($"unknown mode '{name}': use local, embedded or silos3"),
+        _ => throw new UserInputException($"unknown mode '{name}': use local, embedded or silos3"),
     };
 
     /// <summary>The report as a markdown table (pastes into the README as is), then the memory check and the goals.</summary>

@@ -138,7 +138,7 @@ public static class DatasetMaker
 {
     public static (int Train, int Test) Make(PolyMnistSpec spec, string mnistDir, string outDir, int train, int test, int seed)
     {
-        if (train < 1 || test < 1) throw new ArgumentException("--train and --test must be at least 1");
+        if (train < 1 || test < 1) throw new UserInputException("--train and --test must be at least 1");
         var mnistTrain = MnistIdx.Load(mnistDir, train: true);
         var mnistTest = MnistIdx.Load(mnistDir, train: false);
         // Both splits share the seed's backgrounds; the test split has its own random stream.

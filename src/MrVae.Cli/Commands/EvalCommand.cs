@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json.Nodes;
 using MrVae.Evaluation;
 using Spectre.Console;
 
@@ -9,41 +8,6 @@ namespace MrVae.Cli.Commands;
 /// <summary>`mrvae eval`: coherence, FD, learned relation and latent probe of a trained run (docs/setup.md, "Evaluation").</summary>
 public static class EvalCommand
 {
-    /// <summary>`eval`, and `experiment` (the paper's tables), registered together.</summary>
-    public static IEnumerable<Command> CreateAll() => [Create(), CreateExperiment()];
-
-    /// <summary>`mrvae experiment paper --budget ci|quick|full --out DIR`.</summary>
-    public static Command CreateExperiment()
-    {
-        var budget = new Option<string>("--budget") { Description = "ci (minutes), quick, medium (extended PolyMNIST learned; about an hour on 2 cores), or full (the paper's scale)", DefaultValueFactory = _ => "ci" };
-        var output = new Option<string>("--out") { Description = "experiment directory: data/, runs/, reports/, tables.md, results.json", Required = true };
-        var seed = new Option<long>("--seed") { Description = "seed of data, models and evaluation", DefaultValueFactory = _ => 0 };
-        var models = new Option<string>("--models") { Description = "comma-separated models", DefaultValueFactory = _ => "mrvae,mopoe,mvae,mmvae" };
-        var datasets = new Option<string>("--datasets") { Description = "comma-separated datasets: polymnist, polymnist-extended or the path of a JSON sharing spec", DefaultValueFactory = _ => "polymnist,polymnist-extended" };
-        var mnist = new Option<string?>("--mnist") { Description = "directory with the MNIST IDX files (default: the usual lookup)" };
-        var paper = new Command("paper", "Train mrVAE, MoPoE, MVAE and MMVAE on vanilla and extended PolyMNIST with one budget, evaluate, write the paper's tables beside ours")
-        {
-            budget, output, seed, models, datasets, mnist,
-        };
-        var settings = TrainCommand.SettingsOption(paper, "a model option NAME=VALUE for every model (a ModelConfig property, e.g. MembershipPrior=0.1), as train --set; repeatable");
-        paper.SetAction(p =>
-        {
-            var kinds = p.GetValue(models)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(TrainCommand.ParseModel).Distinct().ToArray();
-            var sets = p.GetValue(datasets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                .Select(d => { MrVae.Data.PolyMnistSpec.Resolve(d); return d; }).Distinct().ToArray();
-            Check(kinds.Length > 0, "--models names no model: use mrvae, mopoe, mvae, mmvae");
-            Check(sets.Length > 0, "--datasets names no dataset: use polymnist, polymnist-extended or a JSON sharing spec");
-            var results = RunProgress.Runs((onStep, log) => PaperExperiment.Run(new ExperimentOptions
-            {
-                OutputDirectory = p.GetValue(output)!, Budget = ExperimentBudget.Named(p.GetValue(budget)!), Seed = p.GetValue(seed),
-                Mnist = p.GetValue(mnist), Models = kinds, Datasets = sets, OnStep = onStep, Settings = p.GetValue(settings) ?? [],
-            }, log));
-            AnsiConsole.WriteLine(File.ReadAllText(Path.Combine(p.GetValue(output)!, "tables.md")));
-            return 0;
-        });
-        return new Command("experiment", "Experiments over several trainings and evaluations") { paper };
-    }
-
     public static Command Create()
     {
         var run = new Option<string>("--run") { Description = "run directory of `mrvae train` (holds checkpoints/)", Required = true };
@@ -65,10 +29,10 @@ public static class EvalCommand
         };
         cmd.SetAction(p =>
         {
-            Check(p.GetValue(samples) >= 2, "--samples must be at least 2");
-            Check(p.GetValue(batch) >= 1, "--batch must be at least 1");
-            Check(p.GetValue(classifierEpochs) >= 1, "--classifier-epochs must be at least 1");
-            Check(p.GetValue(probeSamples) >= 10, "--probe-train must be at least 10");
+            CliErrors.Require(p.GetValue(samples) >= 2, "--samples must be at least 2");
+            CliErrors.Require(p.GetValue(batch) >= 1, "--batch must be at least 1");
+            CliErrors.Require(p.GetValue(classifierEpochs) >= 1, "--classifier-epochs must be at least 1");
+            CliErrors.Require(p.GetValue(probeSamples) >= 10, "--probe-train must be at least 10");
             var options = new EvalOptions
             {
                 RunDirectory = p.GetValue(run)!, DataDirectory = p.GetValue(data)!, OutputDirectory = p.GetValue(output)!,
@@ -90,12 +54,7 @@ public static class EvalCommand
         return cmd;
     }
 
-    static void Check(bool ok, string message)
-    {
-        if (!ok) throw new ArgumentException(message);
-    }
-
-    static string F(JsonNode? n, string format = "F3") => n is null ? "-" : n.GetValue<double>().ToString(format, CultureInfo.InvariantCulture);
+    static string F(double? v, string format = "F3") => v is not { } x ? "-" : x.ToString(format, CultureInfo.InvariantCulture);
 
     static void PrintSummary(VectorReport report)
     {
@@ -110,20 +69,19 @@ public static class EvalCommand
         AnsiConsole.Write(table);
     }
 
-    public static void PrintSummary(JsonObject report)
+    public static void PrintSummary(EvaluationReport report)
     {
         var table = new Table().AddColumn("measure").AddColumn("value");
-        var cls = report["classifier_accuracy"]!;
-        table.AddRow("classifier accuracy (main digit, mean)", F(cls["main_mean"]));
-        if (cls["other_positions_mean"] is { } other) table.AddRow("classifier accuracy (corner digits, mean)", F(other));
-        foreach (var (k, v) in report["coherence"]!["paper_rows"]!.AsObject()) table.AddRow(Markup.Escape($"coherence {k}"), F(v));
-        if (report["coherence"]!["corner_summary"] is JsonObject cs)
-            table.AddRow("corner coherence shared / unshared", $"{F(cs["shared_mean"])} / {F(cs["unshared_mean"])}");
-        foreach (var (k, v) in report["fd"]!["paper_rows"]!.AsObject()) table.AddRow(Markup.Escape($"FD {k}"), F(v, "F1"));
-        if (report["fid"] is JsonObject fid)
-            foreach (var (k, v) in fid["paper_rows"]!.AsObject()) table.AddRow(Markup.Escape($"FID {k}"), F(v, "F1"));
-        if (report["relation"] is JsonObject rel) table.AddRow("relation precision / recall", $"{F(rel["precision"])} / {F(rel["recall"])}");
-        var probe = report["latent_probe"]!["main"]!.AsObject();
+        table.AddRow("classifier accuracy (main digit, mean)", F(report.ClassifierMainMean));
+        if (report.ClassifierOtherPositionsMean is { } other) table.AddRow("classifier accuracy (corner digits, mean)", F(other));
+        foreach (var (k, v) in report.Coherence.PaperRows) table.AddRow(Markup.Escape($"coherence {k}"), F(v));
+        if (report.Coherence.CornerSummary is { } cs)
+            table.AddRow("corner coherence shared / unshared", $"{F(cs.SharedMean)} / {F(cs.UnsharedMean)}");
+        foreach (var (k, v) in report.Fd.PaperRows) table.AddRow(Markup.Escape($"FD {k}"), F(v, "F1"));
+        if (report.Fid is { } fid)
+            foreach (var (k, v) in fid.PaperRows) table.AddRow(Markup.Escape($"FID {k}"), F(v, "F1"));
+        if (report.Relation is { } rel) table.AddRow("relation precision / recall", $"{F(rel.Precision)} / {F(rel.Recall)}");
+        var probe = report.LatentProbe.Main;
         if (probe.Count > 0) table.AddRow(Markup.Escape($"latent probe {probe.First().Key} / {probe.Last().Key}"), $"{F(probe.First().Value)} / {F(probe.Last().Value)}");
         AnsiConsole.Write(table);
     }

@@ -6,6 +6,7 @@ using MrVae.Client;
 using MrVae.Grains;
 using Spectre.Console;
 using Spectre.Console.Rendering;
+using MrVae.Data;
 
 namespace MrVae.Cli.Commands;
 
@@ -133,7 +134,7 @@ public static class RunCommands
     {
         var status = await coordinator.Status();
         return status.State == RunState.Created
-            ? throw new ArgumentException($"unknown run {run} on this cluster: check --run (mrvae train prints the id) and --cluster")
+            ? throw new UserInputException($"unknown run {run} on this cluster: check --run (mrvae train prints the id) and --cluster")
             : status;
     }
 

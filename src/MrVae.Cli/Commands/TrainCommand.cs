@@ -8,7 +8,10 @@ using Spectre.Console;
 
 namespace MrVae.Cli.Commands;
 
-/// <summary>`mrvae train`: the single-process reference trainer (--local).</summary>
+/// <summary>
+/// `mrvae train`: trains a model in one of three modes: in this process (--local, the single-process reference
+/// trainer), through grains on an in-process silo (--embedded), or on running silos (--cluster).
+/// </summary>
 public static class TrainCommand
 {
     public static Command Create()
@@ -191,6 +194,6 @@ public static class TrainCommand
         "mopoe" => ModelKind.MoPoE,
         "mvae" => ModelKind.Mvae,
         "mmvae" => ModelKind.Mmvae,
-        _ => throw new ArgumentException($"unknown model '{name}': use mrvae, mopoe, mvae or mmvae"),
+        _ => throw new UserInputException($"unknown model '{name}': use mrvae, mopoe, mvae or mmvae"),
     };
 }

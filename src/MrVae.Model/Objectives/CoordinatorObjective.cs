@@ -16,11 +16,14 @@ public sealed class StepContext
     public double BetaScale { get; init; } = 1.0;
 
     /// <summary>
-    /// The training context of step <paramref name="step"/>: the one place both the local trainer and the
-    /// coordinator grain build it, so the distributed run follows the same schedules.
+    /// The training context of step <paramref name="step"/>: with <see cref="ForEvaluation"/> the one place both the
+    /// local trainer and the step protocol (MrVae.Grains) build it, so the distributed run follows the same schedules.
     /// </summary>
     public static StepContext ForTraining(ModelConfig config, long step, Generator generator)
         => new() { Generator = generator, Training = true, BetaScale = config.BetaScale(step) };
+
+    /// <summary>The evaluation context (the test loss): the most probable structure, no subset views, β unscaled.</summary>
+    public static StepContext ForEvaluation(Generator generator) => new() { Generator = generator, Training = false };
 }
 
 /// <summary>What the coordinator hands back for one step.</summary>

@@ -6,10 +6,9 @@ namespace MrVae.Model.Runtime;
 /// <summary>
 /// Keeps glibc from handing libtorch's large tensors back to the kernel after every op. By default an allocation over
 /// the mmap threshold (128 KB, raised as such chunks are freed, at most 32 MB) is a fresh mmap, and free memory at the
-/// top of a heap over the trim threshold is unmapped: each new activation or gradient (mrVAE's former relation
-/// networks' were 15 MB at D = 64, batch 256) is then page-faulted and zeroed by the kernel again. Measured with the former `mrvae bench
-/// relation --latent 64`: 718 → 566 CPU ms per step. Memory is held at its peak instead of returned between ops,
-/// which also keeps the RSS flat over a run.
+/// top of a heap over the trim threshold is unmapped: each new activation or gradient of megabytes is then
+/// page-faulted and zeroed by the kernel again (what it saved: docs/performance.md). Memory is held at its peak
+/// instead of returned between ops, which also keeps the RSS flat over a run.
 /// Applied once, when this assembly loads (before any tensor exists); skipped where the user set glibc's own MALLOC_*
 /// variables, and with MRVAE_MALLOC_TUNING=0.
 /// </summary>

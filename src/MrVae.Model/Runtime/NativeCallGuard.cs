@@ -114,9 +114,8 @@ public static class NativeCallGuard
                 while (active > 0) Monitor.Wait(gate);
                 EndRegion();
                 // A collection first: starting a region collects only when the budget does not fit, so without it the
-                // garbage of every past region piles up (measured: the managed heap +1.35 MB a step, 4 MB of it live).
-                // Young generations only: a step's garbage dies young, and a full collection each time cost the embedded
-                // cluster ~55 ms of pauses a step at D = 64 (386 → 147 ms over a 7-step bench run with generations 0–1).
+                // garbage of every past region piles up. Young generations only: a step's garbage dies young, and a full
+                // collection each time pauses every step (both measured in docs/performance.md).
                 GC.Collect(1);
                 try { if (GC.TryStartNoGCRegion(RegionBytes, LargeObjectBytes)) Regions++; else Refusals++; }
                 catch (InvalidOperationException) { /* another region is in progress */ }

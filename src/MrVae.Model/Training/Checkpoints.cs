@@ -20,7 +20,7 @@ public sealed record CheckpointState
 }
 
 /// <summary>Thrown for a checkpoint that cannot be used; the message names the file and what to do.</summary>
-public sealed class CheckpointException(string message, Exception? inner = null) : Exception(message, inner);
+public sealed class CheckpointException(string message, Exception? inner = null) : MrVae.Data.UserInputException(message, inner);
 
 /// <summary>
 /// Checkpoints as directories under RUNDIR/checkpoints/NAME. A checkpoint is written into a temporary sibling

@@ -3,6 +3,7 @@ using System.Text.Json;
 using MrVae.Model.Objectives;
 using TorchSharp;
 using static TorchSharp.torch;
+using MrVae.Data;
 
 namespace MrVae.Model.Training;
 
@@ -66,7 +67,7 @@ public sealed class LocalTrainer : IDisposable
     public LocalTrainer(ModelConfig config, TrainOptions options, MultimodalDataset train, MultimodalDataset? test)
     {
         if (train.Modalities.Length != config.Modalities)
-            throw new ArgumentException($"the model has {config.Modalities} modalities but the data has {train.Modalities.Length}");
+            throw new UserInputException($"the model has {config.Modalities} modalities but the data has {train.Modalities.Length}");
         this.config = config; this.options = options; this.train = train; this.test = test;
         device = new Device(options.Device);
         schedule = new TrainingSchedule(options.Seed, train.Count, options.BatchSize);
@@ -189,7 +190,7 @@ public sealed class LocalTrainer : IDisposable
             var ids = Enumerable.Range(start, Math.Min(options.BatchSize, count - start)).Select(i => (long)i).ToArray();
             var x = test.Modalities.Select(m => m?.Batch(ids, device: device)).ToArray();
             var available = MultimodalVae.AllAvailable(test.Present, ids.Length, device: device);
-            using var loss = Model.Loss(x, available, new StepContext { Generator = generator, Training = false });
+            using var loss = Model.Loss(x, available, StepContext.ForEvaluation(generator));
             sum += loss.Total.ToDouble() * ids.Length;
         }
         return sum / count;

@@ -38,7 +38,7 @@ public sealed class ModalityVectors : ModalityShard
     public ModalityVectors(float[] values, int count, int dim)
     {
         if (values.Length != (long)count * dim)
-            throw new ArgumentException($"expected {count} vectors of {dim} values = {(long)count * dim}, got {values.Length}: the shard has the wrong shape");
+            throw new UserInputException($"expected {count} vectors of {dim} values = {(long)count * dim}, got {values.Length}: the shard has the wrong shape");
         Values = values; Count = count; Dim = dim;
     }
 
@@ -65,7 +65,7 @@ public sealed class ModalityImages : ModalityShard
     public ModalityImages(byte[] pixels, int count)
     {
         if (pixels.Length != (long)count * ImageBytes)
-            throw new ArgumentException($"expected {count} images of 3x28x28 = {(long)count * ImageBytes} bytes, got {pixels.Length}: the shard has the wrong shape");
+            throw new UserInputException($"expected {count} images of 3x28x28 = {(long)count * ImageBytes} bytes, got {pixels.Length}: the shard has the wrong shape");
         Pixels = pixels; Count = count;
     }
 
@@ -95,8 +95,8 @@ public sealed class MultimodalDataset
     {
         Modalities = modalities;
         var counts = modalities.Where(m => m is not null).Select(m => m!.Count).Distinct().ToArray();
-        if (counts.Length == 0) throw new ArgumentException("a dataset needs at least one modality");
-        if (counts.Length > 1) throw new ArgumentException($"modalities have different sample counts ({string.Join(", ", counts)}): the shards do not belong to one dataset");
+        if (counts.Length == 0) throw new UserInputException("a dataset needs at least one modality");
+        if (counts.Length > 1) throw new UserInputException($"modalities have different sample counts ({string.Join(", ", counts)}): the shards do not belong to one dataset");
         Count = counts[0];
     }
 

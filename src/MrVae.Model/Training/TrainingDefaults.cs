@@ -4,8 +4,8 @@ namespace MrVae.Model.Training;
 
 /// <summary>
 /// What `mrvae train` uses where a flag is not given, per kind of data. Vector data: D = 16 holds the presets'
-/// structures (12 shared and 2 private factors per modality at most), and 3000 steps learn them on 2 cores in about
-/// a minute (docs/experiments.md); the Gaussian σ = 0.1 is the presets' noise.
+/// structures (12 shared and 2 private factors per modality at most), and 3000 steps learn them (docs/experiments.md);
+/// the Gaussian σ = 0.1 is the presets' noise.
 /// </summary>
 public sealed record TrainingDefaults(int LatentDim, double LearningRate, double Beta, PixelLikelihood Likelihood, long? Steps)
 {

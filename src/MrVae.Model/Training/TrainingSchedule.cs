@@ -1,3 +1,4 @@
+using MrVae.Data;
 namespace MrVae.Model.Training;
 
 /// <summary>
@@ -16,9 +17,9 @@ public sealed class TrainingSchedule
 
     public TrainingSchedule(long seed, int sampleCount, int batchSize)
     {
-        if (batchSize < 1) throw new ArgumentOutOfRangeException(nameof(batchSize), "batch size must be at least 1");
+        if (batchSize < 1) throw new UserInputException("batch size must be at least 1");
         if (sampleCount < batchSize)
-            throw new ArgumentException($"the training split has {sampleCount} samples, fewer than one batch of {batchSize}: lower --batch or make more data");
+            throw new UserInputException($"the training split has {sampleCount} samples, fewer than one batch of {batchSize}: lower --batch or make more data");
         this.seed = seed; SampleCount = sampleCount; BatchSize = batchSize;
         StepsPerEpoch = sampleCount / batchSize;
     }
