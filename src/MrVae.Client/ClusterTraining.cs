@@ -16,7 +16,6 @@ using MrVae.Data;
 
 namespace MrVae.Client;
 
-/// <summary>A finished distributed run: the trainer's result, the run id and which silo hosted each modality.</summary>
 /// <summary>How a client following a run waits for its coordinator, on <see cref="Clock"/>.</summary>
 public sealed record ClientWaits
 {
@@ -30,6 +29,7 @@ public sealed record ClientWaits
 /// <summary>A run ended as Failed on the cluster (diverged, or every member lost): an outcome the message names, not a bug of the client.</summary>
 public sealed class RunFailedException(string message) : Exception(message);
 
+/// <summary>A finished distributed run: the trainer's result, the run id and which silo hosted each modality.</summary>
 public sealed record DistributedRun(TrainResult Result, string RunId, IReadOnlyDictionary<int, string> MemberSilos);
 
 /// <summary>
