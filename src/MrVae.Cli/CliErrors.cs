@@ -27,7 +27,10 @@ public static partial class CliErrors
         // `mrvae` alone: what there is to do.
         if (args.Length == 0) args = ["--help"];
 
-        var parse = root.Parse(args);
+        ParseResult parse;
+        // A validator that throws is a bug like any other (validators report mistakes with AddError).
+        try { parse = root.Parse(args); }
+        catch (Exception e) { return Bug(e, args); }
         // --help shows the help even where the command's own checks fail (a required mode not given, say).
         if (parse.Errors.Count > 0 && !Examples.IsHelp(parse))
         {

@@ -1,3 +1,4 @@
+using MrVae.Data;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -71,12 +72,12 @@ public sealed class InceptionV3Features : Module<Tensor, Tensor>
             net.load(path, strict: false, skip: null, loadedParameters: loaded);
             var missing = net.state_dict().Keys.Where(k => !loaded.GetValueOrDefault(k)).ToArray();
             if (missing.Length > 0)
-                throw new InvalidDataException($"{missing.Length} of the network's tensors are not in the file (first: {string.Join(", ", missing.Take(3))})");
+                throw new UserInputException($"{missing.Length} of the network's tensors are not in the file (first: {string.Join(", ", missing.Take(3))})");
         }
         catch (Exception e) when (e is not FileNotFoundException)
         {
             net.Dispose();
-            throw new InvalidDataException($"{path} is not a usable InceptionV3 state dict ({e.Message.ReplaceLineEndings(" ")}): export torchvision's inception_v3 weights with TorchSharp's exportsd.py", e);
+            throw new UserInputException($"{path} is not a usable InceptionV3 state dict ({e.Message.ReplaceLineEndings(" ")}): export torchvision's inception_v3 weights with TorchSharp's exportsd.py", e);
         }
         net.eval();
         return net;

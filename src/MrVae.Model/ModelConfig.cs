@@ -1,3 +1,4 @@
+using MrVae.Data;
 using System.Text.Json.Serialization;
 
 namespace MrVae.Model;
@@ -49,7 +50,7 @@ public sealed record ModelConfig
     public string ToJson() => System.Text.Json.JsonSerializer.Serialize(this);
 
     public static ModelConfig FromJson(string json) =>
-        System.Text.Json.JsonSerializer.Deserialize<ModelConfig>(json) ?? throw new ArgumentException("empty model configuration");
+        System.Text.Json.JsonSerializer.Deserialize<ModelConfig>(json) ?? throw new UserInputException("empty model configuration");
 
     /// <summary>
     /// This configuration with one property set from "Name=Value" (the property's name, any case, snake_case too; the value as JSON,
@@ -58,19 +59,19 @@ public sealed record ModelConfig
     public ModelConfig WithSetting(string assignment)
     {
         int eq = assignment.IndexOf('=');
-        if (eq <= 0) throw new ArgumentException($"model setting '{assignment}' is not NAME=VALUE");
+        if (eq <= 0) throw new UserInputException($"model setting '{assignment}' is not NAME=VALUE");
         string name = assignment[..eq].Trim(), text = assignment[(eq + 1)..].Trim();
         var json = System.Text.Json.Nodes.JsonNode.Parse(ToJson())!.AsObject();
         // Any case, with or without underscores: run directories' config.json spells the same names in snake_case.
         static string Plain(string n) => n.Replace("_", "").ToLowerInvariant();
         string key = json.Select(p => p.Key).FirstOrDefault(k => Plain(k) == Plain(name))
-            ?? throw new ArgumentException($"unknown model setting '{name}': one of {string.Join(", ", json.Select(p => p.Key))}");
+            ?? throw new UserInputException($"unknown model setting '{name}': one of {string.Join(", ", json.Select(p => p.Key))}");
         System.Text.Json.Nodes.JsonNode? value;
         try { value = System.Text.Json.Nodes.JsonNode.Parse(text); }
         catch (System.Text.Json.JsonException) { value = System.Text.Json.Nodes.JsonValue.Create(text); }
         json[key] = value;
         try { return FromJson(json.ToJsonString()); }
-        catch (System.Text.Json.JsonException e) { throw new ArgumentException($"model setting {key}={text}: {e.Message}"); }
+        catch (System.Text.Json.JsonException e) { throw new UserInputException($"model setting {key}={text}: {e.Message}"); }
     }
 
     /// <summary><see cref="WithSetting"/> for each assignment, in order (later ones win).</summary>

@@ -126,7 +126,7 @@ public sealed class FileGrainStorage(string name, string directory, IGrainStorag
 }
 
 /// <summary>A grain state file that cannot be used; the message names the file and the fix.</summary>
-public sealed class GrainStateCorruptException(string message, Exception? inner = null) : Exception(message, inner);
+public sealed class GrainStateCorruptException(string message, Exception? inner = null) : MrVae.Data.UserInputException(message, inner);
 
 public static class FileGrainStorageExtensions
 {

@@ -42,4 +42,20 @@ public sealed class CrashTests : IDisposable
         Assert.Contains("System.InvalidOperationException: MRVAE_DEBUG_THROW=1: an injected fault", trace);
         Assert.Contains("   at MrVae.Cli.CliErrors.Invoke", trace);
     }
+
+    [Fact]
+    public void AMisspeltModelSettingIsAUsageErrorThatNamesTheKnownOnes()
+    {
+        string data = Path.Combine(temp, "ring");
+        Assert.Equal(0, Run(fault: false, "data", "make", "--dataset", "synthetic-ring", "--out", data, "--train", "300", "--test", "100").Exit);
+        foreach (var setting in new[] { "NoSuchSetting=1", "MembershipPrior" })
+        {
+            var r = Run(fault: false, "train", "--local", "--dataset", data, "--steps", "1", "--set", setting, "--out", Path.Combine(temp, "run"));
+            Assert.Equal(2, r.Exit);   // a usage error, found before anything runs
+            var line = Assert.Single(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            Assert.StartsWith("error: ", line);
+            Assert.Contains(setting.Contains('=') ? "MembershipPrior" : "NAME=VALUE", line);
+            Assert.Empty(Directory.GetFiles(temp, "mrvae-crash-*.log"));
+        }
+    }
 }

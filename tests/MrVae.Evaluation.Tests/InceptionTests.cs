@@ -54,7 +54,7 @@ public sealed class InceptionTests : IDisposable
         // A state dict of another network (here a digit classifier) lacks Inception's tensors.
         string other = Path.Combine(root, "other.dat");
         using (var classifier = new DigitClassifier()) classifier.save(other);
-        var e = Assert.Throws<InvalidDataException>(() => InceptionV3Features.Load(other));
+        var e = Assert.Throws<MrVae.Data.UserInputException>(() => InceptionV3Features.Load(other));
         Assert.Contains("exportsd.py", e.Message);
     }
 

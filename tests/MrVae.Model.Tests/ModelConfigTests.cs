@@ -24,5 +24,5 @@ public class ModelConfigTests
     [InlineData("LatentDim", "NAME=VALUE")]
     [InlineData("LatentDim=many", "LatentDim=many")]
     public void WithSettingRefusesWhatItCannotSet(string assignment, string message)
-        => Assert.Contains(message, Assert.Throws<ArgumentException>(() => new ModelConfig().WithSetting(assignment)).Message);
+        => Assert.Contains(message, Assert.Throws<MrVae.Data.UserInputException>(() => new ModelConfig().WithSetting(assignment)).Message);
 }

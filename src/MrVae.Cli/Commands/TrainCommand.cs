@@ -130,7 +130,7 @@ public static class TrainCommand
         {
             foreach (var assignment in r.GetValue(settings) ?? [])
                 try { new ModelConfig().WithSetting(assignment); }
-                catch (ArgumentException e) { r.AddError($"--set {e.Message}"); }
+                catch (UserInputException e) { r.AddError($"--set {e.Message}"); }
         });
         return settings;
     }
