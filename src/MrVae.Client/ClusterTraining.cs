@@ -89,9 +89,10 @@ public static class ClusterTraining
     /// (localhost clustering, the gateway of a local silo). With <paramref name="tlsDirectory"/> (an operator's
     /// `mrvae certs issue` directory) over mutual TLS; Redis authentication comes from the environment (<see cref="RedisAuth"/>).
     /// </summary>
-    public static async Task<IHost> ConnectClient(string connection, string clusterId = "mrvae", string serviceId = "mrvae", string? tlsDirectory = null)
+    public static async Task<IHost> ConnectClient(string connection, string clusterId = "mrvae", string serviceId = "mrvae", string? tlsDirectory = null,
+        RedisAuth? redisAuth = null)
     {
-        var redisAuth = RedisAuth.From(new ConfigurationBuilder().AddEnvironmentVariables().Build());
+        redisAuth ??= RedisAuth.From(new ConfigurationBuilder().AddEnvironmentVariables().Build());
         string? refusal = null;
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
