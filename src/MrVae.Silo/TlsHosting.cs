@@ -81,7 +81,7 @@ public static partial class TlsHosting
         {
             o.ConfigureSiloInboundConnection(b => b.LogRefusals("silo port").UseServerTls(LinkOptions(certificate, check, NodeRole.Silo)));
             o.ConfigureGatewayInboundConnection(b => b.LogRefusals("gateway").UseServerTls(LinkOptions(certificate, check, NodeRole.Operator)));
-            o.ConfigureSiloOutboundConnection(b => b.UseClientTls(LinkOptions(certificate, check, NodeRole.Silo)));
+            o.ConfigureSiloOutboundConnection(b => b.LogRefusals("outbound silo link").UseClientTls(LinkOptions(certificate, check, NodeRole.Silo)));
         });
         return ClusterCertificates.IdentityOf(certificate)!;
     }
@@ -124,8 +124,9 @@ public static partial class TlsHosting
     /// <summary>
     /// Wraps the TLS middleware: a connection that ends without a verified peer certificate was refused at the
     /// handshake; one line names the peer and why (a plain-TCP client, no certificate, or what the peer check said).
+    /// A connection that closes after a good handshake has its certificate and is not logged.
     /// </summary>
-    static IConnectionBuilder LogRefusals(this IConnectionBuilder builder, string port)
+    static IConnectionBuilder LogRefusals(this IConnectionBuilder builder, string link)
     {
         var logger = builder.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger("MrVae.Silo.Tls");
         return builder.Use(next => async context =>
@@ -134,10 +135,11 @@ public static partial class TlsHosting
             Verdict.Value = verdict;
             await next(context);
             if (context.Features.Get<ITlsConnectionFeature>()?.RemoteCertificate is null)
-                LogRefused(logger, context.RemoteEndPoint?.ToString() ?? "unknown peer", port, verdict.Reason ?? "no client certificate (not TLS, or TLS without a certificate)");
+                LogRefused(logger, context.RemoteEndPoint?.ToString() ?? "unknown peer", link, verdict.Reason ?? (link.StartsWith("outbound")
+                    ? "handshake failed (the peer refused this silo's certificate, or is not TLS)" : "no client certificate (not TLS, or TLS without a certificate)"));
         });
     }
 
-    [LoggerMessage(EventId = 2101, Level = LogLevel.Warning, Message = "TLS: refused {Peer} on the {Port}: {Reason}")]
-    static partial void LogRefused(ILogger logger, string peer, string port, string reason);
+    [LoggerMessage(EventId = 2101, Level = LogLevel.Warning, Message = "TLS: refused {Peer} on the {Link}: {Reason}")]
+    static partial void LogRefused(ILogger logger, string peer, string link, string reason);
 }
