@@ -301,7 +301,11 @@ if [ "$tls" = 1 ]; then
   intruder_silo=${pids[-1]}
   client_rc=0; wait "$intruder_client" || client_rc=$?
   deadline=$((SECONDS + timeout_s))
+  # The refused silo dies of its unhandled start-up exception (SIGABRT): bash's note of that goes to its log, not here.
+  exec 4>&2 2>>"$logs/intruder-silo.log"
   while kill -0 "$intruder_silo" 2>/dev/null && [ $SECONDS -lt $deadline ] && ! grep -q "Orleans Silo started" "$logs/intruder-silo.log"; do sleep 0.5; done
+  sleep 0.5
+  exec 2>&4 4>&-
   silo_joined=0; grep -q "Orleans Silo started" "$logs/intruder-silo.log" && silo_joined=1
   kill -0 "$intruder_silo" 2>/dev/null && silo_alive=1 || silo_alive=0
   refusal() { cat "$logs"/silo*.log | grep 'TLS: refused' | tail -n +"$((refusals_before + 1))" | grep -m 1 "$1" | sed 's/^[[:space:]]*//' || true; }
