@@ -81,7 +81,7 @@ public static partial class TlsHosting
         {
             o.ConfigureSiloInboundConnection(b => b.LogRefusals("silo port").UseServerTls(LinkOptions(certificate, check, NodeRole.Silo)));
             o.ConfigureGatewayInboundConnection(b => b.LogRefusals("gateway").UseServerTls(LinkOptions(certificate, check, NodeRole.Operator)));
-            o.ConfigureSiloOutboundConnection(b => b.LogRefusals("outbound silo link").UseClientTls(LinkOptions(certificate, check, NodeRole.Silo)));
+            o.ConfigureSiloOutboundConnection(b => b.LogRefusals("outbound silo link", inbound: false).UseClientTls(LinkOptions(certificate, check, NodeRole.Silo)));
         });
         return ClusterCertificates.IdentityOf(certificate)!;
     }
@@ -104,7 +104,7 @@ public static partial class TlsHosting
             LocalCertificate = certificate,
             RemoteCertificateMode = RemoteCertificateMode.RequireCertificate,
             ClientCertificateMode = RemoteCertificateMode.RequireCertificate,
-            HandshakeTimeout = TimeSpan.FromSeconds(30),
+            HandshakeTimeout = HandshakeTimeout,
         };
         // The chain SslStream built against the system's roots is ignored: PeerCheck rebuilds it on the cluster CA alone.
         options.RemoteCertificateValidation = (peer, _, _) =>
@@ -117,6 +117,9 @@ public static partial class TlsHosting
         return options;
     }
 
+    /// <summary>How long a peer has to complete its handshake (a loaded machine may take seconds).</summary>
+    static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(30);
+
     /// <summary>The refusal reason of the handshake in flight, written by the peer check and read by <see cref="LogRefusals"/>.</summary>
     sealed class HandshakeVerdict { public string? Reason; }
     static readonly AsyncLocal<HandshakeVerdict?> Verdict = new();
@@ -124,19 +127,40 @@ public static partial class TlsHosting
     /// <summary>
     /// Wraps the TLS middleware: a connection that ends without a verified peer certificate was refused at the
     /// handshake; one line names the peer and why (a plain-TCP client, no certificate, or what the peer check said).
-    /// A connection that closes after a good handshake has its certificate and is not logged.
+    /// A connection that closes after a good handshake has its certificate and is not logged. On inbound links
+    /// (<paramref name="inbound"/>) a TCP probe that connects and closes without a byte (Kubernetes' probes, the
+    /// console's reachability check) is not a refusal and is not logged.
     /// </summary>
-    static IConnectionBuilder LogRefusals(this IConnectionBuilder builder, string link)
+    static IConnectionBuilder LogRefusals(this IConnectionBuilder builder, string link, bool inbound = true)
     {
         var logger = builder.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger("MrVae.Silo.Tls");
         return builder.Use(next => async context =>
         {
+            string peer = context.RemoteEndPoint?.ToString() ?? "unknown peer";
+            if (inbound)
+            {
+                // Peek: wait for the first bytes (the ClientHello) without consuming them.
+                using var wait = new CancellationTokenSource(HandshakeTimeout);
+                System.IO.Pipelines.ReadResult first;
+                try { first = await context.Transport.Input.ReadAsync(wait.Token); }
+                catch (OperationCanceledException)
+                {
+                    LogRefused(logger, peer, link, $"no TLS handshake within {HandshakeTimeout.TotalSeconds:0} s");
+                    context.Abort();
+                    return;
+                }
+                catch (IOException) { return; }
+                bool probe = first.Buffer.IsEmpty && first.IsCompleted;
+                context.Transport.Input.AdvanceTo(first.Buffer.Start);
+                if (probe) return;
+            }
             var verdict = new HandshakeVerdict();
             Verdict.Value = verdict;
             await next(context);
             if (context.Features.Get<ITlsConnectionFeature>()?.RemoteCertificate is null)
-                LogRefused(logger, context.RemoteEndPoint?.ToString() ?? "unknown peer", link, verdict.Reason ?? (link.StartsWith("outbound")
-                    ? "handshake failed (the peer refused this silo's certificate, or is not TLS)" : "no client certificate (not TLS, or TLS without a certificate)"));
+                LogRefused(logger, peer, link, verdict.Reason ?? (inbound
+                    ? "no client certificate (not TLS, or TLS without a certificate)"
+                    : "handshake failed (the peer refused this silo's certificate, or is not TLS)"));
         });
     }
 
