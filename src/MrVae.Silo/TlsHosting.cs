@@ -86,8 +86,10 @@ public static partial class TlsHosting
         return ClusterCertificates.IdentityOf(certificate)!;
     }
 
-    /// <summary>Mutual TLS for a client (the console): an operator certificate from <paramref name="directory"/>; it accepts only silos of the same CA.</summary>
-    /// <paramref name="onRefusal"/> hears why this client refused a gateway (its certificate is not a silo's of that CA).
+    /// <summary>
+    /// Mutual TLS for a client (the console): an operator certificate from <paramref name="directory"/>; it accepts
+    /// only silos of the same CA. <paramref name="onRefusal"/> hears why it refused a gateway.
+    /// </summary>
     public static IClientBuilder UseMrVaeTls(this IClientBuilder client, string directory, Action<string>? onRefusal = null)
     {
         var certificate = ClusterCertificates.LoadWithKey(Path.Combine(directory, ClusterCertificates.CertificateFile), Path.Combine(directory, ClusterCertificates.KeyFile));
