@@ -94,13 +94,19 @@ public static class ClusterTraining
     {
         redisAuth ??= RedisAuth.From(new ConfigurationBuilder().AddEnvironmentVariables().Build());
         string? refusal = null;
+        // Connecting gives up after 30 s, or at once when this client refuses a gateway's certificate (retrying cannot help).
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
         builder.Services.AddMrVaeTelemetry(builder.Configuration, "mrvae-client");
         builder.UseOrleansClient(client =>
         {
             client.AddActivityPropagation();
-            if (tlsDirectory is not null) client.UseMrVaeTls(tlsDirectory, reason => refusal = reason);
+            if (tlsDirectory is not null) client.UseMrVaeTls(tlsDirectory, reason =>
+            {
+                refusal = reason;
+                try { timeout.Cancel(); } catch (ObjectDisposedException) { }   // a gateway refused after connecting: nothing to cut short
+            });
             if (connection.StartsWith("redis://", StringComparison.OrdinalIgnoreCase))
             {
                 client.UseRedisClustering(o => o.ConfigurationOptions = RedisConnection.Options(connection["redis://".Length..], redisAuth));
@@ -119,7 +125,6 @@ public static class ClusterTraining
             client.Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromMinutes(2));
         });
         var host = builder.Build();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         try { await host.StartAsync(timeout.Token); }
         catch (Exception e) when (e is OperationCanceledException or OrleansException or SocketException or TimeoutException)
         {
