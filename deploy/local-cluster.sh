@@ -17,6 +17,11 @@
 #   --dashboard          send traces and metrics to the Aspire dashboard (UI http://127.0.0.1:18888, OTLP
 #                        127.0.0.1:4317): one already running from deploy/dashboard.sh, else started here through
 #                        deploy/dashboard.sh (and stopped with the cluster); skipped with a note when it cannot be had
+#   --tls                secure the cluster (docs/security.md): a CA and certificates made on the fly with `mrvae certs`
+#                        in RUNDIR/certs, mutual TLS between silos and with the client (an operator certificate), Redis
+#                        with a password (a 0600 file, never on a command line); after training, two intruders try to
+#                        get in (a client without a certificate asking for status, a silo with another CA's certificate
+#                        joining) and one line each says whether they were refused; exit code 3 if either got in
 #   --keep               after the run, keep the cluster up until Ctrl-C (to attach more silos, see docs/design.md)
 #   --timeout S          bound for each wait: Redis and silo start (default 120); the training gets 5×S
 #   --no-build           use the existing builds (src/MrVae.Silo/bin/CONFIG/net10.0/mrvae-silo.dll and
@@ -27,7 +32,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 silos=3; groups=""; dataset="data/local-cluster"; ntrain=1024; ntest=256; mnist=""; model="mrvae"
-steps=10; batch=32; out="runs/local-cluster"; dashboard=0; keep=0; timeout_s=120; build=1
+steps=10; batch=32; out="runs/local-cluster"; dashboard=0; keep=0; timeout_s=120; build=1; tls=0
 config="${MRVAE_CONFIGURATION:-Release}"
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -44,6 +49,7 @@ while [ $# -gt 0 ]; do
     --out) out="$2"; shift 2 ;;
     --dashboard) dashboard=1; shift ;;
     --keep) keep=1; shift ;;
+    --tls) tls=1; shift ;;
     --timeout) timeout_s="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -181,9 +187,39 @@ if [ "$dashboard" = 1 ]; then
   fi
 fi
 
+# 4b. --tls: a cluster CA, one certificate per silo naming its modalities, an operator certificate for the client,
+# and a random Redis password; keys and the password are 0600 files. The client and silos read the password from
+# the file (MRVAE_REDIS_PASSWORD_FILE, MrVae__Redis__PasswordFile), redis-server from a config file.
+redis_conf=()
+tls_env=()     # per-silo settings are added below
+client_tls=()
+if [ "$tls" = 1 ]; then
+  certs="$out/certs"
+  rm -rf "$certs"; mkdir -p "$certs"; chmod 700 "$certs"
+  certs="$(cd "$certs" && pwd)"
+  mrvae_certs() { dotnet "$cli_dll" certs "$@" >>"$logs/certs.log" 2>&1 || { echo "error: mrvae certs $1 failed; see $logs/certs.log" >&2; exit 1; }; }
+  mrvae_certs init --out "$certs/ca"
+  for ((i = 0; i < silos; i++)); do
+    mods="${group[$i]}"; [ "$mods" = "-" ] && mods=$(seq -s, 0 $((modalities - 1)))
+    mrvae_certs issue --ca "$certs/ca" --name "silo$i" --role silo --modalities "$mods" --out "$certs/silo$i"
+  done
+  mrvae_certs issue --ca "$certs/ca" --name operator --role operator --out "$certs/operator"
+  (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$certs/redis-password"
+   printf 'requirepass %s\n' "$(cat "$certs/redis-password")" >"$certs/redis.conf")
+  redis_conf=("$certs/redis.conf")
+  client_tls=(--tls "$certs/operator")
+  export MRVAE_REDIS_PASSWORD_FILE="$certs/redis-password"
+  say "tls: CA, ${silos} silo certificates and an operator certificate in $certs; Redis requires a password ($certs/redis-password)"
+fi
+silo_tls() { # the MrVae__Tls__* and Redis password settings of silo $1 (none without --tls)
+  [ "$tls" = 1 ] || return 0
+  printf '%s\n' "MrVae__Tls__Certificate=$certs/$1/cert.pem" "MrVae__Tls__Key=$certs/$1/key.pem" "MrVae__Tls__Ca=$certs/$1/ca.pem" \
+    "MrVae__Redis__PasswordFile=$certs/redis-password"
+}
+
 # 5. Redis: private port, loopback, no persistence.
 redis_port=$(free_port)
-start redis "$logs/redis.log" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --protected-mode yes
+start redis "$logs/redis.log" redis-server ${redis_conf[@]+"${redis_conf[@]}"} --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --protected-mode yes
 wait_port "$redis_port" "${pids[-1]}" redis-server "$timeout_s" "$logs/redis.log"
 say "redis-server on 127.0.0.1:$redis_port (pid ${pids[-1]})"
 
@@ -196,7 +232,8 @@ for ((i = 0; i < silos; i++)); do
   silo_port=$(free_port); gateway_port=$(free_port)
   mods="${group[$i]}"; [ "$mods" = "-" ] && mods=""
   if [ "$i" = 0 ]; then ui=(MrVae__Dashboard__Port="$orleans_dashboard"); else ui=(MrVae__Dashboard__Enabled=false); fi
-  start "silo$i" "$logs/silo$i.log" env DOTNET_ENVIRONMENT=Production "${ui[@]}" \
+  mapfile -t tls_env < <(silo_tls "silo$i")
+  start "silo$i" "$logs/silo$i.log" env DOTNET_ENVIRONMENT=Production "${ui[@]}" ${tls_env[@]+"${tls_env[@]}"} \
     MrVae__Clustering__Redis="127.0.0.1:$redis_port" \
     MrVae__Silo__Modalities="$mods" MrVae__Silo__Role="silo$i" MrVae__Silo__TorchThreads=1 \
     MrVae__Endpoints__SiloPort="$silo_port" MrVae__Endpoints__GatewayPort="$gateway_port" \
@@ -230,7 +267,7 @@ say "$silos silos up (joined the cluster); Orleans dashboard: http://127.0.0.1:$
 say "training $model for $steps steps through the cluster (redis://127.0.0.1:$redis_port) into $out"
 rm -f "$out/metrics.jsonl"
 if ! run_fg env ${otel[@]+"${otel[@]}"} ${otel[@]+OTEL_SERVICE_NAME=mrvae-client} timeout "$((timeout_s * 5))" dotnet "$cli_dll" train --cluster "redis://127.0.0.1:$redis_port" --dataset "$dataset" --silo-data "$dataset" \
-  --model "$model" --steps "$steps" --batch "$batch" --seed 0 --out "$out" >"$logs/client.log" 2>&1; then
+  --model "$model" --steps "$steps" --batch "$batch" --seed 0 --out "$out" ${client_tls[@]+"${client_tls[@]}"} >"$logs/client.log" 2>&1; then
   echo "error: training failed or timed out after $((timeout_s * 5)) s; last lines of $logs/client.log:" >&2
   tr '\r' '\n' <"$logs/client.log" | grep -v '^[[:space:]]*$' | tail -n 15 >&2
   exit 1
@@ -244,6 +281,47 @@ if [ "$got" != "$want" ]; then
   echo "error: $out/metrics.jsonl has steps [${got% }], expected [${want% }]" >&2; exit 1
 fi
 say "ok: $steps steps in $out/metrics.jsonl across $silos silo processes (${group[*]})"
+
+# 9. --tls: two intruders, both given the Redis password (the worst case: it leaked), so that TLS alone must stop
+# them. Each is refused when it fails and a silo logged the refusal at the handshake.
+if [ "$tls" = 1 ]; then
+  run_id=$(tr '\r' '\n' <"$logs/client.log" | grep -o '^run [^ ]*' | head -n 1 | cut -d' ' -f2)
+  refusals_before=$(cat "$logs"/silo*.log | grep -c 'TLS: refused' || true)
+  say "intruders: a client without a certificate asking for status, a silo with another CA's certificate joining"
+  # Intruder 1: `mrvae status` without --tls.
+  (MRVAE_TLS_DIR="" timeout "$timeout_s" dotnet "$cli_dll" status --run "${run_id:-unknown}" --cluster "redis://127.0.0.1:$redis_port" >"$logs/intruder-client.log" 2>&1) &
+  intruder_client=$!
+  # Intruder 2: a silo whose certificate (naming every modality) comes from a CA of its own.
+  dotnet "$cli_dll" certs init --out "$certs/foreign-ca" >>"$logs/certs.log" 2>&1
+  dotnet "$cli_dll" certs issue --ca "$certs/foreign-ca" --name intruder --role silo --modalities "$(seq -s, 0 $((modalities - 1)))" --out "$certs/intruder" >>"$logs/certs.log" 2>&1
+  mapfile -t tls_env < <(silo_tls intruder)
+  start intruder "$logs/intruder-silo.log" env DOTNET_ENVIRONMENT=Production MrVae__Dashboard__Enabled=false "${tls_env[@]}" \
+    MrVae__Clustering__Redis="127.0.0.1:$redis_port" MrVae__Silo__Role=intruder MrVae__Silo__TorchThreads=1 \
+    MrVae__Endpoints__SiloPort="$(free_port)" MrVae__Endpoints__GatewayPort="$(free_port)" dotnet "$silo_dll"
+  intruder_silo=${pids[-1]}
+  client_rc=0; wait "$intruder_client" || client_rc=$?
+  deadline=$((SECONDS + timeout_s))
+  # The refused silo dies of its unhandled start-up exception (SIGABRT): bash's note of that goes to its log, not here.
+  exec 4>&2 2>>"$logs/intruder-silo.log"
+  while kill -0 "$intruder_silo" 2>/dev/null && [ $SECONDS -lt $deadline ] && ! grep -q "Orleans Silo started" "$logs/intruder-silo.log"; do sleep 0.5; done
+  sleep 0.5
+  exec 2>&4 4>&-
+  silo_joined=0; grep -q "Orleans Silo started" "$logs/intruder-silo.log" && silo_joined=1
+  kill -0 "$intruder_silo" 2>/dev/null && silo_alive=1 || silo_alive=0
+  refusal() { cat "$logs"/silo*.log | grep 'TLS: refused' | tail -n +"$((refusals_before + 1))" | grep -m 1 "$1" | sed 's/^[[:space:]]*//' || true; }
+  got_in=0
+  if [ "$client_rc" != 0 ] && [ -n "$(refusal 'no client certificate')" ]; then
+    say "intruder client without a certificate (mrvae status): refused; a silo logged: $(refusal 'no client certificate')"
+  else
+    say "intruder client without a certificate (mrvae status): GOT IN (exit code $client_rc; see $logs/intruder-client.log)"; got_in=1
+  fi
+  if [ "$silo_joined" = 0 ] && [ -n "$(refusal 'intruder')" ]; then
+    say "intruder silo with another CA's certificate: refused ($([ $silo_alive = 1 ] && echo "still not joined after $timeout_s s" || echo "it exited")); a silo logged: $(refusal 'intruder')"
+  else
+    say "intruder silo with another CA's certificate: GOT IN (joined: $silo_joined; see $logs/intruder-silo.log)"; got_in=1
+  fi
+  [ "$got_in" = 0 ] || { echo "error: an intruder got into the cluster" >&2; exit 3; }
+fi
 
 if [ "$keep" = 1 ]; then
   say "cluster kept up: redis://127.0.0.1:$redis_port; attach a silo with MrVae__Clustering__Redis=127.0.0.1:$redis_port (see docs/design.md, 'Attaching a modality node'). Ctrl-C stops it."

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Net.Sockets;
 using Microsoft.Extensions.Hosting;
 using MrVae.Client;
@@ -13,7 +14,7 @@ public static class CliCluster
     /// TCP connections, then connects a client. Without the check an unreachable gateway costs the client's whole
     /// connection timeout.
     /// </summary>
-    public static async Task<IHost> Connect(string connection, CancellationToken cancel = default)
+    public static async Task<IHost> Connect(string connection, string? tlsDirectory = null, CancellationToken cancel = default)
     {
         if (Endpoint(connection) is var (host, port))
         {
@@ -33,8 +34,18 @@ public static class CliCluster
                 throw new UserInputException($"cannot reach the cluster at {connection}: nothing answers on {host}:{port}, where {what} should be ({why}); start silos first (deploy/local-cluster.sh or mrvae-silo) or check --cluster");
             }
         }
-        return await ClusterTraining.ConnectClient(connection);
+        return await ClusterTraining.ConnectClient(connection, tlsDirectory: tlsDirectory);
     }
+
+    /// <summary>The environment variable that stands for `--tls DIR`.</summary>
+    public const string TlsVariable = "MRVAE_TLS_DIR";
+
+    /// <summary>The `--tls DIR` option of the commands that reach a cluster (default: $MRVAE_TLS_DIR).</summary>
+    public static Option<string?> TlsOption() => new("--tls")
+    {
+        Description = $"mutual TLS with the operator certificate in DIR (cert.pem, key.pem, ca.pem from `mrvae certs issue --role operator`); default ${TlsVariable}",
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable(TlsVariable) is { Length: > 0 } dir ? dir : null,
+    };
 
     /// <summary>HOST and PORT of "HOST:PORT" or "redis://HOST:PORT"; null for anything richer (Redis options, several hosts).</summary>
     public static (string Host, int Port)? Endpoint(string connection)

@@ -27,6 +27,9 @@ public static class Examples
         ["attach"] = "mrvae attach --run ID --modality 2",
         ["detach"] = "mrvae detach --run ID --modality 2",
         ["stop"] = "mrvae stop --run ID --wait",
+        ["certs"] = "mrvae certs init --out certs/ca",
+        ["certs init"] = "mrvae certs init --out certs/ca",
+        ["certs issue"] = "mrvae certs issue --ca certs/ca --name silo-a --role silo --modalities 0,1 --out certs/silo-a",
     };
 
     /// <summary>"1.0.0 (commit 4b253ea)" from the assembly's informational version (the SDK appends +SHA).</summary>

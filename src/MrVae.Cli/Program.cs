@@ -9,6 +9,7 @@ root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(ExperimentCommand.Create());
+root.Subcommands.Add(CertsCommand.Create());
 foreach (var command in RunCommands.CreateAll()) root.Subcommands.Add(command);
 Examples.Install(root);
 return CliErrors.Invoke(root, args);

@@ -86,19 +86,30 @@ public static class ClusterTraining
 
     /// <summary>
     /// Connects a client to a running cluster: "redis://HOST:PORT" (Redis clustering) or "HOST:GATEWAYPORT"
-    /// (localhost clustering, the gateway of a local silo).
+    /// (localhost clustering, the gateway of a local silo). With <paramref name="tlsDirectory"/> (an operator's
+    /// `mrvae certs issue` directory) over mutual TLS; Redis authentication comes from the environment (<see cref="RedisAuth"/>).
     /// </summary>
-    public static async Task<IHost> ConnectClient(string connection, string clusterId = "mrvae", string serviceId = "mrvae")
+    public static async Task<IHost> ConnectClient(string connection, string clusterId = "mrvae", string serviceId = "mrvae", string? tlsDirectory = null,
+        RedisAuth? redisAuth = null)
     {
+        redisAuth ??= RedisAuth.From(new ConfigurationBuilder().AddEnvironmentVariables().Build());
+        string? refusal = null;
+        // Connecting gives up after 30 s, or at once when this client refuses a gateway's certificate (retrying cannot help).
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
         builder.Services.AddMrVaeTelemetry(builder.Configuration, "mrvae-client");
         builder.UseOrleansClient(client =>
         {
             client.AddActivityPropagation();
+            if (tlsDirectory is not null) client.UseMrVaeTls(tlsDirectory, reason =>
+            {
+                refusal = reason;
+                try { timeout.Cancel(); } catch (ObjectDisposedException) { }   // a gateway refused after connecting: nothing to cut short
+            });
             if (connection.StartsWith("redis://", StringComparison.OrdinalIgnoreCase))
             {
-                client.UseRedisClustering(o => o.ConfigurationOptions = RedisConnection.Options(connection["redis://".Length..]));
+                client.UseRedisClustering(o => o.ConfigurationOptions = RedisConnection.Options(connection["redis://".Length..], redisAuth));
                 client.Configure<ClusterOptions>(o => { o.ClusterId = clusterId; o.ServiceId = serviceId; });
             }
             else
@@ -114,11 +125,14 @@ public static class ClusterTraining
             client.Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromMinutes(2));
         });
         var host = builder.Build();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         try { await host.StartAsync(timeout.Token); }
         catch (Exception e) when (e is OperationCanceledException or OrleansException or SocketException or TimeoutException)
         {
-            throw new UserInputException($"cannot reach the cluster at {connection} ({e.Message.ReplaceLineEndings(" ")}): start silos first (deploy/local-cluster.sh or mrvae-silo) or check --cluster");
+            string hint = refusal is not null ? $"this client refused the gateway: {refusal}; is --tls {tlsDirectory} from this cluster's CA?"
+                : tlsDirectory is null
+                ? "start silos first (deploy/local-cluster.sh or mrvae-silo) or check --cluster; a cluster with TLS needs --tls DIR (an operator certificate)"
+                : $"start silos first or check --cluster; a TLS cluster lets in only an operator certificate from its own CA (is {tlsDirectory} one?)";
+            throw new UserInputException($"cannot reach the cluster at {connection} ({e.Message.ReplaceLineEndings(" ")}): {hint}");
         }
         return host;
     }

@@ -41,6 +41,8 @@ public sealed class SiloSettings
 
     /// <summary>Silo metadata key carrying <see cref="ServedModalities"/> to the placement director on every silo.</summary>
     public const string ModalitiesMetadataKey = "mrvae.modalities";
+    /// <summary>The metadata value of a silo that serves no modality (its certificate names none of those configured).</summary>
+    public const string NoModalities = "none";
     /// <summary>Silo metadata key carrying <see cref="EffectiveRole"/>.</summary>
     public const string RoleMetadataKey = "mrvae.role";
 
@@ -58,7 +60,8 @@ public sealed class SiloSettings
     }
 
     /// <summary>Whether a silo declaring <paramref name="modalities"/> (its metadata) serves <paramref name="modality"/>.</summary>
-    public static bool Serves(string? modalities, int modality) => ParseModalities(modalities) is { } list && (list.Length == 0 || list.Contains(modality));
+    public static bool Serves(string? modalities, int modality) =>
+        modalities != NoModalities && ParseModalities(modalities) is { } list && (list.Length == 0 || list.Contains(modality));
 
     /// <summary>
     /// Binds the section as typed options, validated when the host starts (ValidateOnStart), and returns them bound

@@ -2,6 +2,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using MrVae.Grains;
 using MrVae.Storage;
 using Orleans.Configuration;
@@ -27,16 +28,35 @@ namespace MrVae.Silo;
 ///   MrVae:Endpoints:AdvertisedIP  with Redis clustering: the address to advertise (listens on all); default loopback
 ///   MrVae:Checkpoints:Directory  grain storage for checkpoints as files here (default ./mrvae-state without Redis)
 ///   MrVae:Checkpoints:Redis  grain storage in this Redis (default: the clustering Redis, when there is one)
+///   MrVae:Tls:Certificate / Key / Ca  mutual TLS with this silo certificate, its key and the cluster CA (TlsHosting);
+///                            the silo then serves only the modalities its certificate names
+///   MrVae:Redis:PasswordFile, MrVae:Redis:User  Redis authentication (or MRVAE_REDIS_PASSWORD; RedisConnection)
 /// </summary>
-public static class SiloHosting
+public static partial class SiloHosting
 {
     public static ISiloBuilder ConfigureMrVae(this ISiloBuilder silo, IConfiguration configuration, bool clustering = true)
     {
         // Typed options, validated now and at start: a wrong value stops the silo naming its key.
         var settings = SiloSettings.AddSiloSettings(silo.Services, configuration.GetSection(SiloSettings.Section));
+        var tls = TlsHosting.AddTlsSettings(silo.Services, configuration.GetSection(TlsSettings.Section));
+        string served = string.Join(",", settings.ServedModalities);
+        if (tls is not null)
+        {
+            // With TLS the certificate bounds what the configuration may claim: serve only modalities both name.
+            var identity = silo.UseMrVaeTls(tls);
+            var (allowed, refused) = CertifiedModalities(settings.ServedModalities, identity.Modalities);
+            served = allowed.Length == 0 ? SiloSettings.NoModalities : string.Join(",", allowed);
+            silo.AddStartupTask((services, _) =>
+            {
+                var log = services.GetRequiredService<ILoggerFactory>().CreateLogger("MrVae.Silo.Tls");
+                if (refused.Length > 0) LogUncertified(log, string.Join(",", refused), identity.ToString());
+                LogServing(log, identity.ToString(), served);
+                return Task.CompletedTask;
+            });
+        }
         silo.UseSiloMetadata(new Dictionary<string, string>
         {
-            [SiloSettings.ModalitiesMetadataKey] = string.Join(",", settings.ServedModalities),
+            [SiloSettings.ModalitiesMetadataKey] = served,
             [SiloSettings.RoleMetadataKey] = settings.EffectiveRole,
         });
         silo.Services.AddPlacementDirector<ModalityPlacementStrategy, ModalityPlacementDirector>();
@@ -55,6 +75,7 @@ public static class SiloHosting
             int siloPort = configuration.GetValue("MrVae:Endpoints:SiloPort", 11111);
             int gatewayPort = configuration.GetValue("MrVae:Endpoints:GatewayPort", 30000);
             string? redis = configuration["MrVae:Clustering:Redis"];
+            var redisAuth = RedisAuth.From(configuration);
             if (string.IsNullOrWhiteSpace(redis))
             {
                 int primary = configuration.GetValue("MrVae:Endpoints:PrimarySiloPort", 11111);
@@ -62,11 +83,11 @@ public static class SiloHosting
             }
             else
             {
-                silo.UseRedisClustering(o => o.ConfigurationOptions = RedisConnection.Options(redis));
+                silo.UseRedisClustering(o => o.ConfigurationOptions = RedisConnection.Options(redis, redisAuth));
                 // The grain directory in Redis too: Orleans' default directory is partitioned across the silos, and a
                 // silo's death deactivates every activation whose entry it held, on whichever silo (a coordinator
                 // would roll back to its checkpoint though its own silo lives). Entries in Redis outlive any silo.
-                silo.UseRedisGrainDirectoryAsDefault(o => o.ConfigurationOptions = RedisConnection.Options(redis));
+                silo.UseRedisGrainDirectoryAsDefault(o => o.ConfigurationOptions = RedisConnection.Options(redis, redisAuth));
                 silo.Configure<ClusterOptions>(o => { o.ClusterId = clusterId; o.ServiceId = serviceId; });
                 // In a pod the silo must advertise its own address (MrVae:Endpoints:AdvertisedIP, e.g. status.podIP)
                 // and listen on all interfaces; on one machine loopback is enough.
@@ -85,7 +106,7 @@ public static class SiloHosting
         if (!string.IsNullOrWhiteSpace(checkpointRedis))
             silo.AddRedisGrainStorage(Checkpointing.StorageName, options => options.Configure<IServiceProvider>((o, services) =>
             {
-                o.ConfigurationOptions = RedisConnection.Options(checkpointRedis);
+                o.ConfigurationOptions = RedisConnection.Options(checkpointRedis, RedisAuth.From(configuration));
                 // Binary, not the default JSON: snapshots are megabytes of tensor bytes.
                 o.GrainStorageSerializer = ActivatorUtilities.CreateInstance<Orleans.Storage.OrleansGrainStorageSerializer>(services);
             }));
@@ -96,4 +117,19 @@ public static class SiloHosting
         silo.Configure<SiloMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromMinutes(5));
         return silo;
     }
+
+    /// <summary>
+    /// The modalities a silo serves when its certificate names <paramref name="certified"/>: those configured that
+    /// the certificate names (all it names when the configuration says "any"), and those configured that it does not.
+    /// </summary>
+    public static (int[] Allowed, int[] Refused) CertifiedModalities(IReadOnlyList<int> configured, IReadOnlyList<int> certified) =>
+        configured.Count == 0
+            ? (certified.ToArray(), [])
+            : (configured.Where(certified.Contains).ToArray(), configured.Where(j => !certified.Contains(j)).ToArray());
+
+    [LoggerMessage(EventId = 2102, Level = LogLevel.Warning, Message = "TLS: MrVae:Silo:Modalities claims modalities {Modalities} that this silo's certificate {Identity} does not name: it does not serve them")]
+    static partial void LogUncertified(ILogger logger, string modalities, string identity);
+
+    [LoggerMessage(EventId = 2103, Level = LogLevel.Information, Message = "TLS: mutual TLS on as {Identity}; serving modalities: {Served}")]
+    static partial void LogServing(ILogger logger, string identity, string served);
 }

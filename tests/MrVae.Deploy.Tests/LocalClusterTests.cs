@@ -9,6 +9,7 @@ namespace MrVae.Deploy.Tests;
 /// and every process it started gone afterwards. About 30 s on 2 cores.
 /// </summary>
 [Trait("Category", "Integration")]   // runs deploy/local-cluster.sh: Redis and silo processes
+[System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed partial class LocalClusterTests : IDisposable
 {
     readonly string root = Path.Combine(Path.GetTempPath(), "mrvae-local-cluster-" + Guid.NewGuid().ToString("N")[..8]);
@@ -52,6 +53,28 @@ public sealed partial class LocalClusterTests : IDisposable
         Assert.Contains("stopped 4 processes", result.Stdout);
         foreach (int pid in pids)
             Assert.False(Directory.Exists($"/proc/{pid}") && !File.ReadAllText($"/proc/{pid}/stat").Contains(") Z "), $"process {pid} is still running");
+    }
+
+    [Fact]
+    public void WithTlsItTrainsAndRefusesBothIntruders()
+    {
+        string run = Path.Combine(root, "run-tls");
+        var result = Script("--no-build", "--tls", "--dataset", Path.Combine(root, "data"), "--train", "256", "--test", "64",
+            "--steps", "5", "--batch", "16", "--out", run);
+        Assert.True(result.ExitCode == 0, result.Describe("deploy/local-cluster.sh --tls"));
+        Assert.Contains("ok: 5 steps", result.Stdout);
+        Assert.Contains("intruder client without a certificate (mrvae status): refused; a silo logged: TLS: refused", result.Stdout);
+        Assert.Contains("intruder silo with another CA's certificate: refused", result.Stdout);
+        Assert.Contains("CN=intruder: not issued by this cluster's CA", result.Stdout);
+        Assert.DoesNotContain("GOT IN", result.Stdout);
+        // The keys and the Redis password stay owner-only; the password never reached a command line or a log.
+        foreach (var key in Directory.GetFiles(Path.Combine(run, "certs"), "*key.pem", SearchOption.AllDirectories).Append(Path.Combine(run, "certs", "redis-password")))
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(key));
+        string password = File.ReadAllText(Path.Combine(run, "certs", "redis-password")).Trim();
+        Assert.True(password.Length >= 20);
+        foreach (var log in Directory.GetFiles(Path.Combine(run, "cluster-logs")))
+            Assert.DoesNotContain(password, File.ReadAllText(log));
+        Assert.DoesNotContain(password, result.Stdout + result.Stderr);
     }
 
     [Fact]

@@ -18,15 +18,22 @@ public sealed partial class SiloOptions
     public const string HostingFile = "src/MrVae.Silo/SiloHosting.cs";
     public const string TelemetryFile = "src/MrVae.Silo/TelemetryHosting.cs";
     public const string SettingsFile = "src/MrVae.Grains/SiloSettings.cs";
+    public const string TlsFile = "src/MrVae.Silo/TlsHosting.cs";
+    public const string RedisFile = "src/MrVae.Silo/RedisConnection.cs";
 
     static readonly Lazy<SiloOptions> current = new(() => Parse(
         File.ReadAllText(Repo.Path(ProgramFile)), File.ReadAllText(Repo.Path(HostingFile)),
-        File.ReadAllText(Repo.Path(TelemetryFile)), File.ReadAllText(Repo.Path(SettingsFile))));
+        File.ReadAllText(Repo.Path(TelemetryFile)), File.ReadAllText(Repo.Path(SettingsFile)),
+        File.ReadAllText(Repo.Path(TlsFile)), File.ReadAllText(Repo.Path(RedisFile))));
 
     /// <summary>The options of the silo in this checkout.</summary>
     public static SiloOptions Current => current.Value;
 
-    public static SiloOptions Parse(string program, string hosting, string telemetry, string settings)
+    /// <summary>
+    /// Also, when given: TlsHosting.cs (the MrVae:Tls section bound with GetSection(TlsSettings.Section) and its
+    /// settable properties) and RedisConnection.cs (the MrVae:Redis:* keys RedisAuth reads, when SiloHosting calls it).
+    /// </summary>
+    public static SiloOptions Parse(string program, string hosting, string telemetry, string settings, string tls = "", string redis = "")
     {
         var o = new SiloOptions();
         program = StripComments(program);
@@ -44,6 +51,11 @@ public sealed partial class SiloOptions
                 if (m.Groups[2].Success) o.Defaults[key] = m.Groups[2].Value.Trim().Trim('"');
             }
         }
+        tls = StripComments(tls);
+        if (hosting.Contains("GetSection(TlsSettings.Section)") && SectionConst().Match(tls) is { Success: true } tlsSection)
+            foreach (Match m in SettableProperty().Matches(tls)) o.Keys.Add($"{tlsSection.Groups[1].Value}:{m.Groups[1].Value}");
+        if (hosting.Contains("RedisAuth.From(configuration)"))
+            foreach (Match m in RedisKey().Matches(StripComments(redis))) o.Keys.Add(m.Groups[1].Value);
         return o;
     }
 
@@ -68,6 +80,7 @@ public sealed partial class SiloOptions
     [GeneratedRegex(@"/\*.*?\*/", RegexOptions.Singleline)] private static partial Regex BlockComment();
     [GeneratedRegex(@"configuration\s*\[\s*""([^""]+)""\s*\]")] private static partial Regex IndexerRead();
     [GeneratedRegex(@"\.GetValue(?:<[^>]+>)?\(\s*""([^""]+)""\s*(?:,\s*([^)]+?))?\s*\)")] private static partial Regex GetValueRead();
+    [GeneratedRegex(@"""(MrVae:Redis:\w+)""")] private static partial Regex RedisKey();
     [GeneratedRegex(@"const\s+string\s+Section\s*=\s*""([^""]+)""")] private static partial Regex SectionConst();
     [GeneratedRegex(@"public\s+(?:string|int|long|bool|double|float)\??\s+(\w+)\s*\{\s*get;\s*set;\s*\}(?:\s*=\s*([^;]+);)?")] private static partial Regex SettableProperty();
 }

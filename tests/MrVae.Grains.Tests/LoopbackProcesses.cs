@@ -26,13 +26,14 @@ public sealed class LoopbackProcesses : IDisposable
         return dll;
     }
 
-    /// <summary>Starts redis-server on a free loopback port with persistence off; returns its port.</summary>
-    public int StartRedis()
+    /// <summary>Starts redis-server on a free loopback port with persistence off (and requirepass when given); returns its port.</summary>
+    public int StartRedis(string? password = null)
     {
         int port = FreePort();
         var redis = new[] { "/usr/bin/redis-server", "/usr/local/bin/redis-server" }.FirstOrDefault(File.Exists)
             ?? throw new InvalidOperationException("redis-server is not installed (apt-get install redis-server; .ci/run installs it)");
-        Start(redis, ["--port", port.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], new());
+        string[] auth = password is null ? [] : ["--requirepass", password];
+        Start(redis, ["--port", port.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", .. auth], new());
         WaitForPort(port, TimeSpan.FromSeconds(20));
         return port;
     }
@@ -63,6 +64,9 @@ public sealed class LoopbackProcesses : IDisposable
 
     /// <summary>Whether any process printed a line containing <paramref name="text"/>.</summary>
     public bool Logged(string text) { lock (logs) return logs.Any(l => l.Contains(text)); }
+
+    /// <summary>The lines the process named <paramref name="name"/> printed that contain <paramref name="text"/>.</summary>
+    public string[] LinesOf(string name, string text) { lock (logs) return logs.Where(l => l.StartsWith($"[{name}] ") && l.Contains(text)).ToArray(); }
 
     public static void WaitForPort(int port, TimeSpan timeout)
     {

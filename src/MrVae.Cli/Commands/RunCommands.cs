@@ -31,12 +31,12 @@ public static class RunCommands
 
     static Command Status()
     {
-        var run = RunOption(); var cluster = ClusterOption(); var json = JsonOption();
+        var run = RunOption(); var cluster = ClusterOption(); var tls = CliCluster.TlsOption(); var json = JsonOption();
         var watch = new Option<bool>("--watch") { Description = "keep the table live until the run ends (Ctrl+C to leave; the run goes on)" };
-        var cmd = new Command("status", "Show a run: state, step, loss, checkpoint, and each modality's silo and health") { run, cluster, json, watch };
+        var cmd = new Command("status", "Show a run: state, step, loss, checkpoint, and each modality's silo and health") { run, cluster, tls, json, watch };
         cmd.SetAction(async (p, cancel) =>
         {
-            using var client = await CliCluster.Connect(p.GetValue(cluster)!);
+            using var client = await CliCluster.Connect(p.GetValue(cluster)!, p.GetValue(tls));
             var coordinator = Coordinator(client, p.GetValue(run)!);
             RunStatus status;
             try { status = await Known(coordinator, p.GetValue(run)!).WaitAsync(TimeSpan.FromSeconds(20), cancel); }
@@ -71,13 +71,13 @@ public static class RunCommands
 
     static Command Attach()
     {
-        var run = RunOption(); var cluster = ClusterOption(); var json = JsonOption(); var modality = ModalityOption();
+        var run = RunOption(); var cluster = ClusterOption(); var tls = CliCluster.TlsOption(); var json = JsonOption(); var modality = ModalityOption();
         var data = new Option<string?>("--data") { Description = "the modality's dataset directory as its silo sees it (default: the run's)" };
         var silo = new Option<string?>("--silo") { Description = "run it on a silo with this role (MrVae:Silo:Role; default role: the silo's host name); default: any silo serving the modality" };
-        var cmd = new Command("attach", "Add a modality to a running run from the next step on (it restores its last checkpoint if it had one)") { run, cluster, modality, data, silo, json };
+        var cmd = new Command("attach", "Add a modality to a running run from the next step on (it restores its last checkpoint if it had one)") { run, cluster, tls, modality, data, silo, json };
         cmd.SetAction(async (p, cancel) =>
         {
-            using var client = await CliCluster.Connect(p.GetValue(cluster)!);
+            using var client = await CliCluster.Connect(p.GetValue(cluster)!, p.GetValue(tls));
             var coordinator = Coordinator(client, p.GetValue(run)!);
             await Known(coordinator, p.GetValue(run)!);
             var status = await coordinator.Attach(p.GetValue(modality), p.GetValue(data), p.GetValue(silo));
@@ -89,11 +89,11 @@ public static class RunCommands
 
     static Command Detach()
     {
-        var run = RunOption(); var cluster = ClusterOption(); var json = JsonOption(); var modality = ModalityOption();
-        var cmd = new Command("detach", "Remove a modality from a running run after the step in flight (it saves a snapshot first)") { run, cluster, modality, json };
+        var run = RunOption(); var cluster = ClusterOption(); var tls = CliCluster.TlsOption(); var json = JsonOption(); var modality = ModalityOption();
+        var cmd = new Command("detach", "Remove a modality from a running run after the step in flight (it saves a snapshot first)") { run, cluster, tls, modality, json };
         cmd.SetAction(async (p, cancel) =>
         {
-            using var client = await CliCluster.Connect(p.GetValue(cluster)!);
+            using var client = await CliCluster.Connect(p.GetValue(cluster)!, p.GetValue(tls));
             var coordinator = Coordinator(client, p.GetValue(run)!);
             await Known(coordinator, p.GetValue(run)!);
             var status = await coordinator.Detach(p.GetValue(modality));
@@ -105,12 +105,12 @@ public static class RunCommands
 
     static Command Stop()
     {
-        var run = RunOption(); var cluster = ClusterOption(); var json = JsonOption();
+        var run = RunOption(); var cluster = ClusterOption(); var tls = CliCluster.TlsOption(); var json = JsonOption();
         var wait = new Option<bool>("--wait") { Description = "wait until the run has stopped and written its final checkpoint" };
-        var cmd = new Command("stop", "End a run after the step in flight, with a final checkpoint (mrvae train --resume continues it)") { run, cluster, wait, json };
+        var cmd = new Command("stop", "End a run after the step in flight, with a final checkpoint (mrvae train --resume continues it)") { run, cluster, tls, wait, json };
         cmd.SetAction(async (p, cancel) =>
         {
-            using var client = await CliCluster.Connect(p.GetValue(cluster)!);
+            using var client = await CliCluster.Connect(p.GetValue(cluster)!, p.GetValue(tls));
             var coordinator = Coordinator(client, p.GetValue(run)!);
             await Known(coordinator, p.GetValue(run)!);
             var status = await coordinator.Stop();

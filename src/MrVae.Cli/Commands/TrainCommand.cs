@@ -19,6 +19,7 @@ public static class TrainCommand
         var local = new Option<bool>("--local") { Description = "train in this process (the single-process reference trainer)" };
         var embedded = new Option<bool>("--embedded") { Description = "train through grains on an in-process Orleans silo" };
         var cluster = new Option<string?>("--cluster") { Description = "train through grains on a running cluster: redis://HOST:PORT or HOST:GATEWAYPORT" };
+        var tls = CliCluster.TlsOption();
         var siloData = new Option<string?>("--silo-data") { Description = "with --cluster: the dataset directory as the silos see it (default: --dataset)" };
         var dataset = new Option<string>("--dataset") { Description = "dataset directory from `mrvae data make`", Required = true };
         var model = new Option<string>("--model") { Description = "mrvae, mopoe, mvae or mmvae", DefaultValueFactory = _ => "mrvae" };
@@ -45,13 +46,14 @@ public static class TrainCommand
             Description = "with --local: libtorch threads. 1 does the float operations of the silos' lanes, so --embedded reproduces the run bit for bit; 0: libtorch's default (one per core, another summation order)",
             DefaultValueFactory = _ => 1,
         };
-        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, likelihood, scale, output, resume, runId, json, threads, onNonFinite };
+        var cmd = new Command("train", "Train a model: --local (one process), --embedded (in-process silo) or --cluster (running silos)") { local, embedded, cluster, tls, siloData, dataset, model, latent, epochs, steps, batch, seed, lr, beta, likelihood, scale, output, resume, runId, json, threads, onNonFinite };
         var settings = SettingsOption(cmd, "any other model option NAME=VALUE (a ModelConfig property, e.g. MembershipPrior=0.1 or BetaSize=3); repeatable");
         cmd.Validators.Add(r =>
         {
             if (r.GetValue(epochs) is not null && r.GetValue(steps) is not null) r.AddError("give --epochs or --steps, not both");
             int modes = (r.GetValue(local) ? 1 : 0) + (r.GetValue(embedded) ? 1 : 0) + (r.GetValue(cluster) is not null ? 1 : 0);
             if (modes != 1) r.AddError("choose exactly one of --local, --embedded or --cluster CONNECTION");
+            if (r.GetResult(tls) is { Implicit: false } && r.GetValue(cluster) is null) r.AddError("--tls applies to --cluster (an embedded run has no network links to secure)");
             if (r.GetValue(threads) < 0) r.AddError("--threads must be 0 (libtorch's default) or more");
             else if (r.GetResult(threads) is { Implicit: false } && !r.GetValue(local))
                 r.AddError("--threads applies to --local; silos set theirs with MrVae:Silo:TorchThreads");
@@ -87,7 +89,7 @@ public static class TrainCommand
             {
                 // The embedded silo keeps its grain storage (checkpoints) in the run directory, so --resume finds it.
                 using var host = p.GetValue(cluster) is { } connection
-                    ? await CliCluster.Connect(connection, cancel)
+                    ? await CliCluster.Connect(connection, p.GetValue(tls), cancel)
                     : await ClusterTraining.StartEmbeddedSilo(Path.Combine(options.RunDirectory, EmbeddedStateDirectory), Path.Combine(options.RunDirectory, "silo.log"));
                 // The host's console lifetime takes SIGTERM and SIGINT (`kill`, `kubectl delete`, Ctrl+C) for itself and only
                 // signals that it is stopping: treat that like Ctrl+C, so the run stops with a final checkpoint and we exit.
