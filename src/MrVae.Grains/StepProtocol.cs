@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using MrVae.Data;
 using MrVae.Model;
 using MrVae.Model.Objectives;
 using MrVae.Model.Training;
@@ -114,6 +115,8 @@ public sealed class StepProtocol : IDisposable
         var config = Config;
         int m = config.Modalities;
         var plan = Samples.Plan(Schedule.BatchIds(step), members, m);
+        if (plan.Size == 0)
+            throw new UserInputException($"step {step}: none of its batch's samples is held by the members {string.Join(",", members)} (missing modalities per sample): attach a modality that holds them, or use a larger --batch");
         var memberKeys = new long[m][];
         foreach (int j in members) memberKeys[j] = plan.KeysOf(j);
         stepSpan?.SetTag(TrainingTelemetry.BatchSize, plan.Size);

@@ -134,6 +134,8 @@ public static class DataCommands
             if (DatasetDirectory.KindOf(dir) == DatasetKind.Vectors)
                 throw new DataFormatException($"{dir}: vector data has no images; `mrvae data grid` draws PolyMNIST image datasets only (make one with --dataset polymnist or polymnist-extended)");
             var spec = PolyMnistStore.LoadSpec(dir);
+            if (SampleIds.LoadModality(dir, p.GetValue(split)!, 0) is not null || File.Exists(SampleIds.ModalityPath(dir, p.GetValue(split)!, 1)))
+                throw new UserInputException($"{dir}'s {p.GetValue(split)} split lacks modalities per sample (data make --missing), so a column would not be one tuple; draw --split test, which is complete");
             int n = p.GetValue(count);
             var rows = new byte[]?[spec.Modalities][];
             int columns = n;
