@@ -38,13 +38,17 @@ public sealed record DatasetFingerprint(
             else { files.Add(PolyMnistStore.LabelsPath(dir, split)); whole.Add(files[^1]); }
             for (int j = 0; j < spec.Modalities; j++) files.Add(PolyMnistStore.ModalityPath(dir, split, j));
         }
+        // Missing modalities per sample: which tuples each modality keeps (absent for complete data, whose hash is unchanged).
+        if (File.Exists(SampleIds.TuplesPath(dir)))
+            for (int j = 0; j < spec.Modalities; j++) { files.Add(SampleIds.ModalityPath(dir, "train", j)); whole.Add(files[^1]); }
         if (!files.All(File.Exists)) return new DatasetFingerprint(spec.Name, specHash, null, null, null);
 
         int train, test;
         if (vectors)
         {
-            train = VectorStore.ReadShape(VectorStore.ModalityPath(dir, "train", 0), factors: false).Count;
-            test = VectorStore.ReadShape(VectorStore.ModalityPath(dir, "test", 0), factors: false).Count;
+            // The tuples: factors.bin stays complete when modalities are missing per sample.
+            train = VectorStore.ReadShape(VectorStore.FactorsPath(dir, "train"), factors: true).Count;
+            test = VectorStore.ReadShape(VectorStore.FactorsPath(dir, "test"), factors: true).Count;
         }
         else
         {

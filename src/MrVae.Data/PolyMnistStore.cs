@@ -23,6 +23,7 @@ public static class PolyMnistStore
         Directory.CreateDirectory(dir);
         File.Delete(Path.Combine(dir, SpecFile));   // an interrupted rewrite leaves no spec.json, so no half-old dataset
         VectorStore.DeleteVectorOnlyFiles(dir);     // a vector dataset made here before: its model and true factors
+        SampleIds.DeleteFiles(dir);                 // a dataset with missing modalities made here before: its ids
         foreach (var (name, split) in new[] { ("train", train), ("test", test) })
         {
             string splitDir = Path.Combine(dir, name);

@@ -38,6 +38,7 @@ public static class VectorStore
                 throw new ArgumentException($"the {name} split ({split.Modalities} modalities, {split.Count} tuples) does not fit the spec ({spec.Modalities} modalities of {spec.ObservedDim} values, {spec.TrueLatentWidth} true latent values per tuple)");
         Directory.CreateDirectory(dir);
         File.Delete(Path.Combine(dir, PolyMnistStore.SpecFile));   // an interrupted rewrite leaves no spec.json, so no half-old dataset
+        SampleIds.DeleteFiles(dir);                                // a dataset with missing modalities made here before: its ids
         foreach (var (name, split) in new[] { ("train", train), ("test", test) })
         {
             string splitDir = Path.Combine(dir, name);

@@ -37,6 +37,9 @@ public sealed class LabelledSplit
     /// <summary>Reads a split of a dataset directory and checks it against <paramref name="spec"/>.</summary>
     public static LabelledSplit Load(string dir, string split, PolyMnistSpec spec)
     {
+        if (SampleIds.LoadModality(dir, split, 0) is not null || Enumerable.Range(0, spec.Modalities).Any(j => File.Exists(SampleIds.ModalityPath(dir, split, j))))
+            throw new UserInputException($"{dir} lacks modalities per sample (made with `data make --missing`), so its {split} split has no whole tuples to train digit classifiers on; " +
+                "evaluate with --data a complete dataset of the same spec, --seed and sizes (made without --missing): its test split is the same");
         var labels = PolyMnistStore.LoadLabels(dir, split, out int count, out int factors);
         if (factors != spec.Factors.Length)
             throw new DataFormatException($"{PolyMnistStore.LabelsPath(dir, split)} has {factors} factors where {dir}/spec.json names {spec.Factors.Length}; re-run `mrvae data make` for {dir}");

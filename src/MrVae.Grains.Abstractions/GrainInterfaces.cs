@@ -16,14 +16,19 @@ public interface IModalityGrain : IGrainWithStringKey
     /// <summary>Writes a snapshot at <paramref name="step"/> to grain storage, keeping the one at <paramref name="keepStep"/> (the run's committed checkpoint).</summary>
     Task SaveCheckpoint(long step, long keepStep);
     /// <summary>
-    /// Encodes the samples <paramref name="ids"/> of a split; with <paramref name="keepGraph"/> the autograd graph is kept
+    /// Encodes the samples <paramref name="ids"/> of a split (training: sample keys, of which it holds every one, or it fails
+    /// with <c>MissingSampleException</c>; test: positions); with <paramref name="keepGraph"/> the autograd graph is kept
     /// for the step's backward. <paramref name="previous"/>: the last step's encoder gradients, applied first (encoder
     /// backward and optimiser step, as <see cref="ApplyEncoderGradients"/>); ignored if that step was applied already
     /// (a step run again after another member failed).
     /// </summary>
     Task<EncodeResult> Encode(long step, long[] ids, string split, bool keepGraph, EncoderGradients? previous = null);
-    /// <summary>−log p(x | z̃) for the step's batch (z̃: V × B × D); with <paramref name="backward"/>, decoder gradients accumulate and ∂L/∂z̃ is returned.</summary>
-    Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward);
+    /// <summary>
+    /// −log p(x | z̃) for the samples of the step's batch this grain encoded (z̃: V × B_j × D); with <paramref name="backward"/>,
+    /// decoder gradients accumulate and ∂L/∂z̃ is returned. <paramref name="batch"/>: the whole batch's size B, which the
+    /// sum over the grain's samples is divided by (0: B_j, a complete batch).
+    /// </summary>
+    Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward, int batch = 0);
     /// <summary>Backward through the encoder with ∂L/∂μ and ∂L/∂log σ², then the optimiser step: for the gradients no next
     /// encode carries (before a checkpoint, an evaluation, a membership change or the run's end).</summary>
     Task ApplyEncoderGradients(long step, TensorPayload dMu, TensorPayload dLogVar);

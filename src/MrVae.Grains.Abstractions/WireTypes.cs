@@ -35,9 +35,14 @@ public sealed record ModalitySetup(
     [property: Id(4)] long Seed,
     [property: Id(5)] double LearningRate);
 
-/// <summary>Shard sizes a modality grain reports after loading its data.</summary>
+/// <summary>
+/// Shard sizes a modality grain reports after loading its data, and the keys of its training samples (null: the
+/// positions 0..TrainCount−1 of a complete shard). Keys are sample ids, or their HMAC under the nodes' shared secret:
+/// only the coordinator receives them.
+/// </summary>
 [GenerateSerializer, Immutable]
-public sealed record ShardInfo([property: Id(0)] int TrainCount, [property: Id(1)] int TestCount, [property: Id(2)] string Silo, [property: Id(3)] string Device);
+public sealed record ShardInfo([property: Id(0)] int TrainCount, [property: Id(1)] int TestCount, [property: Id(2)] string Silo, [property: Id(3)] string Device,
+    [property: Id(4)] long[]? TrainKeys = null);
 
 /// <summary>A modality grain configured from a checkpoint: its shard, and the step of the snapshot it loaded (null: none, fresh weights).</summary>
 [GenerateSerializer, Immutable]

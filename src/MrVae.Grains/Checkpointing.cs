@@ -129,4 +129,6 @@ public sealed class RunCheckpoint
     /// when the coordinator's silo died gets them from the resumed activation, so the run's history keeps every step.
     /// </summary>
     [Id(18)] public List<StepMetrics> RecentMetrics { get; set; } = new();
+    /// <summary>The run's training samples (the sorted union of its members' keys; null: positions), so a resumed run keeps its schedule.</summary>
+    [Id(19)] public long[]? SampleKeys { get; set; }
 }

@@ -69,6 +69,7 @@ public sealed partial class CoordinatorGrain
             TestMetrics = testMetrics.ToList(), Events = events.ToList(), Incarnation = incarnation, SavedUtc = clock.GetUtcNow().UtcDateTime,
             RecentMetrics = metrics.Where(m => m.Step >= committedStep).TakeLast(RecentMetricsKept).ToList(),
             Checksum = Checkpointing.Checksum(objectiveBytes, optimizerBytes, generatorBytes),
+            SampleKeys = protocol.Samples.Keys,
         };
         await WriteRecord();
         committedStep = step;
@@ -123,11 +124,12 @@ public sealed partial class CoordinatorGrain
         foreach (var (j, reason) in failures) { dropped[j] = reason; Record("dropped", j, $"restore failed: {reason}"); }
         if (restored.Count == 0)
             throw new UserInputException($"run {RunId}: no member could be restored from the checkpoint at step {c.Step} ({string.Join("; ", failures.Select(f => $"{f.Modality}: {f.Reason}"))}); start the silos serving its modalities and resume again");
-        int trainCount = AgreedTrainCount(restored.Values.Select(r => r.Shard));
+        // The checkpoint's samples when it recorded them (a member missing now must not change the schedule).
+        var samples = AlignedSamples(cfg.Modalities, restored.ToDictionary(p => p.Key, p => p.Value.Shard), c.SampleKeys, c.SampleKeys?.Length);
         memberSilos = restored.ToDictionary(p => p.Key, p => p.Value.Shard.Silo);
         testCount = restored.Values.Min(r => r.Shard.TestCount);
 
-        await Initialize(s, cfg, trainCount);
+        await Initialize(s, cfg, samples);
         await protocol!.Load(c.Objective, c.Optimizer, c.StepGenerator);
         members = restored.Keys.OrderBy(j => j).ToArray();
         step = c.Step; committedStep = c.Step; startStep = c.Step; incarnation = c.Incarnation + 1; loopId = Guid.NewGuid(); error = null;

@@ -1,4 +1,5 @@
 using MrVae.Data;
+using MrVae.Model.Training;
 
 namespace MrVae.Grains;
 
@@ -28,8 +29,8 @@ public sealed partial class CoordinatorGrain
     {
         public Task<EncodeResult> Encode(long step, long[] ids, string split, bool keepGraph, EncoderGradients? previous = null)
             => grain.Encode(step, ids, split, keepGraph, previous);
-        public Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward)
-            => grain.Decode(step, decoderInput, viewWeights, backward);
+        public Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward, int batch = 0)
+            => grain.Decode(step, decoderInput, viewWeights, backward, batch);
         public Task ApplyEncoderGradients(long step, TensorPayload dMu, TensorPayload dLogVar) => grain.ApplyEncoderGradients(step, dMu, dLogVar);
     }
 
@@ -57,8 +58,8 @@ public sealed partial class CoordinatorGrain
         var memberSetup = SetupFor(s, modality) with { DataDirectory = dataDirectory ?? dataDirectories.GetValueOrDefault(modality) ?? s.DataDirectory };
         // A modality that was a member before comes back with its newest snapshot (taken when it was detached or at a checkpoint).
         var restored = await grain.Restore(memberSetup, null);
-        if (restored.Shard.TrainCount != protocol!.Schedule.SampleCount)
-            throw new UserInputException($"modality {modality}'s shard has {restored.Shard.TrainCount} training samples, the run's others {protocol.Schedule.SampleCount}: it is not part of this dataset");
+        // Id alignment: refused (UserInputException) when it shares no sample with the run, or is complete and of another size.
+        string? outside = protocol!.Samples.Join(modality, new ShardKeys(restored.Shard.TrainCount, restored.Shard.TrainKeys));
         if (dataDirectory is not null) dataDirectories[modality] = dataDirectory;
         grains[modality] = grain;
         memberSilos[modality] = restored.Shard.Silo;
@@ -66,6 +67,7 @@ public sealed partial class CoordinatorGrain
         pendingDetach.Remove(modality);
         pendingAttach.Add(modality);
         if (restored.Step is { } from) Record("restored", modality, $"from its checkpoint at step {from}");
+        if (outside is not null) Record("attached", modality, outside);
         await PersistRequests();
         return await Status();
     }
@@ -169,7 +171,8 @@ public sealed partial class CoordinatorGrain
             foreach (var (j, r) in back)
             {
                 if (state != RunState.Running || !dropped.ContainsKey(j)) continue;
-                if (r.Shard.TrainCount != protocol!.Schedule.SampleCount) continue;
+                try { protocol!.Samples.Join(j, new ShardKeys(r.Shard.TrainCount, r.Shard.TrainKeys)); }
+                catch (UserInputException) { continue; }   // its shard is not the run's data (any more): it stays dropped
                 dropped.Remove(j);
                 memberSilos[j] = r.Shard.Silo;
                 pendingAttach.Add(j);

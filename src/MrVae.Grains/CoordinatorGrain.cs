@@ -86,11 +86,11 @@ public sealed partial class CoordinatorGrain(
 
         grains = s.Modalities.ToDictionary(j => j, ModalityGrain);
         var shards = await Task.WhenAll(s.Modalities.Select(j => ConfigureOnceServed(j, SetupFor(s, j))));
-        int trainCount = AgreedTrainCount(shards);
+        var samples = AlignedSamples(cfg.Modalities, s.Modalities.Zip(shards).ToDictionary(p => p.First, p => p.Second));
         memberSilos = s.Modalities.Zip(shards).ToDictionary(p => p.First, p => p.Second.Silo);
         testCount = shards.Min(x => x.TestCount);
 
-        await Initialize(s, cfg, trainCount);
+        await Initialize(s, cfg, samples);
         members = s.Modalities.OrderBy(j => j).ToArray();
         step = 0; committedStep = -1; incarnation = 0; startStep = 0; loopId = Guid.NewGuid(); error = null;
         metrics.Clear(); testMetrics.Clear(); events.Clear(); dropped.Clear(); dataDirectories.Clear();
@@ -117,7 +117,7 @@ public sealed partial class CoordinatorGrain(
     }
 
     /// <summary>Builds the step protocol (objective, optimiser, random stream, schedule) exactly as a fresh run does.</summary>
-    async Task Initialize(RunSetup s, ModelConfig cfg, int trainCount)
+    async Task Initialize(RunSetup s, ModelConfig cfg, SampleUniverse samples)
     {
         var old = protocol;
         protocol = null;
@@ -126,7 +126,7 @@ public sealed partial class CoordinatorGrain(
             await old.SettleParameterUpdate();
             await compute.RunCoordinator(() => { old.Dispose(); return true; });
         }
-        protocol = await StepProtocol.Create(compute, device, s, cfg, trainCount);
+        protocol = await StepProtocol.Create(compute, device, s, cfg, samples);
         totalSteps = protocol.TotalSteps;
         setup = s;
         memberCalls = new MemberCalls(j => new ModalityMember(grains[j]), TimeSpan.FromSeconds(s.MemberTimeoutSeconds), clock);
@@ -135,11 +135,22 @@ public sealed partial class CoordinatorGrain(
         pendingAttach.Clear(); pendingDetach.Clear();
     }
 
-    static int AgreedTrainCount(IEnumerable<ShardInfo> shards)
+    /// <summary>
+    /// Id alignment: the run's samples from what each member reported (the union of their keys, or the positions of
+    /// complete shards of one size). A shard that shares no sample with the others, or (complete shards) has another
+    /// size, is refused: it belongs to another dataset. <paramref name="keys"/>: the run's samples from a checkpoint, kept.
+    /// </summary>
+    static SampleUniverse AlignedSamples(int modalities, IReadOnlyDictionary<int, ShardInfo> shards, long[]? keys = null, int? count = null)
     {
-        var counts = shards.Select(x => x.TrainCount).Distinct().ToArray();
-        return counts.Length == 1 ? counts[0]
-            : throw new UserInputException($"modality shards disagree on the training size ({string.Join(", ", counts)}): they are not one dataset");
+        if (count is { } n)
+        {
+            var kept = new SampleUniverse(keys, n);
+            foreach (var (j, shard) in shards.OrderBy(p => p.Key)) kept.Join(j, new ShardKeys(shard.TrainCount, shard.TrainKeys));
+            return kept;
+        }
+        var byModality = new ShardKeys?[modalities];
+        foreach (var (j, shard) in shards) byModality[j] = new ShardKeys(shard.TrainCount, shard.TrainKeys);
+        return SampleUniverse.Of(byModality);
     }
 
     void LaunchLoop(bool restore)

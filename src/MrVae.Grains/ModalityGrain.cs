@@ -95,7 +95,7 @@ public sealed class ModalityGrain(
             return true;
         });
         setup = s;
-        return new ShardInfo(train!.Count, test!.Count, silo.SiloAddress.ToString(), settings.Value.Device);
+        return new ShardInfo(train!.Count, test!.Count, silo.SiloAddress.ToString(), settings.Value.Device, train.Keys);
     }
 
     public async Task<EncodeResult> Encode(long step, long[] ids, string split, bool keepGraph, EncoderGradients? previous = null)
@@ -119,10 +119,10 @@ public sealed class ModalityGrain(
         return ApplyEncoderGradientsNow(previous.Step, previous.DMu, previous.DLogVar);
     }
 
-    public async Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward)
+    public async Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward, int batch = 0)
     {
         using var span = StartSpan("modality decode", step);
-        var result = await Compute(() => DecodeNow(step, decoderInput, viewWeights, backward));
+        var result = await Compute(() => DecodeNow(step, decoderInput, viewWeights, backward, batch));
         span?.SetTag(TrainingTelemetry.Bytes, decoderInput.ByteCount + (result.Gradient?.ByteCount ?? 0) + sizeof(float));
         return result;
     }
@@ -166,8 +166,9 @@ public sealed class ModalityGrain(
         return result;
     }
 
-    DecodeResult DecodeNow(long step, TensorPayload decoderInput, double[] viewWeights, bool backward)
+    DecodeResult DecodeNow(long step, TensorPayload decoderInput, double[] viewWeights, bool backward, int batchSize)
     {
+        long? whole = batchSize > 0 ? batchSize : null;
         var net = Network();
         CheckStep(step);
         using var scope = NewDisposeScope();
@@ -175,13 +176,13 @@ public sealed class ModalityGrain(
         if (backward)
         {
             z.requires_grad_();
-            var nll = net.NegativeLogLikelihood(batch!, z, viewWeights);
+            var nll = net.NegativeLogLikelihood(batch!, z, viewWeights, whole);
             nll.backward();
             return new DecodeResult(nll.item<float>(), TensorWire.ToPayload(z.grad!));
         }
         using (no_grad())
         {
-            var nll = net.NegativeLogLikelihood(batch!, z, viewWeights);
+            var nll = net.NegativeLogLikelihood(batch!, z, viewWeights, whole);
             return new DecodeResult(nll.item<float>(), null);
         }
     }

@@ -92,6 +92,9 @@ public sealed partial class SiloSettingsValidator : IValidateOptions<SiloSetting
         if (o.TorchThreads < 0) failures.Add($"{s}:TorchThreads: {o.TorchThreads} is below 0 (0: libtorch's default)");
         if (o.CoordinatorTorchThreads < 0) failures.Add($"{s}:CoordinatorTorchThreads: {o.CoordinatorTorchThreads} is below 0 (0: libtorch's default)");
         if (o.ConcurrentCompute < 1) failures.Add($"{s}:ConcurrentCompute: {o.ConcurrentCompute} is below 1");
+        // The nodes' id secret (environment, not configuration: see SampleIds): a file named but missing stops the silo at start.
+        try { MrVae.Data.SampleIds.SecretFromEnvironment(); }
+        catch (MrVae.Data.UserInputException e) { failures.Add(e.Message); }
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
     }
 

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using MrVae.Data;
 using MrVae.Model;
 using MrVae.Model.Objectives;
 using MrVae.Model.Training;
@@ -11,7 +12,7 @@ namespace MrVae.Grains;
 public interface IStepMember
 {
     Task<EncodeResult> Encode(long step, long[] ids, string split, bool keepGraph, EncoderGradients? previous = null);
-    Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward);
+    Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward, int batch = 0);
     Task ApplyEncoderGradients(long step, TensorPayload dMu, TensorPayload dLogVar);
 }
 
@@ -47,18 +48,20 @@ public sealed class StepProtocol : IDisposable
     public ModelConfig Config { get; }
     public TrainingSchedule Schedule { get; }
     public long TotalSteps { get; }
+    /// <summary>The run's training samples and which member holds which: only the coordinator knows it.</summary>
+    public SampleUniverse Samples { get; }
 
-    StepProtocol(ComputeGate compute, Device device, RunSetup setup, ModelConfig config, int trainCount,
+    StepProtocol(ComputeGate compute, Device device, RunSetup setup, ModelConfig config, SampleUniverse samples,
         CoordinatorObjective objective, TorchSharp.Modules.Adam optimizer, Generator stepGenerator)
     {
-        this.compute = compute; this.device = device; this.setup = setup; Config = config;
+        this.compute = compute; this.device = device; this.setup = setup; Config = config; Samples = samples;
         this.objective = objective; this.optimizer = optimizer; this.stepGenerator = stepGenerator;
-        Schedule = new TrainingSchedule(setup.Seed, trainCount, setup.BatchSize);
+        Schedule = new TrainingSchedule(setup.Seed, samples.Count, setup.BatchSize);
         TotalSteps = setup.Steps ?? setup.Epochs * Schedule.StepsPerEpoch;
     }
 
     /// <summary>Builds the coordinator's objective, optimiser, random stream and schedule exactly as a fresh run does.</summary>
-    public static async Task<StepProtocol> Create(ComputeGate compute, Device device, RunSetup setup, ModelConfig config, int trainCount)
+    public static async Task<StepProtocol> Create(ComputeGate compute, Device device, RunSetup setup, ModelConfig config, SampleUniverse samples)
     {
         // libtorch work, so on the compute lane (NativeCallGuard), not on the caller's thread.
         var (objective, optimizer, generator) = await compute.RunCoordinator(() =>
@@ -68,7 +71,7 @@ public sealed class StepProtocol : IDisposable
             // Adam over no parameters (MoPoE, MVAE, MMVAE) is a no-op; keep one so every model runs the same loop.
             return (o, optim.Adam(o.parameters(), lr: setup.LearningRate), Seeds.Generator(setup.Seed, Seeds.CoordinatorStepsParty));
         });
-        return new StepProtocol(compute, device, setup, config, trainCount, objective, optimizer, generator);
+        return new StepProtocol(compute, device, setup, config, samples, objective, optimizer, generator);
     }
 
     /// <summary>Whether work may still be queued on the coordinator's lane with these networks (see <see cref="Dispose"/>).</summary>
@@ -107,8 +110,16 @@ public sealed class StepProtocol : IDisposable
         var watch = Stopwatch.StartNew();
         using var stepSpan = TrainingTelemetry.StartStep(runId, step, members);
         long bytes = 0;
-        var ids = Schedule.BatchIds(step);
-        stepSpan?.SetTag(TrainingTelemetry.BatchSize, ids.Length);
+        // The batch over the union of the members' samples; each member gets only the keys it holds, so none learns
+        // which samples the others hold.
+        var config = Config;
+        int m = config.Modalities;
+        var plan = Samples.Plan(Schedule.BatchIds(step), members, m);
+        if (plan.Size == 0)
+            throw new UserInputException($"step {step}: none of its batch's samples is held by the members {string.Join(",", members)} (missing modalities per sample): attach a modality that holds them, or use a larger --batch");
+        var memberKeys = new long[m][];
+        foreach (int j in members) memberKeys[j] = plan.KeysOf(j);
+        stepSpan?.SetTag(TrainingTelemetry.BatchSize, plan.Size);
         var phaseSpan = TrainingTelemetry.Source.StartActivity("encode");
         var phases = new Dictionary<string, double>();
         double mark = 0;
@@ -120,44 +131,51 @@ public sealed class StepProtocol : IDisposable
             phaseSpan = next is null ? null : TrainingTelemetry.Source.StartActivity(next);
         }
         var previous = pendingGradients;
-        var encoded = await calls.OnAll(members, "encode", (j, member) => member.Encode(step, ids, "train", keepGraph: true, previous?.For(j)));
+        var encoded = await calls.OnAll(members, "encode", (j, member) => member.Encode(step, memberKeys[j], "train", keepGraph: true, previous?.For(j)));
+        for (int i = 0; i < members.Length; i++)
+            if (encoded[i].Mu.Shape[0] != memberKeys[members[i]].Length)
+                throw new InvalidOperationException($"modality {members[i]} encoded {encoded[i].Mu.Shape[0]} samples where it was asked for {memberKeys[members[i]].Length}");
         // Every member has applied them now (one that failed above was dropped, and loses only that update).
         pendingGradients = null;
         // The last step's own update ran beside that encode; its time is reported with this step.
         phases["ms_coordinator_update"] = await SettleParameterUpdate();
         Phase("encode", "relation");
-        bytes += ids.Length * sizeof(long) * members.Length + encoded.Sum(e => e.Mu.ByteCount + e.LogVar.ByteCount)
+        bytes += members.Sum(j => memberKeys[j].Length) * sizeof(long) + encoded.Sum(e => e.Mu.ByteCount + e.LogVar.ByteCount)
             + members.Sum(j => previous?.For(j) is { } g ? g.DMu.ByteCount + g.DLogVar.ByteCount : 0);   // the last step's gradients, sent now
 
         // Forward on the coordinator; the graph (and the leaves standing in for the members' outputs) outlives
         // this synchronous block, so those tensors leave the dispose scope.
-        var config = Config;
-        int m = config.Modalities;
         var mu = new Tensor?[m]; var logVar = new Tensor?[m];
         var present = Enumerable.Range(0, m).Select(j => members.Contains(j)).ToArray();
         var context = StepContext.ForTraining(config, step, stepGenerator);
         CoordinatorOutput output = null!;
+        var picked = new Tensor?[m];
         var decoderInputs = await compute.RunCoordinator(() =>
         {
             using var scope = NewDisposeScope();
+            var spreadMu = new Tensor?[m]; var spreadLogVar = new Tensor?[m];
             for (int i = 0; i < members.Length; i++)
             {
                 int j = members[i];
                 mu[j] = TensorWire.FromPayload(encoded[i].Mu, device).requires_grad_().MoveToOuterDisposeScope();
                 logVar[j] = TensorWire.FromPayload(encoded[i].LogVar, device).requires_grad_().MoveToOuterDisposeScope();
+                // Into the batch's rows, zeros where the member lacks the sample (the availability masks them), as MultimodalVae.Loss does.
+                spreadMu[j] = plan.Spread(j, mu[j]!); spreadLogVar[j] = plan.Spread(j, logVar[j]!);
             }
-            using var available = MultimodalVae.AllAvailable(present, ids.Length, device: device);
+            using var available = plan.Available(device: device);
             optimizer.zero_grad();
-            output = objective.Forward(mu, logVar, available, present, context);
+            output = objective.Forward(spreadMu, spreadLogVar, available, present, context);
             output.Loss.MoveToOuterDisposeScope();
             foreach (var t in output.DecoderInputs) t?.MoveToOuterDisposeScope();
             foreach (var t in output.Terms.Values) t.MoveToOuterDisposeScope();
-            return members.Select(j => TensorWire.ToPayload(output.DecoderInputs[j]!)).ToArray();
+            // Each member decodes only its own samples: the rows of its decoder input it holds.
+            foreach (int j in members) picked[j] = plan.Pick(j, output.DecoderInputs[j]!).MoveToOuterDisposeScope();
+            return members.Select(j => TensorWire.ToPayload(picked[j]!)).ToArray();
         });
         Phase("coordinator_forward", "decode");
         bytes += decoderInputs.Sum(p => p.ByteCount);
 
-        var decoded = await calls.OnAll(members, "decode", (j, member) => member.Decode(step, decoderInputs[Array.IndexOf(members, j)], output.ViewWeights, backward: true));
+        var decoded = await calls.OnAll(members, "decode", (j, member) => member.Decode(step, decoderInputs[Array.IndexOf(members, j)], output.ViewWeights, backward: true, plan.Size));
         Phase("decode", "backward");
         bytes += decoded.Sum(d => d.Gradient!.ByteCount + sizeof(float));
 
@@ -181,7 +199,7 @@ public sealed class StepProtocol : IDisposable
                 var grads = new List<Tensor> { ones_like(output.Loss) };
                 for (int i = 0; i < members.Length; i++)
                 {
-                    roots.Add(output.DecoderInputs[members[i]]!);
+                    roots.Add(picked[members[i]]!);
                     grads.Add(TensorWire.FromPayload(decoded[i].Gradient!, device));
                 }
                 // One backward: the members' gradients land on their leaves, the coordinator's in its parameters' .grad.
@@ -198,7 +216,7 @@ public sealed class StepProtocol : IDisposable
             finally
             {
                 output.Dispose();
-                foreach (var t in mu.Concat(logVar)) t?.Dispose();
+                foreach (var t in mu.Concat(logVar).Concat(picked)) t?.Dispose();
             }
         });
         if (bad is { } b) throw new NonFiniteStep(b.Where, b.Value);

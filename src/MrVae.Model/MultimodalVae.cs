@@ -1,5 +1,6 @@
 using MrVae.Model.Networks;
 using MrVae.Model.Objectives;
+using MrVae.Model.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -71,6 +72,38 @@ public sealed class MultimodalVae : nn.Module
         {
             if (x[j] is not { } xj) continue;
             rec[j] = ModalityNets[j].NegativeLogLikelihood(xj, output.DecoderInputs[j]!, output.ViewWeights);
+            total = total + rec[j]!;
+        }
+        return new StepLoss { Total = total, Coordinator = output, Reconstruction = rec };
+    }
+
+    /// <summary>
+    /// The loss of a batch with missing modalities per sample: <paramref name="x"/>[j] holds only the rows of
+    /// <paramref name="plan"/> that modality j has (B_j × …, null for a non-member). Each is encoded, spread into the
+    /// batch (zeros where missing, masked by the availability), and decoded only on its own rows, so a sample's
+    /// missing modality is neither encoded nor reconstructed. With complete rows this is <see cref="Loss(Tensor?[], Tensor, StepContext)"/>.
+    /// </summary>
+    public StepLoss Loss(Tensor?[] x, BatchPlan plan, StepContext context)
+    {
+        int m = Config.Modalities;
+        var mu = new Tensor?[m]; var logVar = new Tensor?[m];
+        var present = x.Select(t => t is not null).ToArray();
+        for (int j = 0; j < m; j++)
+            if (x[j] is { } xj)
+            {
+                var (muJ, logVarJ) = ModalityNets[j].Encoder.forward(xj);
+                (mu[j], logVar[j]) = (plan.Spread(j, muJ), plan.Spread(j, logVarJ));
+            }
+        var reference = mu.First(t => t is not null)!;
+        using var available = plan.Available(reference.dtype, reference.device);
+        var output = Coordinator.Forward(mu, logVar, available, present, context);
+        var rec = new Tensor?[m];
+        var total = output.Loss.alias();
+        for (int j = 0; j < m; j++)
+        {
+            if (x[j] is not { } xj) continue;
+            using var z = plan.Pick(j, output.DecoderInputs[j]!);
+            rec[j] = ModalityNets[j].NegativeLogLikelihood(xj, z, output.ViewWeights, plan.Size);
             total = total + rec[j]!;
         }
         return new StepLoss { Total = total, Coordinator = output, Reconstruction = rec };

@@ -19,7 +19,13 @@ public sealed class CheckpointTests : IDisposable
         if (Directory.Exists(root)) Directory.Delete(root, recursive: true);
     }
 
-    string Data() => TestDatasets.Extended(Path.Combine(root, "data"), train: 64, test: 8, seed: 5);
+    /// <param name="missing">Each training tuple lacks each modality with this probability (incomplete shards, keyed by id).</param>
+    string Data(double missing = 0)
+    {
+        string dir = TestDatasets.Extended(Path.Combine(root, "data"), train: 64, test: 8, seed: 5);
+        if (missing > 0) MrVae.Data.SampleIds.ApplyMissing(dir, missing, seed: 5);
+        return dir;
+    }
 
     async Task<TestCluster> Cluster(string state)
     {
@@ -56,10 +62,12 @@ public sealed class CheckpointTests : IDisposable
         throw new TimeoutException($"timed out waiting for {what}");
     }
 
-    [Fact]
-    public async Task StoppedOrKilledRunsResumedOnANewClusterEqualAnUninterruptedRun()
+    [Theory]
+    [InlineData(0.0)]
+    [InlineData(0.5)]   // the resumed run keeps the checkpoint's samples and schedule
+    public async Task StoppedOrKilledRunsResumedOnANewClusterEqualAnUninterruptedRun(double missing)
     {
-        string data = Data();
+        string data = Data(missing);
         var first = await Cluster("state");
 
         var straight = first.GrainFactory.GetGrain<ICoordinatorGrain>("straight");

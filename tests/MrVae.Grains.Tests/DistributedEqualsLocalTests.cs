@@ -10,14 +10,29 @@ public sealed class DistributedEqualsLocalTests(TwoSiloCluster fixture) : IClass
     readonly string root = Path.Combine(Path.GetTempPath(), "mrvae-grains-" + Guid.NewGuid().ToString("N"));
     public void Dispose() { if (Directory.Exists(root)) Directory.Delete(root, recursive: true); }
 
-    /// <summary>Extended PolyMNIST, or synthetic-ring vector data; returns the directory and the vectors' size (0: images).</summary>
-    (string Dir, int ObservedDim) MakeData(bool vectors)
+    /// <summary>
+    /// Extended PolyMNIST, or synthetic-ring vector data, each training tuple lacking each modality with probability
+    /// <paramref name="missing"/>; returns the directory and the vectors' size (0: images).
+    /// </summary>
+    (string Dir, int ObservedDim) MakeData(bool vectors, double missing = 0)
     {
         string dir = Path.Combine(root, "data");
-        if (!vectors) return (TestDatasets.Extended(dir, train: 96, test: 24, seed: 3), 0);
-        var spec = VectorSpec.Ring();
-        VectorStore.Make(dir, spec, train: 96, test: 24, seed: 3);
-        return (dir, spec.ObservedDim);
+        int observedDim = 0;
+        if (!vectors) TestDatasets.Extended(dir, train: 96, test: 24, seed: 3);
+        else
+        {
+            var spec = VectorSpec.Ring();
+            VectorStore.Make(dir, spec, train: 96, test: 24, seed: 3);
+            observedDim = spec.ObservedDim;
+        }
+        if (missing > 0)
+        {
+            var kept = SampleIds.ApplyMissing(dir, missing, seed: 3);
+            // Really incomplete: every modality lacks some samples, and no two modalities hold the same ones.
+            Assert.All(kept, k => Assert.InRange(k, 1, 95));
+            Assert.NotEqual(SampleIds.LoadModality(dir, "train", 0), SampleIds.LoadModality(dir, "train", 1));
+        }
+        return (dir, observedDim);
     }
 
     static MultimodalDataset Load(string dir, string split) => MultimodalDataset.Load(dir, split, 5);
@@ -40,9 +55,15 @@ public sealed class DistributedEqualsLocalTests(TwoSiloCluster fixture) : IClass
     [InlineData(ModelKind.Mmvae, false)]
     [InlineData(ModelKind.MrVae, true)]
     [InlineData(ModelKind.MoPoE, true)]
-    public async Task GrainsReproduceTheSingleProcessTrainer(ModelKind kind, bool vectors)
+    // Missing modalities per sample (P = 0.5): each member encodes and decodes only the samples it holds.
+    [InlineData(ModelKind.MrVae, true, 0.5)]
+    [InlineData(ModelKind.MoPoE, true, 0.5)]
+    [InlineData(ModelKind.Mvae, true, 0.5)]
+    [InlineData(ModelKind.Mmvae, true, 0.5)]
+    [InlineData(ModelKind.MrVae, false, 0.5)]
+    public async Task GrainsReproduceTheSingleProcessTrainer(ModelKind kind, bool vectors, double missing = 0)
     {
-        var (data, observedDim) = MakeData(vectors);
+        var (data, observedDim) = MakeData(vectors, missing);
         var config = new ModelConfig { Kind = kind, Modalities = 5, LatentDim = 6, EncoderHidden = 32, ObservedDim = observedDim,
             Likelihood = vectors ? PixelLikelihood.Gaussian : PixelLikelihood.Laplace };
         const int steps = 5, batch = 16;

@@ -16,7 +16,7 @@ public sealed class FakeClockTests
             Calls++;
             return answers ? Task.FromResult(new EncodeResult(Empty, Empty)) : new TaskCompletionSource<EncodeResult>().Task;
         }
-        public Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward) => throw new NotSupportedException();
+        public Task<DecodeResult> Decode(long step, TensorPayload decoderInput, double[] viewWeights, bool backward, int batch = 0) => throw new NotSupportedException();
         public Task ApplyEncoderGradients(long step, TensorPayload dMu, TensorPayload dLogVar) => throw new NotSupportedException();
     }
 

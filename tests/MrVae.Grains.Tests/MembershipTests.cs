@@ -9,11 +9,14 @@ public sealed class MembershipTests(TwoSiloCluster fixture) : IClassFixture<TwoS
     readonly string root = Path.Combine(Path.GetTempPath(), "mrvae-members-" + Guid.NewGuid().ToString("N"));
     public void Dispose() { if (Directory.Exists(root)) Directory.Delete(root, recursive: true); }
 
-    string MakeData(int train = 64)
+    /// <param name="missing">Each training tuple lacks each modality with this probability (incomplete shards, keyed by id).</param>
+    string MakeData(int train = 64, double missing = 0, int seed = 1)
     {
-        string dir = Path.Combine(root, "data-" + train);
+        string dir = Path.Combine(root, $"data-{train}-{missing}-{seed}");
         if (Directory.Exists(dir)) return dir;
-        return TestDatasets.Extended(dir, train, test: 8, seed: 1);
+        TestDatasets.Extended(dir, train, test: 8, seed: seed);
+        if (missing > 0) SampleIds.ApplyMissing(dir, missing, seed);
+        return dir;
     }
 
     static readonly string Config = new ModelConfig { Modalities = 5, LatentDim = 4, EncoderHidden = 16 }.ToJson();
@@ -32,10 +35,12 @@ public sealed class MembershipTests(TwoSiloCluster fixture) : IClassFixture<TwoS
         throw new TimeoutException($"step {step} not reached");
     }
 
-    [Fact]
-    public async Task DetachAndAttachBetweenStepsAndRejectBadRequests()
+    [Theory]
+    [InlineData(0.0)]
+    [InlineData(0.5)]
+    public async Task DetachAndAttachBetweenStepsAndRejectBadRequests(double missing)
     {
-        string data = MakeData();
+        string data = MakeData(missing: missing);
         var run = fixture.Cluster.GrainFactory.GetGrain<ICoordinatorGrain>("members-" + Guid.NewGuid().ToString("N")[..8]);
         await run.Start(new RunSetup(data, Config, 1, 16, 400, 1, 1e-3, 1000, 8, [0, 1, 2]));
 
@@ -43,8 +48,9 @@ public sealed class MembershipTests(TwoSiloCluster fixture) : IClassFixture<TwoS
         Assert.Contains("unknown modality 7", (await Assert.ThrowsAsync<UserInputException>(() => run.Attach(7, null))).Message);
         Assert.Contains("already attached", (await Assert.ThrowsAsync<UserInputException>(() => run.Attach(1, null))).Message);
         Assert.Contains("not attached", (await Assert.ThrowsAsync<UserInputException>(() => run.Detach(4))).Message);
-        string wrongShape = MakeData(train: 48);
-        Assert.Contains("not part of this dataset", (await Assert.ThrowsAsync<UserInputException>(() => run.Attach(3, wrongShape))).Message);
+        // A shard of another dataset: complete shards of another size, or incomplete ones whose ids are all other.
+        string other = MakeData(train: 48, missing: missing, seed: 2);
+        Assert.Contains(missing > 0 ? "shares no sample ids" : "not part of this dataset", (await Assert.ThrowsAsync<UserInputException>(() => run.Attach(3, other))).Message);
 
         await WaitForStep(run, 2);
         await run.Detach(1);
@@ -70,21 +76,36 @@ public sealed class MembershipTests(TwoSiloCluster fixture) : IClassFixture<TwoS
         Assert.All(all, m => Assert.True(double.IsFinite(m.Terms["loss"])));
     }
 
-    [Fact]
-    public async Task ASiloThatDiesMidRunIsDroppedAndTheRunFinishes()
+    [Theory]
+    [InlineData(0.0)]
+    [InlineData(0.5)]
+    public async Task ASiloThatDiesMidRunIsDroppedAndTheRunFinishes(double missing)
     {
-        string data = MakeData();
-        var run = fixture.Cluster.GrainFactory.GetGrain<ICoordinatorGrain>("kill-" + Guid.NewGuid().ToString("N")[..8]);
+        string data = MakeData(missing: missing);
+        // A cluster of its own: the silo it kills must not be missing from the other tests' shared cluster.
+        string state = Path.Combine(root, "state-kill-" + missing);
+        var cluster = await TwoSiloCluster.Deploy(state);
+        try { await KillASiloMidRun(cluster, data); }
+        finally
+        {
+            await cluster.StopAllSilosAsync();
+            await cluster.DisposeAsync();
+        }
+    }
+
+    async Task KillASiloMidRun(Orleans.TestingHost.TestCluster cluster, string data)
+    {
+        var run = cluster.GrainFactory.GetGrain<ICoordinatorGrain>("kill-" + Guid.NewGuid().ToString("N")[..8]);
         var status = await run.Start(new RunSetup(data, Config, 1, 16, 30, 1, 1e-3, 1000, 8, [0, 1, 2, 3, 4], MemberTimeoutSeconds: 15));
         Assert.Equal(2, status.MemberSilos.Values.Distinct().Count());
         // Kill the silo that holds modalities but not the coordinator (the coordinator's own failure is issue 5's
         // checkpoint-and-resume path, not a dropped member).
-        var victim = fixture.Cluster.Silos.Single(s => s.SiloAddress.ToString() != status.CoordinatorSilo);
+        var victim = cluster.Silos.Single(s => s.SiloAddress.ToString() != status.CoordinatorSilo);
         var lost = status.MemberSilos.Where(p => p.Value == victim.SiloAddress.ToString()).Select(p => p.Key).OrderBy(j => j).ToArray();
         var kept = status.MemberSilos.Keys.Except(lost).OrderBy(j => j).ToArray();
         Assert.NotEmpty(lost);
         await WaitForStep(run, 3);
-        await fixture.Cluster.KillSiloAsync(victim);
+        await cluster.KillSiloAsync(victim);
 
         status = await DistributedEqualsLocalTests.WaitUntilDone(run);
         Assert.True(status.State == RunState.Finished, $"run ended {status.State}: {status.Error}");
@@ -95,5 +116,21 @@ public sealed class MembershipTests(TwoSiloCluster fixture) : IClassFixture<TwoS
         Assert.Equal(kept, all[^1].Members);
         foreach (int j in lost) Assert.Contains(status.Events, e => e.Kind == "dropped" && e.Modality == j);
         Assert.All(all, m => Assert.True(double.IsFinite(m.Terms["loss"])));
+    }
+
+    [Fact]
+    public async Task AMemberAskedForASampleItDoesNotHoldFailsLoudly()
+    {
+        string data = MakeData(missing: 0.5);
+        var run = "unknown-id-" + Guid.NewGuid().ToString("N")[..8];
+        var grain = fixture.Cluster.GrainFactory.GetGrain<IModalityGrain>(ModalityKey.For(run, 2));
+        var shard = await grain.Configure(new ModalitySetup(run, 2, data, Config, 1, 1e-3));
+        var held = SampleIds.LoadModality(data, "train", 2)!;
+        Assert.Equal(held, shard.TrainKeys);   // it reports its ids to the coordinator (no secret configured)
+        var notHeld = SampleIds.LoadTuples(data)!.Except(held).First();
+        var encoded = await grain.Encode(0, held[..3], "train", keepGraph: false);
+        Assert.Equal(3, encoded.Mu.Shape[0]);
+        var e = await Assert.ThrowsAnyAsync<Exception>(() => grain.Encode(1, [held[0], notHeld], "train", keepGraph: false));
+        Assert.Contains($"does not hold sample {notHeld}", e.Message);
     }
 }

@@ -30,10 +30,12 @@ public sealed class SiloDeathTests : IDisposable
         if (Directory.Exists(root)) Directory.Delete(root, recursive: true);
     }
 
-    async Task<(IGrainFactory Grains, IAsyncDisposable Client, string Data)> StartCluster()
+    /// <param name="missing">Each training tuple lacks each modality with this probability (incomplete shards, keyed by id).</param>
+    async Task<(IGrainFactory Grains, IAsyncDisposable Client, string Data)> StartCluster(double missing = 0)
     {
         string data = Path.Combine(root, "data");
         VectorStore.Make(data, VectorSpec.Ring(), train: 256, test: 32, seed: 3);
+        if (missing > 0) SampleIds.ApplyMissing(data, missing, seed: 3);
         int redis = processes.StartRedis();
         string clusterId = "death-" + Guid.NewGuid().ToString("N")[..8];
         for (int i = 0; i < Groups.Length; i++)
@@ -96,10 +98,12 @@ public sealed class SiloDeathTests : IDisposable
 
     static readonly ModelConfig Config = new() { Modalities = 5, LatentDim = 4, EncoderHidden = 16, ObservedDim = VectorSpec.Ring().ObservedDim, Likelihood = PixelLikelihood.Gaussian, LikelihoodScale = 0.1 };
 
-    [Fact]
-    public async Task AMembersSiloDyingCostsAtMostTheStepInFlightAndNothingGoesBack()
+    [Theory]
+    [InlineData(0.0)]
+    [InlineData(0.5)]
+    public async Task AMembersSiloDyingCostsAtMostTheStepInFlightAndNothingGoesBack(double missing)
     {
-        var (grains, client, data) = await StartCluster();
+        var (grains, client, data) = await StartCluster(missing);
         await using var connection = client;
         var options = Options("member");
         string? runId = null;

@@ -29,11 +29,32 @@ public static class DataCommands
         var train = new Option<int>("--train") { Description = "training tuples (images: from MNIST train)", DefaultValueFactory = _ => 10000 };
         var test = new Option<int>("--test") { Description = "test tuples (images: from MNIST test)", DefaultValueFactory = _ => 2000 };
         var seed = new Option<int>("--seed") { Description = "generator seed (images: backgrounds, permutations, crops; vectors: maps and samples)", DefaultValueFactory = _ => 0 };
-        var cmd = new Command("make", "Generate a dataset (PolyMNIST vanilla, extended or from a sharing spec; or linear-Gaussian vectors) into a compact cache") { dataset, output, mnist, train, test, seed };
+        var missing = new Option<double?>("--missing") { Description = "probability that a training tuple lacks each modality (seeded; every tuple keeps at least one); each modality's shard then holds only its own samples, keyed by id. The test split stays complete. Default: the spec's \"missing\", else 0" };
+        var cmd = new Command("make", "Generate a dataset (PolyMNIST vanilla, extended or from a sharing spec; or linear-Gaussian vectors) into a compact cache") { dataset, output, mnist, train, test, seed, missing };
         AtLeast(train, 1); AtLeast(test, 1);
+        missing.Validators.Add(r =>
+        {
+            double? value = r.GetValueOrDefault<double?>();
+            if (value is { } v && !(v >= 0 && v < 1)) r.AddError($"--missing must be at least 0 and below 1, not {v}");
+        });
         cmd.SetAction(p =>
         {
-            var resolved = DatasetSpecs.Resolve(p.GetValue(dataset)!);
+            string name = p.GetValue(dataset)!;
+            var resolved = DatasetSpecs.Resolve(name);
+            double missingP = p.GetValue(missing) ?? (DatasetSpecs.LooksLikePath(name) ? SampleIds.MissingOfSpecFile(name) : 0);
+            if (!(missingP >= 0 && missingP < 1)) throw new UserInputException($"\"missing\" in {name} must be at least 0 and below 1, not {missingP}");
+            int code = MakeData(p, resolved);
+            if (missingP > 0)
+            {
+                var kept = SampleIds.ApplyMissing(p.GetValue(output)!, missingP, p.GetValue(seed));
+                AnsiConsole.MarkupLineInterpolated($"missing {missingP:G3}: training samples kept per modality {string.Join(", ", kept)} (test split complete)");
+            }
+            return code;
+        });
+        return cmd;
+
+        int MakeData(ParseResult p, DatasetSpec resolved)
+        {
             if (resolved.Kind == DatasetKind.Vectors) return MakeVectors(resolved.Vectors!, p.GetValue(output)!, p.GetValue(train), p.GetValue(test), p.GetValue(seed));
             var spec = resolved.Images!;
             string mnistDir = MnistFetch.Resolve(p.GetValue(mnist));
@@ -54,8 +75,7 @@ public static class DataCommands
             AnsiConsole.MarkupLineInterpolated($"MNIST {Path.GetFullPath(mnistDir)}");
             AnsiConsole.MarkupLineInterpolated($"wrote {bytes / 1e6:F1} MB in {seconds:F1} s: {Path.GetFullPath(outDir)}");
             return 0;
-        });
-        return cmd;
+        }
     }
 
     static Command Mnist()
@@ -114,6 +134,8 @@ public static class DataCommands
             if (DatasetDirectory.KindOf(dir) == DatasetKind.Vectors)
                 throw new DataFormatException($"{dir}: vector data has no images; `mrvae data grid` draws PolyMNIST image datasets only (make one with --dataset polymnist or polymnist-extended)");
             var spec = PolyMnistStore.LoadSpec(dir);
+            if (SampleIds.LoadModality(dir, p.GetValue(split)!, 0) is not null || File.Exists(SampleIds.ModalityPath(dir, p.GetValue(split)!, 1)))
+                throw new UserInputException($"{dir}'s {p.GetValue(split)} split lacks modalities per sample (data make --missing), so a column would not be one tuple; draw --split test, which is complete");
             int n = p.GetValue(count);
             var rows = new byte[]?[spec.Modalities][];
             int columns = n;

@@ -101,9 +101,12 @@ public sealed class ModalityNetwork : Module
     /// −log p(x | z̃) under a Laplace or Gaussian likelihood with fixed scale, summed over pixels, averaged over the batch,
     /// summed over the V stacked views of <paramref name="decoderInput"/> (V × B × D) with <paramref name="viewWeights"/>.
     /// </summary>
-    public Tensor NegativeLogLikelihood(Tensor x, Tensor decoderInput, double[] viewWeights)
+    /// <param name="batch">The step's batch size B when <paramref name="x"/> holds only this modality's B_j ≤ B samples of
+    /// it (missing modalities per sample): the sum over its samples is divided by B, so a missing sample adds nothing.</param>
+    public Tensor NegativeLogLikelihood(Tensor x, Tensor decoderInput, double[] viewWeights, long? batch = null)
     {
-        var perView = SampleNll(x, decoderInput).mean([1]);                            // V
+        var nll = SampleNll(x, decoderInput);                                           // V × B_j
+        var perView = batch is { } b && b != x.shape[0] ? nll.sum([1]) / b : nll.mean([1]);   // V
         var weights = tensor(viewWeights, dtype: perView.dtype, device: perView.device);
         return (perView * weights).sum();
     }

@@ -58,6 +58,7 @@ public sealed class LocalTrainer : IDisposable
     double? bestTestLoss;
     long? bestStep;
     int skippedInARow;
+    readonly int[] members;
 
     public MultimodalVae Model { get; }
     public long Step { get; private set; }
@@ -71,6 +72,7 @@ public sealed class LocalTrainer : IDisposable
         this.config = config; this.options = options; this.train = train; this.test = test;
         device = new Device(options.Device);
         schedule = new TrainingSchedule(options.Seed, train.Count, options.BatchSize);
+        members = Enumerable.Range(0, config.Modalities).Where(j => train.Modalities[j] is not null).ToArray();
         TotalSteps = options.Steps ?? options.Epochs * schedule.StepsPerEpoch;
         Model = new MultimodalVae(config, options.Seed);
         Model.to(device);
@@ -105,12 +107,12 @@ public sealed class LocalTrainer : IDisposable
         using (var scope = NewDisposeScope())
         {
             Model.train();
-            var ids = schedule.BatchIds(Step);
-            var x = train.Modalities.Select(m => m?.Batch(ids, device: device)).ToArray();
-            var available = MultimodalVae.AllAvailable(train.Present, ids.Length, device: device);
+            // The batch over the union of the shards' samples: each modality gives only the samples it holds.
+            var plan = train.Samples.Plan(schedule.BatchIds(Step), members, config.Modalities);
+            var x = train.Modalities.Select((m, j) => m?.Batch(plan.KeysOf(j), device: device)).ToArray();
             var context = ContextFor(Step);
             optimizer.zero_grad();
-            using var loss = Model.Loss(x, available, context);
+            using var loss = Model.Loss(x, plan, context);
             terms = loss.Terms();
             terms["beta"] = config.Beta * context.BetaScale;
             var bad = NonFinite.Term(terms);
