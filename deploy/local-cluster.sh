@@ -105,12 +105,17 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A TCP port on 127.0.0.1 that nothing listens on (random in 20000-59999, checked by connecting).
+# A TCP port on 127.0.0.1 that nothing listens on, checked by connecting. It is drawn below the kernel's ephemeral
+# range when there is room, so that outgoing connections (which take ephemeral ports) cannot grab it before the
+# silo binds it; a silo that still loses its port is restarted on new ones (start_silo).
+read -r ephemeral_low _ < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || ephemeral_low=60000
+port_low=20000; port_span=$((ephemeral_low - port_low))
+[ "$port_span" -ge 2000 ] || port_span=40000
 taken=" "
 free_port() {
   local p
   for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((port_low + (RANDOM * 32768 + RANDOM) % port_span))
     case "$taken" in *" $p "*) continue ;; esac
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then taken="$taken$p "; echo "$p"; return 0; fi
   done
@@ -226,9 +231,11 @@ say "redis-server on 127.0.0.1:$redis_port (pid ${pids[-1]})"
 # 6. Silos: all start at once, each with its own ports and modalities; then wait for every gateway. silo0 serves the
 # Orleans dashboard's UI (it shows the whole cluster): on 8080 when that is free, else on a free port.
 gateways=()
+silo_pids=()
 orleans_dashboard=8080
 (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && orleans_dashboard=$(free_port)
-for ((i = 0; i < silos; i++)); do
+start_silo() { # i: starts silo i on two new free ports; records its gateway and PID
+  local i="$1" silo_port gateway_port mods ui tls_env
   silo_port=$(free_port); gateway_port=$(free_port)
   mods="${group[$i]}"; [ "$mods" = "-" ] && mods=""
   if [ "$i" = 0 ]; then ui=(MrVae__Dashboard__Port="$orleans_dashboard"); else ui=(MrVae__Dashboard__Enabled=false); fi
@@ -239,9 +246,10 @@ for ((i = 0; i < silos; i++)); do
     MrVae__Endpoints__SiloPort="$silo_port" MrVae__Endpoints__GatewayPort="$gateway_port" \
     ${otel[@]+"${otel[@]}"} ${otel[@]+OTEL_SERVICE_NAME=mrvae-silo$i} \
     dotnet "$silo_dll"
-  gateways+=("$gateway_port")
+  gateways[$i]="$gateway_port"; silo_pids[$i]="${pids[-1]}"
   say "silo$i: modalities ${mods:-any}, role silo$i (attach --silo), silo port $silo_port, gateway $gateway_port (pid ${pids[-1]})"
-done
+}
+for ((i = 0; i < silos; i++)); do start_silo "$i"; done
 # A silo is up when its gateway listens and it has joined the cluster (Orleans logs "Orleans Silo started." once
 # its membership status is Active; the gateway port opens earlier, while the silo is still joining).
 wait_joined() {
@@ -256,10 +264,21 @@ wait_joined() {
     sleep 0.2
   done
 }
+# Another process may take a port between free_port's check and the silo's bind; such a silo dies at start with
+# "address already in use" and is started again on new ports (at most 3 times).
+lost_port() { ! kill -0 "${silo_pids[$1]}" 2>/dev/null && grep -qi "address already in use" "$logs/silo$1.log"; }
 for ((i = 0; i < silos; i++)); do
-  pid="${pids[$((${#pids[@]} - silos + i))]}"
-  wait_port "${gateways[$i]}" "$pid" "silo$i" "$timeout_s" "$logs/silo$i.log"
-  wait_joined "$i" "$pid"
+  for attempt in 1 2 3; do
+    deadline=$((SECONDS + timeout_s))
+    until grep -q "Orleans Silo started" "$logs/silo$i.log" 2>/dev/null || ! kill -0 "${silo_pids[$i]}" 2>/dev/null || [ $SECONDS -ge $deadline ]; do sleep 0.2; done
+    lost_port "$i" && [ "$attempt" -lt 3 ] || break
+    wait "${silo_pids[$i]}" 2>/dev/null || true
+    say "silo$i lost a port to another process before binding it; starting it again on new ports"
+    cp "$logs/silo$i.log" "$logs/silo$i.lost-port-$attempt.log"
+    start_silo "$i"
+  done
+  wait_port "${gateways[$i]}" "${silo_pids[$i]}" "silo$i" "$timeout_s" "$logs/silo$i.log"
+  wait_joined "$i" "${silo_pids[$i]}"
 done
 say "$silos silos up (joined the cluster); Orleans dashboard: http://127.0.0.1:$orleans_dashboard"
 
@@ -295,10 +314,17 @@ if [ "$tls" = 1 ]; then
   dotnet "$cli_dll" certs init --out "$certs/foreign-ca" >>"$logs/certs.log" 2>&1
   dotnet "$cli_dll" certs issue --ca "$certs/foreign-ca" --name intruder --role silo --modalities "$(seq -s, 0 $((modalities - 1)))" --out "$certs/intruder" >>"$logs/certs.log" 2>&1
   mapfile -t tls_env < <(silo_tls intruder)
-  start intruder "$logs/intruder-silo.log" env DOTNET_ENVIRONMENT=Production MrVae__Dashboard__Enabled=false "${tls_env[@]}" \
-    MrVae__Clustering__Redis="127.0.0.1:$redis_port" MrVae__Silo__Role=intruder MrVae__Silo__TorchThreads=1 \
-    MrVae__Endpoints__SiloPort="$(free_port)" MrVae__Endpoints__GatewayPort="$(free_port)" dotnet "$silo_dll"
-  intruder_silo=${pids[-1]}
+  for attempt in 1 2 3; do # started again on new ports if it lost one before binding (see start_silo)
+    start intruder "$logs/intruder-silo.log" env DOTNET_ENVIRONMENT=Production MrVae__Dashboard__Enabled=false "${tls_env[@]}" \
+      MrVae__Clustering__Redis="127.0.0.1:$redis_port" MrVae__Silo__Role=intruder MrVae__Silo__TorchThreads=1 \
+      MrVae__Endpoints__SiloPort="${intruder_port:=$(free_port)}" MrVae__Endpoints__GatewayPort="$(free_port)" dotnet "$silo_dll"
+    intruder_silo=${pids[-1]}
+    wait_bound=$((SECONDS + timeout_s))
+    until (exec 3<>"/dev/tcp/127.0.0.1/$intruder_port") 2>/dev/null || ! kill -0 "$intruder_silo" 2>/dev/null || [ $SECONDS -ge $wait_bound ]; do sleep 0.2; done
+    intruder_port=""
+    kill -0 "$intruder_silo" 2>/dev/null || ! grep -qi "address already in use" "$logs/intruder-silo.log" || { wait "$intruder_silo" 2>/dev/null; continue; }
+    break
+  done
   client_rc=0; wait "$intruder_client" || client_rc=$?
   deadline=$((SECONDS + timeout_s))
   # The refused silo dies of its unhandled start-up exception (SIGABRT): bash's note of that goes to its log, not here.
