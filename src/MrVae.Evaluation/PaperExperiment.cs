@@ -23,10 +23,11 @@ public sealed record ExperimentBudget(string Name, int Train, int Test, int Late
     public static readonly ExperimentBudget Quick = new("quick", Train: 16000, Test: 2000, Latent: 16, Batch: 128, Epochs: 5, LearningRate: 1e-3,
         Samples: 1000, ClassifierEpochs: 5, ProbeTrain: 5000, Likelihood: PixelLikelihood.Gaussian, LikelihoodScale: 0.1);
     /// <summary>
-    /// Where the main digit of extended PolyMNIST is learned by every model: 13 epochs of 30000 tuples (3042 steps)
-    /// at D = 32 (docs/experiments.md, 2026-12-04).
+    /// Where every model learns the main digit of extended PolyMNIST: 12 epochs of 30000 tuples at batch 64 (5616
+    /// steps), lr 1.5e-3, D = 32. More, smaller steps learn more per tuple than batch 128 at the same cost per tuple
+    /// (docs/experiments.md, 2026-12-04); mrVAE and MoPoE on both datasets fit in an hour on 2 cores with --parallel.
     /// </summary>
-    public static readonly ExperimentBudget Medium = new("medium", Train: 30000, Test: 2000, Latent: 32, Batch: 128, Epochs: 13, LearningRate: 1e-3,
+    public static readonly ExperimentBudget Medium = new("medium", Train: 30000, Test: 2000, Latent: 32, Batch: 64, Epochs: 12, LearningRate: 1.5e-3,
         Samples: 1000, ClassifierEpochs: 3, ProbeTrain: 5000, Likelihood: PixelLikelihood.Gaussian, LikelihoodScale: 0.1, LikelihoodSamples: 64, LikelihoodTuples: 250);
     /// <summary>The paper's scale and model.md's likelihood (not run on the development machines).</summary>
     public static readonly ExperimentBudget Full = new("full", Train: 60000, Test: 10000, Latent: 64, Batch: 256, Epochs: 50, LearningRate: 5e-4,
@@ -93,100 +94,137 @@ public static class PaperExperiment
     public static JsonObject Run(ExperimentOptions options, Action<string>? log = null)
     {
         var total = Stopwatch.StartNew();
-        var b = options.Budget;
-        Directory.CreateDirectory(options.OutputDirectory);
-        var results = new JsonObject
-        {
-            ["budget"] = JsonNode.Parse(JsonSerializer.Serialize(b, CheckpointDirectory.Json)),
-            ["seed"] = options.Seed,
-            ["models"] = new JsonArray(options.Models.Select(k => (JsonNode?)ModelName(k)).ToArray()),
-        };
         var runs = new JsonObject();
-        string? mnist = null;
+        foreach (var dataset in options.Datasets)
+            foreach (var (name, run) in RunDataset(options, dataset, log)) runs[name] = run;
+        return Finish(options, runs, total.Elapsed, log);
+    }
+
+    /// <summary>
+    /// One dataset's runs, written to <c>parts/NAME.json</c>: the work of one process of `experiment paper --parallel`,
+    /// which <see cref="Combine"/> joins into the tables.
+    /// </summary>
+    public static JsonObject RunPart(ExperimentOptions options, string dataset, Action<string>? log = null)
+    {
+        var runs = new JsonObject();
+        foreach (var (name, run) in RunDataset(options, dataset, log)) runs[name] = run;
+        string file = PartFile(options, dataset);
+        Directory.CreateDirectory(Path.GetDirectoryName(file)!);
+        File.WriteAllText(file, runs.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        return runs;
+    }
+
+    /// <summary>Joins the parts of every dataset (in the order of the options) into results.json and tables.md.</summary>
+    public static JsonObject Combine(ExperimentOptions options, TimeSpan wall, Action<string>? log = null)
+    {
+        var runs = new JsonObject();
         foreach (var dataset in options.Datasets)
         {
-            var spec = PolyMnistSpec.Resolve(dataset);
-            string dataDir = Path.Combine(options.OutputDirectory, "data", spec.Name);
-            if (!DataMatches(dataDir, spec, b))
-            {
-                mnist ??= MnistLocator.Resolve(options.Mnist);
-                log?.Invoke($"making {spec.Name}: {b.Train} train / {b.Test} test tuples in {dataDir}");
-                var trainSplit = PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: true), b.Train, (int)options.Seed);
-                var testSplit = PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: false), b.Test, (int)options.Seed, streamOffset: 1);
-                PolyMnistStore.Save(dataDir, spec, trainSplit, testSplit);
-            }
-            var train = LabelledSplit.Load(dataDir, "train", spec);
-            var test = LabelledSplit.Load(dataDir, "test", spec);
-            foreach (var kind in options.Models)
-            {
-                string name = $"{spec.Name}-{ModelName(kind)}";
-                string runDir = Path.Combine(options.OutputDirectory, "runs", name);
-                var config = b.Model(kind, spec.Modalities).WithSettings(options.Settings);
-                var trainOptions = new TrainOptions
-                {
-                    RunDirectory = runDir, BatchSize = b.Batch, Epochs = b.Epochs, Seed = options.Seed, LearningRate = b.LearningRate,
-                    TestSamples = Math.Min(b.Test, 1000), Data = DatasetFingerprint.Of(dataDir),
-                };
-                var watch = Stopwatch.StartNew();
-                TrainResult? trained = null;
-                if (TrainedAlready(runDir, config, b, train.Count)) log?.Invoke($"{name}: reusing the finished run in {runDir}");
-                else
-                {
-                    using var trainer = new LocalTrainer(config, trainOptions, train.ToDataset(), test.ToDataset());
-                    long every = Math.Max(1, trainer.TotalSteps / 10);
-                    log?.Invoke($"{name}: training {trainer.TotalSteps} steps (D={b.Latent}, batch {b.Batch}, {b.Epochs} epochs, lr {b.LearningRate})");
-                    trained = trainer.Run(r =>
-                    {
-                        options.OnStep?.Invoke(name, r);
-                        if ((r.Step + 1) % every == 0 || r.Step + 1 == r.TotalSteps)
-                            log?.Invoke($"{name}: step {r.Step + 1}/{r.TotalSteps} loss {r.Terms["loss"]:F1} ({r.StepMilliseconds:F0} ms/step)");
-                    });
-                }
-                double trainSeconds = watch.Elapsed.TotalSeconds;
-                watch.Restart();
-                var evaluation = Evaluator.Run(new EvalOptions
-                {
-                    RunDirectory = runDir, DataDirectory = dataDir, OutputDirectory = Path.Combine(options.OutputDirectory, "reports", name),
-                    Seed = options.Seed, CrossModal = new CrossModalSettings { Samples = b.Samples },
-                    Classifiers = new ClassifierTraining { Epochs = b.ClassifierEpochs }, ProbeTrainSamples = b.ProbeTrain,
-                    LikelihoodSamples = b.LikelihoodSamples, LikelihoodTuples = b.LikelihoodTuples,
-                }, log);
-                var report = evaluation.Report;
-                JsonNode? Node<T>(T value) => JsonSerializer.SerializeToNode(value, EvaluationReport.Json);
-                runs[name] = new JsonObject
-                {
-                    ["dataset"] = spec.Name, ["model"] = ModelName(kind),
-                    ["train_seconds"] = trained is null ? null : Math.Round(trainSeconds, 1),
-                    ["median_step_ms"] = trained is null ? null : Math.Round(trained.MedianStepMilliseconds, 1),
-                    ["eval_seconds"] = Math.Round(watch.Elapsed.TotalSeconds, 1),
-                    ["test_loss"] = report.Model.TestLoss,
-                    ["coherence"] = Node(report.Coherence.PaperRows),
-                    ["coherence_x1_to_x0"] = report.Coherence.Main.GetValueOrDefault("in=1->out=0"),
-                    ["coherence_mean_by_input_count"] = Node(report.Coherence.MainMeanByInputCount),
-                    ["joint_coherence"] = report.JointCoherence.Main,
-                    ["test_log_likelihood"] = report.TestLogLikelihood?.MeanNats,
-                    ["corner"] = report.Coherence.CornerSummary is { } cs
-                        ? new JsonObject { ["shared_mean"] = cs.SharedMean, ["unshared_mean"] = cs.UnsharedMean } : null,
-                    ["fd"] = Node(report.Fd.PaperRows),
-                    ["fd_real_floor"] = report.Fd.RealTrainVsTest.GetValueOrDefault("out=0"),
-                    ["relation"] = report.Relation is { } rel
-                        ? new JsonObject
-                        {
-                            ["precision"] = rel.Precision, ["recall"] = rel.Recall,
-                            ["found"] = new JsonObject(rel.Subsets.Where(x => x.Found).Select(x => KeyValuePair.Create(x.Subset, (JsonNode?)x.MostProbableSize))),
-                        } : null,
-                    ["latent_probe"] = Node(report.LatentProbe.Main),
-                    ["classifier_main_accuracy"] = report.ClassifierMainMean,
-                    ["classifier_corner_accuracy"] = report.ClassifierOtherPositionsMean,
-                };
-            }
+            string file = PartFile(options, dataset);
+            if (!File.Exists(file)) throw new InvalidOperationException($"the experiment's part for {dataset} is missing: {file}");
+            foreach (var (name, run) in JsonNode.Parse(File.ReadAllText(file))!.AsObject().ToList()) runs[name] = run?.DeepClone();
         }
-        results["runs"] = runs;
-        results["wall_seconds"] = Math.Round(total.Elapsed.TotalSeconds, 1);
+        return Finish(options, runs, wall, log);
+    }
+
+    static string PartFile(ExperimentOptions options, string dataset) =>
+        Path.Combine(options.OutputDirectory, "parts", PolyMnistSpec.Resolve(dataset).Name + ".json");
+
+    static JsonObject Finish(ExperimentOptions options, JsonObject runs, TimeSpan wall, Action<string>? log)
+    {
+        var results = new JsonObject
+        {
+            ["budget"] = JsonNode.Parse(JsonSerializer.Serialize(options.Budget, CheckpointDirectory.Json)),
+            ["seed"] = options.Seed,
+            ["models"] = new JsonArray(options.Models.Select(k => (JsonNode?)ModelName(k)).ToArray()),
+            ["runs"] = runs,
+            ["wall_seconds"] = Math.Round(wall.TotalSeconds, 1),
+        };
         File.WriteAllText(Path.Combine(options.OutputDirectory, "results.json"), results.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         File.WriteAllText(Path.Combine(options.OutputDirectory, "tables.md"), Tables(results, options));
-        log?.Invoke($"tables: {Path.Combine(options.OutputDirectory, "tables.md")} ({total.Elapsed.TotalMinutes:F1} min in all)");
+        log?.Invoke($"tables: {Path.Combine(options.OutputDirectory, "tables.md")} ({wall.TotalMinutes:F1} min in all)");
         return results;
+    }
+
+    static IEnumerable<(string Name, JsonObject Run)> RunDataset(ExperimentOptions options, string dataset, Action<string>? log)
+    {
+        var b = options.Budget;
+        Directory.CreateDirectory(options.OutputDirectory);
+        var spec = PolyMnistSpec.Resolve(dataset);
+        string dataDir = Path.Combine(options.OutputDirectory, "data", spec.Name);
+        if (!DataMatches(dataDir, spec, b))
+        {
+            string mnist = MnistLocator.Resolve(options.Mnist);
+            log?.Invoke($"making {spec.Name}: {b.Train} train / {b.Test} test tuples in {dataDir}");
+            var trainSplit = PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: true), b.Train, (int)options.Seed);
+            var testSplit = PolyMnistGenerator.Generate(spec, MnistIdx.Load(mnist, train: false), b.Test, (int)options.Seed, streamOffset: 1);
+            PolyMnistStore.Save(dataDir, spec, trainSplit, testSplit);
+        }
+        var train = LabelledSplit.Load(dataDir, "train", spec);
+        var test = LabelledSplit.Load(dataDir, "test", spec);
+        foreach (var kind in options.Models)
+        {
+            string name = $"{spec.Name}-{ModelName(kind)}";
+            string runDir = Path.Combine(options.OutputDirectory, "runs", name);
+            var config = b.Model(kind, spec.Modalities).WithSettings(options.Settings);
+            var trainOptions = new TrainOptions
+            {
+                RunDirectory = runDir, BatchSize = b.Batch, Epochs = b.Epochs, Seed = options.Seed, LearningRate = b.LearningRate,
+                TestSamples = Math.Min(b.Test, 1000), Data = DatasetFingerprint.Of(dataDir),
+            };
+            var watch = Stopwatch.StartNew();
+            TrainResult? trained = null;
+            if (TrainedAlready(runDir, config, b, train.Count)) log?.Invoke($"{name}: reusing the finished run in {runDir}");
+            else
+            {
+                using var trainer = new LocalTrainer(config, trainOptions, train.ToDataset(), test.ToDataset());
+                long every = Math.Max(1, trainer.TotalSteps / 10);
+                log?.Invoke($"{name}: training {trainer.TotalSteps} steps (D={b.Latent}, batch {b.Batch}, {b.Epochs} epochs, lr {b.LearningRate})");
+                trained = trainer.Run(r =>
+                {
+                    options.OnStep?.Invoke(name, r);
+                    if ((r.Step + 1) % every == 0 || r.Step + 1 == r.TotalSteps)
+                        log?.Invoke($"{name}: step {r.Step + 1}/{r.TotalSteps} loss {r.Terms["loss"]:F1} ({r.StepMilliseconds:F0} ms/step)");
+                });
+            }
+            double trainSeconds = watch.Elapsed.TotalSeconds;
+            watch.Restart();
+            var evaluation = Evaluator.Run(new EvalOptions
+            {
+                RunDirectory = runDir, DataDirectory = dataDir, OutputDirectory = Path.Combine(options.OutputDirectory, "reports", name),
+                Seed = options.Seed, CrossModal = new CrossModalSettings { Samples = b.Samples },
+                Classifiers = new ClassifierTraining { Epochs = b.ClassifierEpochs }, ProbeTrainSamples = b.ProbeTrain,
+                LikelihoodSamples = b.LikelihoodSamples, LikelihoodTuples = b.LikelihoodTuples,
+            }, log);
+            var report = evaluation.Report;
+            JsonNode? Node<T>(T value) => JsonSerializer.SerializeToNode(value, EvaluationReport.Json);
+            yield return (name, new JsonObject
+            {
+                ["dataset"] = spec.Name, ["model"] = ModelName(kind),
+                ["train_seconds"] = trained is null ? null : Math.Round(trainSeconds, 1),
+                ["median_step_ms"] = trained is null ? null : Math.Round(trained.MedianStepMilliseconds, 1),
+                ["eval_seconds"] = Math.Round(watch.Elapsed.TotalSeconds, 1),
+                ["test_loss"] = report.Model.TestLoss,
+                ["coherence"] = Node(report.Coherence.PaperRows),
+                ["coherence_x1_to_x0"] = report.Coherence.Main.GetValueOrDefault("in=1->out=0"),
+                ["coherence_mean_by_input_count"] = Node(report.Coherence.MainMeanByInputCount),
+                ["joint_coherence"] = report.JointCoherence.Main,
+                ["test_log_likelihood"] = report.TestLogLikelihood?.MeanNats,
+                ["corner"] = report.Coherence.CornerSummary is { } cs
+                    ? new JsonObject { ["shared_mean"] = cs.SharedMean, ["unshared_mean"] = cs.UnsharedMean } : null,
+                ["fd"] = Node(report.Fd.PaperRows),
+                ["fd_real_floor"] = report.Fd.RealTrainVsTest.GetValueOrDefault("out=0"),
+                ["relation"] = report.Relation is { } rel
+                    ? new JsonObject
+                    {
+                        ["precision"] = rel.Precision, ["recall"] = rel.Recall,
+                        ["found"] = new JsonObject(rel.Subsets.Where(x => x.Found).Select(x => KeyValuePair.Create(x.Subset, (JsonNode?)x.MostProbableSize))),
+                    } : null,
+                ["latent_probe"] = Node(report.LatentProbe.Main),
+                ["classifier_main_accuracy"] = report.ClassifierMainMean,
+                ["classifier_corner_accuracy"] = report.ClassifierOtherPositionsMean,
+            });
+        }
     }
 
     static bool DataMatches(string dir, PolyMnistSpec spec, ExperimentBudget b)
