@@ -171,10 +171,8 @@ public static class SampleIds
         string? file = Environment.GetEnvironmentVariable(SecretFileVariable);
         if (!string.IsNullOrEmpty(file))
         {
-            if (!File.Exists(file)) throw new UserInputException($"{SecretFileVariable} names {file}, which does not exist: point it at the file holding the run's id secret");
-            var bytes = File.ReadAllBytes(file);
-            var text = Encoding.UTF8.GetString(bytes).Trim();
-            if (text.Length == 0) throw new UserInputException($"{SecretFileVariable}: {file} is empty; put the shared id secret in it");
+            // All surrounding whitespace goes: the key must not depend on how each party wrote the file.
+            var text = SecretFile.Read(file, SecretFileVariable, "the run's shared id secret").Trim();
             return Encoding.UTF8.GetBytes(text);
         }
         string? value = Environment.GetEnvironmentVariable(SecretVariable);

@@ -56,9 +56,7 @@ public sealed record RedisAuth(string? User, string Password)
         foreach (var (name, file) in new[] { (PasswordFileKey, configuration[PasswordFileKey]), (PasswordFileVariable, Environment.GetEnvironmentVariable(PasswordFileVariable)) })
         {
             if (string.IsNullOrWhiteSpace(file)) continue;
-            if (!File.Exists(file)) throw new UserInputException($"{name}: {file} not found (the file holding the Redis password)");
-            password = File.ReadAllText(file).TrimEnd('\r', '\n');
-            if (password.Length == 0) throw new UserInputException($"{name}: {file} is empty (it should hold the Redis password)");
+            password = SecretFile.Read(file, name, "the Redis password");
             break;
         }
         password ??= Environment.GetEnvironmentVariable(PasswordVariable) is { Length: > 0 } p ? p : null;
