@@ -40,7 +40,7 @@ public sealed record ModelConfig
     public double LikelihoodScale { get; init; } = 0.75;
     /// <summary>Weight of the subset-training term (K drawn per sample); 0 turns it off.</summary>
     public double SubsetWeight { get; init; } = 1.0;
-    /// <summary>Linear KL warm-up: β grows from 0 to <see cref="Beta"/> over this many steps (0: none).</summary>
+    /// <summary>Linear KL warm-up: β and mrVAE's β_n grow from 0 to <see cref="Beta"/> and <see cref="BetaSize"/> over this many steps (0: none).</summary>
     public long BetaWarmupSteps { get; init; }
     /// <summary>Size of a vector modality (0: PolyMNIST images, 3 × 28 × 28).</summary>
     public int ObservedDim { get; init; }

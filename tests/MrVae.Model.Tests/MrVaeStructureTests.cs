@@ -128,6 +128,30 @@ public sealed class MrVaeStructureTests
     }
 
     [Fact]
+    public void TheKlWarmUpScalesTheStructureKlWithTheLatentKl()
+    {
+        // Without subset views and latent samples the coordinator's loss is the KL part alone: s (β KL_latent + β_n KL_structure).
+        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 0, Beta = 2.5, BetaSize = 3, BetaWarmupSteps = 400 };
+        using var objective = (MrVaeObjective)CoordinatorObjective.Create(config);
+        objective.to(float64);
+        var probability = new double[D, M];
+        var rng = new Random(5);
+        for (int d = 0; d < D; d++) for (int j = 0; j < M; j++) probability[d, j] = 0.1 + 0.8 * rng.NextDouble();
+        SetMembership(objective, probability);
+        var gen = new Generator(5);
+        var (mu, logVar) = TinyModels.Posteriors(M, B, D, gen);
+        foreach (long step in new long[] { 0, 100, 400, 1000 })
+        {
+            var context = StepContext.ForTraining(config, step, gen);
+            using var output = objective.Forward(mu, logVar, TinyModels.Availability(0b111, M, B), [true, true, true],
+                new StepContext { Generator = gen, Training = true, SampleLatents = false, BetaScale = context.BetaScale });
+            double s = Math.Min(1.0, step / 400.0);
+            double latent = output.Terms["kl_shared"].item<double>() + output.Terms["kl_private"].item<double>();
+            Assert.Equal(s * (2.5 * latent + 3 * output.Terms["kl_structure"].item<double>()), output.Loss.item<double>(), 9);
+        }
+    }
+
+    [Fact]
     public void GradientsMatchFiniteDifferencesWithSoftMemberships()
     {
         using var objective = Objective();
