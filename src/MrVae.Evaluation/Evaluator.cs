@@ -508,8 +508,13 @@ public static class Evaluator
         md.Append("## Digit classifiers (test accuracy)\n\n| classifier | accuracy |\n|---|---|\n");
         foreach (var (k, v) in report.ClassifierAccuracy) md.Append($"| {k} | {F(v)} |\n");
         var coh = report.Coherence;
-        md.Append("\n## Coherence (main digit)\n\nThe paper's rows:\n\n| input → output | accuracy |\n|---|---|\n");
-        foreach (var (k, v) in coh.PaperRows) md.Append($"| {k} | {F(v)} |\n");
+        md.Append("\n## Coherence (main digit)\n\n");
+        if (main < 0) md.Append("No digit is shared by every modality in this dataset, so there is no main digit and none of the paper's rows; the corner-digit coherence below covers every digit.\n");
+        else
+        {
+            md.Append("The paper's rows:\n\n| input → output | accuracy |\n|---|---|\n");
+            foreach (var (k, v) in coh.PaperRows) md.Append($"| {k} | {F(v)} |\n");
+        }
         if (coh.MainMeanByInputCount is { } byCount)
         {
             md.Append("\nMean over cells with k inputs (outputs not among the inputs; with all inputs, every output):\n\n| k | accuracy |\n|---|---|\n");
