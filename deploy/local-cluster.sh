@@ -266,12 +266,12 @@ wait_joined() {
 }
 # Another process may take a port between free_port's check and the silo's bind; such a silo dies at start with
 # "address already in use" and is started again on new ports (at most 3 times).
-lost_port() { ! kill -0 "${silo_pids[$1]}" 2>/dev/null && grep -qi "address already in use" "$logs/silo$1.log"; }
+lost_port() { ! kill -0 "$1" 2>/dev/null && grep -qi "address already in use" "$2"; }   # PID LOG
 for ((i = 0; i < silos; i++)); do
   for attempt in 1 2 3; do
     deadline=$((SECONDS + timeout_s))
     until grep -q "Orleans Silo started" "$logs/silo$i.log" 2>/dev/null || ! kill -0 "${silo_pids[$i]}" 2>/dev/null || [ $SECONDS -ge $deadline ]; do sleep 0.2; done
-    lost_port "$i" && [ "$attempt" -lt 3 ] || break
+    lost_port "${silo_pids[$i]}" "$logs/silo$i.log" && [ "$attempt" -lt 3 ] || break
     wait "${silo_pids[$i]}" 2>/dev/null || true
     say "silo$i lost a port to another process before binding it; starting it again on new ports"
     cp "$logs/silo$i.log" "$logs/silo$i.lost-port-$attempt.log"
@@ -317,21 +317,19 @@ if [ "$tls" = 1 ]; then
   for attempt in 1 2 3; do # started again on new ports if it lost one before binding (see start_silo)
     start intruder "$logs/intruder-silo.log" env DOTNET_ENVIRONMENT=Production MrVae__Dashboard__Enabled=false "${tls_env[@]}" \
       MrVae__Clustering__Redis="127.0.0.1:$redis_port" MrVae__Silo__Role=intruder MrVae__Silo__TorchThreads=1 \
-      MrVae__Endpoints__SiloPort="${intruder_port:=$(free_port)}" MrVae__Endpoints__GatewayPort="$(free_port)" dotnet "$silo_dll"
+      MrVae__Endpoints__SiloPort="$(free_port)" MrVae__Endpoints__GatewayPort="$(free_port)" dotnet "$silo_dll"
     intruder_silo=${pids[-1]}
-    wait_bound=$((SECONDS + timeout_s))
-    until (exec 3<>"/dev/tcp/127.0.0.1/$intruder_port") 2>/dev/null || ! kill -0 "$intruder_silo" 2>/dev/null || [ $SECONDS -ge $wait_bound ]; do sleep 0.2; done
-    intruder_port=""
-    kill -0 "$intruder_silo" 2>/dev/null || ! grep -qi "address already in use" "$logs/intruder-silo.log" || { wait "$intruder_silo" 2>/dev/null; continue; }
-    break
+    deadline=$((SECONDS + timeout_s))
+    # The refused silo dies of its unhandled start-up exception (SIGABRT): bash's note of that goes to its log, not here.
+    exec 4>&2 2>>"$logs/intruder-silo.log"
+    while kill -0 "$intruder_silo" 2>/dev/null && [ $SECONDS -lt $deadline ] && ! grep -q "Orleans Silo started" "$logs/intruder-silo.log"; do sleep 0.5; done
+    sleep 0.5
+    exec 2>&4 4>&-
+    lost_port "$intruder_silo" "$logs/intruder-silo.log" && [ "$attempt" -lt 3 ] || break
+    wait "$intruder_silo" 2>/dev/null || true
+    say "the intruder silo lost a port to another process before binding it; starting it again on new ports"
   done
   client_rc=0; wait "$intruder_client" || client_rc=$?
-  deadline=$((SECONDS + timeout_s))
-  # The refused silo dies of its unhandled start-up exception (SIGABRT): bash's note of that goes to its log, not here.
-  exec 4>&2 2>>"$logs/intruder-silo.log"
-  while kill -0 "$intruder_silo" 2>/dev/null && [ $SECONDS -lt $deadline ] && ! grep -q "Orleans Silo started" "$logs/intruder-silo.log"; do sleep 0.5; done
-  sleep 0.5
-  exec 2>&4 4>&-
   silo_joined=0; grep -q "Orleans Silo started" "$logs/intruder-silo.log" && silo_joined=1
   kill -0 "$intruder_silo" 2>/dev/null && silo_alive=1 || silo_alive=0
   refusal() { cat "$logs"/silo*.log | grep 'TLS: refused' | tail -n +"$((refusals_before + 1))" | grep -m 1 "$1" | sed 's/^[[:space:]]*//' || true; }

@@ -1,6 +1,6 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Reflection;
-using System.Text;
 
 namespace MrVae.Cli;
 
@@ -30,76 +30,86 @@ public static class ExperimentWorkers
         {
             while (pending.Count > 0 || running.Count > 0)
             {
-                while (running.Count < parallel && pending.Count > 0 && failures.Count == 0)
+                while (running.Count < parallel && pending.Count > 0)
                 {
                     string dataset = pending.Dequeue();
                     var worker = Worker.Start(dataset, workerArguments(dataset), threads, Path.Combine(logs, Path.GetFileNameWithoutExtension(dataset) + ".log"));
                     log($"[{worker.Name}] started (pid {worker.Process.Id}, {threads} libtorch thread{(threads == 1 ? "" : "s")}); log: {worker.LogFile}");
                     running.Add(worker);
                 }
-                if (failures.Count > 0) pending.Clear();
                 Thread.Sleep(500);
                 foreach (var w in running.ToList())
                 {
+                    bool exited = w.Process.HasExited;
+                    if (exited) w.Process.WaitForExit();   // and for the last lines of its output
                     foreach (var line in w.NewLines()) log($"[{w.Name}] {line}");
-                    if (!w.Process.HasExited) continue;
-                    w.Process.WaitForExit();
-                    foreach (var line in w.NewLines(final: true)) log($"[{w.Name}] {line}");
+                    if (!exited) continue;
+                    w.Dispose();
                     running.Remove(w);
                     if (w.Process.ExitCode != 0)
                     {
                         failures.Add($"{w.Name} (exit code {w.Process.ExitCode}; log: {w.LogFile})");
+                        pending.Clear();
                         Stop();
                     }
                 }
             }
         }
-        finally { Console.CancelKeyPress -= cancel; Stop(); }
+        finally
+        {
+            Console.CancelKeyPress -= cancel;
+            Stop();
+            foreach (var w in running) w.Dispose();
+        }
         return failures;
     }
 
-    sealed class Worker
+    sealed class Worker : IDisposable
     {
         public required string Name { get; init; }
         public required Process Process { get; init; }
         public required string LogFile { get; init; }
-        long offset;
-        readonly StringBuilder partial = new();
+        readonly ConcurrentQueue<string> unread = new();
+        StreamWriter? writer;
 
         public static Worker Start(string dataset, string[] arguments, int threads, string logFile)
         {
             // `dotnet mrvae.dll ...` or the apphost `mrvae ...`: start this same program again.
             string self = Environment.ProcessPath!;
-            var psi = new ProcessStartInfo(self) { UseShellExecute = false };
+            var psi = new ProcessStartInfo(self) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
             if (Path.GetFileNameWithoutExtension(self) == "dotnet") psi.ArgumentList.Add(Assembly.GetEntryAssembly()!.Location);
             foreach (var a in arguments) psi.ArgumentList.Add(a);
-            psi.RedirectStandardOutput = true; psi.RedirectStandardError = true;
             psi.Environment["OMP_NUM_THREADS"] = threads.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            var writer = new StreamWriter(logFile, append: false) { AutoFlush = true };
-            var process = new Process { StartInfo = psi, EnableRaisingEvents = true };
-            var gate = new object();
-            process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (gate) writer.WriteLine(e.Data); };
-            process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (gate) writer.WriteLine(e.Data); };
-            process.Start();
-            process.BeginOutputReadLine(); process.BeginErrorReadLine();
-            process.Exited += (_, _) => { process.WaitForExit(); lock (gate) writer.Dispose(); };
-            return new Worker { Name = Path.GetFileNameWithoutExtension(dataset), Process = process, LogFile = logFile };
+            var worker = new Worker
+            {
+                Name = Path.GetFileNameWithoutExtension(dataset), Process = new Process { StartInfo = psi }, LogFile = logFile,
+                writer = new StreamWriter(logFile, append: false) { AutoFlush = true },
+            };
+            // Each line goes to the worker's log and waits for the relay.
+            DataReceivedEventHandler keep = (_, e) => { if (e.Data is not null) worker.Keep(e.Data); };
+            worker.Process.OutputDataReceived += keep;
+            worker.Process.ErrorDataReceived += keep;
+            worker.Process.Start();
+            worker.Process.BeginOutputReadLine(); worker.Process.BeginErrorReadLine();
+            return worker;
         }
 
-        /// <summary>The complete lines the worker wrote since the last call (and the unfinished one when final).</summary>
-        public IEnumerable<string> NewLines(bool final = false)
+        void Keep(string line)
         {
-            using var stream = new FileStream(LogFile, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-            stream.Seek(offset, SeekOrigin.Begin);
-            using var reader = new StreamReader(stream, Encoding.UTF8);
-            partial.Append(reader.ReadToEnd());
-            offset = stream.Length;
-            var text = partial.ToString();
-            int end = final ? text.Length : text.LastIndexOf('\n') + 1;
-            partial.Clear().Append(text[end..]);
-            return text[..end].Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.TrimEnd('\r')).ToList();
+            lock (unread) writer?.WriteLine(line);
+            unread.Enqueue(line);
+        }
+
+        /// <summary>The lines the worker wrote since the last call.</summary>
+        public List<string> NewLines()
+        {
+            var lines = new List<string>();
+            while (unread.TryDequeue(out var line)) lines.Add(line);
+            return lines;
         }
 
         public void Kill() { try { if (!Process.HasExited) Process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { } }
+
+        public void Dispose() { lock (unread) { writer?.Dispose(); writer = null; } }
     }
 }

@@ -91,13 +91,12 @@ public static class PaperExperiment
 
     public static string DisplayName(ModelKind kind) => Evaluator.DisplayName(kind);
 
+    /// <summary>Every dataset one after another, each written as its part, then the parts joined (<see cref="Combine"/>).</summary>
     public static JsonObject Run(ExperimentOptions options, Action<string>? log = null)
     {
         var total = Stopwatch.StartNew();
-        var runs = new JsonObject();
-        foreach (var dataset in options.Datasets)
-            foreach (var (name, run) in RunDataset(options, dataset, log)) runs[name] = run;
-        return Finish(options, runs, total.Elapsed, log);
+        foreach (var dataset in options.Datasets) RunPart(options, dataset, log);
+        return Combine(options, total.Elapsed, log);
     }
 
     /// <summary>
@@ -110,7 +109,7 @@ public static class PaperExperiment
         foreach (var (name, run) in RunDataset(options, dataset, log)) runs[name] = run;
         string file = PartFile(options, dataset);
         Directory.CreateDirectory(Path.GetDirectoryName(file)!);
-        File.WriteAllText(file, runs.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        File.WriteAllText(file, runs.ToJsonString(Indented));
         return runs;
     }
 
@@ -124,14 +123,6 @@ public static class PaperExperiment
             if (!File.Exists(file)) throw new InvalidOperationException($"the experiment's part for {dataset} is missing: {file}");
             foreach (var (name, run) in JsonNode.Parse(File.ReadAllText(file))!.AsObject().ToList()) runs[name] = run?.DeepClone();
         }
-        return Finish(options, runs, wall, log);
-    }
-
-    static string PartFile(ExperimentOptions options, string dataset) =>
-        Path.Combine(options.OutputDirectory, "parts", PolyMnistSpec.Resolve(dataset).Name + ".json");
-
-    static JsonObject Finish(ExperimentOptions options, JsonObject runs, TimeSpan wall, Action<string>? log)
-    {
         var results = new JsonObject
         {
             ["budget"] = JsonNode.Parse(JsonSerializer.Serialize(options.Budget, CheckpointDirectory.Json)),
@@ -140,11 +131,16 @@ public static class PaperExperiment
             ["runs"] = runs,
             ["wall_seconds"] = Math.Round(wall.TotalSeconds, 1),
         };
-        File.WriteAllText(Path.Combine(options.OutputDirectory, "results.json"), results.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        File.WriteAllText(Path.Combine(options.OutputDirectory, "results.json"), results.ToJsonString(Indented));
         File.WriteAllText(Path.Combine(options.OutputDirectory, "tables.md"), Tables(results, options));
         log?.Invoke($"tables: {Path.Combine(options.OutputDirectory, "tables.md")} ({wall.TotalMinutes:F1} min in all)");
         return results;
     }
+
+    static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    static string PartFile(ExperimentOptions options, string dataset) =>
+        Path.Combine(options.OutputDirectory, "parts", PolyMnistSpec.Resolve(dataset).Name + ".json");
 
     static IEnumerable<(string Name, JsonObject Run)> RunDataset(ExperimentOptions options, string dataset, Action<string>? log)
     {

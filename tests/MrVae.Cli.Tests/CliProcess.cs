@@ -25,13 +25,13 @@ static class CliProcess
         return psi;
     }
 
-    /// <summary>Runs to the end (at most 2 minutes): exit code, stdout, stderr.</summary>
-    public static (int Exit, string Stdout, string Stderr) Run(ProcessStartInfo psi)
+    /// <summary>Runs to the end (at most <paramref name="minutes"/>): exit code, stdout, stderr.</summary>
+    public static (int Exit, string Stdout, string Stderr) Run(ProcessStartInfo psi, int minutes = 2)
     {
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
-        Assert.True(p.WaitForExit(120_000), $"mrvae {string.Join(' ', psi.ArgumentList.Skip(1))} did not finish in 2 minutes");
+        Assert.True(p.WaitForExit(TimeSpan.FromMinutes(minutes)), $"mrvae {string.Join(' ', psi.ArgumentList.Skip(1))} did not finish in {minutes} minutes");
         return (p.ExitCode, stdout.Result, stderr.Result);
     }
 }

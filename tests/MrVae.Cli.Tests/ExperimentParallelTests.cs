@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json.Nodes;
 
 namespace MrVae.Cli.Tests;
@@ -14,11 +13,7 @@ public sealed class ExperimentParallelTests : IDisposable
     {
         var psi = CliProcess.StartInfo(args, columns: null);
         psi.Environment["OMP_NUM_THREADS"] = "1";
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(600_000)) { p.Kill(entireProcessTree: true); Assert.Fail($"mrvae {string.Join(' ', args)} did not finish in 10 minutes"); }
-        return (p.ExitCode, stdout.Result, stderr.Result);
+        return CliProcess.Run(psi, minutes: 10);
     }
 
     static JsonObject Numbers(JsonNode run)
