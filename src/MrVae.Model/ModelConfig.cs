@@ -40,8 +40,10 @@ public sealed record ModelConfig
     public double LikelihoodScale { get; init; } = 0.75;
     /// <summary>Weight of the subset-training term (K drawn per sample); 0 turns it off.</summary>
     public double SubsetWeight { get; init; } = 1.0;
-    /// <summary>Linear KL warm-up: β and mrVAE's β_n grow from 0 to <see cref="Beta"/> and <see cref="BetaSize"/> over this many steps (0: none).</summary>
+    /// <summary>Linear KL warm-up: β grows from 0 to <see cref="Beta"/> over this many steps (0: none).</summary>
     public long BetaWarmupSteps { get; init; }
+    /// <summary>mrVAE: β_n grows linearly from 0 to <see cref="BetaSize"/> over this many steps (0: none), so the structure prior does not prune shared positions before the encoders carry content.</summary>
+    public long StructureWarmupSteps { get; init; }
     /// <summary>Size of a vector modality (0: PolyMNIST images, 3 × 28 × 28).</summary>
     public int ObservedDim { get; init; }
     /// <summary>mrVAE: the prior probability ρ that a modality is a member of a latent position's shared variable.</summary>
@@ -79,5 +81,9 @@ public sealed record ModelConfig
 
     public SubsetFamily SharedSubsets() => SubsetFamily.All(Modalities, MaxSubsetOrder);
 
-    public double BetaScale(long step) => BetaWarmupSteps <= 0 ? 1.0 : Math.Min(1.0, (double)step / BetaWarmupSteps);
+    public double BetaScale(long step) => Ramp(step, BetaWarmupSteps);
+
+    public double StructureScale(long step) => Ramp(step, StructureWarmupSteps);
+
+    static double Ramp(long step, long length) => length <= 0 ? 1.0 : Math.Min(1.0, (double)step / length);
 }

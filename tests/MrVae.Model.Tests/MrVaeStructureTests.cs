@@ -128,10 +128,10 @@ public sealed class MrVaeStructureTests
     }
 
     [Fact]
-    public void TheKlWarmUpScalesTheStructureKlWithTheLatentKl()
+    public void TheKlAndStructureWarmUpsScaleTheirTermsEachOnItsOwnSchedule()
     {
-        // Without subset views and latent samples the coordinator's loss is the KL part alone: s (β KL_latent + β_n KL_structure).
-        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 0, Beta = 2.5, BetaSize = 3, BetaWarmupSteps = 400 };
+        // Without subset views and latent samples the coordinator's loss is the KL part alone: s_β β KL_latent + s_n β_n KL_structure.
+        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 0, Beta = 2.5, BetaSize = 3, BetaWarmupSteps = 400, StructureWarmupSteps = 1000 };
         using var objective = (MrVaeObjective)CoordinatorObjective.Create(config);
         objective.to(float64);
         var probability = new double[D, M];
@@ -140,14 +140,14 @@ public sealed class MrVaeStructureTests
         SetMembership(objective, probability);
         var gen = new Generator(5);
         var (mu, logVar) = TinyModels.Posteriors(M, B, D, gen);
-        foreach (long step in new long[] { 0, 100, 400, 1000 })
+        foreach (long step in new long[] { 0, 100, 400, 700, 1000, 3000 })
         {
             var context = StepContext.ForTraining(config, step, gen);
             using var output = objective.Forward(mu, logVar, TinyModels.Availability(0b111, M, B), [true, true, true],
-                new StepContext { Generator = gen, Training = true, SampleLatents = false, BetaScale = context.BetaScale });
-            double s = Math.Min(1.0, step / 400.0);
+                new StepContext { Generator = gen, Training = true, SampleLatents = false, BetaScale = context.BetaScale, StructureScale = context.StructureScale });
+            double sBeta = Math.Min(1.0, step / 400.0), sStructure = Math.Min(1.0, step / 1000.0);
             double latent = output.Terms["kl_shared"].item<double>() + output.Terms["kl_private"].item<double>();
-            Assert.Equal(s * (2.5 * latent + 3 * output.Terms["kl_structure"].item<double>()), output.Loss.item<double>(), 9);
+            Assert.Equal(sBeta * 2.5 * latent + sStructure * 3 * output.Terms["kl_structure"].item<double>(), output.Loss.item<double>(), 9);
         }
     }
 

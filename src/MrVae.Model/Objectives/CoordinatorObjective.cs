@@ -14,13 +14,15 @@ public sealed class StepContext
     public bool SampleLatents { get; init; } = true;
     /// <summary>Multiplier on β for KL warm-up (1 after warm-up and in evaluation).</summary>
     public double BetaScale { get; init; } = 1.0;
+    /// <summary>Multiplier on mrVAE's β_n for the structure warm-up (1 after it and in evaluation).</summary>
+    public double StructureScale { get; init; } = 1.0;
 
     /// <summary>
     /// The training context of step <paramref name="step"/>: with <see cref="ForEvaluation"/> the one place both the
     /// local trainer and the step protocol (MrVae.Grains) build it, so the distributed run follows the same schedules.
     /// </summary>
     public static StepContext ForTraining(ModelConfig config, long step, Generator generator)
-        => new() { Generator = generator, Training = true, BetaScale = config.BetaScale(step) };
+        => new() { Generator = generator, Training = true, BetaScale = config.BetaScale(step), StructureScale = config.StructureScale(step) };
 
     /// <summary>The evaluation context (the test loss): the most probable structure, no subset views, β unscaled.</summary>
     public static StepContext ForEvaluation(Generator generator) => new() { Generator = generator, Training = false };

@@ -140,11 +140,11 @@ public sealed class MrVaeObjective : CoordinatorObjective
             if (decode[j]) decoderInputs[j] = stack(perViewInputs.Select(v => v[j]!).ToArray(), 0);
 
         // The membership's KL against independent Bernoulli(ρ) priors, once per step, weighted β_n per sample like the paper's
-        // size term; the KL warm-up scales it with β, so the structure is not pruned before the encoders carry content.
+        // size term; the structure warm-up scales it, so the prior does not prune shared positions before the encoders carry content.
         double rho = Config.MembershipPrior;
         var q = logits.sigmoid();
         var klStructure = (q * (nn.functional.logsigmoid(logits) - Math.Log(rho)) + (1 - q) * (nn.functional.logsigmoid(-logits) - Math.Log(1 - rho))).sum();
-        loss = loss + Config.BetaSize * context.BetaScale * klStructure;
+        loss = loss + Config.BetaSize * context.StructureScale * klStructure;
         terms["kl_structure"] = klStructure.detach();
 
         var output = new CoordinatorOutput { DecoderInputs = decoderInputs, Loss = loss, ViewWeights = weights.ToArray() };
