@@ -79,6 +79,25 @@ public sealed record ModelConfig
     /// <summary><see cref="WithSetting"/> for each assignment, in order (later ones win).</summary>
     public ModelConfig WithSettings(IEnumerable<string> assignments) => assignments.Aggregate(this, (config, assignment) => config.WithSetting(assignment));
 
+    /// <summary>This configuration, or a <see cref="UserInputException"/> naming the first setting out of range and its valid range.</summary>
+    public ModelConfig Validated()
+    {
+        static void Require(bool ok, string what) { if (!ok) throw new UserInputException($"model setting {what} (set it with --set NAME=VALUE or the command's flag)"); }
+        Require(Modalities >= 2, $"Modalities={Modalities}: a multimodal model needs at least 2 modalities");
+        Require(LatentDim >= 1, $"LatentDim={LatentDim}: the latent size must be at least 1");
+        Require(EncoderHidden >= 1, $"EncoderHidden={EncoderHidden}: must be at least 1");
+        Require(MaxSubsetOrder is null || (MaxSubsetOrder >= 2 && MaxSubsetOrder <= Modalities), $"MaxSubsetOrder={MaxSubsetOrder}: must be between 2 and the number of modalities ({Modalities}), or null for all");
+        Require(double.IsFinite(Beta) && Beta >= 0, $"Beta={Beta}: must be a finite number ≥ 0");
+        Require(double.IsFinite(BetaSize) && BetaSize >= 0, $"BetaSize={BetaSize}: must be a finite number ≥ 0");
+        Require(double.IsFinite(LikelihoodScale) && LikelihoodScale > 0, $"LikelihoodScale={LikelihoodScale}: must be a finite number > 0");
+        Require(double.IsFinite(SubsetWeight) && SubsetWeight >= 0, $"SubsetWeight={SubsetWeight}: must be a finite number ≥ 0");
+        Require(BetaWarmupSteps >= 0, $"BetaWarmupSteps={BetaWarmupSteps}: must be ≥ 0 (0: no warm-up)");
+        Require(StructureWarmupSteps >= 0, $"StructureWarmupSteps={StructureWarmupSteps}: must be ≥ 0 (0: no warm-up)");
+        Require(ObservedDim >= 0, $"ObservedDim={ObservedDim}: must be ≥ 0 (0: images)");
+        Require(MembershipPrior > 0 && MembershipPrior < 1, $"MembershipPrior={MembershipPrior}: a probability strictly between 0 and 1");
+        return this;
+    }
+
     public SubsetFamily SharedSubsets() => SubsetFamily.All(Modalities, MaxSubsetOrder);
 
     public double BetaScale(long step) => Ramp(step, BetaWarmupSteps);

@@ -25,4 +25,26 @@ public class ModelConfigTests
     [InlineData("LatentDim=many", "LatentDim=many")]
     public void WithSettingRefusesWhatItCannotSet(string assignment, string message)
         => Assert.Contains(message, Assert.Throws<MrVae.Data.UserInputException>(() => new ModelConfig().WithSetting(assignment)).Message);
+
+    [Theory]
+    [InlineData("MembershipPrior=0", "MembershipPrior=0")]
+    [InlineData("MembershipPrior=1", "strictly between 0 and 1")]
+    [InlineData("LikelihoodScale=0", "LikelihoodScale=0")]
+    [InlineData("Beta=-1", "Beta=-1")]
+    [InlineData("StructureWarmupSteps=-5", "StructureWarmupSteps=-5")]
+    [InlineData("MaxSubsetOrder=1", "between 2 and the number of modalities")]
+    [InlineData("Modalities=1", "at least 2 modalities")]
+    public void AnOutOfRangeSettingIsRefusedWhenTheModelIsBuiltNamingTheSetting(string assignment, string message)
+    {
+        var config = new ModelConfig().WithSetting(assignment);
+        Assert.Contains(message, Assert.Throws<MrVae.Data.UserInputException>(() => Objectives.CoordinatorObjective.Create(config)).Message);
+    }
+
+    [Fact]
+    public void TheDefaultsAndAVectorConfigurationAreValid()
+    {
+        Assert.Equal(new ModelConfig(), new ModelConfig().Validated());
+        var vectors = new ModelConfig { ObservedDim = 20, Modalities = 6, MaxSubsetOrder = 6, StructureWarmupSteps = 10 };
+        Assert.Equal(vectors, vectors.Validated());
+    }
 }

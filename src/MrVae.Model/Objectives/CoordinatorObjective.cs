@@ -80,7 +80,7 @@ public abstract class CoordinatorObjective : nn.Module
     /// </summary>
     public abstract (Tensor[] DecoderInputs, Tensor LogWeight) PosteriorSamples(Tensor[] mu, Tensor[] logVar, int samples, Generator generator);
 
-    public static CoordinatorObjective Create(ModelConfig config) => config.Kind switch
+    public static CoordinatorObjective Create(ModelConfig config) => config.Validated().Kind switch
     {
         ModelKind.MrVae => new MrVaeObjective(config),
         ModelKind.MoPoE => new MixtureOfPoEObjective(config),
