@@ -118,7 +118,8 @@ public static class CrossModal
                     if (start == 0) result.Grids[mask] = GridRows(x, images, inputs, Math.Min(settings.GridSamples, ids.Length));
                     foreach (var t in images) t.Dispose();
                 }
-                log?.Invoke($"generated from {{{Subsets.Name(mask, m)}}}: main-digit coherence to x0 {(double)correct.GetValueOrDefault((mask, 0, factorsOf[0].FirstOrDefault())) / n:F3}");
+                log?.Invoke($"generated from {{{Subsets.Name(mask, m)}}}: coherence of x0's digits " + string.Join(", ",
+                    classifiers.Targets.Where(t => t.Modality == 0).Select(t => $"{t.FactorName} {(double)correct.GetValueOrDefault((mask, 0, t.Factor)) / n:F3}")));
             }
             foreach (var (key, hits) in correct) result.Accuracy[key] = (double)hits / n;
             // One eigendecomposition per real distribution, one per generated one.
