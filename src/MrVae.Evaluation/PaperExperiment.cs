@@ -96,7 +96,18 @@ public static class PaperExperiment
     public static string DisplayName(ModelKind kind) => Evaluator.DisplayName(kind);
 
     static string Warmup(ModelConfig c) =>
-        (c.BetaWarmupSteps > 0 ? $", β warm-up {c.BetaWarmupSteps} steps" : "") + (c.Kind == ModelKind.MrVae && c.StructureWarmupSteps > 0 ? $", β_n warm-up {c.StructureWarmupSteps} steps" : "");
+        (c.BetaWarmupSteps > 0 ? $", β warm-up {c.BetaWarmupSteps} steps" : "") + (c.Kind == ModelKind.MrVae ? $", β_n {c.BetaSize}" : "")
+        + (c.Kind == ModelKind.MrVae && c.StructureWarmupSteps > 0 ? $", β_n warm-up {c.StructureWarmupSteps} steps" : "");
+
+    /// <summary>Refuses a --set that no model of the experiment accepts, before any data are made or any run trains.</summary>
+    public static void ValidateSettings(ExperimentOptions options)
+    {
+        foreach (var dataset in options.Datasets)
+        {
+            int modalities = PolyMnistSpec.Resolve(dataset).Modalities;
+            foreach (var kind in options.Models) options.Budget.Model(kind, modalities).WithSettings(options.Settings).Validated();
+        }
+    }
 
     /// <summary>Every dataset one after another, each written as its part, then the parts joined (<see cref="Combine"/>).</summary>
     public static JsonObject Run(ExperimentOptions options, Action<string>? log = null)
@@ -264,7 +275,11 @@ public static class PaperExperiment
         var b = options.Budget;
         var md = new StringBuilder();
         md.Append($"# Paper tables, budget `{b.Name}`\n\n");
+        var mrvae = b.Model(ModelKind.MrVae, 2).WithSettings(options.Settings);
         md.Append($"Every model: D = {b.Latent}, {b.Epochs} epochs of {b.Train} training tuples (batch {b.Batch}, Adam lr {b.LearningRate}), {b.Likelihood} likelihood with scale {b.LikelihoodScale}, seed {options.Seed}, ");
+        if (options.Models.Contains(ModelKind.MrVae)) md.Append($"mrVAE's structure-prior weight β_n = {mrvae.BetaSize}, ");
+        if (b.WarmupSteps > 0) md.Append($"β{(options.Models.Contains(ModelKind.MrVae) ? " and β_n" : "")} warmed up linearly over the first {b.WarmupSteps} steps, ");
+        if (options.Settings.Length > 0) md.Append($"model settings {string.Join(", ", options.Settings)}, ");
         md.Append($"checkpoint with the lowest test loss; evaluated on {b.Samples} test tuples per input subset. Digit classifiers: {b.ClassifierEpochs} epochs on the same training split. ");
         md.Append($"Wall time {F(results["wall_seconds"], "F0")} s.\n\n");
         md.Append("Paper columns: Sutter & Vogt's workshop paper, Tables 1 and 2 (mrVAE and MoPoE only). Our sample quality is FD on the project's digit-classifier features, ");

@@ -44,6 +44,16 @@ public sealed class ExperimentParallelTests : IDisposable
     }
 
     [Fact]
+    public void AnOutOfRangeSettingIsRefusedBeforeAnyDataAreMade()
+    {
+        string output = Path.Combine(temp, "bad-setting");
+        var run = Run("experiment", "paper", "--budget", "ci", "--models", "mrvae", "--datasets", "polymnist", "--set", "MembershipPrior=1.5", "--out", output);
+        Assert.NotEqual(0, run.Exit);
+        Assert.Contains("model setting MembershipPrior=1.5", run.Stderr);
+        Assert.False(Directory.Exists(Path.Combine(output, "data")));
+    }
+
+    [Fact]
     public void AFailedWorkerIsNamedWithItsLogAndTheCommandFails()
     {
         string output = Path.Combine(temp, "failing");

@@ -14,7 +14,7 @@ public sealed class PaperExperimentTests : IDisposable
     {
         var micro = new ExperimentBudget("micro", Train: 160, Test: 48, Latent: 4, Batch: 32, Epochs: 1, LearningRate: 1e-3,
             Samples: 24, ClassifierEpochs: 1, ProbeTrain: 100);
-        var options = new ExperimentOptions { OutputDirectory = root, Budget = micro, Models = [ModelKind.MrVae, ModelKind.MoPoE], Datasets = ["polymnist-extended"] };
+        var options = new ExperimentOptions { OutputDirectory = root, Budget = micro, Models = [ModelKind.MrVae, ModelKind.MoPoE], Datasets = ["polymnist-extended"], Settings = ["BetaSize=0.5"] };
         var logs = new List<string>();
         var results = PaperExperiment.Run(options, logs.Add);
         var runs = results["runs"]!.AsObject();
@@ -25,7 +25,13 @@ public sealed class PaperExperimentTests : IDisposable
         Assert.Null(runs["polymnist-extended-mopoe"]!["relation"]);
         Assert.NotNull(runs["polymnist-extended-mopoe"]!["corner"]!["shared_mean"]);
 
+        // A --set reaches every model's run, and the tables say so.
+        double BetaSize(string run) => JsonNode.Parse(File.ReadAllText(Path.Combine(root, "runs", run, "config.json")))!["model"]!["beta_size"]!.GetValue<double>();
+        Assert.Equal(0.5, BetaSize("polymnist-extended-mrvae"));
+        Assert.Equal(0.5, BetaSize("polymnist-extended-mopoe"));
+
         string tables = File.ReadAllText(Path.Combine(root, "tables.md"));
+        Assert.Contains("mrVAE's structure-prior weight β_n = 0.5, model settings BetaSize=0.5", tables);
         Assert.Contains("## PolyMNIST extended: coherence (Table 1b)", tables);
         Assert.Contains("| input → output | mrVAE | MoPoE | mrVAE (paper) | MoPoE (paper) |", tables);
         Assert.Matches(@"\| x0->x0 \| [0-9.]+ \| [0-9.]+ \| 0\.40 \| 0\.31 \|", tables);

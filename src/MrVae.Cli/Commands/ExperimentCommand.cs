@@ -35,6 +35,7 @@ public static class ExperimentCommand
                 OutputDirectory = p.GetValue(output)!, Budget = ExperimentBudget.Named(p.GetValue(budget)!), Seed = p.GetValue(seed),
                 Mnist = p.GetValue(mnist), Models = kinds, Datasets = sets, Settings = p.GetValue(settings) ?? [],
             };
+            PaperExperiment.ValidateSettings(options);
             if (p.GetValue(part) is { } one)
             {
                 CliErrors.Require(sets.Contains(one), $"--part {one} is not one of --datasets");
