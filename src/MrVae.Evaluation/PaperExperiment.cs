@@ -96,16 +96,19 @@ public static class PaperExperiment
     public static string DisplayName(ModelKind kind) => Evaluator.DisplayName(kind);
 
     static string Warmup(ModelConfig c) =>
-        (c.BetaWarmupSteps > 0 ? $", β warm-up {c.BetaWarmupSteps} steps" : "") + (c.Kind == ModelKind.MrVae ? $", β_n {c.BetaSize}" : "")
-        + (c.Kind == ModelKind.MrVae && c.StructureWarmupSteps > 0 ? $", β_n warm-up {c.StructureWarmupSteps} steps" : "");
+        (c.BetaWarmupSteps > 0 ? $", β warm-up {c.BetaWarmupSteps} steps" : "")
+        + (c.Kind != ModelKind.MrVae ? "" : $", β_n {c.BetaSize}" + (c.StructureWarmupSteps > 0 ? $", β_n warm-up {c.StructureWarmupSteps} steps" : ""));
 
-    /// <summary>Refuses a --set that no model of the experiment accepts, before any data are made or any run trains.</summary>
-    public static void ValidateSettings(ExperimentOptions options)
+    /// <summary>A model's configuration in this experiment: the budget's, with the user's --set values applied.</summary>
+    static ModelConfig Config(ExperimentOptions options, ModelKind kind, int modalities) => options.Budget.Model(kind, modalities).WithSettings(options.Settings);
+
+    /// <summary>Refuses an unknown dataset or a --set that a model of the experiment does not accept, before any data are made or any run trains.</summary>
+    public static void Validate(ExperimentOptions options)
     {
         foreach (var dataset in options.Datasets)
         {
             int modalities = PolyMnistSpec.Resolve(dataset).Modalities;
-            foreach (var kind in options.Models) options.Budget.Model(kind, modalities).WithSettings(options.Settings).Validated();
+            foreach (var kind in options.Models) Config(options, kind, modalities).Validated();
         }
     }
 
@@ -180,7 +183,7 @@ public static class PaperExperiment
         {
             string name = $"{spec.Name}-{ModelName(kind)}";
             string runDir = Path.Combine(options.OutputDirectory, "runs", name);
-            var config = b.Model(kind, spec.Modalities).WithSettings(options.Settings);
+            var config = Config(options, kind, spec.Modalities);
             var trainOptions = new TrainOptions
             {
                 RunDirectory = runDir, BatchSize = b.Batch, Epochs = b.Epochs, Seed = options.Seed, LearningRate = b.LearningRate,
@@ -275,10 +278,10 @@ public static class PaperExperiment
         var b = options.Budget;
         var md = new StringBuilder();
         md.Append($"# Paper tables, budget `{b.Name}`\n\n");
-        var mrvae = b.Model(ModelKind.MrVae, 2).WithSettings(options.Settings);
+        bool mrvae = options.Models.Contains(ModelKind.MrVae);
         md.Append($"Every model: D = {b.Latent}, {b.Epochs} epochs of {b.Train} training tuples (batch {b.Batch}, Adam lr {b.LearningRate}), {b.Likelihood} likelihood with scale {b.LikelihoodScale}, seed {options.Seed}, ");
-        if (options.Models.Contains(ModelKind.MrVae)) md.Append($"mrVAE's structure-prior weight β_n = {mrvae.BetaSize}, ");
-        if (b.WarmupSteps > 0) md.Append($"β{(options.Models.Contains(ModelKind.MrVae) ? " and β_n" : "")} warmed up linearly over the first {b.WarmupSteps} steps, ");
+        if (mrvae) md.Append($"mrVAE's structure-prior weight β_n = {Config(options, ModelKind.MrVae, 2).BetaSize}, ");
+        if (b.WarmupSteps > 0) md.Append($"β{(mrvae ? " and β_n" : "")} warmed up linearly over the first {b.WarmupSteps} steps, ");
         if (options.Settings.Length > 0) md.Append($"model settings {string.Join(", ", options.Settings)}, ");
         md.Append($"checkpoint with the lowest test loss; evaluated on {b.Samples} test tuples per input subset. Digit classifiers: {b.ClassifierEpochs} epochs on the same training split. ");
         md.Append($"Wall time {F(results["wall_seconds"], "F0")} s.\n\n");

@@ -26,8 +26,7 @@ public static class ExperimentCommand
         paper.SetAction(p =>
         {
             var kinds = p.GetValue(models)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(TrainCommand.ParseModel).Distinct().ToArray();
-            var sets = p.GetValue(datasets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                .Select(d => { MrVae.Data.PolyMnistSpec.Resolve(d); return d; }).Distinct().ToArray();
+            var sets = p.GetValue(datasets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct().ToArray();
             CliErrors.Require(kinds.Length > 0, "--models names no model: use mrvae, mopoe, mvae, mmvae");
             CliErrors.Require(sets.Length > 0, "--datasets names no dataset: use polymnist, polymnist-extended or a JSON sharing spec");
             var options = new ExperimentOptions
@@ -35,7 +34,7 @@ public static class ExperimentCommand
                 OutputDirectory = p.GetValue(output)!, Budget = ExperimentBudget.Named(p.GetValue(budget)!), Seed = p.GetValue(seed),
                 Mnist = p.GetValue(mnist), Models = kinds, Datasets = sets, Settings = p.GetValue(settings) ?? [],
             };
-            PaperExperiment.ValidateSettings(options);
+            PaperExperiment.Validate(options);
             if (p.GetValue(part) is { } one)
             {
                 CliErrors.Require(sets.Contains(one), $"--part {one} is not one of --datasets");
