@@ -196,7 +196,7 @@ public static class PaperExperiment
             {
                 using var trainer = new LocalTrainer(config, trainOptions, train.ToDataset(), test.ToDataset());
                 long every = Math.Max(1, trainer.TotalSteps / 10);
-                log?.Invoke($"{name}: training {trainer.TotalSteps} steps (D={b.Latent}, batch {b.Batch}, {b.Epochs} epochs, lr {b.LearningRate}{Warmup(config)})");
+                log?.Invoke($"{name}: training {trainer.TotalSteps} steps (D={config.LatentDim}, batch {b.Batch}, {b.Epochs} epochs, lr {b.LearningRate}{Warmup(config)})");
                 trained = trainer.Run(r =>
                 {
                     options.OnStep?.Invoke(name, r);
@@ -279,7 +279,7 @@ public static class PaperExperiment
         var md = new StringBuilder();
         md.Append($"# Paper tables, budget `{b.Name}`\n\n");
         bool mrvae = options.Models.Contains(ModelKind.MrVae);
-        md.Append($"Every model: D = {b.Latent}, {b.Epochs} epochs of {b.Train} training tuples (batch {b.Batch}, Adam lr {b.LearningRate}), {b.Likelihood} likelihood with scale {b.LikelihoodScale}, seed {options.Seed}, ");
+        md.Append($"Every model: D = {Config(options, ModelKind.MrVae, 2).LatentDim}, {b.Epochs} epochs of {b.Train} training tuples (batch {b.Batch}, Adam lr {b.LearningRate}), {b.Likelihood} likelihood with scale {b.LikelihoodScale}, seed {options.Seed}, ");
         if (mrvae) md.Append($"mrVAE's structure-prior weight β_n = {Config(options, ModelKind.MrVae, 2).BetaSize}, ");
         if (b.WarmupSteps > 0) md.Append($"β{(mrvae ? " and β_n" : "")} warmed up linearly over the first {b.WarmupSteps} steps, ");
         if (options.Settings.Length > 0) md.Append($"model settings {string.Join(", ", options.Settings)}, ");
