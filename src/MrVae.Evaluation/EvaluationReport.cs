@@ -141,6 +141,8 @@ public sealed class EvaluationReport
         [JsonPropertyName("pair_shared_dims")] public required double?[][] PairSharedDims { get; init; }
         /// <summary>q(j ∈ A_d): one row per latent position, one column per modality.</summary>
         [JsonPropertyName("membership")] public required double[][] Membership { get; init; }
+        /// <summary>I_{d,j}: what modality j's encoder says about its input at position d, nats (<see cref="EncoderInformation"/>); absent in reports written before 2026-12-05.</summary>
+        [JsonPropertyName("information"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double[][]? Information { get; init; }
     }
 
     public sealed class RelationSubset

@@ -159,7 +159,7 @@ public static class Evaluator
         var cross = CrossModal.Run(generator, classifiers, test, options.CrossModal, paperFd, log);
         double crossSeconds = watch.Elapsed.TotalSeconds;
 
-        var relation = model.Coordinator is MrVaeObjective structure ? Relation(structure, model.Config, spec) : null;
+        var relation = model.Coordinator is MrVaeObjective structure ? Relation(structure, model.Config, spec, EncoderInformation.Compute(model, test.ToDataset(), options.CrossModal.Samples)) : null;
         watch.Restart();
         var joint = JointCoherence.Run(model, classifiers, spec, options.CrossModal.Samples, Seeds.Generator(options.Seed, "evaluation/prior"), options.CrossModal.BatchSize, options.CrossModal.GridSamples);
         var jointReport = JointCoherence.Report(joint, spec, v => Round(v));
@@ -342,7 +342,7 @@ public static class Evaluator
     }
 
     /// <summary>mrVAE's structure (its membership posterior; it does not depend on the input) against the spec.</summary>
-    static EvaluationReport.ImageRelation Relation(MrVaeObjective structure, ModelConfig config, PolyMnistSpec spec)
+    static EvaluationReport.ImageRelation Relation(MrVaeObjective structure, ModelConfig config, PolyMnistSpec spec, double[][] information)
     {
         var truth = RelationRecovery.Truth(spec);
         var (sizes, rows) = RelationRecovery.Infer(structure, truth);
@@ -363,6 +363,7 @@ public static class Evaluator
             PrivateMean = Enumerable.Range(0, spec.Modalities).Select(j => Round(config.LatentDim - sizes.Where(s => s.Subset.Contains(j)).Sum(s => s.MeanSize), 3)).ToArray(),
             PairSharedDims = Enumerable.Range(0, spec.Modalities).Select(i => Enumerable.Range(0, spec.Modalities).Select(j => Round(pairs[i, j], 3)).ToArray()).ToArray(),
             Membership = rows,
+            Information = information,
         };
     }
 

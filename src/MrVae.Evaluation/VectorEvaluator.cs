@@ -19,7 +19,8 @@ public sealed record RelationReport(
     [property: JsonPropertyName("recall")] double? Recall,
     [property: JsonPropertyName("missed")] int[][] Missed,
     [property: JsonPropertyName("spurious")] int[][] Spurious,
-    [property: JsonPropertyName("membership")] double[][] Membership);
+    [property: JsonPropertyName("membership")] double[][] Membership,
+    [property: JsonPropertyName("information")] double[][]? Information);
 
 /// <summary>Cross-prediction R² per "in=A->out=j" key: the model's and the generating model's best (Gaussian conditioning).</summary>
 public sealed record PredictionReport(
@@ -70,7 +71,7 @@ public static class VectorEvaluator
         using var model = Evaluator.LoadModel(checkpointDir, state.Model);
         int count = Math.Min(options.CrossModal.Samples, test.Count);
         log?.Invoke($"evaluating {state.Model.Kind} D={state.Model.LatentDim} from {checkpointDir} (step {state.Step}) on {count} test samples");
-        var relation = model.Coordinator is MrVaeObjective structure ? Relation(structure, spec.SharedMemberSets) : null;
+        var relation = model.Coordinator is MrVaeObjective ? Relation(model, test, count, spec.SharedMemberSets) : null;
         var prediction = Prediction(model, test, count, options.CrossModal.BatchSize, truth);
         var report = new VectorReport(Evaluator.DisplayName(state.Model.Kind), state.Model.LatentDim, options.RunDirectory, Path.GetFileName(checkpointDir), state.Step,
             spec.Name, count, relation, prediction, Math.Round(watch.Elapsed.TotalSeconds, 1));
@@ -80,13 +81,15 @@ public static class VectorEvaluator
         return report;
     }
 
-    /// <summary>mrVAE's structure scored against the truth.</summary>
-    public static RelationReport Relation(MrVaeObjective structure, IEnumerable<int[]> memberSets)
+    /// <summary>mrVAE's structure scored against the truth; the encoders' information is measured on the first <paramref name="count"/> samples of <paramref name="test"/>.</summary>
+    public static RelationReport Relation(MultimodalVae model, MultimodalDataset test, int count, IEnumerable<int[]> memberSets)
     {
+        var structure = (MrVaeObjective)model.Coordinator;
+        var information = EncoderInformation.Compute(model, test, count);
         var truth = RelationRecovery.Truth(memberSets);
         var (subsets, membership) = RelationRecovery.Infer(structure, truth);
         var score = RelationRecovery.ScoreFound(subsets, truth);
-        return new RelationReport(RelationRecovery.FoundRule, subsets, score.Precision, score.Recall, score.Missed, score.Spurious, membership);
+        return new RelationReport(RelationRecovery.FoundRule, subsets, score.Precision, score.Recall, score.Missed, score.Spurious, membership, information);
     }
 
     /// <summary>The input sets evaluated: every single input to every other output, all others to each output, and two neighbours to each output.</summary>

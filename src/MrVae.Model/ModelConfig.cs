@@ -48,6 +48,10 @@ public sealed record ModelConfig
     public int ObservedDim { get; init; }
     /// <summary>mrVAE: the prior probability ρ that a modality is a member of a latent position's shared variable.</summary>
     public double MembershipPrior { get; init; } = 0.1;
+    /// <summary>mrVAE: the last this many latent positions are every modality's own and never shared, so joining a shared position does not cost a modality private capacity (0: every position may be shared).</summary>
+    public int PrivatePositions { get; init; }
+    /// <summary>mrVAE: the structure term is KL(p(G) ‖ q(G)) instead of KL(q(G) ‖ p(G)): its gradient per membership logit is β_n (q − ρ), which does not vanish when a membership saturates.</summary>
+    public bool ReverseStructureKl { get; init; }
 
     public string ToJson() => System.Text.Json.JsonSerializer.Serialize(this);
 
@@ -95,6 +99,7 @@ public sealed record ModelConfig
         Require(StructureWarmupSteps >= 0, $"StructureWarmupSteps={StructureWarmupSteps}: must be ≥ 0 (0: no warm-up)");
         Require(ObservedDim >= 0, $"ObservedDim={ObservedDim}: must be ≥ 0 (0: images)");
         Require(MembershipPrior > 0 && MembershipPrior < 1, $"MembershipPrior={MembershipPrior}: a probability strictly between 0 and 1");
+        Require(PrivatePositions >= 0 && PrivatePositions < LatentDim, $"PrivatePositions={PrivatePositions}: must be ≥ 0 and below LatentDim ({LatentDim}), so that at least one position can be shared");
         return this;
     }
 

@@ -32,7 +32,8 @@ public sealed class EvaluationReportTests
         "subsets": [ { "subset": "{0,1}", "mean_size": 2.5, "most_probable_size": 3, "found": true, "shared_in_spec": true } ],
         "rule": "found: ...", "precision": 0.5, "recall": 1, "predicted": 2, "truth": 1, "true_positives": 1,
         "missed": [], "spurious": ["{2,3}"], "private_mean": [13.5, null], "pair_shared_dims": [[null, 2.5], [2.5, null]],
-        "membership": [[0.9, 0.1], ["NaN", 0.5]]
+        "membership": [[0.9, 0.1], ["NaN", 0.5]],
+        "information": [[1.25, 0.0], [0.03, 2.5]]
       },
       "joint_coherence": { "samples": 200, "main": 0.3, "factors": { "digit": { "members": "0,1,2,3,4", "agreement": 0.3, "chance": 0.0001 } },
                            "definition": "latents from the prior" },

@@ -34,6 +34,8 @@ public class ModelConfigTests
     [InlineData("StructureWarmupSteps=-5", "StructureWarmupSteps=-5")]
     [InlineData("MaxSubsetOrder=1", "between 2 and the number of modalities")]
     [InlineData("Modalities=1", "at least 2 modalities")]
+    [InlineData("PrivatePositions=32", "below LatentDim (32)")]
+    [InlineData("PrivatePositions=-1", "PrivatePositions=-1")]
     public void AnOutOfRangeSettingIsRefusedWhenTheModelIsBuiltNamingTheSetting(string assignment, string message)
     {
         var config = new ModelConfig().WithSetting(assignment);

@@ -128,6 +128,68 @@ public sealed class MrVaeStructureTests
     }
 
     [Fact]
+    public void TheReverseStructureKlIsKlOfThePriorFromTheMembershipsWithGradientBetaNTimesQMinusRho()
+    {
+        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, MembershipPrior = 0.2, SubsetWeight = 0, Beta = 1, BetaSize = 0.7, ReverseStructureKl = true };
+        using var objective = (MrVaeObjective)CoordinatorObjective.Create(config);
+        objective.to(float64);
+        var probability = new double[D, M];
+        var rng = new Random(6);
+        for (int d = 0; d < D; d++) for (int j = 0; j < M; j++) probability[d, j] = 0.02 + 0.96 * rng.NextDouble();
+        probability[0, 0] = 1 - 1e-9;   // saturated: the forward KL's gradient vanishes here, the reverse one's does not
+        SetMembership(objective, probability);
+        var gen = new Generator(6);
+        var (mu, logVar) = TinyModels.Posteriors(M, B, D, gen);
+        // Evaluation uses the most probable (hard) structure, so only the structure term depends on the memberships.
+        using var output = objective.Forward(mu, logVar, TinyModels.Availability(0b111, M, B), [true, true, true], new StepContext { Generator = gen, Training = false, SampleLatents = false });
+        double expected = 0;
+        foreach (double q in probability) expected += 0.2 * Math.Log(0.2 / q) + 0.8 * Math.Log(0.8 / (1 - q));
+        Assert.Equal(expected, output.Terms["kl_structure"].item<double>(), 5);
+        output.Loss.backward();
+        var gradient = TinyModels.Values(objective.parameters().Single().grad!);
+        for (int d = 0; d < D; d++)
+            for (int j = 0; j < M; j++)
+                Assert.Equal(0.7 * 30 * (probability[d, j] - 0.2), gradient[d * M + j], 6);   // d/dφ = κ d/dlogit
+    }
+
+    [Fact]
+    public void PrivatePositionsAreNeverSharedAndCostNoStructureTerm()
+    {
+        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 0, Beta = 1, PrivatePositions = 2 };
+        using var objective = (MrVaeObjective)CoordinatorObjective.Create(config);
+        objective.to(float64);
+        SetMembership(objective, new double[,] { { 0.999, 0.999, 0.999 }, { 0.999, 0.999, 0.001 }, { 0.999, 0.999, 0.999 }, { 0.999, 0.999, 0.999 } });
+        using (var g = objective.Membership())
+        {
+            var q = TinyModels.Values(g);
+            for (int k = 2 * M; k < D * M; k++) Assert.Equal(0, q[k]);
+        }
+        var sizes = objective.Family.Subsets.Zip(objective.MostProbableSizes()).Where(p => p.Second > 0).ToDictionary(p => SubsetFamily.Format(p.First), p => p.Second);
+        Assert.Equal(new Dictionary<string, int> { ["{0,1,2}"] = 1, ["{0,1}"] = 1 }, sizes);
+
+        var gen = new Generator(7);
+        var (mu, logVar) = TinyModels.Posteriors(M, B, D, gen);
+        using var output = objective.Forward(mu, logVar, TinyModels.Availability(0b111, M, B), [true, true, true], new StepContext { Generator = gen, Training = false, SampleLatents = false });
+        int[][] members = [[0, 1, 2], [0, 1], [], []];
+        for (int j = 0; j < M; j++)
+            for (int b = 0; b < B; b++)
+                for (int d = 0; d < D; d++)
+                {
+                    double expected = mu[j]![b, d].item<double>();
+                    if (members[d].Contains(j))
+                    {
+                        double precision = members[d].Sum(i => Math.Exp(-logVar[i]![b, d].item<double>()));
+                        expected = members[d].Sum(i => Math.Exp(-logVar[i]![b, d].item<double>()) * mu[i]![b, d].item<double>()) / precision;
+                    }
+                    Assert.Equal(expected, output.DecoderInputs[j]![0, b, d].item<double>(), 9);
+                }
+        // The structure KL counts the two shareable positions only.
+        double kl = 0;
+        foreach (double q in new[] { 0.999, 0.999, 0.999, 0.999, 0.999, 0.001 }) kl += q * Math.Log(q / 0.1) + (1 - q) * Math.Log((1 - q) / 0.9);
+        Assert.Equal(kl, output.Terms["kl_structure"].item<double>(), 5);
+    }
+
+    [Fact]
     public void TheKlAndStructureWarmUpsScaleTheirTermsEachOnItsOwnSchedule()
     {
         // Without subset views and latent samples the coordinator's loss is the KL part alone: s_β β KL_latent + s_n β_n KL_structure.

@@ -88,7 +88,7 @@ public static class DemoCommand
             var generator = Seeds.Generator(seed, "demo");
             fromX0 = Grid(outDir, "polymnist_from_x0.png", imageModel, x, 0, generator);
             fromX1 = Grid(outDir, "polymnist_from_x1.png", imageModel, x, 1, generator);
-            imageRelation = VectorEvaluator.Relation((MrVaeObjective)imageModel.Coordinator, imageSpec.SharedMemberSets);
+            imageRelation = VectorEvaluator.Relation(imageModel, test, test.Count, imageSpec.SharedMemberSets);
         }
 
         // Vectors: synthetic-ring, the vector defaults of `mrvae train` (D = 16, β = 1, Gaussian σ = 0.1, the data's noise).
@@ -101,8 +101,8 @@ public static class DemoCommand
         PredictionReport prediction;
         using (vectorModel)
         {
-            vectorRelation = VectorEvaluator.Relation((MrVaeObjective)vectorModel.Coordinator, vectorSpec.SharedMemberSets);
             var test = MultimodalDataset.Load(vectors, "test", vectorSpec.Modalities);
+            vectorRelation = VectorEvaluator.Relation(vectorModel, test, Math.Min(2000, test.Count), vectorSpec.SharedMemberSets);
             prediction = VectorEvaluator.Prediction(vectorModel, test, Math.Min(2000, test.Count), 500, VectorStore.LoadModel(vectors));
         }
         await silo.StopAsync(CancellationToken.None);

@@ -35,7 +35,13 @@ public sealed class MrVaeObjective : CoordinatorObjective
 
     public SubsetFamily Family => family;
 
-    Tensor MembershipLogits => membershipParameters * LogitScale;
+    /// <summary>Positions that may be shared: all but the last <see cref="ModelConfig.PrivatePositions"/>.</summary>
+    int Shareable => latentDim - Config.PrivatePositions;
+
+    /// <summary>κ·φ; the private positions' logits are −10⁴ (q = 0: no modality is ever a member there).</summary>
+    Tensor MembershipLogits => Config.PrivatePositions == 0 ? membershipParameters * LogitScale
+        : cat([membershipParameters.narrow(0, 0, Shareable) * LogitScale,
+            full(Config.PrivatePositions, Config.Modalities, -1e4, dtype: membershipParameters.dtype, device: membershipParameters.device)], 0);
 
     /// <summary>q(j ∈ A_d) (D × M), detached.</summary>
     public Tensor Membership() { using var _ = no_grad(); return MembershipLogits.sigmoid(); }
@@ -139,11 +145,16 @@ public sealed class MrVaeObjective : CoordinatorObjective
         for (int j = 0; j < m; j++)
             if (decode[j]) decoderInputs[j] = stack(perViewInputs.Select(v => v[j]!).ToArray(), 0);
 
-        // The membership's KL against independent Bernoulli(ρ) priors, once per step, weighted β_n per sample like the paper's
-        // size term; the structure warm-up scales it, so the prior does not prune shared positions before the encoders carry content.
+        // The membership's KL against independent Bernoulli(ρ) priors over the shareable positions, once per step, weighted β_n per
+        // sample like the paper's size term; the structure warm-up scales it, so the prior does not prune shared positions before
+        // the encoders carry content. ReverseStructureKl: KL(p ‖ q), whose gradient β_n (q − ρ) per logit survives saturation.
         double rho = Config.MembershipPrior;
         var q = logits.sigmoid();
-        var klStructure = (q * (nn.functional.logsigmoid(logits) - Math.Log(rho)) + (1 - q) * (nn.functional.logsigmoid(-logits) - Math.Log(1 - rho))).sum();
+        var klEntries = Config.ReverseStructureKl
+            ? -(rho * nn.functional.logsigmoid(logits) + (1 - rho) * nn.functional.logsigmoid(-logits)) + (rho * Math.Log(rho) + (1 - rho) * Math.Log(1 - rho))
+            : q * (nn.functional.logsigmoid(logits) - Math.Log(rho)) + (1 - q) * (nn.functional.logsigmoid(-logits) - Math.Log(1 - rho));
+        if (Config.PrivatePositions > 0) klEntries = klEntries.narrow(0, 0, Shareable);
+        var klStructure = klEntries.sum();
         loss = loss + Config.BetaSize * context.StructureScale * klStructure;
         terms["kl_structure"] = klStructure.detach();
 
