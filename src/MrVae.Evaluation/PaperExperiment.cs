@@ -279,8 +279,9 @@ public static class PaperExperiment
         var md = new StringBuilder();
         md.Append($"# Paper tables, budget `{b.Name}`\n\n");
         bool mrvae = options.Models.Contains(ModelKind.MrVae);
-        md.Append($"Every model: D = {Config(options, ModelKind.MrVae, 2).LatentDim}, {b.Epochs} epochs of {b.Train} training tuples (batch {b.Batch}, Adam lr {b.LearningRate}), {b.Likelihood} likelihood with scale {b.LikelihoodScale}, seed {options.Seed}, ");
-        if (mrvae) md.Append($"mrVAE's structure-prior weight β_n = {Config(options, ModelKind.MrVae, 2).BetaSize}, ");
+        var mrvaeConfig = Config(options, ModelKind.MrVae, 2);
+        md.Append($"Every model: D = {mrvaeConfig.LatentDim}, {b.Epochs} epochs of {b.Train} training tuples (batch {b.Batch}, Adam lr {b.LearningRate}), {b.Likelihood} likelihood with scale {b.LikelihoodScale}, seed {options.Seed}, ");
+        if (mrvae) md.Append($"mrVAE's structure-prior weight β_n = {mrvaeConfig.BetaSize}, ");
         if (b.WarmupSteps > 0) md.Append($"β{(mrvae ? " and β_n" : "")} warmed up linearly over the first {b.WarmupSteps} steps, ");
         if (options.Settings.Length > 0) md.Append($"model settings {string.Join(", ", options.Settings)}, ");
         md.Append($"checkpoint with the lowest test loss; evaluated on {b.Samples} test tuples per input subset. Digit classifiers: {b.ClassifierEpochs} epochs on the same training split. ");

@@ -149,12 +149,11 @@ public sealed class MrVaeObjective : CoordinatorObjective
         // sample like the paper's size term; the structure warm-up scales it, so the prior does not prune shared positions before
         // the encoders carry content. ReverseStructureKl: KL(p ‖ q), whose gradient β_n (q − ρ) per logit survives saturation.
         double rho = Config.MembershipPrior;
-        var q = logits.sigmoid();
-        var klEntries = Config.ReverseStructureKl
-            ? -(rho * nn.functional.logsigmoid(logits) + (1 - rho) * nn.functional.logsigmoid(-logits)) + (rho * Math.Log(rho) + (1 - rho) * Math.Log(1 - rho))
-            : q * (nn.functional.logsigmoid(logits) - Math.Log(rho)) + (1 - q) * (nn.functional.logsigmoid(-logits) - Math.Log(1 - rho));
-        if (Config.PrivatePositions > 0) klEntries = klEntries.narrow(0, 0, Shareable);
-        var klStructure = klEntries.sum();
+        var shareable = logits.narrow(0, 0, Shareable);
+        var q = shareable.sigmoid();
+        var klStructure = (Config.ReverseStructureKl
+            ? -(rho * nn.functional.logsigmoid(shareable) + (1 - rho) * nn.functional.logsigmoid(-shareable)) + (rho * Math.Log(rho) + (1 - rho) * Math.Log(1 - rho))
+            : q * (nn.functional.logsigmoid(shareable) - Math.Log(rho)) + (1 - q) * (nn.functional.logsigmoid(-shareable) - Math.Log(1 - rho))).sum();
         loss = loss + Config.BetaSize * context.StructureScale * klStructure;
         terms["kl_structure"] = klStructure.detach();
 
