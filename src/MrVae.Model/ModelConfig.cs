@@ -52,6 +52,8 @@ public sealed record ModelConfig
     public int PrivatePositions { get; init; }
     /// <summary>mrVAE: the structure term is KL(p(G) ‖ q(G)) instead of KL(q(G) ‖ p(G)): its gradient per membership logit is β_n (q − ρ), which does not vanish when a membership saturates.</summary>
     public bool ReverseStructureKl { get; init; }
+    /// <summary>mrVAE: each member's expert is charged, weighted by its membership, the KL from the prior of its aggregate posterior over the batch (moment-matched), so a member cannot hold an input-independent, off-centre expert for free.</summary>
+    public bool MemberMarginalKl { get; init; }
 
     public string ToJson() => System.Text.Json.JsonSerializer.Serialize(this);
 

@@ -190,6 +190,49 @@ public sealed class MrVaeStructureTests
     }
 
     [Fact]
+    public void MemberMarginalKlChargesEachMembersAggregatePosteriorOverTheSamplesThatHoldIt()
+    {
+        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 0, Beta = 1.5, MemberMarginalKl = true };
+        using var objective = (MrVaeObjective)CoordinatorObjective.Create(config);
+        objective.to(float64);
+        var probability = new double[D, M];
+        var rng = new Random(9);
+        for (int d = 0; d < D; d++) for (int j = 0; j < M; j++) probability[d, j] = 0.05 + 0.9 * rng.NextDouble();
+        SetMembership(objective, probability);
+        var gen = new Generator(9);
+        var (mu, logVar) = TinyModels.Posteriors(M, B, D, gen);
+        // Modality 1 is missing in samples 0 and 3: its aggregate is over samples 1, 2 and 4 only.
+        var availability = new double[B * M];
+        for (int b = 0; b < B; b++) for (int j = 0; j < M; j++) availability[b * M + j] = j == 1 && (b == 0 || b == 3) ? 0 : 1;
+        using var available = tensor(availability, [B, M], dtype: float64);
+        using var output = objective.Forward(mu, logVar, available, [true, true, true], new StepContext { Generator = gen, Training = true, SampleLatents = false });
+        double expected = 0;
+        for (int j = 0; j < M; j++)
+        {
+            var rows = Enumerable.Range(0, B).Where(b => availability[b * M + j] == 1).ToArray();
+            for (int d = 0; d < D; d++)
+            {
+                double mean = rows.Average(b => mu[j]![b, d].item<double>());
+                double variance = rows.Average(b => Math.Pow(mu[j]![b, d].item<double>() - mean, 2)) + rows.Average(b => Math.Exp(logVar[j]![b, d].item<double>()));
+                double g = 1 / (1 + (1 - probability[d, j]) / probability[d, j]);
+                expected += g * Kl(mean, variance);
+            }
+        }
+        Assert.Equal(expected, output.Terms["kl_member_marginal"].item<double>(), 6);
+        // It enters the loss weighted by β, beside the unchanged other terms.
+        using (var without = (MrVaeObjective)CoordinatorObjective.Create(config with { MemberMarginalKl = false }))
+        {
+            without.to(float64);
+            SetMembership(without, probability);
+            using var plain = without.Forward(mu, logVar, available, [true, true, true], new StepContext { Generator = gen, Training = true, SampleLatents = false });
+            Assert.Equal(1.5 * expected, output.Loss.item<double>() - plain.Loss.item<double>(), 6);
+        }
+        // Not part of the evaluation loss (a batch statistic, and the structure there is the most probable one).
+        using var evaluation = objective.Forward(mu, logVar, available, [true, true, true], new StepContext { Generator = gen, Training = false, SampleLatents = false });
+        Assert.False(evaluation.Terms.ContainsKey("kl_member_marginal"));
+    }
+
+    [Fact]
     public void TheKlAndStructureWarmUpsScaleTheirTermsEachOnItsOwnSchedule()
     {
         // Without subset views and latent samples the coordinator's loss is the KL part alone: s_β β KL_latent + s_n β_n KL_structure.

@@ -141,6 +141,21 @@ public sealed class MrVaeObjective : CoordinatorObjective
             terms["kl_private" + suffix] = klPrivateMean.detach();
             terms["kl_shared" + suffix] = klSharedMean.detach();
         }
+        if (context.Training && Config.MemberMarginalKl)
+        {
+            // The aggregate posterior of each expert over the samples where it is available, matched by moments:
+            // mean E[μ], variance Var[μ] + E[σ²]; its KL from N(0, 1) is 0 for a calibrated expert whatever it says.
+            var present = available.t().unsqueeze(-1);                                                   // M × B × 1
+            var held = present.sum(1);                                                                   // M × 1
+            var count = held.clamp_min(1);
+            var muT = muAll.transpose(0, 1); var varT = logVarAll.exp().transpose(0, 1);                 // M × B × D
+            var mean = (present * muT).sum(1) / count;                                                   // M × D
+            var spread = (present * (muT - mean.unsqueeze(1)).square()).sum(1) / count + (present * varT).sum(1) / count;
+            var klMarginal = KlStandardNormal(mean, spread.log());                                       // M × D
+            var klMemberMarginal = (g * klMarginal * (held > 0.5).to(dtype)).sum();
+            loss = loss + Beta(context) * klMemberMarginal;
+            terms["kl_member_marginal"] = klMemberMarginal.detach();
+        }
         var decoderInputs = new Tensor?[m];
         for (int j = 0; j < m; j++)
             if (decode[j]) decoderInputs[j] = stack(perViewInputs.Select(v => v[j]!).ToArray(), 0);
