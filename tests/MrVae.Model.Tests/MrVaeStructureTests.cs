@@ -17,6 +17,12 @@ public sealed class MrVaeStructureTests
     static MrVaeObjective Objective(double rho = 0.1)
     {
         var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, MembershipPrior = rho, SubsetWeight = 0, Beta = 1 };
+        return Create(config);
+    }
+
+    /// <summary>The objective of <paramref name="config"/> in float64.</summary>
+    static MrVaeObjective Create(ModelConfig config)
+    {
         var objective = (MrVaeObjective)CoordinatorObjective.Create(config);
         objective.to(float64);
         return objective;
@@ -35,6 +41,15 @@ public sealed class MrVaeStructureTests
             }
         using var _ = no_grad();
         parameter.copy_(tensor(logits, [D, M], dtype: parameter.dtype));
+    }
+
+    /// <summary>Memberships drawn uniformly from [low, low + width] (D × M), reproducibly from the seed.</summary>
+    static double[,] RandomProbabilities(int seed, double low, double width)
+    {
+        var probability = new double[D, M];
+        var rng = new Random(seed);
+        for (int d = 0; d < D; d++) for (int j = 0; j < M; j++) probability[d, j] = low + width * rng.NextDouble();
+        return probability;
     }
 
     /// <summary>Positions: 0 = {0,1}, 1 = {0,1,2}, 2 = {2} (private), 3 = {} (private for all).</summary>
@@ -115,9 +130,7 @@ public sealed class MrVaeStructureTests
     public void StructureKlIsTheBernoulliKlOfEveryMembershipAgainstItsPrior()
     {
         using var objective = Objective(rho: 0.2);
-        var probability = new double[D, M];
-        var rng = new Random(3);
-        for (int d = 0; d < D; d++) for (int j = 0; j < M; j++) probability[d, j] = 0.05 + 0.9 * rng.NextDouble();
+        var probability = RandomProbabilities(3, 0.05, 0.9);
         SetMembership(objective, probability);
         var gen = new Generator(3);
         var (mu, logVar) = TinyModels.Posteriors(M, B, D, gen);
@@ -131,11 +144,8 @@ public sealed class MrVaeStructureTests
     public void TheReverseStructureKlIsKlOfThePriorFromTheMembershipsWithGradientBetaNTimesQMinusRho()
     {
         var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, MembershipPrior = 0.2, SubsetWeight = 0, Beta = 1, BetaSize = 0.7, ReverseStructureKl = true };
-        using var objective = (MrVaeObjective)CoordinatorObjective.Create(config);
-        objective.to(float64);
-        var probability = new double[D, M];
-        var rng = new Random(6);
-        for (int d = 0; d < D; d++) for (int j = 0; j < M; j++) probability[d, j] = 0.02 + 0.96 * rng.NextDouble();
+        using var objective = Create(config);
+        var probability = RandomProbabilities(6, 0.02, 0.96);
         probability[0, 0] = 1 - 1e-9;   // saturated: the forward KL's gradient vanishes here, the reverse one's does not
         SetMembership(objective, probability);
         var gen = new Generator(6);
@@ -156,8 +166,7 @@ public sealed class MrVaeStructureTests
     public void PrivatePositionsAreNeverSharedAndCostNoStructureTerm()
     {
         var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 0, Beta = 1, PrivatePositions = 2 };
-        using var objective = (MrVaeObjective)CoordinatorObjective.Create(config);
-        objective.to(float64);
+        using var objective = Create(config);
         SetMembership(objective, new double[,] { { 0.999, 0.999, 0.999 }, { 0.999, 0.999, 0.001 }, { 0.999, 0.999, 0.999 }, { 0.999, 0.999, 0.999 } });
         using (var g = objective.Membership())
         {
@@ -193,11 +202,8 @@ public sealed class MrVaeStructureTests
     public void MemberMarginalKlChargesEachMembersAggregatePosteriorOverTheSamplesThatHoldIt()
     {
         var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 0, Beta = 1.5, MemberMarginalKl = true };
-        using var objective = (MrVaeObjective)CoordinatorObjective.Create(config);
-        objective.to(float64);
-        var probability = new double[D, M];
-        var rng = new Random(9);
-        for (int d = 0; d < D; d++) for (int j = 0; j < M; j++) probability[d, j] = 0.05 + 0.9 * rng.NextDouble();
+        using var objective = Create(config);
+        var probability = RandomProbabilities(9, 0.05, 0.9);
         SetMembership(objective, probability);
         var gen = new Generator(9);
         var (mu, logVar) = TinyModels.Posteriors(M, B, D, gen);
@@ -220,9 +226,8 @@ public sealed class MrVaeStructureTests
         }
         Assert.Equal(expected, output.Terms["kl_member_marginal"].item<double>(), 6);
         // It enters the loss weighted by β, beside the unchanged other terms.
-        using (var without = (MrVaeObjective)CoordinatorObjective.Create(config with { MemberMarginalKl = false }))
+        using (var without = Create(config with { MemberMarginalKl = false }))
         {
-            without.to(float64);
             SetMembership(without, probability);
             using var plain = without.Forward(mu, logVar, available, [true, true, true], new StepContext { Generator = gen, Training = true, SampleLatents = false });
             Assert.Equal(1.5 * expected, output.Loss.item<double>() - plain.Loss.item<double>(), 6);
@@ -237,11 +242,8 @@ public sealed class MrVaeStructureTests
     {
         // Without subset views and latent samples the coordinator's loss is the KL part alone: s_β β KL_latent + s_n β_n KL_structure.
         var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 0, Beta = 2.5, BetaSize = 3, BetaWarmupSteps = 400, StructureWarmupSteps = 1000 };
-        using var objective = (MrVaeObjective)CoordinatorObjective.Create(config);
-        objective.to(float64);
-        var probability = new double[D, M];
-        var rng = new Random(5);
-        for (int d = 0; d < D; d++) for (int j = 0; j < M; j++) probability[d, j] = 0.1 + 0.8 * rng.NextDouble();
+        using var objective = Create(config);
+        var probability = RandomProbabilities(5, 0.1, 0.8);
         SetMembership(objective, probability);
         var gen = new Generator(5);
         var (mu, logVar) = TinyModels.Posteriors(M, B, D, gen);
@@ -260,9 +262,7 @@ public sealed class MrVaeStructureTests
     public void GradientsMatchFiniteDifferencesWithSoftMemberships()
     {
         using var objective = Objective();
-        var probability = new double[D, M];
-        var rng = new Random(4);
-        for (int d = 0; d < D; d++) for (int j = 0; j < M; j++) probability[d, j] = 0.2 + 0.6 * rng.NextDouble();
+        var probability = RandomProbabilities(4, 0.2, 0.6);
         SetMembership(objective, probability);
         var gen = new Generator(4);
         var (mu, logVar) = TinyModels.Posteriors(M, B, D, gen);
