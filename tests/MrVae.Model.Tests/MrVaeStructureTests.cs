@@ -235,6 +235,23 @@ public sealed class MrVaeStructureTests
         // Not part of the evaluation loss (a batch statistic, and the structure there is the most probable one).
         using var evaluation = objective.Forward(mu, logVar, available, [true, true, true], new StepContext { Generator = gen, Training = false, SampleLatents = false });
         Assert.False(evaluation.Terms.ContainsKey("kl_member_marginal"));
+        // A modality absent from the whole batch (a detached node) has no aggregate and is charged nothing.
+        double withoutModality2 = 0;
+        for (int j = 0; j < 2; j++)
+        {
+            var rows = Enumerable.Range(0, B).Where(b => availability[b * M + j] == 1).ToArray();
+            for (int d = 0; d < D; d++)
+            {
+                double mean = rows.Average(b => mu[j]![b, d].item<double>());
+                double variance = rows.Average(b => Math.Pow(mu[j]![b, d].item<double>() - mean, 2)) + rows.Average(b => Math.Exp(logVar[j]![b, d].item<double>()));
+                withoutModality2 += 1 / (1 + (1 - probability[d, j]) / probability[d, j]) * Kl(mean, variance);
+            }
+        }
+        for (int b = 0; b < B; b++) availability[b * M + 2] = 0;
+        using var twoPresent = tensor(availability, [B, M], dtype: float64);
+        using var detached = objective.Forward([mu[0], mu[1], null], [logVar[0], logVar[1], null], twoPresent, [true, true, false], new StepContext { Generator = gen, Training = true, SampleLatents = false });
+        Assert.Equal(withoutModality2, detached.Terms["kl_member_marginal"].item<double>(), 6);
+        Assert.True(double.IsFinite(detached.Loss.item<double>()));
     }
 
     [Fact]

@@ -145,12 +145,13 @@ public sealed class MrVaeObjective : CoordinatorObjective
         {
             // The aggregate posterior of each expert over the samples where it is available, matched by moments:
             // mean E[μ], variance Var[μ] + E[σ²]; its KL from N(0, 1) is 0 for a calibrated expert whatever it says.
+            // A modality that no sample holds gets variance 1 (not 0, whose log is −∞) and is charged nothing.
             var present = available.t().unsqueeze(-1);                                                   // M × B × 1
             var held = present.sum(1);                                                                   // M × 1
             var count = held.clamp_min(1);
             var muT = muAll.transpose(0, 1); var varT = logVarAll.exp().transpose(0, 1);                 // M × B × D
             var mean = (present * muT).sum(1) / count;                                                   // M × D
-            var spread = (present * (muT - mean.unsqueeze(1)).square()).sum(1) / count + (present * varT).sum(1) / count;
+            var spread = (present * (muT - mean.unsqueeze(1)).square()).sum(1) / count + (present * varT).sum(1) / count + (held < 0.5).to(dtype);
             var klMarginal = KlStandardNormal(mean, spread.log());                                       // M × D
             var klMemberMarginal = (g * klMarginal * (held > 0.5).to(dtype)).sum();
             loss = loss + Beta(context) * klMemberMarginal;
