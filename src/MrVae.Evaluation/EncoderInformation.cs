@@ -19,21 +19,13 @@ public static class EncoderInformation
         if (count < 2) throw new ArgumentException($"the encoders' information needs at least 2 samples, got {count}", nameof(count));
         int m = model.Config.Modalities, d = model.Config.LatentDim;
         var result = Enumerable.Range(0, d).Select(_ => new double[m]).ToArray();
-        model.eval();
-        using var _ = no_grad();
         for (int j = 0; j < m; j++)
         {
             var shard = data.Modalities[j] ?? throw new ArgumentException($"modality {j} is missing from the data; the encoders' information needs every modality", nameof(data));
             using var scope = NewDisposeScope();
-            var means = new List<Tensor>(); var variances = new List<Tensor>();
-            for (int start = 0; start < count; start += batchSize)
-            {
-                var batch = LabelledSplit.Range(start, Math.Min(batchSize, count - start));
-                var (mu, logVar) = model.ModalityNets[j].Encoder.forward(shard.Batch(batch));
-                means.Add(mu.to(ScalarType.Float64)); variances.Add(logVar.to(ScalarType.Float64).exp());
-            }
-            var signal = cat(means.ToArray(), 0).var(0L);
-            var noise = cat(variances.ToArray(), 0).mean([0L]);
+            var (mu, logVar) = LatentProbe.Encode(model, j, shard, count, batchSize);
+            var signal = mu.to(ScalarType.Float64).var(0L);
+            var noise = logVar.to(ScalarType.Float64).exp().mean([0L]);
             var info = (0.5 * (1 + signal / noise).log()).cpu().data<double>().ToArray();
             for (int k = 0; k < d; k++) result[k][j] = Math.Round(info[k], 4);
         }

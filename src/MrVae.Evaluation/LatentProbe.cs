@@ -15,23 +15,27 @@ public static class LatentProbe
     public static Tensor[] EncodeMeans(MultimodalVae model, LabelledSplit split, int count, int batchSize = 500)
     {
         count = Math.Min(count, split.Count);
+        return Enumerable.Range(0, split.Modalities).Select(j =>
+        {
+            var (mu, logVar) = Encode(model, j, split.Images[j], count, batchSize);
+            logVar.Dispose();
+            return mu;
+        }).ToArray();
+    }
+
+    /// <summary>Modality <paramref name="modality"/>'s posterior (μ, log σ²) of the first <paramref name="count"/> samples of <paramref name="shard"/>, encoded in batches (count × D each, no gradient).</summary>
+    public static (Tensor Mu, Tensor LogVar) Encode(MultimodalVae model, int modality, Model.Training.ModalityShard shard, int count, int batchSize = 500)
+    {
         model.eval();
         using var _ = no_grad();
-        var result = new Tensor[split.Modalities];
-        for (int j = 0; j < split.Modalities; j++)
+        using var scope = NewDisposeScope();
+        var means = new List<Tensor>(); var logVars = new List<Tensor>();
+        for (int start = 0; start < count; start += batchSize)
         {
-            var parts = new List<Tensor>();
-            for (int start = 0; start < count; start += batchSize)
-            {
-                using var scope = NewDisposeScope();
-                var ids = LabelledSplit.Range(start, Math.Min(batchSize, count - start));
-                var (mu, _) = model.ModalityNets[j].Encoder.forward(split.Images[j].Batch(ids));
-                parts.Add(mu.detach().MoveToOuterDisposeScope());
-            }
-            result[j] = cat(parts, 0);
-            foreach (var p in parts) p.Dispose();
+            var (mu, logVar) = model.ModalityNets[modality].Encoder.forward(shard.Batch(LabelledSplit.Range(start, Math.Min(batchSize, count - start))));
+            means.Add(mu); logVars.Add(logVar);
         }
-        return result;
+        return (cat(means, 0).MoveToOuterDisposeScope(), cat(logVars, 0).MoveToOuterDisposeScope());
     }
 
     /// <summary>Test accuracy of multinomial logistic regression fitted on (trainX, trainY), full-batch Adam.</summary>
