@@ -102,8 +102,9 @@ public static class DemoCommand
         using (vectorModel)
         {
             var test = MultimodalDataset.Load(vectors, "test", vectorSpec.Modalities);
-            vectorRelation = VectorEvaluator.Relation(vectorModel, test, Math.Min(2000, test.Count), vectorSpec.SharedMemberSets);
-            prediction = VectorEvaluator.Prediction(vectorModel, test, Math.Min(2000, test.Count), 500, VectorStore.LoadModel(vectors));
+            int count = Math.Min(2000, test.Count);
+            vectorRelation = VectorEvaluator.Relation(vectorModel, test, count, vectorSpec.SharedMemberSets);
+            prediction = VectorEvaluator.Prediction(vectorModel, test, count, 500, VectorStore.LoadModel(vectors));
         }
         await silo.StopAsync(CancellationToken.None);
         double seconds = total.Elapsed.TotalSeconds;
