@@ -25,19 +25,18 @@ public static class Seeds
 
     /// <summary>
     /// Builds modules under libtorch's global generator seeded for <paramref name="party"/>. Module initialisers
-    /// read the global generator, which every grain in a process shares: the lock keeps constructions apart.
+    /// read the global generator, which every grain in a process shares: the lock keeps constructions apart. The
+    /// guard is entered before the lock: a thread holding the lock while it waited for a drain deadlocked with guarded
+    /// work waiting for the lock.
     /// </summary>
-    public static T Construct<T>(long runSeed, string party, Func<T> build)
+    public static T Construct<T>(long runSeed, string party, Func<T> build) => Runtime.NativeCallGuard.Run(() =>
     {
         lock (ConstructionLock)
         {
-            return Runtime.NativeCallGuard.Run(() =>
-            {
-                manual_seed(Derive(runSeed, party));
-                return build();
-            });
+            manual_seed(Derive(runSeed, party));
+            return build();
         }
-    }
+    });
 
     /// <summary>A fresh generator for the party's own random draws (noise, subset choices).</summary>
     public static Generator Generator(long runSeed, string party) => new((ulong)Derive(runSeed, party));

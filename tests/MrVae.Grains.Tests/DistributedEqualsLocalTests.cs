@@ -61,11 +61,14 @@ public sealed class DistributedEqualsLocalTests(TwoSiloCluster fixture) : IClass
     [InlineData(ModelKind.Mvae, true, 0.5)]
     [InlineData(ModelKind.Mmvae, true, 0.5)]
     [InlineData(ModelKind.MrVae, false, 0.5)]
-    public async Task GrainsReproduceTheSingleProcessTrainer(ModelKind kind, bool vectors, double missing = 0)
+    // mrVAE's three structure options (private positions, reverse structure KL, member marginal KL), with samples missing.
+    [InlineData(ModelKind.MrVae, true, 0.5, true)]
+    public async Task GrainsReproduceTheSingleProcessTrainer(ModelKind kind, bool vectors, double missing = 0, bool structureOptions = false)
     {
         var (data, observedDim) = MakeData(vectors, missing);
         var config = new ModelConfig { Kind = kind, Modalities = 5, LatentDim = 6, EncoderHidden = 32, ObservedDim = observedDim,
-            Likelihood = vectors ? PixelLikelihood.Gaussian : PixelLikelihood.Laplace };
+            Likelihood = vectors ? PixelLikelihood.Gaussian : PixelLikelihood.Laplace,
+            PrivatePositions = structureOptions ? 2 : 0, ReverseStructureKl = structureOptions, MemberMarginalKl = structureOptions };
         const int steps = 5, batch = 16;
         const long seed = 11;
 

@@ -71,6 +71,38 @@ public sealed class NativeCallGuardTests
     }
 
     [Fact]
+    public Task ModulesBuiltInsideAndOutsideGuardedWorkDuringADrainAllFinish() => Task.Run(async () =>
+    {
+        // Three parties, as in a test process or a silo: a compute lane inside guarded work that then builds a module,
+        // a thread that builds one from outside guarded work, and exclusive work (a checkpoint write) that drains the
+        // guard between the two. Seeds' construction lock was taken before the guard, and these three waited on each
+        // other for ever (a CI run hung there). On the thread pool: the drain's continuations need no test thread.
+        using var inGuard = new ManualResetEventSlim();
+        using var proceed = new ManualResetEventSlim();
+        var lane = Task.Factory.StartNew(() => NativeCallGuard.Run(() =>
+        {
+            inGuard.Set();
+            proceed.Wait();
+            return Seeds.Construct(1, "lane", () => ones(2).sum().ToSingle());
+        }), TaskCreationOptions.LongRunning);
+        inGuard.Wait();
+        var exclusive = NativeCallGuard.ExclusiveAsync(() => Task.FromResult(true));   // drains now, waits for the lane
+        Thread? outsider = null;
+        var outside = Task.Factory.StartNew(() =>
+        {
+            outsider = Thread.CurrentThread;
+            return Seeds.Construct(1, "outside", () => ones(3).sum().ToSingle());
+        }, TaskCreationOptions.LongRunning);
+        // The outsider waits for the drain to end before the lane goes on.
+        Assert.True(SpinWait.SpinUntil(() => outsider is { } t && t.ThreadState.HasFlag(ThreadState.WaitSleepJoin), 10_000), "the outside construction did not wait for the drain");
+        proceed.Set();
+        var done = Task.WhenAll(lane, exclusive, outside);
+        Assert.True(done == await Task.WhenAny(done, Task.Delay(TimeSpan.FromSeconds(30))), "deadlock: module construction, guarded work and a drain waited on each other");
+        Assert.Equal(2f, await lane);
+        Assert.Equal(3f, await outside);
+    });
+
+    [Fact]
     public void GarbageOfPastRegionsIsCollected()
     {
         // Guarded work that leaves garbage, as a training step does (TorchSharp wrappers, arrays): 2 GB in all, ~1 MB a
