@@ -432,6 +432,11 @@ public static class Evaluator
                 RelationHeatmap(report, config, spec).Save(Path.Combine(outDir, "relation_heatmap.png"));
                 PairHeatmap(report, spec, config).Save(Path.Combine(outDir, "relation_pairs.png"));
                 figures.Add("relation_heatmap.png"); figures.Add("relation_pairs.png");
+                if (report.Relation.Information is not null)
+                {
+                    InformationHeatmap(report, config, spec).Save(Path.Combine(outDir, "relation_information.png"));
+                    figures.Add("relation_information.png");
+                }
             }
         }
         if (runDirectory is not null && Plots.TrainingCurves(runDirectory, $"training: {DisplayName(config.Kind)} D={config.LatentDim} ({Path.GetFileName(Path.GetFullPath(runDirectory).TrimEnd('/'))})") is { } curves)
@@ -463,19 +468,49 @@ public static class Evaluator
         int m = spec.Modalities;
         var rows = report.Relation!.Membership;
         var values = new double[rows.Length, m];
-        var labels = new string[rows.Length];
-        var truth = RelationRecovery.Truth(spec).Select(t => string.Join(",", t)).ToHashSet();
-        var marks = new bool[rows.Length];
         for (int d = 0; d < rows.Length; d++)
-        {
             for (int j = 0; j < m; j++) values[d, j] = rows[d][j];
-            var members = Enumerable.Range(0, m).Where(j => values[d, j] >= 0.5).ToArray();
-            labels[d] = $"d{d} {(members.Length == 0 ? "{}" : SubsetFamily.Format(members))}";
-            marks[d] = members.Length >= 2 && truth.Contains(string.Join(",", members));
-        }
+        var (labels, marks) = PositionLabels(rows, config, spec);
         return Plots.Heatmap($"{DisplayName(config.Kind)}: membership q(j in A_d)", labels, Enumerable.Range(0, m).Select(j => $"x{j}").ToArray(), values, 0, 1,
             rowMarks: marks, cell: 14,
             footer: "rows: latent position d and its most probable member set (* shared in spec.json); columns: modality; colour: q(j in A_d)");
+    }
+
+    /// <summary>
+    /// What each modality's encoder says about its input at each position (nats), beside the membership: a member that
+    /// says nothing, or an informed modality left out, shows here.
+    /// </summary>
+    static Canvas InformationHeatmap(EvaluationReport report, ModelConfig config, PolyMnistSpec spec)
+    {
+        int m = spec.Modalities;
+        var information = report.Relation!.Information!;
+        var values = new double[information.Length, m];
+        double max = 0.5;
+        for (int d = 0; d < information.Length; d++)
+            for (int j = 0; j < m; j++) max = Math.Max(max, values[d, j] = information[d][j]);
+        var (labels, marks) = PositionLabels(report.Relation.Membership, config, spec);
+        return Plots.Heatmap($"{DisplayName(config.Kind)}: information I(x_j; z_d), nats", labels, Enumerable.Range(0, m).Select(j => $"x{j}").ToArray(), values, 0, max,
+            rowMarks: marks, cell: 14,
+            footer: "rows: latent position d and its most probable member set, as in relation_heatmap.png; columns: modality");
+    }
+
+    /// <summary>
+    /// Each position's label: its members (q ≥ 0.5), "unshared" for a shareable position without any, "private" for
+    /// the positions the model keeps private (ModelConfig.PrivatePositions); marked where the member set is shared in the spec.
+    /// </summary>
+    static (string[] Labels, bool[] Marks) PositionLabels(double[][] membership, ModelConfig config, PolyMnistSpec spec)
+    {
+        var truth = RelationRecovery.Truth(spec).Select(t => string.Join(",", t)).ToHashSet();
+        int shareable = config.LatentDim - config.PrivatePositions;
+        var labels = new string[membership.Length];
+        var marks = new bool[membership.Length];
+        for (int d = 0; d < membership.Length; d++)
+        {
+            var members = Enumerable.Range(0, spec.Modalities).Where(j => membership[d][j] >= 0.5).ToArray();
+            labels[d] = $"d{d} {(d >= shareable ? "private" : members.Length == 0 ? "unshared" : SubsetFamily.Format(members))}";
+            marks[d] = members.Length >= 2 && truth.Contains(string.Join(",", members));
+        }
+        return (labels, marks);
     }
 
     static Canvas PairHeatmap(EvaluationReport report, PolyMnistSpec spec, ModelConfig config)
@@ -563,6 +598,7 @@ public static class Evaluator
             foreach (var s in rel.Subsets.OrderByDescending(s => s.MeanSize ?? double.NegativeInfinity))
                 md.Append($"| {s.Subset} | {F(s.MeanSize, "F2")} | {s.MostProbableSize} | {(s.Found ? "yes" : "")} | {(s.SharedInSpec ? "yes" : "")} |\n");
             md.Append("\n![relation](relation_heatmap.png)\n\n![pairs](relation_pairs.png)\n");
+            if (report.Relation.Information is not null) md.Append("\n![information](relation_information.png)\n");
         }
         else md.Append("\n## Learned relation\n\nOnly mrVAE infers a sharing structure; this model has none.\n");
         var probe = report.LatentProbe;

@@ -62,7 +62,7 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
         Assert.Equal(6, relation["subsets"]!.AsArray().Count(s => s!["shared_in_spec"]!.GetValue<bool>()));
         Assert.Equal(15 + 2, report["classifier_accuracy"]!.AsObject().Count);   // 15 positions, main mean, other mean
         Assert.Equal(5 + 3, report["latent_probe"]!["main"]!.AsObject().Count);   // singles, {0,1}, {0,1,2}, all
-        foreach (var png in new[] { "coherence.png", "relation_heatmap.png", "relation_pairs.png", "training_curves.png", "samples/in-0.png", "samples/in-1-2.png", "samples/in-0-1-2-3-4.png" })
+        foreach (var png in new[] { "coherence.png", "relation_heatmap.png", "relation_pairs.png", "relation_information.png", "training_curves.png", "samples/in-0.png", "samples/in-1-2.png", "samples/in-0-1-2-3-4.png" })
             Assert.True(File.Exists(Path.Combine(outDir, png)), png);
         Assert.Equal(31 + 1, Directory.GetFiles(Path.Combine(outDir, "samples")).Length);   // every input subset, and the prior
         Assert.Equal(6, report["joint_coherence"]!["factors"]!.AsObject().Count);
