@@ -54,8 +54,6 @@ public sealed record ModelConfig
     public bool ReverseStructureKl { get; init; }
     /// <summary>mrVAE: each member's expert is charged, weighted by its membership, the KL from the prior of its aggregate posterior over the batch (moment-matched), so a member cannot hold an input-independent, off-centre expert for free.</summary>
     public bool MemberMarginalKl { get; init; }
-    /// <summary>mrVAE: the shared variable is the prior times each member's posterior over the prior, p Π_j (q_j / p)^g, instead of the product of the members' posteriors: a member whose posterior is the prior changes nothing.</summary>
-    public bool ExpertsOverPrior { get; init; }
 
     public string ToJson() => System.Text.Json.JsonSerializer.Serialize(this);
 

@@ -97,49 +97,6 @@ public sealed class MrVaeStructureTests
     }
 
     [Fact]
-    public void ExpertsOverPriorAddEachMembersPrecisionBeyondThePriorsAndAnExpertAtThePriorChangesNothing()
-    {
-        using var objective = Create(new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 0, Beta = 1, ExpertsOverPrior = true });
-        SetMembership(objective, Hard);
-        var gen = new Generator(3);
-        var (mu, logVar) = TinyModels.Posteriors(M, B, D, gen);
-        var context = new StepContext { Generator = gen, Training = false, SampleLatents = false };
-        int[][] members = [[0, 1], [0, 1, 2], [2], []];
-        using (var available = TinyModels.Availability(0b111, M, B))
-        using (var output = objective.Forward(mu, logVar, available, [true, true, true], context))
-        {
-            double shared = 0;
-            var got = TinyModels.Values(output.DecoderInputs[0]![0]);
-            for (int b = 0; b < B; b++)
-                for (int d = 0; d < D; d++)
-                {
-                    if (members[d].Length == 0) continue;
-                    // p(z) Π_i q_i(z) / p(z): precision 1 + Σ (1/σ_i² − 1)⁺, natural mean Σ μ_i / σ_i².
-                    double precision = 1, natural = 0;
-                    foreach (int i in members[d])
-                    {
-                        double p = Math.Exp(-logVar[i]![b, d].item<double>());
-                        precision += Math.Max(p - 1, 0); natural += p * mu[i]![b, d].item<double>();
-                    }
-                    if (members[d].Contains(0)) Assert.Equal(natural / precision, got[b * D + d], 10);
-                    shared += Kl(natural / precision, 1 / precision);
-                }
-            Assert.Equal(shared / B, output.Terms["kl_shared"].item<double>(), 9);
-        }
-
-        // Modality 2 at the prior, N(0, 1): position 1 ({0,1,2}) fuses exactly as if it were not available.
-        var atPrior = new[] { mu[0], mu[1], zeros_like(mu[2]!) };
-        var atPriorLogVar = new[] { logVar[0], logVar[1], zeros_like(logVar[2]!) };
-        using var all = TinyModels.Availability(0b111, M, B);
-        using var two = TinyModels.Availability(0b011, M, B);
-        using var with = objective.Forward(atPrior, atPriorLogVar, all, [true, true, true], context);
-        using var without = objective.Forward([mu[0], mu[1], null], [logVar[0], logVar[1], null], two, [true, true, true], context);
-        var a = TinyModels.Values(with.DecoderInputs[0]![0]);
-        var c = TinyModels.Values(without.DecoderInputs[0]![0]);
-        for (int b = 0; b < B; b++) Assert.Equal(c[b * D + 1], a[b * D + 1], 12);
-    }
-
-    [Fact]
     public void KlTermsChargeEachSharedVariableOnceAndEachPrivateFactorOfAnAvailableMember()
     {
         using var objective = Objective();

@@ -182,13 +182,10 @@ public sealed class MrVaeObjective : CoordinatorObjective
     /// The shared variable at every position: the product of the experts weighted by <paramref name="w"/> (B × M × D,
     /// memberships times availability), the prior where no member is available (none, B × D; 0/1 when w is).
     /// </summary>
-    (Tensor Mean, Tensor Var, Tensor None) FuseMembers(Tensor w, Tensor muAll, Tensor precisionAll)
+    static (Tensor Mean, Tensor Var, Tensor None) FuseMembers(Tensor w, Tensor muAll, Tensor precisionAll)
     {
         var none = (1 - w).prod(1);
-        // ExpertsOverPrior: p Π_j (q_j / p)^w_j, so each member adds its precision beyond the prior's (none below it).
-        var precision = Config.ExpertsOverPrior
-            ? 1 + (w * (precisionAll - 1).clamp_min(0)).sum(1)
-            : (w * precisionAll).sum(1) + none;
+        var precision = (w * precisionAll).sum(1) + none;
         return ((w * muAll * precisionAll).sum(1) / precision, 1 / precision, none);
     }
 
