@@ -458,23 +458,14 @@ public static class Evaluator
         for (int r = 0; r < masks.Length; r++)
             for (int j = 0; j < m; j++) values[r, j] = main >= 0 ? cross.Accuracy[(masks[r], j, main)] : double.NaN;
         return Plots.Heatmap($"{DisplayName(config.Kind)}: main-digit coherence", masks.Select(k => $"in {{{Subsets.Name(k, m)}}}").ToArray(),
-            Enumerable.Range(0, m).Select(j => $"x{j}").ToArray(), values, 0, 1, showValues: true, cell: 30,
+            ModalityLabels(m), values, 0, 1, showValues: true, cell: 30,
             footer: "rows: input subset, columns: generated modality; accuracy of the digit classifier");
     }
 
     /// <summary>The membership posterior q(j ∈ A_d): one row per latent position, one column per modality.</summary>
     static Canvas RelationHeatmap(EvaluationReport report, ModelConfig config, PolyMnistSpec spec)
-    {
-        int m = spec.Modalities;
-        var rows = report.Relation!.Membership;
-        var values = new double[rows.Length, m];
-        for (int d = 0; d < rows.Length; d++)
-            for (int j = 0; j < m; j++) values[d, j] = rows[d][j];
-        var (labels, marks) = PositionLabels(rows, config, spec);
-        return Plots.Heatmap($"{DisplayName(config.Kind)}: membership q(j in A_d)", labels, Enumerable.Range(0, m).Select(j => $"x{j}").ToArray(), values, 0, 1,
-            rowMarks: marks, cell: 14,
-            footer: "rows: latent position d and its most probable member set (* shared in spec.json); columns: modality; colour: q(j in A_d)");
-    }
+        => PositionHeatmap($"{DisplayName(config.Kind)}: membership q(j in A_d)", report.Relation!.Membership, 1, report, config, spec,
+            "rows: latent position d and its most probable member set (* shared in spec.json); columns: modality; colour: q(j in A_d)");
 
     /// <summary>
     /// What each modality's encoder says about its input at each position (nats), beside the membership: a member that
@@ -482,17 +473,23 @@ public static class Evaluator
     /// </summary>
     static Canvas InformationHeatmap(EvaluationReport report, ModelConfig config, PolyMnistSpec spec)
     {
-        int m = spec.Modalities;
         var information = report.Relation!.Information!;
-        var values = new double[information.Length, m];
-        double max = 0.5;
-        for (int d = 0; d < information.Length; d++)
-            for (int j = 0; j < m; j++) max = Math.Max(max, values[d, j] = information[d][j]);
-        var (labels, marks) = PositionLabels(report.Relation.Membership, config, spec);
-        return Plots.Heatmap($"{DisplayName(config.Kind)}: information I(x_j; z_d), nats", labels, Enumerable.Range(0, m).Select(j => $"x{j}").ToArray(), values, 0, max,
-            rowMarks: marks, cell: 14,
-            footer: "rows: latent position d and its most probable member set, as in relation_heatmap.png; columns: modality");
+        return PositionHeatmap($"{DisplayName(config.Kind)}: information I(x_j; z_d), nats", information, Math.Max(0.5, information.Max(row => row.Max())),
+            report, config, spec, "rows: latent position d and its most probable member set, as in relation_heatmap.png; columns: modality");
     }
+
+    /// <summary>One row per latent position (labelled by <see cref="PositionLabels"/>), one column per modality, colours from 0 to <paramref name="max"/>.</summary>
+    static Canvas PositionHeatmap(string title, double[][] rows, double max, EvaluationReport report, ModelConfig config, PolyMnistSpec spec, string footer)
+    {
+        int m = spec.Modalities;
+        var values = new double[rows.Length, m];
+        for (int d = 0; d < rows.Length; d++)
+            for (int j = 0; j < m; j++) values[d, j] = rows[d][j];
+        var (labels, marks) = PositionLabels(report.Relation!.Membership, config, spec);
+        return Plots.Heatmap(title, labels, ModalityLabels(m), values, 0, max, rowMarks: marks, cell: 14, footer: footer);
+    }
+
+    static string[] ModalityLabels(int modalities) => Enumerable.Range(0, modalities).Select(j => $"x{j}").ToArray();
 
     /// <summary>
     /// Each position's label: its members (q ≥ 0.5), "unshared" for a shareable position without any, "private" for
@@ -525,8 +522,7 @@ public static class Evaluator
                 values[i, j] = i == j ? double.NaN : rows[i][j] ?? double.NaN;
                 if (i != j && double.IsFinite(values[i, j])) max = Math.Max(max, values[i, j]);
             }
-        return Plots.Heatmap($"{DisplayName(config.Kind)}: latent dims shared per pair", Enumerable.Range(0, m).Select(j => $"x{j}").ToArray(),
-            Enumerable.Range(0, m).Select(j => $"x{j}").ToArray(), values, 0, max, showValues: true, cell: 40,
+        return Plots.Heatmap($"{DisplayName(config.Kind)}: latent dims shared per pair", ModalityLabels(m), ModalityLabels(m), values, 0, max, showValues: true, cell: 40,
             footer: "sum of mean n_A over subsets containing both");
     }
 
