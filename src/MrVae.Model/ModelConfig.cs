@@ -54,6 +54,8 @@ public sealed record ModelConfig
     public bool ReverseStructureKl { get; init; }
     /// <summary>mrVAE: each member's expert is charged, weighted by its membership, the KL from the prior of its aggregate posterior over the batch (moment-matched), so a member cannot hold an input-independent, off-centre expert for free.</summary>
     public bool MemberMarginalKl { get; init; }
+    /// <summary>mrVAE: the membership prior of a modality at a position is ρ + (1 − ρ) r², r² the share of its code's variance (per batch) that the position's other members' consensus explains, so members that say nothing of the shared content leave and modalities that say it join.</summary>
+    public bool AgreementPrior { get; init; }
 
     public string ToJson() => System.Text.Json.JsonSerializer.Serialize(this);
 

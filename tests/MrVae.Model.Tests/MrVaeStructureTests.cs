@@ -163,6 +163,77 @@ public sealed class MrVaeStructureTests
     }
 
     [Fact]
+    public void TheAgreementPriorRaisesEachMembershipsPriorByTheShareOfItsCodeThatTheOtherMembersConsensusExplains()
+    {
+        const int batch = 40;
+        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, MembershipPrior = 0.2, SubsetWeight = 0, Beta = 1, BetaSize = 0.7, ReverseStructureKl = true, AgreementPrior = true };
+        using var objective = Create(config);
+        // Most probable structure: position 0 = {0,1,2}, 1 = {0,1}, 2 = {1} (j = 1's own), 3 = {} (each modality's own).
+        var probability = new double[,] { { 0.9, 0.8, 0.7 }, { 0.6, 0.95, 0.3 }, { 0.1, 0.7, 0.2 }, { 0.3, 0.4, 0.05 } };
+        SetMembership(objective, probability);
+        var gen = new Generator(11);
+        var (mu, logVar) = TinyModels.Posteriors(M, batch, D, gen);
+        // At positions 0 and 1 modality 1's code follows modality 0's, modality 2's is independent noise.
+        using (no_grad())
+        {
+            mu[1]![.., 0] = 0.8 * mu[0]![.., 0] + 0.3 * mu[1]![.., 0];
+            mu[1]![.., 1] = -1.5 * mu[0]![.., 1] + 0.5 * mu[1]![.., 1];
+        }
+        // Modality 2 is missing in the first 10 samples.
+        var availability = new double[batch * M];
+        for (int b = 0; b < batch; b++) for (int j = 0; j < M; j++) availability[b * M + j] = j == 2 && b < 10 ? 0 : 1;
+        using var available = tensor(availability, [batch, M], dtype: float64);
+        using var output = objective.Forward(mu, logVar, available, [true, true, true], new StepContext { Generator = gen, Training = true, SampleLatents = false });
+
+        double Mu(int j, int b, int d) => mu[j]![b, d].item<double>();
+        double Precision(int j, int b, int d) => Math.Exp(-logVar[j]![b, d].item<double>());
+        int[][] members = [[0, 1, 2], [0, 1], [1], []];
+        double expected = 0;
+        var rhos = new double[D, M];
+        for (int d = 0; d < D; d++)
+            for (int j = 0; j < M; j++)
+            {
+                // The samples holding j and at least one other member of d; the others' product-of-experts mean there.
+                var pairs = new List<(double Own, double Others)>();
+                for (int b = 0; b < batch; b++)
+                {
+                    var others = members[d].Where(i => i != j && availability[b * M + i] == 1).ToArray();
+                    if (availability[b * M + j] == 0 || others.Length == 0) continue;
+                    pairs.Add((Mu(j, b, d), others.Sum(i => Precision(i, b, d) * Mu(i, b, d)) / others.Sum(i => Precision(i, b, d))));
+                }
+                double r2 = 0;
+                if (pairs.Count >= 3)
+                {
+                    double mx = pairs.Average(p => p.Own), my = pairs.Average(p => p.Others);
+                    double sxy = pairs.Sum(p => (p.Own - mx) * (p.Others - my)), sxx = pairs.Sum(p => Math.Pow(p.Own - mx, 2)), syy = pairs.Sum(p => Math.Pow(p.Others - my, 2));
+                    r2 = sxy * sxy / (sxx * syy);
+                }
+                double rho = 0.2 + 0.8 * r2;
+                rhos[d, j] = rho;
+                double q = probability[d, j];
+                expected += rho * Math.Log(rho / q) + (1 - rho) * Math.Log((1 - rho) / (1 - q));
+            }
+        Assert.Equal(expected, output.Terms["kl_structure"].item<double>(), 5);
+        // The agreeing pairs are pulled towards membership, the independent member pushed out, the lone member's and the
+        // empty position's priors unchanged (no other member to agree with).
+        Assert.True(rhos[0, 0] > 0.5 && rhos[0, 1] > 0.5 && rhos[1, 0] > 0.9 && rhos[1, 1] > 0.9);
+        Assert.True(rhos[0, 2] < 0.25 && rhos[1, 2] < 0.25);
+        Assert.Equal(0.2, rhos[2, 1], 9);
+        Assert.Equal(0.2, rhos[3, 0], 9);
+        // The prior is the batch's evidence held fixed: against the constant prior, the gradient per logit differs by β_n κ (0.2 − ρ).
+        output.Loss.backward();
+        var gradient = TinyModels.Values(objective.parameters().Single().grad!);
+        using var constant = Create(config with { AgreementPrior = false });
+        SetMembership(constant, probability);
+        using var plain = constant.Forward(mu, logVar, available, [true, true, true], new StepContext { Generator = gen, Training = true, SampleLatents = false });
+        plain.Loss.backward();
+        var plainGradient = TinyModels.Values(constant.parameters().Single().grad!);
+        for (int d = 0; d < D; d++)
+            for (int j = 0; j < M; j++)
+                Assert.Equal(0.7 * 30 * (0.2 - rhos[d, j]), gradient[d * M + j] - plainGradient[d * M + j], 6);
+    }
+
+    [Fact]
     public void PrivatePositionsAreNeverSharedAndCostNoStructureTerm()
     {
         var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 0, Beta = 1, PrivatePositions = 2 };

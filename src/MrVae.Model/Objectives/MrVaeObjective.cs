@@ -164,18 +164,60 @@ public sealed class MrVaeObjective : CoordinatorObjective
         // The membership's KL against independent Bernoulli(ρ) priors over the shareable positions, once per step, weighted β_n per
         // sample like the paper's size term; the structure warm-up scales it, so the prior does not prune shared positions before
         // the encoders carry content. ReverseStructureKl: KL(p ‖ q), whose gradient β_n (q − ρ) per logit survives saturation.
-        double rho = Config.MembershipPrior;
         var shareable = logits.narrow(0, 0, Shareable);
         var q = shareable.sigmoid();
-        var klStructure = (Config.ReverseStructureKl
-            ? -(rho * nn.functional.logsigmoid(shareable) + (1 - rho) * nn.functional.logsigmoid(-shareable)) + (rho * Math.Log(rho) + (1 - rho) * Math.Log(1 - rho))
-            : q * (nn.functional.logsigmoid(shareable) - Math.Log(rho)) + (1 - q) * (nn.functional.logsigmoid(-shareable) - Math.Log(1 - rho))).sum();
+        Tensor klStructure;
+        if (Config.AgreementPrior)
+        {
+            var rho = AgreementPrior(logits, muAll, logVarAll, available).narrow(0, 0, Shareable);
+            klStructure = (Config.ReverseStructureKl
+                ? -(rho * nn.functional.logsigmoid(shareable) + (1 - rho) * nn.functional.logsigmoid(-shareable)) + (rho * rho.log() + (1 - rho) * (1 - rho).log())
+                : q * (nn.functional.logsigmoid(shareable) - rho.log()) + (1 - q) * (nn.functional.logsigmoid(-shareable) - (1 - rho).log())).sum();
+        }
+        else
+        {
+            double rho = Config.MembershipPrior;
+            klStructure = (Config.ReverseStructureKl
+                ? -(rho * nn.functional.logsigmoid(shareable) + (1 - rho) * nn.functional.logsigmoid(-shareable)) + (rho * Math.Log(rho) + (1 - rho) * Math.Log(1 - rho))
+                : q * (nn.functional.logsigmoid(shareable) - Math.Log(rho)) + (1 - q) * (nn.functional.logsigmoid(-shareable) - Math.Log(1 - rho))).sum();
+        }
         loss = loss + Config.BetaSize * context.StructureScale * klStructure;
         terms["kl_structure"] = klStructure.detach();
 
         var output = new CoordinatorOutput { DecoderInputs = decoderInputs, Loss = loss, ViewWeights = weights.ToArray() };
         foreach (var (key, t) in terms) output.Terms[key] = t;
         return output;
+    }
+
+    /// <summary>
+    /// The membership prior ρ_{d,j} = ρ + (1 − ρ) r²_{d,j} (D × M, detached), where r² is the share of the variance of j's
+    /// expert mean at d that the consensus of the position's other members explains (the squared correlation, over the
+    /// samples holding j and another member, with the others' product-of-experts mean; 0 with fewer than 3 such samples).
+    /// A member that says nothing of what the others say is pushed out; a non-member that says it is pulled in.
+    /// </summary>
+    Tensor AgreementPrior(Tensor logits, Tensor muAll, Tensor logVarAll, Tensor available)
+    {
+        using var _ = no_grad();
+        int m = Config.Modalities;
+        var member = MostProbable(logits).t();                                          // M × D
+        var precisionAll = (-logVarAll).exp();
+        var columns = new Tensor[m];
+        for (int j = 0; j < m; j++)
+        {
+            var others = member.clone(); others[j] = zeros_like(others[j]);
+            var w = others.unsqueeze(0) * available.unsqueeze(-1);                        // B × M × D
+            var (consensus, _, none) = FuseMembers(w, muAll, precisionAll);              // B × D
+            var valid = available[.., j].unsqueeze(-1) * (1 - none);                      // B × D: j and another member held
+            var n = valid.sum(0L);                                                       // D
+            var count = n.clamp_min(1);
+            var x = muAll[.., j, ..];
+            var xc = valid * (x - (valid * x).sum(0L) / count);
+            var yc = valid * (consensus - (valid * consensus).sum(0L) / count);
+            var r2 = ((xc * yc).sum(0L).square() / ((xc.square().sum(0L) * yc.square().sum(0L)) + 1e-12)).clamp(0, 1);
+            columns[j] = where(n >= 3, r2, zeros_like(r2));
+        }
+        double rho = Config.MembershipPrior;
+        return (rho + (1 - rho) * stack(columns, 1)).clamp_max(1 - 1e-6);
     }
 
     /// <summary>
