@@ -5,30 +5,45 @@ using static TorchSharp.torch;
 namespace MrVae.Evaluation;
 
 /// <summary>
-/// What each modality's encoder says about its input at each latent position: I_{d,j} = ½ log(1 + Var_x[μ_{j,d}] /
-/// E_x[σ²_{j,d}]) nats, the information of a Gaussian channel whose signal is the spread of the posterior means over
-/// the data and whose noise is the mean posterior variance. An expert that gives the same mean for every input, or a
-/// variance far above its means' spread, scores 0.
+/// What each modality's encoder says at each latent position, on data: the information I_{d,j} = ½ log(1 + Var_x[μ_{j,d}] /
+/// E_x[σ²_{j,d}]) nats (a Gaussian channel whose signal is the spread of the posterior means over the data and whose noise
+/// is the mean posterior variance; an expert that gives the same mean for every input scores 0), and, for a structure, the
+/// agreement r²_{d,j}: the share of the variance of μ_{j,d} that the product-of-experts mean of the position's other
+/// members explains (their squared correlation; absent where d has no other member). A member that says nothing of what
+/// the others say has agreement near 0.
 /// </summary>
 public static class EncoderInformation
 {
-    /// <summary>I (D × M, nats) on the first <paramref name="count"/> samples of <paramref name="data"/> (every modality present).</summary>
-    public static double[][] Compute(MultimodalVae model, MultimodalDataset data, int count, int batchSize = 500)
+    /// <summary>I and the agreement (D × M each) on the first <paramref name="count"/> samples of <paramref name="data"/> (every modality present); <paramref name="members"/>[d][j]: j ∈ A_d, or null for no agreement.</summary>
+    public static (double[][] Information, double?[][]? Agreement) Compute(MultimodalVae model, MultimodalDataset data, int count, bool[][]? members = null, int batchSize = 500)
     {
         count = Math.Min(count, data.Count);
         if (count < 2) throw new ArgumentException($"the encoders' information needs at least 2 samples, got {count}", nameof(count));
         int m = model.Config.Modalities, d = model.Config.LatentDim;
-        var result = Enumerable.Range(0, d).Select(_ => new double[m]).ToArray();
+        using var scope = NewDisposeScope();
+        var mu = new Tensor[m]; var precision = new Tensor[m];
+        var information = Enumerable.Range(0, d).Select(_ => new double[m]).ToArray();
         for (int j = 0; j < m; j++)
         {
             var shard = data.Modalities[j] ?? throw new ArgumentException($"modality {j} is missing from the data; the encoders' information needs every modality", nameof(data));
-            using var scope = NewDisposeScope();
-            var (mu, logVar) = LatentProbe.Encode(model, j, shard, count, batchSize);
-            var signal = mu.to(ScalarType.Float64).var(0L);
-            var noise = logVar.to(ScalarType.Float64).exp().mean([0L]);
-            var info = (0.5 * (1 + signal / noise).log()).cpu().data<double>().ToArray();
-            for (int k = 0; k < d; k++) result[k][j] = Math.Round(info[k], 4);
+            var (mean, logVar) = LatentProbe.Encode(model, j, shard, count, batchSize);
+            mu[j] = mean.to(ScalarType.Float64); precision[j] = (-logVar.to(ScalarType.Float64)).exp();
+            var info = (0.5 * (1 + mu[j].var(0L) * (1 / precision[j]).mean([0L]).reciprocal()).log()).cpu().data<double>().ToArray();
+            for (int k = 0; k < d; k++) information[k][j] = Math.Round(info[k], 4);
         }
-        return result;
+        if (members is null) return (information, null);
+        var agreement = Enumerable.Range(0, d).Select(_ => new double?[m]).ToArray();
+        for (int k = 0; k < d; k++)
+            for (int j = 0; j < m; j++)
+            {
+                var others = Enumerable.Range(0, m).Where(i => i != j && members[k][i]).ToArray();
+                if (others.Length == 0) continue;
+                var weight = others.Select(i => precision[i][.., k]).Aggregate((a, b) => a + b);
+                var consensus = others.Select(i => precision[i][.., k] * mu[i][.., k]).Aggregate((a, b) => a + b) / weight;
+                var x = mu[j][.., k] - mu[j][.., k].mean(); var y = consensus - consensus.mean();
+                double sxy = (x * y).sum().item<double>(), sxx = x.square().sum().item<double>(), syy = y.square().sum().item<double>();
+                agreement[k][j] = sxx > 1e-12 && syy > 1e-12 ? Math.Round(sxy * sxy / (sxx * syy), 4) : 0;
+            }
+        return (information, agreement);
     }
 }

@@ -143,6 +143,8 @@ public sealed class EvaluationReport
         [JsonPropertyName("membership")] public required double[][] Membership { get; init; }
         /// <summary>I_{d,j}: what modality j's encoder says about its input at position d, nats (<see cref="EncoderInformation"/>); absent in reports written before 2026-12-05.</summary>
         [JsonPropertyName("information"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double[][]? Information { get; init; }
+        /// <summary>r²_{d,j}: the share of member or non-member j's code at d that the other members' consensus explains (<see cref="EncoderInformation"/>); null where d has no other member; absent in reports written before 2026-12-05.</summary>
+        [JsonPropertyName("agreement"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double?[][]? Agreement { get; init; }
     }
 
     public sealed class RelationSubset

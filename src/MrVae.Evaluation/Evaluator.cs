@@ -159,7 +159,7 @@ public static class Evaluator
         var cross = CrossModal.Run(generator, classifiers, test, options.CrossModal, paperFd, log);
         double crossSeconds = watch.Elapsed.TotalSeconds;
 
-        var relation = model.Coordinator is MrVaeObjective structure ? Relation(structure, model.Config, spec, EncoderInformation.Compute(model, test.ToDataset(), options.CrossModal.Samples)) : null;
+        var relation = model.Coordinator is MrVaeObjective structure ? Relation(model, structure, spec, test, options.CrossModal.Samples) : null;
         watch.Restart();
         var joint = JointCoherence.Run(model, classifiers, spec, options.CrossModal.Samples, Seeds.Generator(options.Seed, "evaluation/prior"), options.CrossModal.BatchSize, options.CrossModal.GridSamples);
         var jointReport = JointCoherence.Report(joint, spec, v => Round(v));
@@ -341,9 +341,17 @@ public static class Evaluator
         };
     }
 
-    /// <summary>mrVAE's structure (its membership posterior; it does not depend on the input) against the spec.</summary>
-    static EvaluationReport.ImageRelation Relation(MrVaeObjective structure, ModelConfig config, PolyMnistSpec spec, double[][] information)
+    /// <summary>
+    /// mrVAE's structure (its membership posterior; it does not depend on the input) against the spec, with what each
+    /// encoder says at each position and how far each member agrees with the others, on the first <paramref name="count"/> test tuples.
+    /// </summary>
+    public static EvaluationReport.ImageRelation Relation(MultimodalVae model, MrVaeObjective structure, PolyMnistSpec spec, LabelledSplit test, int count)
     {
+        var config = model.Config;
+        using var q = structure.Membership();
+        var g = q.to(TorchSharp.torch.ScalarType.Float64).cpu().data<double>().ToArray();
+        var members = Enumerable.Range(0, config.LatentDim).Select(d => Enumerable.Range(0, config.Modalities).Select(j => g[d * config.Modalities + j] >= 0.5).ToArray()).ToArray();
+        var (information, agreement) = EncoderInformation.Compute(model, test.ToDataset(), count, members);
         var truth = RelationRecovery.Truth(spec);
         var (sizes, rows) = RelationRecovery.Infer(structure, truth);
         var score = RelationRecovery.ScoreFound(sizes, truth);
@@ -364,6 +372,7 @@ public static class Evaluator
             PairSharedDims = Enumerable.Range(0, spec.Modalities).Select(i => Enumerable.Range(0, spec.Modalities).Select(j => Round(pairs[i, j], 3)).ToArray()).ToArray(),
             Membership = rows,
             Information = information,
+            Agreement = agreement,
         };
     }
 
@@ -429,14 +438,7 @@ public static class Evaluator
             figures.Add("coherence.png");
             if (report.Relation is not null)
             {
-                RelationHeatmap(report, config, spec).Save(Path.Combine(outDir, "relation_heatmap.png"));
-                PairHeatmap(report, spec, config).Save(Path.Combine(outDir, "relation_pairs.png"));
-                figures.Add("relation_heatmap.png"); figures.Add("relation_pairs.png");
-                if (report.Relation.Information is not null)
-                {
-                    InformationHeatmap(report, config, spec).Save(Path.Combine(outDir, "relation_information.png"));
-                    figures.Add("relation_information.png");
-                }
+                figures.AddRange(WriteRelationFigures(report.Relation, outDir, spec, config));
             }
         }
         if (runDirectory is not null && Plots.TrainingCurves(runDirectory, $"training: {DisplayName(config.Kind)} D={config.LatentDim} ({Path.GetFileName(Path.GetFullPath(runDirectory).TrimEnd('/'))})") is { } curves)
@@ -448,6 +450,46 @@ public static class Evaluator
         File.WriteAllText(Path.Combine(outDir, ReportJson), report.ToJson());
         File.WriteAllText(Path.Combine(outDir, ReportMarkdown), Markdown(report, spec, config, cross));
         log?.Invoke($"report: {Path.Combine(outDir, ReportMarkdown)} ({figures.Count} figures, {cross?.Grids.Count ?? 0} sample grids in samples/)");
+    }
+
+    /// <summary>The membership, pair and information heatmaps of <paramref name="relation"/> into <paramref name="outDir"/>; their file names.</summary>
+    static List<string> WriteRelationFigures(EvaluationReport.ImageRelation relation, string outDir, PolyMnistSpec spec, ModelConfig config)
+    {
+        RelationHeatmap(relation, config, spec).Save(Path.Combine(outDir, "relation_heatmap.png"));
+        PairHeatmap(relation, spec, config).Save(Path.Combine(outDir, "relation_pairs.png"));
+        var figures = new List<string> { "relation_heatmap.png", "relation_pairs.png" };
+        if (relation.Information is not null)
+        {
+            InformationHeatmap(relation, config, spec).Save(Path.Combine(outDir, "relation_information.png"));
+            figures.Add("relation_information.png");
+        }
+        return figures;
+    }
+
+    public const string RelationJson = "relation.json";
+
+    /// <summary>
+    /// mrVAE's inferred relation alone (seconds, no classifiers: for a run in progress): <see cref="RelationJson"/> and the
+    /// relation figures in the output directory, measured on <see cref="CrossModalSettings.Samples"/> test tuples.
+    /// </summary>
+    public static (EvaluationReport.ImageRelation Relation, long Step) RelationOnly(EvalOptions options, Action<string>? log = null)
+    {
+        var (checkpointDir, state) = ResolveCheckpoint(options.RunDirectory, options.Checkpoint);
+        if (state.Model.Kind != ModelKind.MrVae)
+            throw new UserInputException($"run {options.RunDirectory} is a {state.Model.Kind} run, which infers no relation: --relation-only is for mrVAE runs (drop it for the full evaluation)");
+        var spec = PolyMnistStore.LoadSpec(options.DataDirectory);
+        if (state.Model.Modalities != spec.Modalities)
+            throw new DataFormatException($"run {options.RunDirectory} was trained on {state.Model.Modalities} modalities but {options.DataDirectory} ({spec.Name}) has {spec.Modalities}: pass the dataset the run was trained on with --data");
+        CheckData(options.RunDirectory, options.DataDirectory, options.AllowOtherData, log);
+        var test = LabelledSplit.Load(options.DataDirectory, "test", spec);
+        using var model = LoadModel(checkpointDir, state.Model);
+        log?.Invoke($"relation of {checkpointDir} (step {state.Step}) on {Math.Min(options.CrossModal.Samples, test.Count)} test tuples");
+        var relation = Relation(model, (MrVaeObjective)model.Coordinator, spec, test, options.CrossModal.Samples);
+        Directory.CreateDirectory(options.OutputDirectory);
+        File.WriteAllText(Path.Combine(options.OutputDirectory, RelationJson), JsonSerializer.Serialize(relation, EvaluationReport.Json));
+        var figures = WriteRelationFigures(relation, options.OutputDirectory, spec, model.Config);
+        log?.Invoke($"relation: {Path.Combine(options.OutputDirectory, RelationJson)} and {string.Join(", ", figures)}");
+        return (relation, state.Step);
     }
 
     static Canvas CoherenceHeatmap(EvaluationReport report, CrossModalResult cross, PolyMnistSpec spec, ModelConfig config)
@@ -463,29 +505,29 @@ public static class Evaluator
     }
 
     /// <summary>The membership posterior q(j ∈ A_d): one row per latent position, one column per modality.</summary>
-    static Canvas RelationHeatmap(EvaluationReport report, ModelConfig config, PolyMnistSpec spec)
-        => PositionHeatmap($"{DisplayName(config.Kind)}: membership q(j in A_d)", report.Relation!.Membership, 1, report, config, spec,
+    static Canvas RelationHeatmap(EvaluationReport.ImageRelation relation, ModelConfig config, PolyMnistSpec spec)
+        => PositionHeatmap($"{DisplayName(config.Kind)}: membership q(j in A_d)", relation.Membership, 1, relation, config, spec,
             "rows: latent position d and its most probable member set (* shared in spec.json); columns: modality; colour: q(j in A_d)");
 
     /// <summary>
     /// What each modality's encoder says about its input at each position (nats), beside the membership: a member that
     /// says nothing, or an informed modality left out, shows here.
     /// </summary>
-    static Canvas InformationHeatmap(EvaluationReport report, ModelConfig config, PolyMnistSpec spec)
+    static Canvas InformationHeatmap(EvaluationReport.ImageRelation relation, ModelConfig config, PolyMnistSpec spec)
     {
-        var information = report.Relation!.Information!;
+        var information = relation.Information!;
         return PositionHeatmap($"{DisplayName(config.Kind)}: information I(x_j; z_d), nats", information, Math.Max(0.5, information.Max(row => row.Max())),
-            report, config, spec, "rows: latent position d and its most probable member set, as in relation_heatmap.png; columns: modality");
+            relation, config, spec, "rows: latent position d and its most probable member set, as in relation_heatmap.png; columns: modality");
     }
 
     /// <summary>One row per latent position (labelled by <see cref="PositionLabels"/>), one column per modality, colours from 0 to <paramref name="max"/>.</summary>
-    static Canvas PositionHeatmap(string title, double[][] rows, double max, EvaluationReport report, ModelConfig config, PolyMnistSpec spec, string footer)
+    static Canvas PositionHeatmap(string title, double[][] rows, double max, EvaluationReport.ImageRelation relation, ModelConfig config, PolyMnistSpec spec, string footer)
     {
         int m = spec.Modalities;
         var values = new double[rows.Length, m];
         for (int d = 0; d < rows.Length; d++)
             for (int j = 0; j < m; j++) values[d, j] = rows[d][j];
-        var (labels, marks) = PositionLabels(report.Relation!.Membership, config, spec);
+        var (labels, marks) = PositionLabels(relation.Membership, config, spec);
         return Plots.Heatmap(title, labels, ModalityLabels(m), values, 0, max, rowMarks: marks, cell: 14, footer: footer);
     }
 
@@ -510,10 +552,10 @@ public static class Evaluator
         return (labels, marks);
     }
 
-    static Canvas PairHeatmap(EvaluationReport report, PolyMnistSpec spec, ModelConfig config)
+    static Canvas PairHeatmap(EvaluationReport.ImageRelation relation, PolyMnistSpec spec, ModelConfig config)
     {
         int m = spec.Modalities;
-        var rows = report.Relation!.PairSharedDims;
+        var rows = relation.PairSharedDims;
         var values = new double[m, m];
         double max = 1;
         for (int i = 0; i < m; i++)

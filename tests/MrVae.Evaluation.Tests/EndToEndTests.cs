@@ -75,6 +75,15 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
         Assert.True(File.Exists(Path.Combine(dataDir, "classifiers", ClassifierSet.ManifestFile)));
         Assert.Contains(logs, l => l.StartsWith("training digit classifiers", StringComparison.Ordinal));
 
+        // The relation alone (no classifiers) is the full report's relation, with its figures.
+        string relationDir = Path.Combine(root, "relation");
+        var (alone, step) = Evaluator.RelationOnly(Options(run, dataDir, relationDir));
+        Assert.Equal(relation.ToJsonString(), JsonNode.Parse(File.ReadAllText(Path.Combine(relationDir, Evaluator.RelationJson)))!.ToJsonString());
+        Assert.Equal(report["model"]!["step"]!.GetValue<long>(), step);
+        Assert.Equal(6, alone.Agreement!.Length);
+        foreach (var png in new[] { "relation_heatmap.png", "relation_pairs.png", "relation_information.png" })
+            Assert.True(File.Exists(Path.Combine(relationDir, png)), png);
+
         // A second evaluation (MoPoE) of the same data reuses the classifiers, and has no relation.
         string mopoe = TrainRun(dataDir, ModelKind.MoPoE, "mopoe");
         logs.Clear();
@@ -83,6 +92,8 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
         Assert.Null(second.Report.Relation);
         Assert.Equal(report["classifier_accuracy"]!.ToJsonString(), second.Report.ToJsonObject()["classifier_accuracy"]!.ToJsonString());
         Assert.Equal("last", second.Report.Model.Checkpoint);
+        var refused = Assert.Throws<UserInputException>(() => Evaluator.RelationOnly(Options(mopoe, dataDir, Path.Combine(root, "relation-mopoe")) with { Checkpoint = "last" }));
+        Assert.Contains("--relation-only is for mrVAE runs", refused.Message);
     }
 
     [Fact]

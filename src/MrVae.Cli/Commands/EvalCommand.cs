@@ -23,9 +23,10 @@ public static class EvalCommand
         var fdMatrix = new Option<bool>("--fd-matrix") { Description = "FD for every (input subset, output) cell, not only the paper's rows (slower)" };
         var inception = new Option<string?>("--inception") { Description = "TorchSharp-format state dict of torchvision's inception_v3 (exportsd.py): also compute FID (slow on a CPU)" };
         var allowOther = new Option<bool>("--allow-other-data") { Description = "evaluate even when --data has another sharing structure than the run's training data" };
+        var relationOnly = new Option<bool>("--relation-only") { Description = "mrVAE: only the inferred relation against the data's truth, with each encoder's information and agreement per position (seconds; no classifiers; for a run in progress use --checkpoint last)" };
         var cmd = new Command("eval", "Evaluate a trained run: coherence, FD, learned relation, latent probe; writes report.json, report.md and PNGs")
         {
-            run, data, output, checkpoint, samples, batch, seed, classifierEpochs, classifierDir, probeSamples, fdMatrix, allowOther, inception,
+            run, data, output, checkpoint, samples, batch, seed, classifierEpochs, classifierDir, probeSamples, fdMatrix, allowOther, inception, relationOnly,
         };
         cmd.SetAction(p =>
         {
@@ -41,8 +42,16 @@ public static class EvalCommand
                 Classifiers = new ClassifierTraining { Epochs = p.GetValue(classifierEpochs) },
                 ProbeTrainSamples = p.GetValue(probeSamples), AllowOtherData = p.GetValue(allowOther), InceptionWeights = p.GetValue(inception),
             };
-            if (MrVae.Data.DatasetDirectory.KindOf(options.DataDirectory) == MrVae.Data.DatasetKind.Vectors)
+            bool vectors = MrVae.Data.DatasetDirectory.KindOf(options.DataDirectory) == MrVae.Data.DatasetKind.Vectors;
+            if (p.GetValue(relationOnly) && !vectors)
             {
+                var (relation, step) = Evaluator.RelationOnly(options, line => AnsiConsole.WriteLine(line));
+                PrintRelation(relation, step);
+                return 0;
+            }
+            if (vectors)
+            {
+                if (p.GetValue(relationOnly)) AnsiConsole.WriteLine("vector data: the whole evaluation takes seconds, so --relation-only runs all of it");
                 var report = VectorEvaluator.Run(options, line => AnsiConsole.WriteLine(line));
                 PrintSummary(report);
                 return 0;
@@ -67,6 +76,26 @@ public static class EvalCommand
                 table.AddRow(Markup.Escape($"E[n] {s.Name}{(s.SharedInSpec ? " (true)" : "")}"), s.MeanSize.ToString("F2", CultureInfo.InvariantCulture));
         }
         AnsiConsole.Write(table);
+    }
+
+    /// <summary>The found subsets and, per shared position, each member's information (nats) and agreement with the other members (r²).</summary>
+    static void PrintRelation(EvaluationReport.ImageRelation relation, long step)
+    {
+        AnsiConsole.WriteLine($"step {step}: relation precision {F(relation.Precision)}, recall {F(relation.Recall)}; missed {Join(relation.Missed)}; spurious {Join(relation.Spurious)}");
+        var found = new Table().AddColumn("member set").AddColumn("positions").AddColumn("in the data");
+        foreach (var subset in relation.Subsets.Where(x => x.Found || x.SharedInSpec))
+            found.AddRow(Markup.Escape(subset.Subset), subset.MostProbableSize.ToString(CultureInfo.InvariantCulture), subset.SharedInSpec ? "shared" : "-");
+        AnsiConsole.Write(found);
+        var positions = new Table().AddColumn("position").AddColumn("members: information (nats) / agreement (r2)");
+        for (int d = 0; d < relation.Membership.Length; d++)
+        {
+            var members = Enumerable.Range(0, relation.Membership[d].Length).Where(j => relation.Membership[d][j] >= 0.5).ToArray();
+            if (members.Length < 2) continue;
+            positions.AddRow($"d{d}", Markup.Escape(string.Join("  ", members.Select(j =>
+                $"x{j} {F(relation.Information?[d][j], "F2")} / {F(relation.Agreement?[d][j], "F2")}"))));
+        }
+        AnsiConsole.Write(positions);
+        static string Join(string[] sets) => sets.Length == 0 ? "none" : string.Join(" ", sets);
     }
 
     public static void PrintSummary(EvaluationReport report)
