@@ -234,6 +234,31 @@ public sealed class MrVaeStructureTests
     }
 
     [Fact]
+    public void InitialMemberSetsStartEachShareablePositionLeaningToOneSharedSubsetSmallestFirst()
+    {
+        // D = 6 with 1 private position: 5 shareable positions over the 4 shared subsets of 3 modalities, cycling.
+        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = 6, PrivatePositions = 1, InitialMemberSets = true };
+        using var objective = Create(config);
+        var q = TinyModels.Values(objective.Membership());
+        double inside = 1 / (1 + Math.Exp(-1)), outside = 1 - inside;
+        var sets = new List<string>();
+        for (int d = 0; d < 5; d++)
+        {
+            var members = Enumerable.Range(0, M).Where(j => q[d * M + j] > 0.5).ToArray();
+            for (int j = 0; j < M; j++) Assert.Equal(members.Contains(j) ? inside : outside, q[d * M + j], 6);
+            sets.Add(SubsetFamily.Format(members));
+        }
+        Assert.All(Enumerable.Range(0, M), j => Assert.Equal(0, q[5 * M + j]));
+        // The three pairs first, then the full set, then the cycle starts again with a pair.
+        Assert.Equal(new[] { "{0,1}", "{0,2}", "{1,2}" }, sets.Take(3).Order());
+        Assert.Equal("{0,1,2}", sets[3]);
+        Assert.Equal(sets[0], sets[4]);
+        // Without the option every membership starts at ½.
+        using var plain = Create(config with { InitialMemberSets = false });
+        Assert.All(TinyModels.Values(plain.Membership()).Take(5 * M), v => Assert.Equal(0.5, v, 9));
+    }
+
+    [Fact]
     public void PrivatePositionsAreNeverSharedAndCostNoStructureTerm()
     {
         var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 0, Beta = 1, PrivatePositions = 2 };

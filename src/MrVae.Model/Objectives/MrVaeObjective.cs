@@ -29,8 +29,22 @@ public sealed class MrVaeObjective : CoordinatorObjective
         latentDim = config.LatentDim;
         // Every membership starts at ½: each position is half shared by all, so the encoders' experts meet in the
         // products of experts from the first step and align their factors there.
-        membershipParameters = new Parameter(zeros(latentDim, config.Modalities));
+        membershipParameters = new Parameter(config.InitialMemberSets ? InitialMemberSets() : zeros(latentDim, config.Modalities));
         RegisterComponents();
+    }
+
+    /// <summary>
+    /// φ at the start when <see cref="ModelConfig.InitialMemberSets"/>: shareable position d starts leaning to the members of
+    /// one shared subset (smallest first, cycling through the family): logit +1 inside (q ≈ 0.73), −1 outside.
+    /// </summary>
+    Tensor InitialMemberSets()
+    {
+        var order = family.Subsets.Reverse().ToArray();
+        var logits = new float[latentDim * Config.Modalities];
+        for (int d = 0; d < latentDim - Config.PrivatePositions; d++)
+            for (int j = 0; j < Config.Modalities; j++)
+                logits[d * Config.Modalities + j] = (order[d % order.Length].Contains(j) ? 1f : -1f) / (float)LogitScale;
+        return tensor(logits, [latentDim, Config.Modalities]);
     }
 
     public SubsetFamily Family => family;
