@@ -32,18 +32,11 @@ public static class EncoderInformation
             for (int k = 0; k < d; k++) information[k][j] = Math.Round(info[k], 4);
         }
         if (members is null) return (information, null);
-        var agreement = Enumerable.Range(0, d).Select(_ => new double?[m]).ToArray();
-        for (int k = 0; k < d; k++)
-            for (int j = 0; j < m; j++)
-            {
-                var others = Enumerable.Range(0, m).Where(i => i != j && members[k][i]).ToArray();
-                if (others.Length == 0) continue;
-                var weight = others.Select(i => precision[i][.., k]).Aggregate((a, b) => a + b);
-                var consensus = others.Select(i => precision[i][.., k] * mu[i][.., k]).Aggregate((a, b) => a + b) / weight;
-                var x = mu[j][.., k] - mu[j][.., k].mean(); var y = consensus - consensus.mean();
-                double sxy = (x * y).sum().item<double>(), sxx = x.square().sum().item<double>(), syy = y.square().sum().item<double>();
-                agreement[k][j] = sxx > 1e-12 && syy > 1e-12 ? Math.Round(sxy * sxy / (sxx * syy), 4) : 0;
-            }
+        var member = tensor(members.SelectMany(row => row.Select(x => x ? 1.0 : 0.0)).ToArray(), [d, m], dtype: ScalarType.Float64).t();
+        var r2 = Model.Objectives.MrVaeObjective.Agreement(member, stack(mu, 1), stack(precision, 1).log().neg(), ones(count, m, dtype: ScalarType.Float64))
+            .cpu().data<double>().ToArray();
+        var agreement = Enumerable.Range(0, d).Select(k => Enumerable.Range(0, m)
+            .Select(j => Enumerable.Range(0, m).Any(i => i != j && members[k][i]) ? Math.Round(r2[k * m + j], 4) : (double?)null).ToArray()).ToArray();
         return (information, agreement);
     }
 }

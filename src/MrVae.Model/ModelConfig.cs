@@ -56,7 +56,7 @@ public sealed record ModelConfig
     public bool MemberMarginalKl { get; init; }
     /// <summary>mrVAE: the membership prior of a modality at a position is ρ + (1 − ρ) r², r² the share of its code's variance (per batch) that the position's other members' consensus explains, so members that say nothing of the shared content leave and modalities that say it join.</summary>
     public bool AgreementPrior { get; init; }
-    /// <summary>mrVAE: each shareable position starts leaning to the members of one shared subset (smallest subsets first, cycling; q ≈ 0.73 inside, 0.27 outside) instead of ½ for every modality, so that small member sets exist from the first step.</summary>
+    /// <summary>mrVAE: each shareable position starts with the members of one shared subset (smallest subsets first, cycling; q ≈ 0.88 inside, 0.12 outside) instead of ½ for every modality, and the memberships hold through the structure warm-up, so that small member sets exist while the encoders align.</summary>
     public bool InitialMemberSets { get; init; }
 
     public string ToJson() => System.Text.Json.JsonSerializer.Serialize(this);

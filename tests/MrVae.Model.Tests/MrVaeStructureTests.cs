@@ -234,13 +234,13 @@ public sealed class MrVaeStructureTests
     }
 
     [Fact]
-    public void InitialMemberSetsStartEachShareablePositionLeaningToOneSharedSubsetSmallestFirst()
+    public void InitialMemberSetsStartEachShareablePositionWithOneSharedSubsetSmallestFirstAndHoldItThroughTheStructureWarmUp()
     {
         // D = 6 with 1 private position: 5 shareable positions over the 4 shared subsets of 3 modalities, cycling.
         var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = 6, PrivatePositions = 1, InitialMemberSets = true };
         using var objective = Create(config);
         var q = TinyModels.Values(objective.Membership());
-        double inside = 1 / (1 + Math.Exp(-1)), outside = 1 - inside;
+        double inside = 1 / (1 + Math.Exp(-2)), outside = 1 - inside;
         var sets = new List<string>();
         for (int d = 0; d < 5; d++)
         {
@@ -253,6 +253,19 @@ public sealed class MrVaeStructureTests
         Assert.Equal(new[] { "{0,1}", "{0,2}", "{1,2}" }, sets.Take(3).Order());
         Assert.Equal("{0,1,2}", sets[3]);
         Assert.Equal(sets[0], sets[4]);
+        // During the structure warm-up the memberships get no gradient; after it they do.
+        var gen = new Generator(5);
+        var (mu, logVar) = TinyModels.Posteriors(M, B, 6, gen);
+        foreach (var t in mu) t!.requires_grad_();   // as the encoders' outputs in training
+        foreach (var (scale, learns) in new[] { (0.5, false), (1.0, true) })
+        {
+            objective.zero_grad();
+            using var output = objective.Forward(mu, logVar, TinyModels.Availability(0b111, M, B), [true, true, true],
+                new StepContext { Generator = gen, Training = true, SampleLatents = true, StructureScale = scale });
+            output.Loss.backward();
+            var grad = objective.parameters().Single().grad;
+            Assert.Equal(learns, grad is not null && TinyModels.Values(grad).Any(v => v != 0));
+        }
         // Without the option every membership starts at ½.
         using var plain = Create(config with { InitialMemberSets = false });
         Assert.All(TinyModels.Values(plain.Membership()).Take(5 * M), v => Assert.Equal(0.5, v, 9));

@@ -34,8 +34,8 @@ public sealed class MrVaeObjective : CoordinatorObjective
     }
 
     /// <summary>
-    /// φ at the start when <see cref="ModelConfig.InitialMemberSets"/>: shareable position d starts leaning to the members of
-    /// one shared subset (smallest first, cycling through the family): logit +1 inside (q ≈ 0.73), −1 outside.
+    /// φ at the start when <see cref="ModelConfig.InitialMemberSets"/>: shareable position d starts with the members of one
+    /// shared subset (smallest first, cycling through the family): logit +2 inside (q ≈ 0.88), −2 outside.
     /// </summary>
     Tensor InitialMemberSets()
     {
@@ -43,7 +43,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var logits = new float[latentDim * Config.Modalities];
         for (int d = 0; d < latentDim - Config.PrivatePositions; d++)
             for (int j = 0; j < Config.Modalities; j++)
-                logits[d * Config.Modalities + j] = (order[d % order.Length].Contains(j) ? 1f : -1f) / (float)LogitScale;
+                logits[d * Config.Modalities + j] = (order[d % order.Length].Contains(j) ? 2f : -2f) / (float)LogitScale;
         return tensor(logits, [latentDim, Config.Modalities]);
     }
 
@@ -118,7 +118,9 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var logVarAll = StackModalities(logVar, batch, d, dtype, device);
         var precisionAll = (-logVarAll).exp();
         var klMembers = KlStandardNormal(muAll, logVarAll);                  // B × M × D
-        var logits = MembershipLogits.to(dtype);                              // D × M
+        // With initial member sets the memberships hold through the structure warm-up, so the encoders align within them.
+        bool holdMembers = Config.InitialMemberSets && context.Training && context.StructureScale < 1;
+        var logits = (holdMembers ? MembershipLogits.detach() : MembershipLogits).to(dtype);                       // D × M
         var g = MembershipWeights(logits, context).t();                      // M × D
 
         var perViewInputs = new List<Tensor?[]>();
@@ -204,16 +206,27 @@ public sealed class MrVaeObjective : CoordinatorObjective
     }
 
     /// <summary>
-    /// The membership prior ρ_{d,j} = ρ + (1 − ρ) r²_{d,j} (D × M, detached), where r² is the share of the variance of j's
-    /// expert mean at d that the consensus of the position's other members explains (the squared correlation, over the
-    /// samples holding j and another member, with the others' product-of-experts mean; 0 with fewer than 3 such samples).
-    /// A member that says nothing of what the others say is pushed out; a non-member that says it is pulled in.
+    /// The membership prior ρ_{d,j} = ρ + (1 − ρ) r²_{d,j} (D × M, detached), r² the <see cref="Agreement"/> of j's code at d
+    /// with the position's other members under the most probable structure: a member that says nothing of what the others
+    /// say is pushed out; a non-member that says it is pulled in.
     /// </summary>
     Tensor AgreementPrior(Tensor logits, Tensor muAll, Tensor logVarAll, Tensor available)
     {
         using var _ = no_grad();
-        int m = Config.Modalities;
-        var member = MostProbable(logits).t();                                          // M × D
+        double rho = Config.MembershipPrior;
+        return (rho + (1 - rho) * Agreement(MostProbable(logits).t(), muAll, logVarAll, available)).clamp_max(1 - 1e-6);
+    }
+
+    /// <summary>
+    /// r²_{d,j} (D × M): the share of the variance of j's expert mean at d, over the samples holding j and another member of d,
+    /// that the product-of-experts mean of d's other members explains (their squared correlation); 0 with fewer than 3 such
+    /// samples. <paramref name="member"/>: M × D, 0/1; <paramref name="muAll"/>, <paramref name="logVarAll"/>: B × M × D;
+    /// <paramref name="available"/>: B × M, 0/1.
+    /// </summary>
+    public static Tensor Agreement(Tensor member, Tensor muAll, Tensor logVarAll, Tensor available)
+    {
+        using var _ = no_grad();
+        int m = (int)member.shape[0];
         var precisionAll = (-logVarAll).exp();
         var columns = new Tensor[m];
         for (int j = 0; j < m; j++)
@@ -227,11 +240,11 @@ public sealed class MrVaeObjective : CoordinatorObjective
             var x = muAll[.., j, ..];
             var xc = valid * (x - (valid * x).sum(0L) / count);
             var yc = valid * (consensus - (valid * consensus).sum(0L) / count);
-            var r2 = ((xc * yc).sum(0L).square() / ((xc.square().sum(0L) * yc.square().sum(0L)) + 1e-12)).clamp(0, 1);
-            columns[j] = where(n >= 3, r2, zeros_like(r2));
+            var sxx = xc.square().sum(0L); var syy = yc.square().sum(0L);
+            var r2 = ((xc * yc).sum(0L).square() / (sxx * syy + 1e-30)).clamp(0, 1);
+            columns[j] = where((n >= 3).logical_and(sxx > 1e-12).logical_and(syy > 1e-12), r2, zeros_like(r2));
         }
-        double rho = Config.MembershipPrior;
-        return (rho + (1 - rho) * stack(columns, 1)).clamp_max(1 - 1e-6);
+        return stack(columns, 1);
     }
 
     /// <summary>
