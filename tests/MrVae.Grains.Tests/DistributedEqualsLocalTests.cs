@@ -61,14 +61,16 @@ public sealed class DistributedEqualsLocalTests(TwoSiloCluster fixture) : IClass
     [InlineData(ModelKind.Mvae, true, 0.5)]
     [InlineData(ModelKind.Mmvae, true, 0.5)]
     [InlineData(ModelKind.MrVae, false, 0.5)]
-    // mrVAE's three structure options (private positions, reverse structure KL, member marginal KL), with samples missing.
+    // mrVAE's structure options (private positions, reverse structure KL, member marginal KL, the agreement prior, initial
+    // member sets held through a 3-step structure warm-up), with samples missing.
     [InlineData(ModelKind.MrVae, true, 0.5, true)]
     public async Task GrainsReproduceTheSingleProcessTrainer(ModelKind kind, bool vectors, double missing = 0, bool structureOptions = false)
     {
         var (data, observedDim) = MakeData(vectors, missing);
         var config = new ModelConfig { Kind = kind, Modalities = 5, LatentDim = 6, EncoderHidden = 32, ObservedDim = observedDim,
             Likelihood = vectors ? PixelLikelihood.Gaussian : PixelLikelihood.Laplace,
-            PrivatePositions = structureOptions ? 2 : 0, ReverseStructureKl = structureOptions, MemberMarginalKl = structureOptions };
+            PrivatePositions = structureOptions ? 2 : 0, ReverseStructureKl = structureOptions, MemberMarginalKl = structureOptions,
+            AgreementPrior = structureOptions, InitialMemberSets = structureOptions, StructureWarmupSteps = structureOptions ? 3 : 0 };
         const int steps = 5, batch = 16;
         const long seed = 11;
 
