@@ -205,16 +205,20 @@ public sealed class MrVaeObjective : CoordinatorObjective
         return output;
     }
 
+    /// <summary>Agreement r² from which a modality counts as saying what a position's other members say (docs/experiments.md: true members 0.4–0.7, members that say nothing ≤ 0.1).</summary>
+    const double AgreementThreshold = 0.2;
+
     /// <summary>
-    /// The membership prior ρ_{d,j} = ρ + (1 − ρ) r²_{d,j} (D × M, detached), r² the <see cref="Agreement"/> of j's code at d
-    /// with the position's other members under the most probable structure: a member that says nothing of what the others
-    /// say is pushed out; a non-member that says it is pulled in.
+    /// The membership prior ρ_{d,j} (D × M, detached): 1 − ρ where j's code at d agrees with the position's other members
+    /// under the most probable structure (<see cref="Agreement"/> r² ≥ <see cref="AgreementThreshold"/>), ρ elsewhere: a
+    /// member that says nothing of what the others say is pushed out; a non-member that says it is pulled in.
     /// </summary>
     Tensor AgreementPrior(Tensor logits, Tensor muAll, Tensor logVarAll, Tensor available)
     {
         using var _ = no_grad();
         double rho = Config.MembershipPrior;
-        return (rho + (1 - rho) * Agreement(MostProbable(logits).t(), muAll, logVarAll, available)).clamp_max(1 - 1e-6);
+        var agrees = Agreement(MostProbable(logits).t(), muAll, logVarAll, available) >= AgreementThreshold;
+        return where(agrees, full_like(logits, 1 - rho), full_like(logits, rho));
     }
 
     /// <summary>
