@@ -21,19 +21,19 @@ public static class EncoderInformation
         if (count < 2) throw new ArgumentException($"the encoders' information needs at least 2 samples, got {count}", nameof(count));
         int m = model.Config.Modalities, d = model.Config.LatentDim;
         using var scope = NewDisposeScope();
-        var mu = new Tensor[m]; var precision = new Tensor[m];
+        var mu = new Tensor[m]; var logVars = new Tensor[m];
         var information = Enumerable.Range(0, d).Select(_ => new double[m]).ToArray();
         for (int j = 0; j < m; j++)
         {
             var shard = data.Modalities[j] ?? throw new ArgumentException($"modality {j} is missing from the data; the encoders' information needs every modality", nameof(data));
             var (mean, logVar) = LatentProbe.Encode(model, j, shard, count, batchSize);
-            mu[j] = mean.to(ScalarType.Float64); precision[j] = (-logVar.to(ScalarType.Float64)).exp();
-            var info = (0.5 * (1 + mu[j].var(0L) * (1 / precision[j]).mean([0L]).reciprocal()).log()).cpu().data<double>().ToArray();
+            mu[j] = mean.to(ScalarType.Float64); logVars[j] = logVar.to(ScalarType.Float64);
+            var info = (0.5 * (1 + mu[j].var(0L) / logVars[j].exp().mean([0L])).log()).cpu().data<double>().ToArray();
             for (int k = 0; k < d; k++) information[k][j] = Math.Round(info[k], 4);
         }
         if (members is null) return (information, null);
         var member = tensor(members.SelectMany(row => row.Select(x => x ? 1.0 : 0.0)).ToArray(), [d, m], dtype: ScalarType.Float64).t();
-        var r2 = Model.Objectives.MrVaeObjective.Agreement(member, stack(mu, 1), stack(precision, 1).log().neg(), ones(count, m, dtype: ScalarType.Float64))
+        var r2 = Model.Objectives.MrVaeObjective.Agreement(member, stack(mu, 1), stack(logVars, 1), ones(count, m, dtype: ScalarType.Float64))
             .cpu().data<double>().ToArray();
         var agreement = Enumerable.Range(0, d).Select(k => Enumerable.Range(0, m)
             .Select(j => Enumerable.Range(0, m).Any(i => i != j && members[k][i]) ? Math.Round(r2[k * m + j], 4) : (double?)null).ToArray()).ToArray();

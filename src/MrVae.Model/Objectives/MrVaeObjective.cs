@@ -182,21 +182,17 @@ public sealed class MrVaeObjective : CoordinatorObjective
         // the encoders carry content. ReverseStructureKl: KL(p ‖ q), whose gradient β_n (q − ρ) per logit survives saturation.
         var shareable = logits.narrow(0, 0, Shareable);
         var q = shareable.sigmoid();
-        Tensor klStructure;
+        // ρ per membership (AgreementPrior) or one constant; a 0-d tensor computes as the scalar would.
+        Tensor rho, logRho, logNotRho;
         if (Config.AgreementPrior)
         {
-            var rho = AgreementPrior(logits, muAll, logVarAll, available).narrow(0, 0, Shareable);
-            klStructure = (Config.ReverseStructureKl
-                ? -(rho * nn.functional.logsigmoid(shareable) + (1 - rho) * nn.functional.logsigmoid(-shareable)) + (rho * rho.log() + (1 - rho) * (1 - rho).log())
-                : q * (nn.functional.logsigmoid(shareable) - rho.log()) + (1 - q) * (nn.functional.logsigmoid(-shareable) - (1 - rho).log())).sum();
+            rho = AgreementPrior(logits, muAll, logVarAll, available).narrow(0, 0, Shareable);
+            logRho = rho.log(); logNotRho = (1 - rho).log();
         }
-        else
-        {
-            double rho = Config.MembershipPrior;
-            klStructure = (Config.ReverseStructureKl
-                ? -(rho * nn.functional.logsigmoid(shareable) + (1 - rho) * nn.functional.logsigmoid(-shareable)) + (rho * Math.Log(rho) + (1 - rho) * Math.Log(1 - rho))
-                : q * (nn.functional.logsigmoid(shareable) - Math.Log(rho)) + (1 - q) * (nn.functional.logsigmoid(-shareable) - Math.Log(1 - rho))).sum();
-        }
+        else (rho, logRho, logNotRho) = (tensor(Config.MembershipPrior), tensor(Math.Log(Config.MembershipPrior)), tensor(Math.Log(1 - Config.MembershipPrior)));
+        var klStructure = (Config.ReverseStructureKl
+            ? -(rho * nn.functional.logsigmoid(shareable) + (1 - rho) * nn.functional.logsigmoid(-shareable)) + (rho * logRho + (1 - rho) * logNotRho)
+            : q * (nn.functional.logsigmoid(shareable) - logRho) + (1 - q) * (nn.functional.logsigmoid(-shareable) - logNotRho)).sum();
         loss = loss + Config.BetaSize * context.StructureScale * klStructure;
         terms["kl_structure"] = klStructure.detach();
 
