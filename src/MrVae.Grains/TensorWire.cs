@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using MrVae.Model.Numerics;
 using static TorchSharp.torch;
 
 namespace MrVae.Grains;
@@ -16,8 +17,8 @@ public static class TensorWire
     {
         Tensor t = p.DType switch
         {
-            nameof(ScalarType.Float32) => tensor(MemoryMarshal.Cast<byte, float>(p.Data).ToArray(), p.Shape),
-            nameof(ScalarType.Float64) => tensor(MemoryMarshal.Cast<byte, double>(p.Data).ToArray(), p.Shape),
+            nameof(ScalarType.Float32) => ManagedArrays.ToTensor(MemoryMarshal.Cast<byte, float>(p.Data).ToArray(), p.Shape),
+            nameof(ScalarType.Float64) => ManagedArrays.ToTensor(MemoryMarshal.Cast<byte, double>(p.Data).ToArray(), p.Shape),
             _ => throw new ArgumentException($"unsupported tensor element type {p.DType} on the wire"),
         };
         return device.type == TorchSharp.DeviceType.CPU ? t : t.to(device);

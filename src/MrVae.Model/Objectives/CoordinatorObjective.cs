@@ -117,7 +117,7 @@ public abstract class CoordinatorObjective : nn.Module
         for (int s = 0; s < count; s++)
             for (int j = 0; j < modalities; j++)
                 data[s * modalities + j] = ((s + 1) >> j & 1);
-        return tensor(data, [count, modalities]).to(dtype, device);
+        return ManagedArrays.ToTensor(data, [count, modalities]).to(dtype, device);
     }
 
     /// <summary>Reparameterised sample μ + σ·ε with ε from the step's generator (or μ when not sampling).</summary>

@@ -44,7 +44,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
         for (int d = 0; d < latentDim - Config.PrivatePositions; d++)
             for (int j = 0; j < Config.Modalities; j++)
                 logits[d * Config.Modalities + j] = (order[d % order.Length].Contains(j) ? 2f : -2f) / (float)LogitScale;
-        return tensor(logits, [latentDim, Config.Modalities]);
+        return ManagedArrays.ToTensor(logits, [latentDim, Config.Modalities]);
     }
 
     public SubsetFamily Family => family;

@@ -1,4 +1,5 @@
 using MrVae.Data;
+using MrVae.Model.Numerics;
 using static TorchSharp.torch;
 
 namespace MrVae.Model.Training;
@@ -92,7 +93,7 @@ public sealed class ModalityVectors : ModalityShard
         {
             Array.Copy(Values, (long)Row(ids[b]) * Dim, buffer, (long)b * Dim, Dim);
         }
-        var t = tensor(buffer, [ids.Count, Dim]);
+        var t = ManagedArrays.ToTensor(buffer, [ids.Count, Dim]);
         return dtype == ScalarType.Float32 && device is null ? t : t.to(dtype, device ?? CPU);
     }
 }
@@ -120,7 +121,7 @@ public sealed class ModalityImages : ModalityShard
             int src = checked(Row(ids[b]) * ImageBytes), dst = b * ImageBytes;
             for (int k = 0; k < ImageBytes; k++) buffer[dst + k] = Pixels[src + k] / 255f;
         }
-        var t = tensor(buffer, [ids.Count, 3, 28, 28]);
+        var t = ManagedArrays.ToTensor(buffer, [ids.Count, 3, 28, 28]);
         return dtype == ScalarType.Float32 && device is null ? t : t.to(dtype, device ?? CPU);
     }
 }

@@ -1,4 +1,5 @@
 using MrVae.Data;
+using MrVae.Model.Numerics;
 using static TorchSharp.torch;
 
 namespace MrVae.Model.Training;
@@ -137,7 +138,7 @@ public sealed class BatchPlan(long[] keys, int[]?[] rows)
         for (int j = 0; j < m; j++)
             if (Rows[j] is { } r)
                 foreach (int b in r) data[b * m + j] = 1f;
-        return tensor(data, [Size, m]).to(dtype, device ?? CPU);
+        return ManagedArrays.ToTensor(data, [Size, m]).to(dtype, device ?? CPU);
     }
 
     /// <summary>A member's B_j × … rows spread into a B × … tensor, zeros where it holds no sample (the tensor itself when it holds all).</summary>
