@@ -10,12 +10,13 @@ namespace MrVae.Evaluation;
 /// is the mean posterior variance; an expert that gives the same mean for every input scores 0), and, for a structure, the
 /// agreement r²_{d,j}: the share of the variance of μ_{j,d} that the product-of-experts mean of the position's other
 /// members explains (their squared correlation; absent where d has no other member). A member that says nothing of what
-/// the others say has agreement near 0.
+/// the others say has agreement near 0. And the predictability: how much of that consensus j's whole code predicts
+/// (<see cref="Model.Objectives.MrVaeObjective.Predictability"/>), for members and non-members alike.
 /// </summary>
 public static class EncoderInformation
 {
     /// <summary>I and the agreement (D × M each) on the first <paramref name="count"/> samples of <paramref name="data"/> (every modality present); <paramref name="members"/>[d][j]: j ∈ A_d, or null for no agreement.</summary>
-    public static (double[][] Information, double?[][]? Agreement) Compute(MultimodalVae model, MultimodalDataset data, int count, bool[][]? members = null, int batchSize = 500)
+    public static (double[][] Information, double?[][]? Agreement, double?[][]? Predictability) Compute(MultimodalVae model, MultimodalDataset data, int count, bool[][]? members = null, int batchSize = 500)
     {
         count = Math.Min(count, data.Count);
         if (count < 2) throw new ArgumentException($"the encoders' information needs at least 2 samples, got {count}", nameof(count));
@@ -31,12 +32,14 @@ public static class EncoderInformation
             var info = (0.5 * (1 + mu[j].var(0L) / logVars[j].exp().mean([0L])).log()).cpu().data<double>().ToArray();
             for (int k = 0; k < d; k++) information[k][j] = Math.Round(info[k], 4);
         }
-        if (members is null) return (information, null);
+        if (members is null) return (information, null, null);
         var member = tensor(members.SelectMany(row => row.Select(x => x ? 1.0 : 0.0)).ToArray(), [d, m], dtype: ScalarType.Float64).t();
         var r2 = Model.Objectives.MrVaeObjective.Agreement(member, stack(mu, 1), stack(logVars, 1), ones(count, m, dtype: ScalarType.Float64))
             .cpu().data<double>().ToArray();
-        var agreement = Enumerable.Range(0, d).Select(k => Enumerable.Range(0, m)
-            .Select(j => Enumerable.Range(0, m).Any(i => i != j && members[k][i]) ? Math.Round(r2[k * m + j], 4) : (double?)null).ToArray()).ToArray();
-        return (information, agreement);
+        var predicted = Model.Objectives.MrVaeObjective.Predictability(member, stack(mu, 1), stack(logVars, 1), ones(count, m, dtype: ScalarType.Float64))
+            .cpu().data<double>().ToArray();
+        double?[][] PerPosition(double[] values) => Enumerable.Range(0, d).Select(k => Enumerable.Range(0, m)
+            .Select(j => Enumerable.Range(0, m).Any(i => i != j && members[k][i]) ? Math.Round(values[k * m + j], 4) : (double?)null).ToArray()).ToArray();
+        return (information, PerPosition(r2), PerPosition(predicted));
     }
 }

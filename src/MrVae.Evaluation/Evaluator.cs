@@ -351,7 +351,7 @@ public static class Evaluator
         using var q = structure.Membership();
         var g = q.to(TorchSharp.torch.ScalarType.Float64).cpu().data<double>().ToArray();
         var members = Enumerable.Range(0, config.LatentDim).Select(d => Enumerable.Range(0, config.Modalities).Select(j => g[d * config.Modalities + j] >= 0.5).ToArray()).ToArray();
-        var (information, agreement) = EncoderInformation.Compute(model, test.ToDataset(), count, members);
+        var (information, agreement, predictability) = EncoderInformation.Compute(model, test.ToDataset(), count, members);
         var truth = RelationRecovery.Truth(spec);
         var (sizes, rows) = RelationRecovery.Infer(structure, truth);
         var score = RelationRecovery.ScoreFound(sizes, truth);
@@ -373,6 +373,7 @@ public static class Evaluator
             Membership = rows,
             Information = information,
             Agreement = agreement,
+            Predictability = predictability,
         };
     }
 

@@ -85,7 +85,7 @@ public static class VectorEvaluator
     public static RelationReport Relation(MultimodalVae model, MultimodalDataset test, int count, IEnumerable<int[]> memberSets)
     {
         var structure = (MrVaeObjective)model.Coordinator;
-        var (information, _) = EncoderInformation.Compute(model, test, count);
+        var (information, _, _) = EncoderInformation.Compute(model, test, count);
         var truth = RelationRecovery.Truth(memberSets);
         var (subsets, membership) = RelationRecovery.Infer(structure, truth);
         var score = RelationRecovery.ScoreFound(subsets, truth);

@@ -22,7 +22,7 @@ public sealed class EncoderInformationTests
 
         // Positions: 0 = {0,1,2}, 1 = {0,1}, 2 = {1} alone, 3 = no member.
         bool[][] members = [[true, true, true], [true, true, false], [false, true, false], [false, false, false]];
-        var (info, agreement) = EncoderInformation.Compute(model, data, count, members);
+        var (info, agreement, predictability) = EncoderInformation.Compute(model, data, count, members);
 
         Assert.Equal(config.LatentDim, info.Length);
         model.eval();
@@ -71,5 +71,12 @@ public sealed class EncoderInformationTests
         // Modality 2's code is the same for every input: it agrees with nothing.
         Assert.Equal(0, agreement![0][2]!.Value, 6);
         Assert.Equal(0, agreement[1][2]!.Value, 6);
+        // Predictability (tested against a hand computation in the model's tests) is given where agreement is, and a code
+        // that is the same for every input predicts nothing, not even where it is not a member (position 1).
+        for (int d = 0; d < dims; d++)
+            for (int j = 0; j < 3; j++)
+                Assert.Equal(agreement[d][j] is null, predictability![d][j] is null);
+        Assert.Equal(0, predictability![0][2]!.Value, 6);
+        Assert.Equal(0, predictability[1][2]!.Value, 6);
     }
 }

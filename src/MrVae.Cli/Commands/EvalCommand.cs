@@ -86,13 +86,15 @@ public static class EvalCommand
         foreach (var subset in relation.Subsets.Where(x => x.Found || x.SharedInSpec))
             found.AddRow(Markup.Escape(subset.Subset), subset.MostProbableSize.ToString(CultureInfo.InvariantCulture), subset.SharedInSpec ? "shared" : "-");
         AnsiConsole.Write(found);
-        var positions = new Table().AddColumn("position").AddColumn("members: information (nats) / agreement (r2)");
+        var positions = new Table().AddColumn("position").AddColumn("members: information (nats) / agreement (r2) / predictability (r2)").AddColumn("non-members: predictability (r2)");
         for (int d = 0; d < relation.Membership.Length; d++)
         {
             var members = Enumerable.Range(0, relation.Membership[d].Length).Where(j => relation.Membership[d][j] >= 0.5).ToArray();
             if (members.Length < 2) continue;
+            var outsiders = Enumerable.Range(0, relation.Membership[d].Length).Except(members);
             positions.AddRow($"d{d}", Markup.Escape(string.Join("  ", members.Select(j =>
-                $"x{j} {F(relation.Information?[d][j], "F2")} / {F(relation.Agreement?[d][j], "F2")}"))));
+                $"x{j} {F(relation.Information?[d][j], "F2")} / {F(relation.Agreement?[d][j], "F2")} / {F(relation.Predictability?[d][j], "F2")}"))),
+                Markup.Escape(string.Join("  ", outsiders.Select(j => $"x{j} {F(relation.Predictability?[d][j], "F2")}"))));
         }
         AnsiConsole.Write(positions);
         static string Join(string[] sets) => sets.Length == 0 ? "none" : string.Join(" ", sets);

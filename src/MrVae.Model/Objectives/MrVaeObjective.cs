@@ -206,14 +206,17 @@ public sealed class MrVaeObjective : CoordinatorObjective
 
     /// <summary>
     /// The membership prior ρ_{d,j} (D × M, detached): 1 − ρ where j's code at d agrees with the position's other members
-    /// under the most probable structure (<see cref="Agreement"/> r² ≥ <see cref="AgreementThreshold"/>), ρ elsewhere: a
-    /// member that says nothing of what the others say is pushed out; a non-member that says it is pulled in.
+    /// under the most probable structure (<see cref="Agreement"/>) or j's whole code predicts what they say
+    /// (<see cref="Predictability"/>), either r² at least <see cref="AgreementThreshold"/>; ρ elsewhere. A member that
+    /// cannot say what the others say is pushed out; a non-member that can is pulled in, though it says it elsewhere now.
     /// </summary>
     Tensor AgreementPrior(Tensor logits, Tensor muAll, Tensor logVarAll, Tensor available)
     {
         using var _ = no_grad();
         double rho = Config.MembershipPrior;
-        var agrees = Agreement(MostProbable(logits).t(), muAll, logVarAll, available) >= AgreementThreshold;
+        var structure = MostProbable(logits).t();
+        var agrees = (Agreement(structure, muAll, logVarAll, available) >= AgreementThreshold)
+            .logical_or(Predictability(structure, muAll, logVarAll, available) >= AgreementThreshold);
         return where(agrees, full_like(logits, 1 - rho), full_like(logits, rho));
     }
 
@@ -245,6 +248,46 @@ public sealed class MrVaeObjective : CoordinatorObjective
             columns[j] = where((n >= 3).logical_and(sxx > 1e-12).logical_and(syy > 1e-12), r2, zeros_like(r2));
         }
         return stack(columns, 1);
+    }
+
+    /// <summary>
+    /// ρ²_{d,j} (D × M): how much of the product-of-experts mean of d's other members j's whole code predicts, over the
+    /// samples holding j and another member of d: the leave-one-out r² of a ridge regression of that mean on j's expert
+    /// means at every position (penalty n: a unit prior on each coefficient of a code whose informative means spread about
+    /// 1; a position that says nothing barely moves the fit), 0 below 0 or with fewer than 8 such samples. Left-out errors
+    /// keep chance fits of a batch of 64 with 64 positions below 0. Unlike <see cref="Agreement"/> it sees what j could
+    /// say at d, not only what it says there now. <paramref name="member"/>: M × D, 0/1; <paramref name="muAll"/>: B × M × D;
+    /// <paramref name="available"/>: B × M, 0/1.
+    /// </summary>
+    public static Tensor Predictability(Tensor member, Tensor muAll, Tensor logVarAll, Tensor available)
+    {
+        using var _ = no_grad();
+        int m = (int)member.shape[0];
+        var muAll64 = muAll.to(ScalarType.Float64);
+        var precisionAll = (-logVarAll.to(ScalarType.Float64)).exp();
+        var member64 = member.to(ScalarType.Float64); var available64 = available.to(ScalarType.Float64);
+        long d = muAll.shape[2];
+        var columns = new Tensor[m];
+        for (int j = 0; j < m; j++)
+        {
+            var others = member64.clone(); others[j] = zeros_like(others[j]);
+            var (consensus, _, none) = FuseMembers(others.unsqueeze(0) * available64.unsqueeze(-1), muAll64, precisionAll);   // B × D
+            var w = (available64[.., j].unsqueeze(-1) * (1 - none)).t().unsqueeze(-1);           // D × B × 1: target d's samples
+            var n = w.sum([1, 2]);                                                                // D
+            var count = n.clamp_min(1).view(-1, 1, 1);
+            var x = muAll64[.., j, ..].unsqueeze(0);                                             // 1 × B × D: j's whole code
+            var xc = w * (x - (w * x).sum(1, keepdim: true) / count);                              // D × B × D
+            var y = consensus.t().unsqueeze(-1);                                                  // D × B × 1
+            var yc = w * (y - (w * y).sum(1, keepdim: true) / count);
+            var penalised = xc.transpose(1, 2).matmul(xc) + count * eye(d, dtype: xc.dtype, device: xc.device);
+            var beta = linalg.solve(penalised, xc.transpose(1, 2).matmul(yc));                   // D × D × 1
+            var leverage = (xc * linalg.solve(penalised, xc.transpose(1, 2)).transpose(1, 2)).sum(-1, keepdim: true) + w / count;
+            var leftOut = w * (yc - xc.matmul(beta)) / (1 - leverage).clamp_min(1e-6);
+            var tss = yc.square().sum([1, 2]);
+            var r2 = (1 - leftOut.square().sum([1, 2]) / (tss + 1e-30)).clamp(0, 1);
+            columns[j] = where((n >= 8).logical_and(tss > 1e-12), r2, zeros_like(r2));
+        }
+        return stack(columns, 1).to(muAll.dtype);
     }
 
     /// <summary>
