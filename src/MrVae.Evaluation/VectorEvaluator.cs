@@ -123,6 +123,7 @@ public static class VectorEvaluator
         var generator = new Generator(0);
         foreach (var (inputs, output) in Tasks(m))
         {
+            using var taskScope = NewDisposeScope();   // one task's generations at a time
             var mask = Enumerable.Range(0, m).Select(inputs.Contains).ToArray();
             var predictions = new List<Tensor>();
             for (int start = 0; start < count; start += batchSize)

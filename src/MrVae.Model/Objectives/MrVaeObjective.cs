@@ -213,11 +213,12 @@ public sealed class MrVaeObjective : CoordinatorObjective
     Tensor AgreementPrior(Tensor logits, Tensor muAll, Tensor logVarAll, Tensor available)
     {
         using var _ = no_grad();
+        using var scope = NewDisposeScope();
         double rho = Config.MembershipPrior;
         var structure = MostProbable(logits).t();
         var agrees = (Agreement(structure, muAll, logVarAll, available) >= AgreementThreshold)
             .logical_or(Predictability(structure, muAll, logVarAll, available) >= AgreementThreshold);
-        return where(agrees, full_like(logits, 1 - rho), full_like(logits, rho));
+        return where(agrees, full_like(logits, 1 - rho), full_like(logits, rho)).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -229,6 +230,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
     public static Tensor Agreement(Tensor member, Tensor muAll, Tensor logVarAll, Tensor available)
     {
         using var _ = no_grad();
+        using var scope = NewDisposeScope();
         int m = (int)member.shape[0];
         var precisionAll = (-logVarAll).exp();
         var columns = new Tensor[m];
@@ -247,7 +249,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
             var r2 = ((xc * yc).sum(0L).square() / (sxx * syy + 1e-30)).clamp(0, 1);
             columns[j] = where((n >= 3).logical_and(sxx > 1e-12).logical_and(syy > 1e-12), r2, zeros_like(r2));
         }
-        return stack(columns, 1);
+        return stack(columns, 1).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -262,6 +264,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
     public static Tensor Predictability(Tensor member, Tensor muAll, Tensor logVarAll, Tensor available)
     {
         using var _ = no_grad();
+        using var scope = NewDisposeScope();   // D × B × D intermediates per modality: freed here, not at the caller's scope end
         int m = (int)member.shape[0];
         var muAll64 = muAll.to(ScalarType.Float64);
         var precisionAll = (-logVarAll.to(ScalarType.Float64)).exp();
@@ -287,7 +290,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
             var r2 = (1 - leftOut.square().sum([1, 2]) / (tss + 1e-30)).clamp(0, 1);
             columns[j] = where((n >= 8).logical_and(tss > 1e-12), r2, zeros_like(r2));
         }
-        return stack(columns, 1).to(muAll.dtype);
+        return stack(columns, 1).to(muAll.dtype).MoveToOuterDisposeScope();
     }
 
     /// <summary>
