@@ -145,7 +145,7 @@ public sealed class EvaluationReport
         [JsonPropertyName("information"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double[][]? Information { get; init; }
         /// <summary>r²_{d,j}: the share of member or non-member j's code at d that the other members' consensus explains (<see cref="EncoderInformation"/>); null where d has no other member; absent in reports written before 2026-12-05.</summary>
         [JsonPropertyName("agreement"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double?[][]? Agreement { get; init; }
-        /// <summary>The adjusted r² with which j's whole code predicts d's other members' consensus (<see cref="EncoderInformation"/>); null where d has no other member; absent in reports written before 2026-12-05.</summary>
+        /// <summary>The leave-one-out r² with which j's whole code predicts d's other members' consensus (<see cref="EncoderInformation"/>); null where d has no other member; absent in reports written before 2026-12-05.</summary>
         [JsonPropertyName("predictability"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double?[][]? Predictability { get; init; }
     }
 

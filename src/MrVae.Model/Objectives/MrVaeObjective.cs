@@ -257,7 +257,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
     /// samples holding j and another member of d: the leave-one-out r² of a ridge regression of that mean on j's expert
     /// means at every position (penalty n: a unit prior on each coefficient of a code whose informative means spread about
     /// 1; a position that says nothing barely moves the fit), 0 below 0 or with fewer than 8 such samples. Left-out errors
-    /// keep chance fits of a batch of 64 with 64 positions below 0. Unlike <see cref="Agreement"/> it sees what j could
+    /// keep chance fits of a batch of 64 with 64 positions near 0. Unlike <see cref="Agreement"/> it sees what j could
     /// say at d, not only what it says there now. <paramref name="member"/>: M × D, 0/1; <paramref name="muAll"/>: B × M × D;
     /// <paramref name="available"/>: B × M, 0/1.
     /// </summary>
