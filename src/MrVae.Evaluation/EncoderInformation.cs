@@ -1,4 +1,5 @@
 using MrVae.Model;
+using MrVae.Model.Numerics;
 using MrVae.Model.Training;
 using static TorchSharp.torch;
 
@@ -33,7 +34,7 @@ public static class EncoderInformation
             for (int k = 0; k < d; k++) information[k][j] = Math.Round(info[k], 4);
         }
         if (members is null) return (information, null, null);
-        var member = tensor(members.SelectMany(row => row.Select(x => x ? 1.0 : 0.0)).ToArray(), [d, m], dtype: ScalarType.Float64).t();
+        var member = ManagedArrays.ToTensor(members.SelectMany(row => row.Select(x => x ? 1.0 : 0.0)).ToArray(), [d, m]).t();
         var r2 = Model.Objectives.MrVaeObjective.Agreement(member, stack(mu, 1), stack(logVars, 1), ones(count, m, dtype: ScalarType.Float64))
             .cpu().data<double>().ToArray();
         var predicted = Model.Objectives.MrVaeObjective.Predictability(member, stack(mu, 1), stack(logVars, 1), ones(count, m, dtype: ScalarType.Float64))

@@ -236,9 +236,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var columns = new Tensor[m];
         for (int j = 0; j < m; j++)
         {
-            var others = member.clone(); others[j] = zeros_like(others[j]);
-            var w = others.unsqueeze(0) * available.unsqueeze(-1);                        // B × M × D
-            var (consensus, _, none) = FuseMembers(w, muAll, precisionAll);              // B × D
+            var (consensus, none) = OthersConsensus(member, j, muAll, precisionAll, available);   // B × D
             var valid = available[.., j].unsqueeze(-1) * (1 - none);                      // B × D: j and another member held
             var n = valid.sum(0L);                                                       // D
             var count = n.clamp_min(1);
@@ -273,8 +271,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var columns = new Tensor[m];
         for (int j = 0; j < m; j++)
         {
-            var others = member64.clone(); others[j] = zeros_like(others[j]);
-            var (consensus, _, none) = FuseMembers(others.unsqueeze(0) * available64.unsqueeze(-1), muAll64, precisionAll);   // B × D
+            var (consensus, none) = OthersConsensus(member64, j, muAll64, precisionAll, available64);   // B × D
             var w = (available64[.., j].unsqueeze(-1) * (1 - none)).t().unsqueeze(-1);           // D × B × 1: target d's samples
             var n = w.sum([1, 2]);                                                                // D
             var count = n.clamp_min(1).view(-1, 1, 1);
@@ -283,14 +280,22 @@ public sealed class MrVaeObjective : CoordinatorObjective
             var y = consensus.t().unsqueeze(-1);                                                  // D × B × 1
             var yc = w * (y - (w * y).sum(1, keepdim: true) / count);
             var penalised = xc.transpose(1, 2).matmul(xc) + count * eye(d, dtype: xc.dtype, device: xc.device);
-            var beta = linalg.solve(penalised, xc.transpose(1, 2).matmul(yc));                   // D × D × 1
-            var leverage = (xc * linalg.solve(penalised, xc.transpose(1, 2)).transpose(1, 2)).sum(-1, keepdim: true) + w / count;
-            var leftOut = w * (yc - xc.matmul(beta)) / (1 - leverage).clamp_min(1e-6);
+            var smoother = linalg.solve(penalised, xc.transpose(1, 2));                           // D × D × B: (X'X + nI)⁻¹ X'
+            var leverage = (xc * smoother.transpose(1, 2)).sum(-1, keepdim: true) + w / count;
+            var leftOut = w * (yc - xc.matmul(smoother.matmul(yc))) / (1 - leverage).clamp_min(1e-6);
             var tss = yc.square().sum([1, 2]);
             var r2 = (1 - leftOut.square().sum([1, 2]) / (tss + 1e-30)).clamp(0, 1);
             columns[j] = where((n >= 8).logical_and(tss > 1e-12), r2, zeros_like(r2));
         }
         return stack(columns, 1).to(muAll.dtype).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The product-of-experts mean of every position's members other than <paramref name="j"/> (B × D), and where none of them is available (B × D).</summary>
+    static (Tensor Consensus, Tensor None) OthersConsensus(Tensor member, int j, Tensor muAll, Tensor precisionAll, Tensor available)
+    {
+        var others = member.clone(); others[j] = zeros_like(others[j]);
+        var (consensus, _, none) = FuseMembers(others.unsqueeze(0) * available.unsqueeze(-1), muAll, precisionAll);
+        return (consensus, none);
     }
 
     /// <summary>
