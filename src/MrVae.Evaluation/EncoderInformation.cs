@@ -30,15 +30,15 @@ public static class EncoderInformation
             var shard = data.Modalities[j] ?? throw new ArgumentException($"modality {j} is missing from the data; the encoders' information needs every modality", nameof(data));
             var (mean, logVar) = LatentProbe.Encode(model, j, shard, count, batchSize);
             mu[j] = mean.to(ScalarType.Float64); logVars[j] = logVar.to(ScalarType.Float64);
-            var info = (0.5 * (1 + mu[j].var(0L) / logVars[j].exp().mean([0L])).log()).cpu().data<double>().ToArray();
-            for (int k = 0; k < d; k++) information[k][j] = Math.Round(info[k], 4);
         }
+        var muAll = stack(mu, 1); var logVarAll = stack(logVars, 1); var everyone = ones(count, m, dtype: ScalarType.Float64);
+        var info = Model.Objectives.MrVaeObjective.Information(muAll, logVarAll, everyone).cpu().data<double>().ToArray();   // M × D
+        for (int j = 0; j < m; j++)
+            for (int k = 0; k < d; k++) information[k][j] = Math.Round(info[j * d + k], 4);
         if (members is null) return (information, null, null);
         var member = ManagedArrays.ToTensor(members.SelectMany(row => row.Select(x => x ? 1.0 : 0.0)).ToArray(), [d, m]).t();
-        var r2 = Model.Objectives.MrVaeObjective.Agreement(member, stack(mu, 1), stack(logVars, 1), ones(count, m, dtype: ScalarType.Float64))
-            .cpu().data<double>().ToArray();
-        var predicted = Model.Objectives.MrVaeObjective.Predictability(member, stack(mu, 1), stack(logVars, 1), ones(count, m, dtype: ScalarType.Float64))
-            .cpu().data<double>().ToArray();
+        var r2 = Model.Objectives.MrVaeObjective.Agreement(member, muAll, logVarAll, everyone).cpu().data<double>().ToArray();
+        var predicted = Model.Objectives.MrVaeObjective.Predictability(member, muAll, logVarAll, everyone).cpu().data<double>().ToArray();
         double?[][] PerPosition(double[] values) => Enumerable.Range(0, d).Select(k => Enumerable.Range(0, m)
             .Select(j => Enumerable.Range(0, m).Any(i => i != j && members[k][i]) ? Math.Round(values[k * m + j], 4) : (double?)null).ToArray()).ToArray();
         return (information, PerPosition(r2), PerPosition(predicted));

@@ -54,7 +54,7 @@ public sealed record ModelConfig
     public bool ReverseStructureKl { get; init; }
     /// <summary>mrVAE: each member's expert is charged, weighted by its membership, the KL from the prior of its aggregate posterior over the batch (moment-matched), so a member cannot hold an input-independent, off-centre expert for free.</summary>
     public bool MemberMarginalKl { get; init; }
-    /// <summary>mrVAE: the membership prior of a modality at a position is 1 − ρ where its code there agrees with the position's other members' consensus or its whole code predicts that consensus (per batch, either r² ≥ 0.2) and ρ elsewhere, so members that say nothing of the shared content leave and modalities that can say it join.</summary>
+    /// <summary>mrVAE: the membership prior of a modality at a position is 1 − ρ where its code there agrees with the position's other members' consensus or its whole code predicts that consensus (per batch, either r² ≥ 0.2) and ρ elsewhere, so members that say nothing of the shared content leave and modalities that can say it join; ρ for every modality at a position where fewer than two members carry information (≥ 0.2 nats).</summary>
     public bool AgreementPrior { get; init; }
     /// <summary>mrVAE: each shareable position starts with the members of one shared subset (smallest subsets first, cycling; q ≈ 0.88 inside, 0.12 outside) instead of ½ for every modality, and the memberships hold through the structure warm-up, so that small member sets exist while the encoders align.</summary>
     public bool InitialMemberSets { get; init; }

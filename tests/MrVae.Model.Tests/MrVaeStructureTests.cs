@@ -257,8 +257,10 @@ public sealed class MrVaeStructureTests
         Assert.True(values.Average() < 0.05, $"mean chance fit {values.Average()}");
     }
 
-    [Fact]
-    public void TheAgreementPriorFlipsAMembershipsPriorWhereTheModalitysWholeCodePredictsTheOtherMembersConsensus()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void TheAgreementPriorFlipsAMembershipsPriorWhereTheModalitysWholeCodePredictsTheOtherMembersConsensus(bool silenceFirstPosition)
     {
         const int batch = 40;
         var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, MembershipPrior = 0.2, SubsetWeight = 0, Beta = 1, BetaSize = 0.7, ReverseStructureKl = true, AgreementPrior = true };
@@ -275,6 +277,9 @@ public sealed class MrVaeStructureTests
             mu[1]![.., 0] = 0.8 * mu[0]![.., 0] + 0.3 * mu[1]![.., 0];
             mu[1]![.., 1] = 1.5 * mu[0]![.., 1] + 0.5 * mu[1]![.., 1];
             mu[2]![.., 3] = mu[0]![.., 1] + 0.3 * mu[2]![.., 3];
+            // Silenced: modalities 1 and 2 say next to nothing at position 0 (a spread of 0.05 against a variance near 1),
+            // though modality 1 still follows modality 0 there; only one member speaks, so the position shares nothing.
+            if (silenceFirstPosition) { mu[1]![.., 0] *= 0.05; mu[2]![.., 0] *= 0.05; }
         }
         // Modality 2 is missing in the first 10 samples.
         var availability = new double[batch * M];
@@ -286,6 +291,18 @@ public sealed class MrVaeStructureTests
         double Precision(int j, int b, int d) => Math.Exp(-logVar[j]![b, d].item<double>());
         int[][] members = [[0, 1, 2], [0, 1], [1], []];
         var predictability = HandPredictability(Mu, Precision, availability, members, batch, D, M);
+        // I_{j,d} by hand: ½ log(1 + the unbiased variance of j's means / their mean variance), over the samples holding j.
+        double Information(int j, int d)
+        {
+            var held = Enumerable.Range(0, batch).Where(b => availability[b * M + j] == 1).ToArray();
+            double mean = held.Average(b => Mu(j, b, d));
+            double spread = held.Sum(b => Math.Pow(Mu(j, b, d) - mean, 2)) / (held.Length - 1);
+            return 0.5 * Math.Log(1 + spread / held.Average(b => 1 / Precision(j, b, d)));
+        }
+        using (var information = MrVaeObjective.Information(stack(mu!, 1), stack(logVar!, 1), available))
+            for (int j = 0; j < M; j++)
+                for (int d = 0; d < D; d++)
+                    Assert.Equal(Information(j, d), information[j, d].item<double>(), 9);
         double expected = 0;
         var rhos = new double[D, M];
         for (int d = 0; d < D; d++)
@@ -306,7 +323,8 @@ public sealed class MrVaeStructureTests
                     double sxy = pairs.Sum(p => (p.Own - mx) * (p.Others - my)), sxx = pairs.Sum(p => Math.Pow(p.Own - mx, 2)), syy = pairs.Sum(p => Math.Pow(p.Others - my, 2));
                     r2 = sxy * sxy / (sxx * syy);
                 }
-                double rho = r2 >= 0.2 || predictability[d, j] >= 0.2 ? 0.8 : 0.2;
+                bool speaks = members[d].Count(i => Information(i, d) >= 0.2) >= 2;
+                double rho = speaks && (r2 >= 0.2 || predictability[d, j] >= 0.2) ? 0.8 : 0.2;
                 rhos[d, j] = rho;
                 double q = probability[d, j];
                 expected += rho * Math.Log(rho / q) + (1 - rho) * Math.Log((1 - rho) / (1 - q));
@@ -314,7 +332,10 @@ public sealed class MrVaeStructureTests
         Assert.Equal(expected, output.Terms["kl_structure"].item<double>(), 5);
         // The agreeing pairs are pulled towards membership, the member that cannot say it pushed out, the non-member that
         // can say it pulled in, the lone member's and the empty position's priors unchanged (no other member to agree with).
-        Assert.True(rhos[0, 0] == 0.8 && rhos[0, 1] == 0.8 && rhos[1, 0] == 0.8 && rhos[1, 1] == 0.8);
+        // Silenced, the first position's members are all pushed out: one speaking member shares nothing.
+        Assert.True(rhos[1, 0] == 0.8 && rhos[1, 1] == 0.8);
+        Assert.Equal(silenceFirstPosition ? 0.2 : 0.8, rhos[0, 0], 9);
+        Assert.Equal(silenceFirstPosition ? 0.2 : 0.8, rhos[0, 1], 9);
         Assert.Equal(0.2, rhos[0, 2], 9);
         Assert.Equal(0.8, rhos[1, 2], 9);
         Assert.Equal(0.2, rhos[2, 1], 9);

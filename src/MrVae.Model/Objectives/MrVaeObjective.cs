@@ -218,7 +218,31 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var structure = MostProbable(logits).t();
         var agrees = (Agreement(structure, muAll, logVarAll, available) >= AgreementThreshold)
             .logical_or(Predictability(structure, muAll, logVarAll, available) >= AgreementThreshold);
+        // A position where fewer than two members say anything shares nothing: ρ for every modality there.
+        var speaking = (structure * (Information(muAll, logVarAll, available) >= InformationFloor).to(structure.dtype)).sum(0L);   // D
+        agrees = agrees.logical_and((speaking >= 2).unsqueeze(-1));
         return where(agrees, full_like(logits, 1 - rho), full_like(logits, rho)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Information (nats) from which a member counts as saying something at a position: a signal-to-noise ratio of about ½ (docs/experiments.md: dead positions' members 0.01–0.14, members that agree 0.2 and more).</summary>
+    const double InformationFloor = 0.2;
+
+    /// <summary>
+    /// I_{j,d} (M × D): what j's expert says at d over the samples holding j, ½ log(1 + Var[μ] / E[σ²]) nats (a Gaussian
+    /// channel: the spread of the means over the data against the mean posterior variance); 0 with fewer than 2 such samples.
+    /// </summary>
+    public static Tensor Information(Tensor muAll, Tensor logVarAll, Tensor available)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var w = available.t().unsqueeze(-1);                                          // M × B × 1
+        var n = w.sum(1);                                                             // M × 1
+        var mu = muAll.transpose(0, 1); var variance = logVarAll.exp().transpose(0, 1);   // M × B × D
+        var mean = (w * mu).sum(1) / n.clamp_min(1);
+        var spread = (w * (mu - mean.unsqueeze(1)).square()).sum(1) / (n - 1).clamp_min(1);
+        var noise = (w * variance).sum(1) / n.clamp_min(1);
+        var info = 0.5 * (1 + spread / noise).log();
+        return where(n >= 2, info, zeros_like(info)).MoveToOuterDisposeScope();
     }
 
     /// <summary>
