@@ -25,8 +25,10 @@ public static class Plots
         int every = Math.Max(1, (int)Math.Ceiling((colLabelWidth + 3.0) / cell));
         int left = 10 + labelWidth + 6, top = 36, barGap = 16, barWidth = 14;
         int width = left + cols * cell + barGap + barWidth + 10 + Canvas.TextWidth(Format(max)) + 10;
-        width = Math.Max(width, Math.Max(Canvas.TextWidth(title, 2), Canvas.TextWidth(footer ?? "")) + 20);
-        int height = top + rows * cell + 14 + (footer is null ? 0 : 16);
+        width = Math.Max(width, Canvas.TextWidth(title, 2) + 20);
+        // The footer wraps at the figure's width rather than widening a narrow heatmap into mostly empty space.
+        var footerLines = footer is null ? [] : Wrap(footer, width - 20);
+        int height = top + rows * cell + 14 + 12 * footerLines.Length + (footerLines.Length > 0 ? 4 : 0);
         var c = new Canvas(width, height);
         c.Text(10, 6, title, Rgb.Black, 2);
         for (int col = 0; col < cols; col += every)
@@ -55,8 +57,26 @@ public static class Plots
         c.StrokeRect(bx - 1, top - 1, barWidth + 2, bh + 2, Rgb.Grey);
         c.Text(bx + barWidth + 4, top, Format(max), Rgb.Black);
         c.Text(bx + barWidth + 4, top + bh - 7, Format(min), Rgb.Black);
-        if (footer is not null) c.Text(10, height - 14, footer, Rgb.Black);
+        for (int i = 0; i < footerLines.Length; i++) c.Text(10, height - 14 - 12 * (footerLines.Length - 1 - i), footerLines[i], Rgb.Black);
         return c;
+    }
+
+    /// <summary>
+    /// <paramref name="text"/> broken at spaces into lines at most <paramref name="width"/> pixels wide (a single word wider
+    /// than that keeps its own line).
+    /// </summary>
+    public static string[] Wrap(string text, int width)
+    {
+        var lines = new List<string>();
+        var line = "";
+        foreach (var word in text.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        {
+            string joined = line.Length == 0 ? word : line + " " + word;
+            if (line.Length > 0 && Canvas.TextWidth(joined) > width) { lines.Add(line); line = word; }
+            else line = joined;
+        }
+        if (line.Length > 0) lines.Add(line);
+        return lines.ToArray();
     }
 
     /// <summary>A line chart in the rectangle (x, y, w, h) of <paramref name="c"/>: axes, ticks, legend.</summary>

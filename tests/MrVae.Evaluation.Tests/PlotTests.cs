@@ -34,6 +34,31 @@ public sealed class PlotTests : IDisposable
     }
 
     [Fact]
+    public void WrapBreaksAtSpacesWithinTheWidth()
+    {
+        const string text = "rows: latent position d and its member set; columns: modality";
+        int width = Canvas.TextWidth("rows: latent position d");
+        var lines = Plots.Wrap(text, width);
+        Assert.Equal(text, string.Join(" ", lines));
+        Assert.All(lines, l => Assert.True(Canvas.TextWidth(l) <= width, $"'{l}' is wider than {width} px"));
+        Assert.Equal("rows: latent position d", lines[0]);
+        Assert.Equal(["averylongword", "b"], Plots.Wrap("averylongword b", Canvas.TextWidth("ab")));
+    }
+
+    [Fact]
+    public void ALongFooterWrapsInsteadOfWideningTheHeatmap()
+    {
+        var values = new double[,] { { 0, 1 } };
+        string footer = string.Join(" ", Enumerable.Repeat("word", 60));
+        var narrow = Plots.Heatmap("t", ["a"], ["0", "1"], values, 0, 1);
+        var wrapped = Plots.Heatmap("t", ["a"], ["0", "1"], values, 0, 1, footer: footer);
+        Assert.Equal(narrow.Width, wrapped.Width);
+        int lines = Plots.Wrap(footer, narrow.Width - 20).Length;
+        Assert.True(lines > 1);
+        Assert.Equal(narrow.Height + 12 * lines + 4, wrapped.Height);
+    }
+
+    [Fact]
     public void TicksAreNiceAndCoverTheRange()
     {
         Assert.Equal([0, 200, 400, 600, 800, 1000], Plots.Ticks(3, 990, 5));
