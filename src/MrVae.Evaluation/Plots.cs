@@ -57,7 +57,7 @@ public static class Plots
         c.StrokeRect(bx - 1, top - 1, barWidth + 2, bh + 2, Rgb.Grey);
         c.Text(bx + barWidth + 4, top, Format(max), Rgb.Black);
         c.Text(bx + barWidth + 4, top + bh - 7, Format(min), Rgb.Black);
-        for (int i = 0; i < footerLines.Length; i++) c.Text(10, height - 14 - 12 * (footerLines.Length - 1 - i), footerLines[i], Rgb.Black);
+        for (int i = 0; i < footerLines.Length; i++) c.Text(10, top + rows * cell + 16 + 12 * i, footerLines[i], Rgb.Black);
         return c;
     }
 
