@@ -67,6 +67,7 @@ public static partial class Chaos
         {
             Modalities = spec.Modalities, LatentDim = o.LatentDim, Beta = defaults.Beta, Likelihood = defaults.Likelihood,
             LikelihoodScale = defaults.Likelihood == PixelLikelihood.Gaussian ? 0.1 : 0.75, ObservedDim = spec.Vectors?.ObservedDim ?? 0,
+            PrivatePositions = defaults.PrivatePositions(o.LatentDim),
         };
         var options = new TrainOptions
         {

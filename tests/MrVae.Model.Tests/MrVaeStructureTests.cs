@@ -14,11 +14,14 @@ public sealed class MrVaeStructureTests
 {
     const int M = 3, D = 4, B = 5;
 
-    static MrVaeObjective Objective(double rho = 0.1)
+    static MrVaeObjective Objective(double rho = 0.1) =>
+        Create(Plain(new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, MembershipPrior = rho, SubsetWeight = 0, Beta = 1 }));
+
+    /// <summary>The objective's core alone: forward structure KL against a constant prior ρ, no aggregate-posterior term, memberships free from the start.</summary>
+    static ModelConfig Plain(ModelConfig config) => config with
     {
-        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, MembershipPrior = rho, SubsetWeight = 0, Beta = 1 };
-        return Create(config);
-    }
+        ReverseStructureKl = false, MemberMarginalKl = false, AgreementPrior = false, InitialMemberSets = false,
+    };
 
     /// <summary>The objective of <paramref name="config"/> in float64.</summary>
     static MrVaeObjective Create(ModelConfig config)
@@ -143,7 +146,7 @@ public sealed class MrVaeStructureTests
     [Fact]
     public void TheReverseStructureKlIsKlOfThePriorFromTheMembershipsWithGradientBetaNTimesQMinusRho()
     {
-        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, MembershipPrior = 0.2, SubsetWeight = 0, Beta = 1, BetaSize = 0.7, ReverseStructureKl = true };
+        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, MembershipPrior = 0.2, SubsetWeight = 0, Beta = 1, BetaSize = 0.7, ReverseStructureKl = true, AgreementPrior = false };
         using var objective = Create(config);
         var probability = RandomProbabilities(6, 0.02, 0.96);
         probability[0, 0] = 1 - 1e-9;   // saturated: the forward KL's gradient vanishes here, the reverse one's does not
@@ -394,7 +397,7 @@ public sealed class MrVaeStructureTests
     [Fact]
     public void PrivatePositionsAreNeverSharedAndCostNoStructureTerm()
     {
-        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 0, Beta = 1, PrivatePositions = 2 };
+        var config = Plain(new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 0, Beta = 1, PrivatePositions = 2 });
         using var objective = Create(config);
         SetMembership(objective, new double[,] { { 0.999, 0.999, 0.999 }, { 0.999, 0.999, 0.001 }, { 0.999, 0.999, 0.999 }, { 0.999, 0.999, 0.999 } });
         using (var g = objective.Membership())
@@ -499,7 +502,7 @@ public sealed class MrVaeStructureTests
             using var output = objective.Forward(mu, logVar, TinyModels.Availability(0b111, M, B), [true, true, true],
                 new StepContext { Generator = gen, Training = true, SampleLatents = false, BetaScale = context.BetaScale, StructureScale = context.StructureScale });
             double sBeta = Math.Min(1.0, step / 400.0), sStructure = Math.Min(1.0, step / 1000.0);
-            double latent = output.Terms["kl_shared"].item<double>() + output.Terms["kl_private"].item<double>();
+            double latent = output.Terms["kl_shared"].item<double>() + output.Terms["kl_private"].item<double>() + output.Terms["kl_member_marginal"].item<double>();
             Assert.Equal(sBeta * 2.5 * latent + sStructure * 3 * output.Terms["kl_structure"].item<double>(), output.Loss.item<double>(), 9);
         }
     }

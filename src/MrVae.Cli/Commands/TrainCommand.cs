@@ -23,7 +23,7 @@ public static class TrainCommand
         var siloData = new Option<string?>("--silo-data") { Description = "with --cluster: the dataset directory as the silos see it (default: --dataset)" };
         var dataset = new Option<string>("--dataset") { Description = "dataset directory from `mrvae data make`", Required = true };
         var model = new Option<string>("--model") { Description = "mrvae, mopoe, mvae or mmvae", DefaultValueFactory = _ => "mrvae" };
-        var latent = new Option<int?>("--latent") { Description = "latent size D per modality (default 32 for images, 16 for vector data)" };
+        var latent = new Option<int?>("--latent") { Description = "latent size D per modality (default 64 for images, of which mrVAE never shares the last half, PrivatePositions; 16 for vector data)" };
         var epochs = new Option<int?>("--epochs") { Description = "full passes over the training split (default: 1 for images; vector data trains 3000 steps)" };
         var steps = new Option<long?>("--steps") { Description = "optimiser steps (instead of --epochs)" };
         var batch = new Option<int>("--batch") { Description = "batch size", DefaultValueFactory = _ => 256 };
@@ -65,9 +65,10 @@ public static class TrainCommand
             var spec = DatasetDirectory.LoadSpec(dataDir);
             var defaults = TrainingDefaults.For(spec.Kind);
             var pixel = p.GetValue(likelihood) ?? defaults.Likelihood;
-            var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = p.GetValue(latent) ?? defaults.LatentDim, Beta = p.GetValue(beta) ?? defaults.Beta,
+            int latentDim = p.GetValue(latent) ?? defaults.LatentDim;
+            var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = latentDim, Beta = p.GetValue(beta) ?? defaults.Beta,
                 Likelihood = pixel, LikelihoodScale = p.GetValue(scale) ?? (pixel == PixelLikelihood.Gaussian ? 0.1 : 0.75),
-                ObservedDim = spec.Vectors?.ObservedDim ?? 0 };
+                ObservedDim = spec.Vectors?.ObservedDim ?? 0, PrivatePositions = kind == ModelKind.MrVae ? defaults.PrivatePositions(latentDim) : 0 };
             config = config.WithSettings(p.GetValue(settings) ?? []);
             // A resumed grain run goes on with the model it started with (its checkpoint has it), whatever the flags say.
             if (p.GetValue(resume) && !p.GetValue(local)) config = StartedModel(p.GetValue(output)!) ?? config;

@@ -5,12 +5,16 @@ namespace MrVae.Model.Training;
 /// <summary>
 /// What `mrvae train` uses where a flag is not given, per kind of data. Vector data: D = 16 holds the presets'
 /// structures (12 shared and 2 private factors per modality at most), and 3000 steps learn them (docs/experiments.md);
-/// the Gaussian σ = 0.1 is the presets' noise.
+/// the Gaussian σ = 0.1 is the presets' noise. Images: D = 64 with half of it never shared
+/// (<see cref="PrivateShare"/>), the setting mrVAE was measured with on PolyMNIST.
 /// </summary>
-public sealed record TrainingDefaults(int LatentDim, double LearningRate, double Beta, PixelLikelihood Likelihood, long? Steps)
+public sealed record TrainingDefaults(int LatentDim, double LearningRate, double Beta, PixelLikelihood Likelihood, long? Steps, double PrivateShare)
 {
-    public static readonly TrainingDefaults Images = new(32, 5e-4, 2.5, PixelLikelihood.Laplace, null);
-    public static readonly TrainingDefaults Vectors = new(16, 1e-3, 1.0, PixelLikelihood.Gaussian, 3000);
+    public static readonly TrainingDefaults Images = new(64, 5e-4, 2.5, PixelLikelihood.Laplace, null, PrivateShare: 0.5);
+    public static readonly TrainingDefaults Vectors = new(16, 1e-3, 1.0, PixelLikelihood.Gaussian, 3000, PrivateShare: 0);
 
     public static TrainingDefaults For(DatasetKind kind) => kind == DatasetKind.Vectors ? Vectors : Images;
+
+    /// <summary>mrVAE's never-shared positions for latent size <paramref name="latentDim"/> (<see cref="ModelConfig.PrivatePositions"/>).</summary>
+    public int PrivatePositions(int latentDim) => (int)(latentDim * PrivateShare);
 }
