@@ -76,7 +76,8 @@ public static class DemoCommand
 
         // Images: vanilla PolyMNIST, Gaussian likelihood σ = 0.1 (with the paper's Laplace, docs/setup.md, no model draws a digit this soon).
         var imageSpec = PolyMnistStore.LoadSpec(images);
-        var imageConfig = new ModelConfig { Kind = ModelKind.MrVae, Modalities = imageSpec.Modalities, LatentDim = ImageLatent, Likelihood = PixelLikelihood.Gaussian, LikelihoodScale = 0.1 };
+        var imageConfig = new ModelConfig { Kind = ModelKind.MrVae, Modalities = imageSpec.Modalities, LatentDim = ImageLatent, Likelihood = PixelLikelihood.Gaussian, LikelihoodScale = 0.1,
+            PrivatePositions = TrainingDefaults.Images.PrivatePositions(ImageLatent) };
         var (imageModel, imageResult) = await Train(grains, "polymnist", images, imageConfig, ImageBatch, imageSteps, seed, outDir, json, cancel);
         string fromX0, fromX1;
         RelationReport imageRelation;
@@ -179,7 +180,7 @@ public static class DemoCommand
         b.AppendLine("- on a cluster of silo processes (Redis and three silos on this machine): `deploy/local-cluster.sh`");
         b.AppendLine();
 
-        b.AppendLine($"## PolyMNIST ({imageResult.Steps} steps, D = {ImageLatent}, batch {ImageBatch}, Adam lr 1e-3, Gaussian likelihood σ = 0.1, seed {seed})");
+        b.AppendLine($"## PolyMNIST ({imageResult.Steps} steps, D = {ImageLatent} of which {TrainingDefaults.Images.PrivatePositions(ImageLatent)} never shared, batch {ImageBatch}, Adam lr 1e-3, Gaussian likelihood σ = 0.1, seed {seed})");
         b.AppendLine();
         b.AppendLine($"Median step {imageResult.MedianStepMilliseconds:F0} ms; test loss {F(imageResult.BestTestLoss)} at the end. Ten test tuples, one per column; top row the input, then modalities 0–4 generated from it.");
         b.AppendLine();
