@@ -67,8 +67,8 @@ public static partial class Chaos
         {
             Modalities = spec.Modalities, LatentDim = o.LatentDim, Beta = defaults.Beta, Likelihood = defaults.Likelihood,
             LikelihoodScale = defaults.Likelihood == PixelLikelihood.Gaussian ? 0.1 : 0.75, ObservedDim = spec.Vectors?.ObservedDim ?? 0,
-            PrivatePositions = defaults.PrivatePositions(o.LatentDim),
         };
+        config = defaults.ForMrVae(config);
         var options = new TrainOptions
         {
             RunDirectory = Path.Combine(work, "run"), BatchSize = o.BatchSize, Steps = o.Steps, Seed = o.Seed, LearningRate = o.LearningRate, EvaluateEvery = o.EvaluateEvery,

@@ -46,12 +46,11 @@ public sealed record ExperimentBudget(string Name, int Train, int Test, int Late
         _ => throw new UserInputException($"unknown budget '{name}': use ci, quick, medium or full"),
     };
 
-    public ModelConfig Model(ModelKind kind, int modalities) => new()
+    public ModelConfig Model(ModelKind kind, int modalities) => TrainingDefaults.Images.ForMrVae(new()
     {
         Kind = kind, Modalities = modalities, LatentDim = Latent, Likelihood = Likelihood, LikelihoodScale = LikelihoodScale,
         BetaWarmupSteps = WarmupSteps, StructureWarmupSteps = WarmupSteps,
-        PrivatePositions = kind == ModelKind.MrVae ? TrainingDefaults.Images.PrivatePositions(Latent) : 0,
-    };
+    });
 }
 
 public sealed record ExperimentOptions

@@ -51,13 +51,13 @@ public sealed record ModelConfig
     /// <summary>mrVAE: the last this many latent positions are every modality's own and never shared, so joining a shared position does not cost a modality private capacity (0: every position may be shared).</summary>
     public int PrivatePositions { get; init; }
     /// <summary>mrVAE: the structure term is KL(p(G) ‖ q(G)) instead of KL(q(G) ‖ p(G)): its gradient per membership logit is β_n (q − ρ), which does not vanish when a membership saturates.</summary>
-    public bool ReverseStructureKl { get; init; } = true;
+    public bool ReverseStructureKl { get; init; }
     /// <summary>mrVAE: each member's expert is charged, weighted by its membership, the KL from the prior of its aggregate posterior over the batch (moment-matched), so a member cannot hold an input-independent, off-centre expert for free.</summary>
-    public bool MemberMarginalKl { get; init; } = true;
+    public bool MemberMarginalKl { get; init; }
     /// <summary>mrVAE: the membership prior of a modality at a position is 1 − ρ where its code there agrees with the position's other members' consensus or its whole code predicts that consensus (per batch, either r² ≥ 0.2) and ρ elsewhere, so members that say nothing of the shared content leave and modalities that can say it join; ρ for every modality at a position where fewer than two members carry information (≥ 0.2 nats).</summary>
-    public bool AgreementPrior { get; init; } = true;
+    public bool AgreementPrior { get; init; }
     /// <summary>mrVAE: each shareable position starts with the members of one shared subset (smallest subsets first, cycling; q ≈ 0.88 inside, 0.12 outside) instead of ½ for every modality, and the memberships hold through the structure warm-up, so that small member sets exist while the encoders align.</summary>
-    public bool InitialMemberSets { get; init; } = true;
+    public bool InitialMemberSets { get; init; }
 
     public string ToJson() => System.Text.Json.JsonSerializer.Serialize(this);
 

@@ -490,7 +490,7 @@ public sealed class MrVaeStructureTests
     public void TheKlAndStructureWarmUpsScaleTheirTermsEachOnItsOwnSchedule()
     {
         // Without subset views and latent samples the coordinator's loss is the KL part alone: s_β β KL_latent + s_n β_n KL_structure.
-        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 0, Beta = 2.5, BetaSize = 3, BetaWarmupSteps = 400, StructureWarmupSteps = 1000 };
+        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 0, Beta = 2.5, BetaSize = 3, BetaWarmupSteps = 400, StructureWarmupSteps = 1000, MemberMarginalKl = true };
         using var objective = Create(config);
         var probability = RandomProbabilities(5, 0.1, 0.8);
         SetMembership(objective, probability);

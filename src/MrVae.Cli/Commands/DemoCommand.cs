@@ -76,8 +76,8 @@ public static class DemoCommand
 
         // Images: vanilla PolyMNIST, Gaussian likelihood σ = 0.1 (with the paper's Laplace, docs/setup.md, no model draws a digit this soon).
         var imageSpec = PolyMnistStore.LoadSpec(images);
-        var imageConfig = new ModelConfig { Kind = ModelKind.MrVae, Modalities = imageSpec.Modalities, LatentDim = ImageLatent, Likelihood = PixelLikelihood.Gaussian, LikelihoodScale = 0.1,
-            PrivatePositions = TrainingDefaults.Images.PrivatePositions(ImageLatent) };
+        var imageConfig = TrainingDefaults.Images.ForMrVae(new ModelConfig { Kind = ModelKind.MrVae, Modalities = imageSpec.Modalities, LatentDim = ImageLatent,
+            Likelihood = PixelLikelihood.Gaussian, LikelihoodScale = 0.1 });
         var (imageModel, imageResult) = await Train(grains, "polymnist", images, imageConfig, ImageBatch, imageSteps, seed, outDir, json, cancel);
         string fromX0, fromX1;
         RelationReport imageRelation;

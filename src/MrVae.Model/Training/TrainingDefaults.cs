@@ -17,4 +17,15 @@ public sealed record TrainingDefaults(int LatentDim, double LearningRate, double
 
     /// <summary>mrVAE's never-shared positions for latent size <paramref name="latentDim"/> (<see cref="ModelConfig.PrivatePositions"/>).</summary>
     public int PrivatePositions(int latentDim) => (int)(latentDim * PrivateShare);
+
+    /// <summary>
+    /// <paramref name="config"/> with this kind of data's mrVAE settings. Images: <see cref="PrivatePositions"/> and the
+    /// structure options measured on PolyMNIST (reverse structure KL, member-marginal KL, agreement prior, initial member
+    /// sets); vectors: unchanged (the presets' sizes are exact without them, and the options over-size the full set).
+    /// </summary>
+    public ModelConfig ForMrVae(ModelConfig config) => config.Kind != ModelKind.MrVae || PrivateShare == 0 ? config : config with
+    {
+        PrivatePositions = PrivatePositions(config.LatentDim),
+        ReverseStructureKl = true, MemberMarginalKl = true, AgreementPrior = true, InitialMemberSets = true,
+    };
 }
