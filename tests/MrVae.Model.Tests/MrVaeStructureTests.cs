@@ -14,14 +14,11 @@ public sealed class MrVaeStructureTests
 {
     const int M = 3, D = 4, B = 5;
 
-    static MrVaeObjective Objective(double rho = 0.1) =>
-        Create(Plain(new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, MembershipPrior = rho, SubsetWeight = 0, Beta = 1 }));
-
-    /// <summary>The objective's core alone: forward structure KL against a constant prior ρ, no aggregate-posterior term, memberships free from the start.</summary>
-    static ModelConfig Plain(ModelConfig config) => config with
+    static MrVaeObjective Objective(double rho = 0.1)
     {
-        ReverseStructureKl = false, MemberMarginalKl = false, AgreementPrior = false, InitialMemberSets = false,
-    };
+        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, MembershipPrior = rho, SubsetWeight = 0, Beta = 1 };
+        return Create(config);
+    }
 
     /// <summary>The objective of <paramref name="config"/> in float64.</summary>
     static MrVaeObjective Create(ModelConfig config)
@@ -146,7 +143,7 @@ public sealed class MrVaeStructureTests
     [Fact]
     public void TheReverseStructureKlIsKlOfThePriorFromTheMembershipsWithGradientBetaNTimesQMinusRho()
     {
-        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, MembershipPrior = 0.2, SubsetWeight = 0, Beta = 1, BetaSize = 0.7, ReverseStructureKl = true, AgreementPrior = false };
+        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, MembershipPrior = 0.2, SubsetWeight = 0, Beta = 1, BetaSize = 0.7, ReverseStructureKl = true };
         using var objective = Create(config);
         var probability = RandomProbabilities(6, 0.02, 0.96);
         probability[0, 0] = 1 - 1e-9;   // saturated: the forward KL's gradient vanishes here, the reverse one's does not
@@ -397,7 +394,7 @@ public sealed class MrVaeStructureTests
     [Fact]
     public void PrivatePositionsAreNeverSharedAndCostNoStructureTerm()
     {
-        var config = Plain(new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 0, Beta = 1, PrivatePositions = 2 });
+        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 0, Beta = 1, PrivatePositions = 2 };
         using var objective = Create(config);
         SetMembership(objective, new double[,] { { 0.999, 0.999, 0.999 }, { 0.999, 0.999, 0.001 }, { 0.999, 0.999, 0.999 }, { 0.999, 0.999, 0.999 } });
         using (var g = objective.Membership())

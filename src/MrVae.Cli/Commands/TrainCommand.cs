@@ -65,8 +65,7 @@ public static class TrainCommand
             var spec = DatasetDirectory.LoadSpec(dataDir);
             var defaults = TrainingDefaults.For(spec.Kind);
             var pixel = p.GetValue(likelihood) ?? defaults.Likelihood;
-            int latentDim = p.GetValue(latent) ?? defaults.LatentDim;
-            var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = latentDim, Beta = p.GetValue(beta) ?? defaults.Beta,
+            var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = p.GetValue(latent) ?? defaults.LatentDim, Beta = p.GetValue(beta) ?? defaults.Beta,
                 Likelihood = pixel, LikelihoodScale = p.GetValue(scale) ?? (pixel == PixelLikelihood.Gaussian ? 0.1 : 0.75),
                 ObservedDim = spec.Vectors?.ObservedDim ?? 0 };
             config = defaults.ForMrVae(config).WithSettings(p.GetValue(settings) ?? []);
