@@ -16,7 +16,7 @@ namespace MrVae.Evaluation;
 /// </summary>
 public sealed record ExperimentBudget(string Name, int Train, int Test, int Latent, int Batch, int Epochs, double LearningRate,
     int Samples, int ClassifierEpochs, int ProbeTrain, PixelLikelihood Likelihood = PixelLikelihood.Laplace, double LikelihoodScale = 0.75,
-    int LikelihoodSamples = 100, int LikelihoodTuples = 500, long WarmupSteps = 0)
+    int LikelihoodSamples = 100, int LikelihoodTuples = 500, long WarmupSteps = 0, double? BackgroundScale = null)
 {
     public static readonly ExperimentBudget Ci = new("ci", Train: 2000, Test: 500, Latent: 16, Batch: 64, Epochs: 2, LearningRate: 1e-3,
         Samples: 200, ClassifierEpochs: 5, ProbeTrain: 1000, Likelihood: PixelLikelihood.Gaussian, LikelihoodScale: 0.1, LikelihoodSamples: 16, LikelihoodTuples: 100);
@@ -49,7 +49,7 @@ public sealed record ExperimentBudget(string Name, int Train, int Test, int Late
     public ModelConfig Model(ModelKind kind, int modalities) => TrainingDefaults.Images.ForMrVae(new()
     {
         Kind = kind, Modalities = modalities, LatentDim = Latent, Likelihood = Likelihood, LikelihoodScale = LikelihoodScale,
-        BetaWarmupSteps = WarmupSteps, StructureWarmupSteps = WarmupSteps,
+        BetaWarmupSteps = WarmupSteps, StructureWarmupSteps = WarmupSteps, BackgroundScale = BackgroundScale,
     });
 }
 
@@ -104,15 +104,16 @@ public static class PaperExperiment
         + (c.Kind != ModelKind.MrVae ? "" : $", β_n {c.BetaSize}" + (c.StructureWarmupSteps > 0 ? $", β_n warm-up {c.StructureWarmupSteps} steps" : ""));
 
     /// <summary>A model's configuration in this experiment: the budget's, with the user's --set values applied.</summary>
-    static ModelConfig Config(ExperimentOptions options, ModelKind kind, int modalities) => options.Budget.Model(kind, modalities).WithSettings(options.Settings);
+    static ModelConfig Config(ExperimentOptions options, ModelKind kind, PolyMnistSpec spec) =>
+        options.Budget.Model(kind, spec.Modalities).WithDigitSquares(spec).WithSettings(options.Settings);
 
     /// <summary>Refuses an unknown dataset or a --set that a model of the experiment does not accept, before any data are made or any run trains.</summary>
     public static void Validate(ExperimentOptions options)
     {
         foreach (var dataset in options.Datasets)
         {
-            int modalities = PolyMnistSpec.Resolve(dataset).Modalities;
-            foreach (var kind in options.Models) Config(options, kind, modalities).Validated();
+            var spec = PolyMnistSpec.Resolve(dataset);
+            foreach (var kind in options.Models) Config(options, kind, spec).Validated();
         }
     }
 
@@ -187,7 +188,7 @@ public static class PaperExperiment
         {
             string name = $"{spec.Name}-{ModelName(kind)}";
             string runDir = Path.Combine(options.OutputDirectory, "runs", name);
-            var config = Config(options, kind, spec.Modalities);
+            var config = Config(options, kind, spec);
             var trainOptions = new TrainOptions
             {
                 RunDirectory = runDir, BatchSize = b.Batch, Epochs = b.Epochs, Seed = options.Seed, LearningRate = b.LearningRate,
@@ -283,8 +284,8 @@ public static class PaperExperiment
         var md = new StringBuilder();
         md.Append($"# Paper tables, budget `{b.Name}`\n\n");
         bool mrvae = options.Models.Contains(ModelKind.MrVae);
-        var mrvaeConfig = Config(options, ModelKind.MrVae, 2);
-        md.Append($"Every model: D = {mrvaeConfig.LatentDim}, {b.Epochs} epochs of {b.Train} training tuples (batch {b.Batch}, Adam lr {b.LearningRate}), {b.Likelihood} likelihood with scale {b.LikelihoodScale}, seed {options.Seed}, ");
+        var mrvaeConfig = Config(options, ModelKind.MrVae, PolyMnistSpec.Vanilla());
+        md.Append($"Every model: D = {mrvaeConfig.LatentDim}, {b.Epochs} epochs of {b.Train} training tuples (batch {b.Batch}, Adam lr {b.LearningRate}), {b.Likelihood} likelihood with scale {b.LikelihoodScale}{(mrvaeConfig.BackgroundScale is { } bg ? $" on the digits' squares and {bg} on the background" : "")}, seed {options.Seed}, ");
         if (mrvae) md.Append($"mrVAE's structure-prior weight β_n = {mrvaeConfig.BetaSize}, ");
         if (b.WarmupSteps > 0) md.Append($"β{(mrvae ? " and β_n" : "")} warmed up linearly over the first {b.WarmupSteps} steps, ");
         if (options.Settings.Length > 0) md.Append($"model settings {string.Join(", ", options.Settings)}, ");

@@ -89,7 +89,7 @@ public sealed class ModalityGrain(
             ResetStep();
             network?.Dispose(); optimizer?.Dispose();
             appliedStep = -1;
-            network = Seeds.Construct(s.Seed, Seeds.ModalityParty(s.Modality), () => new ModalityNetwork(config));
+            network = Seeds.Construct(s.Seed, Seeds.ModalityParty(s.Modality), () => new ModalityNetwork(config, s.Modality));
             network.to(device);
             optimizer = optim.Adam(network.parameters(), lr: s.LearningRate);
             return true;

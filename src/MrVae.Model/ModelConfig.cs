@@ -38,6 +38,14 @@ public sealed record ModelConfig
     public PixelLikelihood Likelihood { get; init; } = PixelLikelihood.Laplace;
     /// <summary>Likelihood scale on pixels in [0,1]: Laplace b (0.75 as MoPoE's PolyMNIST code) or Gaussian σ.</summary>
     public double LikelihoodScale { get; init; } = 0.75;
+    /// <summary>
+    /// Images: the likelihood scale on pixels outside every square where the dataset draws a digit of the modality
+    /// (<see cref="DigitSquares"/>); null: <see cref="LikelihoodScale"/> on every pixel. A larger scale makes the
+    /// background texture, which no other modality shares, weigh less against the digits.
+    /// </summary>
+    public double? BackgroundScale { get; init; }
+    /// <summary>Images: where the dataset's sharing spec draws its digits (spec.json's placements), set from the data by <see cref="WithDigitSquares"/>.</summary>
+    public FactorPlacement[] DigitSquares { get; init; } = [];
     /// <summary>Weight of the subset-training term (K drawn per sample); 0 turns it off.</summary>
     public double SubsetWeight { get; init; } = 1.0;
     /// <summary>Linear KL warm-up: β grows from 0 to <see cref="Beta"/> over this many steps (0: none).</summary>
@@ -58,6 +66,13 @@ public sealed record ModelConfig
     public bool AgreementPrior { get; init; }
     /// <summary>mrVAE: each shareable position starts with the members of one shared subset (smallest subsets first, cycling; q ≈ 0.88 inside, 0.12 outside) instead of ½ for every modality, and the memberships hold through the structure warm-up, so that small member sets exist while the encoders align.</summary>
     public bool InitialMemberSets { get; init; }
+
+    /// <summary>This configuration with the digit squares of <paramref name="spec"/> (null: vector data, none).</summary>
+    public ModelConfig WithDigitSquares(PolyMnistSpec? spec) => this with { DigitSquares = spec?.Factors.SelectMany(f => f.Placements).ToArray() ?? [] };
+
+    // Value equality through the JSON form: the record's own would compare DigitSquares by reference.
+    public bool Equals(ModelConfig? other) => other is not null && ToJson() == other.ToJson();
+    public override int GetHashCode() => ToJson().GetHashCode();
 
     public string ToJson() => System.Text.Json.JsonSerializer.Serialize(this);
 
@@ -100,6 +115,12 @@ public sealed record ModelConfig
         Require(double.IsFinite(Beta) && Beta >= 0, $"Beta={Beta}: must be a finite number ≥ 0");
         Require(double.IsFinite(BetaSize) && BetaSize >= 0, $"BetaSize={BetaSize}: must be a finite number ≥ 0");
         Require(double.IsFinite(LikelihoodScale) && LikelihoodScale > 0, $"LikelihoodScale={LikelihoodScale}: must be a finite number > 0");
+        Require(BackgroundScale is null || (double.IsFinite(BackgroundScale.Value) && BackgroundScale > 0), $"BackgroundScale={BackgroundScale}: must be a finite number > 0, or null for LikelihoodScale on every pixel");
+        Require(BackgroundScale is null || ObservedDim == 0, $"BackgroundScale={BackgroundScale}: applies to images only (this is vector data of size {ObservedDim}); leave it null");
+        Require(BackgroundScale is null || DigitSquares.Length > 0, $"BackgroundScale={BackgroundScale}: needs DigitSquares, where the dataset draws its digits; train and experiment take them from the dataset's spec.json");
+        foreach (var q in DigitSquares)
+            Require(q.Modality >= 0 && q.Modality < Modalities && q.Size > 0 && q.X >= 0 && q.Y >= 0 && q.X + q.Size <= PolyMnistSpec.Side && q.Y + q.Size <= PolyMnistSpec.Side,
+                $"DigitSquares: {q} is not a square inside a {PolyMnistSpec.Side} × {PolyMnistSpec.Side} image of one of the {Modalities} modalities");
         Require(double.IsFinite(SubsetWeight) && SubsetWeight >= 0, $"SubsetWeight={SubsetWeight}: must be a finite number ≥ 0");
         Require(BetaWarmupSteps >= 0, $"BetaWarmupSteps={BetaWarmupSteps}: must be ≥ 0 (0: no warm-up)");
         Require(StructureWarmupSteps >= 0, $"StructureWarmupSteps={StructureWarmupSteps}: must be ≥ 0 (0: no warm-up)");

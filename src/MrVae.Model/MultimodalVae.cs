@@ -47,7 +47,7 @@ public sealed class MultimodalVae : nn.Module
     {
         Config = config;
         ModalityNets = Enumerable.Range(0, config.Modalities)
-            .Select(j => Seeds.Construct(seed, Seeds.ModalityParty(j), () => new ModalityNetwork(config)))
+            .Select(j => Seeds.Construct(seed, Seeds.ModalityParty(j), () => new ModalityNetwork(config, j)))
             .ToArray();
         Coordinator = Seeds.Construct(seed, Seeds.CoordinatorParty, () => CoordinatorObjective.Create(config));
         modalityList = nn.ModuleList(ModalityNets);

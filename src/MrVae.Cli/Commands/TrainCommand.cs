@@ -68,7 +68,7 @@ public static class TrainCommand
             var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = p.GetValue(latent) ?? defaults.LatentDim, Beta = p.GetValue(beta) ?? defaults.Beta,
                 Likelihood = pixel, LikelihoodScale = p.GetValue(scale) ?? (pixel == PixelLikelihood.Gaussian ? 0.1 : 0.75),
                 ObservedDim = spec.Vectors?.ObservedDim ?? 0 };
-            config = defaults.ForMrVae(config).WithSettings(p.GetValue(settings) ?? []);
+            config = defaults.ForMrVae(config).WithDigitSquares(spec.Images).WithSettings(p.GetValue(settings) ?? []);
             // A resumed grain run goes on with the model it started with (its checkpoint has it), whatever the flags say.
             if (p.GetValue(resume) && !p.GetValue(local)) config = StartedModel(p.GetValue(output)!) ?? config;
             var options = new TrainOptions

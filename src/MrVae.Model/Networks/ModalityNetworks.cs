@@ -1,3 +1,4 @@
+using MrVae.Data;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -79,8 +80,12 @@ public sealed class ModalityNetwork : Module
     public Module<Tensor, Tensor> Decoder { get; }
     readonly double scale;
     readonly PixelLikelihood likelihood;
+    // Per pixel (1 × 3 × 28 × 28) where the scale differs by region (BackgroundScale): the NLL's factor on the residual
+    // (1/2σ² or 1/b) and its normaliser (½ log 2πσ² or log 2b). Buffers, so they follow the module's device and dtype.
+    readonly Tensor? residualFactor, normaliser;
 
-    public ModalityNetwork(ModelConfig config) : base(nameof(ModalityNetwork))
+    /// <param name="modality">Which modality this network is (its digit squares, <see cref="ModelConfig.DigitSquares"/>).</param>
+    public ModalityNetwork(ModelConfig config, int modality) : base(nameof(ModalityNetwork))
     {
         if (config.ObservedDim > 0)
         {
@@ -94,7 +99,25 @@ public sealed class ModalityNetwork : Module
         }
         scale = config.LikelihoodScale;
         likelihood = config.Likelihood;
+        if (config.BackgroundScale is { } background)
+        {
+            var map = PixelScales(config, modality, background);
+            bool gaussian = likelihood == PixelLikelihood.Gaussian;
+            residualFactor = gaussian ? 0.5 / map.square() : 1 / map;
+            normaliser = gaussian ? 0.5 * (2 * Math.PI * map.square()).log() : (2 * map).log();
+            register_buffer(nameof(residualFactor), residualFactor, persistent: false);
+            register_buffer(nameof(normaliser), normaliser, persistent: false);
+        }
         RegisterComponents();
+    }
+
+    /// <summary>The likelihood scale per pixel (1 × 3 × 28 × 28): <see cref="ModelConfig.LikelihoodScale"/> inside the modality's digit squares, <paramref name="background"/> elsewhere.</summary>
+    public static Tensor PixelScales(ModelConfig config, int modality, double background)
+    {
+        var map = full(1, 3, PolyMnistSpec.Side, PolyMnistSpec.Side, background, dtype: ScalarType.Float32);
+        foreach (var q in config.DigitSquares.Where(q => q.Modality == modality))
+            map[.., .., q.Y..(q.Y + q.Size), q.X..(q.X + q.Size)] = config.LikelihoodScale;
+        return map;
     }
 
     /// <summary>
@@ -125,6 +148,8 @@ public sealed class ModalityNetwork : Module
     Tensor PixelNll(Tensor recon, Tensor x)
     {
         var diff = recon - x;
+        if (residualFactor is not null)
+            return (likelihood == PixelLikelihood.Gaussian ? diff.square() : diff.abs()) * residualFactor + normaliser!;
         return likelihood == PixelLikelihood.Gaussian
             ? diff.square() / (2 * scale * scale) + 0.5 * Math.Log(2 * Math.PI * scale * scale)
             : diff.abs() / scale + Math.Log(2 * scale);
