@@ -16,7 +16,7 @@ namespace MrVae.Evaluation;
 /// </summary>
 public sealed record ExperimentBudget(string Name, int Train, int Test, int Latent, int Batch, int Epochs, double LearningRate,
     int Samples, int ClassifierEpochs, int ProbeTrain, PixelLikelihood Likelihood = PixelLikelihood.Laplace, double LikelihoodScale = 0.75,
-    int LikelihoodSamples = 100, int LikelihoodTuples = 500, long WarmupSteps = 0, double? BackgroundScale = null)
+    int LikelihoodSamples = 100, int LikelihoodTuples = 500, long WarmupSteps = 0, bool EqualDigitWeight = false)
 {
     public static readonly ExperimentBudget Ci = new("ci", Train: 2000, Test: 500, Latent: 16, Batch: 64, Epochs: 2, LearningRate: 1e-3,
         Samples: 200, ClassifierEpochs: 5, ProbeTrain: 1000, Likelihood: PixelLikelihood.Gaussian, LikelihoodScale: 0.1, LikelihoodSamples: 16, LikelihoodTuples: 100);
@@ -49,7 +49,7 @@ public sealed record ExperimentBudget(string Name, int Train, int Test, int Late
     public ModelConfig Model(ModelKind kind, int modalities) => TrainingDefaults.Images.ForMrVae(new()
     {
         Kind = kind, Modalities = modalities, LatentDim = Latent, Likelihood = Likelihood, LikelihoodScale = LikelihoodScale,
-        BetaWarmupSteps = WarmupSteps, StructureWarmupSteps = WarmupSteps, BackgroundScale = BackgroundScale,
+        BetaWarmupSteps = WarmupSteps, StructureWarmupSteps = WarmupSteps, EqualDigitWeight = EqualDigitWeight,
     });
 }
 
@@ -285,7 +285,7 @@ public static class PaperExperiment
         md.Append($"# Paper tables, budget `{b.Name}`\n\n");
         bool mrvae = options.Models.Contains(ModelKind.MrVae);
         var mrvaeConfig = Config(options, ModelKind.MrVae, PolyMnistSpec.Vanilla());
-        md.Append($"Every model: D = {mrvaeConfig.LatentDim}, {b.Epochs} epochs of {b.Train} training tuples (batch {b.Batch}, Adam lr {b.LearningRate}), {b.Likelihood} likelihood with scale {b.LikelihoodScale}{(mrvaeConfig.BackgroundScale is { } bg ? $" on the digits' squares and {bg} on the background" : "")}, seed {options.Seed}, ");
+        md.Append($"Every model: D = {mrvaeConfig.LatentDim}, {b.Epochs} epochs of {b.Train} training tuples (batch {b.Batch}, Adam lr {b.LearningRate}), {b.Likelihood} likelihood with scale {b.LikelihoodScale}{(mrvaeConfig.EqualDigitWeight ? " (each digit's square at scale × side / largest side, so every digit weighs as much)" : "")}, seed {options.Seed}, ");
         if (mrvae) md.Append($"mrVAE's structure-prior weight β_n = {mrvaeConfig.BetaSize}, ");
         if (b.WarmupSteps > 0) md.Append($"β{(mrvae ? " and β_n" : "")} warmed up linearly over the first {b.WarmupSteps} steps, ");
         if (options.Settings.Length > 0) md.Append($"model settings {string.Join(", ", options.Settings)}, ");

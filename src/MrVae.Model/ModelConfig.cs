@@ -39,11 +39,12 @@ public sealed record ModelConfig
     /// <summary>Likelihood scale on pixels in [0,1]: Laplace b (0.75 as MoPoE's PolyMNIST code) or Gaussian σ.</summary>
     public double LikelihoodScale { get; init; } = 0.75;
     /// <summary>
-    /// Images: the likelihood scale on pixels outside every square where the dataset draws a digit of the modality
-    /// (<see cref="DigitSquares"/>); null: <see cref="LikelihoodScale"/> on every pixel. A larger scale makes the
-    /// background texture, which no other modality shares, weigh less against the digits.
+    /// Images: within each square where the dataset draws one of the modality's digits (<see cref="DigitSquares"/>), the
+    /// likelihood scale is <see cref="LikelihoodScale"/> · side / (the modality's largest side), so that a small digit
+    /// (extended PolyMNIST's 10 × 10 corners) weighs as much in total as the largest one; elsewhere it is
+    /// <see cref="LikelihoodScale"/>. Off: <see cref="LikelihoodScale"/> on every pixel.
     /// </summary>
-    public double? BackgroundScale { get; init; }
+    public bool EqualDigitWeight { get; init; }
     /// <summary>Images: where the dataset's sharing spec draws its digits (spec.json's placements), set from the data by <see cref="WithDigitSquares"/>.</summary>
     public FactorPlacement[] DigitSquares { get; init; } = [];
     /// <summary>Weight of the subset-training term (K drawn per sample); 0 turns it off.</summary>
@@ -115,9 +116,8 @@ public sealed record ModelConfig
         Require(double.IsFinite(Beta) && Beta >= 0, $"Beta={Beta}: must be a finite number ≥ 0");
         Require(double.IsFinite(BetaSize) && BetaSize >= 0, $"BetaSize={BetaSize}: must be a finite number ≥ 0");
         Require(double.IsFinite(LikelihoodScale) && LikelihoodScale > 0, $"LikelihoodScale={LikelihoodScale}: must be a finite number > 0");
-        Require(BackgroundScale is null || (double.IsFinite(BackgroundScale.Value) && BackgroundScale > 0), $"BackgroundScale={BackgroundScale}: must be a finite number > 0, or null for LikelihoodScale on every pixel");
-        Require(BackgroundScale is null || ObservedDim == 0, $"BackgroundScale={BackgroundScale}: applies to images only (this is vector data of size {ObservedDim}); leave it null");
-        Require(BackgroundScale is null || DigitSquares.Length > 0, $"BackgroundScale={BackgroundScale}: needs DigitSquares, where the dataset draws its digits; train and experiment take them from the dataset's spec.json");
+        Require(!EqualDigitWeight || ObservedDim == 0, $"EqualDigitWeight=true: applies to images only (this is vector data of size {ObservedDim}); set it false");
+        Require(!EqualDigitWeight || DigitSquares.Length > 0, "EqualDigitWeight=true: needs DigitSquares, where the dataset draws its digits; train and experiment take them from the dataset's spec.json");
         foreach (var q in DigitSquares)
             Require(q.Modality >= 0 && q.Modality < Modalities && q.Size > 0 && q.X >= 0 && q.Y >= 0 && q.X + q.Size <= PolyMnistSpec.Side && q.Y + q.Size <= PolyMnistSpec.Side,
                 $"DigitSquares: {q} is not a square inside a {PolyMnistSpec.Side} × {PolyMnistSpec.Side} image of one of the {Modalities} modalities");

@@ -64,17 +64,17 @@ public sealed class DistributedEqualsLocalTests(TwoSiloCluster fixture) : IClass
     // mrVAE's structure options (private positions, reverse structure KL, member marginal KL, the agreement prior, initial
     // member sets held through a 3-step structure warm-up), with samples missing.
     [InlineData(ModelKind.MrVae, true, 0.5, true)]
-    // A background scale with a different digit square in every modality: each modality node builds its own pixel scales.
+    // Equal digit weights with different digit squares in every modality: each modality node builds its own pixel scales.
     [InlineData(ModelKind.MrVae, false, 0, false, true)]
-    public async Task GrainsReproduceTheSingleProcessTrainer(ModelKind kind, bool vectors, double missing = 0, bool structureOptions = false, bool backgroundScale = false)
+    public async Task GrainsReproduceTheSingleProcessTrainer(ModelKind kind, bool vectors, double missing = 0, bool structureOptions = false, bool equalDigitWeight = false)
     {
         var (data, observedDim) = MakeData(vectors, missing);
         var config = new ModelConfig { Kind = kind, Modalities = 5, LatentDim = 6, EncoderHidden = 32, ObservedDim = observedDim,
             Likelihood = vectors ? PixelLikelihood.Gaussian : PixelLikelihood.Laplace,
             PrivatePositions = structureOptions ? 2 : 0, ReverseStructureKl = structureOptions, MemberMarginalKl = structureOptions,
             AgreementPrior = structureOptions, InitialMemberSets = structureOptions, StructureWarmupSteps = structureOptions ? 3 : 0,
-            BackgroundScale = backgroundScale ? 2.0 : null,
-            DigitSquares = backgroundScale ? Enumerable.Range(0, 5).Select(j => new FactorPlacement(j, 3 * j, 2 * j, 12)).ToArray() : [] };
+            EqualDigitWeight = equalDigitWeight,
+            DigitSquares = equalDigitWeight ? Enumerable.Range(0, 5).SelectMany(j => new FactorPlacement[] { new(j, 0, 0, 28), new(j, 3 * j, 2 * j, 6 + 2 * j) }).ToArray() : [] };
         const int steps = 5, batch = 16;
         const long seed = 11;
 

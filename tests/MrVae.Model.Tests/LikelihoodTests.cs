@@ -49,37 +49,37 @@ public sealed class LikelihoodTests
     }
 
     [Theory]
-    [InlineData(PixelLikelihood.Gaussian, 0.05, 0.1)]
-    [InlineData(PixelLikelihood.Laplace, 0.75, 0.3)]
-    public void ABackgroundScaleAppliesOutsideTheModalitysOwnDigitSquares(PixelLikelihood likelihood, double scale, double background)
+    [InlineData(PixelLikelihood.Gaussian, 0.1)]
+    [InlineData(PixelLikelihood.Laplace, 0.75)]
+    public void EqualDigitWeightScalesEachOfTheModalitysOwnSquaresBySide(PixelLikelihood likelihood, double scale)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        // Modality 1's squares overlap (the union counts once); modality 0's square must not reach modality 1.
-        FactorPlacement[] squares = [new(0, 0, 0, 28), new(1, 2, 3, 10), new(1, 8, 10, 18)];
-        var config = TinyModels.Config() with { Likelihood = likelihood, LikelihoodScale = scale, BackgroundScale = background, DigitSquares = squares };
+        // Modality 1: a 10 × 10 square overlapping an 18 × 18 one (the smaller's scale where they meet); modality 0's square must not reach it.
+        FactorPlacement[] squares = [new(0, 0, 0, 6), new(1, 2, 3, 10), new(1, 8, 10, 18)];
+        var config = TinyModels.Config() with { Likelihood = likelihood, LikelihoodScale = scale, EqualDigitWeight = true, DigitSquares = squares };
         var net = Seeds.Construct(3, "likelihood", () => new ModalityNetwork(config.Validated(), 1));
         var gen = new Generator(5);
         var x = rand([4, 3, 28, 28], generator: gen);
         var z = randn([2, 4, config.LatentDim], generator: gen);
         double[] weights = [1.0, 0.5];
-        bool Inside(int i)
+        double ScaleAt(int i)
         {
             int row = i % 784 / 28, column = i % 28;
-            return (row >= 3 && row < 13 && column >= 2 && column < 12) || (row >= 10 && column >= 8 && column < 26);
+            return row >= 3 && row < 13 && column >= 2 && column < 12 ? scale * 10 / 18 : scale;   // the 18-square's own scale is σ
         }
         Func<double, double, int, double> pixel = (xi, m, i) =>
         {
-            double s = Inside(i) ? scale : background;
+            double s = ScaleAt(i);
             return likelihood == PixelLikelihood.Gaussian
                 ? (xi - m) * (xi - m) / (2 * s * s) + Math.Log(s) + 0.5 * Math.Log(2 * Math.PI)
                 : Math.Abs(xi - m) / s + Math.Log(2 * s);
         };
         double actual = net.NegativeLogLikelihood(x, z, weights).ToDouble();
         Assert.Equal(Expected(net, x, z, weights, pixel), actual, 0.1);
-        // The same pixels under one scale everywhere differ by far more than that tolerance.
-        Func<double, double, int, double> uniform = (xi, m, i) => pixel(xi, m, Inside(i) ? i : 3 * 28 + 2);
-        Assert.True(Math.Abs(Expected(net, x, z, weights, uniform) - actual) > 100);
+        // One scale everywhere differs by far more than that tolerance.
+        Func<double, double, int, double> uniform = (xi, m, i) => pixel(xi, m, 0);
+        Assert.True(Math.Abs(Expected(net, x, z, weights, uniform) - actual) > 50);
         // The model's log-likelihood (IWAE) uses the same per-pixel scales.
         Assert.Equal(-net.NegativeLogLikelihood(x, z, [1.0, 0]).ToDouble(), net.LogLikelihood(x, z)[0].mean().ToDouble(), 0.05);
     }
@@ -88,7 +88,7 @@ public sealed class LikelihoodTests
     public void DigitSquaresComeFromTheSpecAndTravelWithTheConfiguration()
     {
         var spec = PolyMnistSpec.Extended();
-        var config = (TinyModels.Config() with { Likelihood = PixelLikelihood.Gaussian, LikelihoodScale = 0.1, BackgroundScale = 0.2 }).WithDigitSquares(spec);
+        var config = (TinyModels.Config() with { Likelihood = PixelLikelihood.Gaussian, LikelihoodScale = 0.1, EqualDigitWeight = true }).WithDigitSquares(spec);
         // Extended: the main digit in every modality and two corners each, ten corner squares in all.
         Assert.Equal(15, config.DigitSquares.Length);
         Assert.Equal(3, config.DigitSquares.Count(q => q.Modality == 2));
@@ -101,13 +101,12 @@ public sealed class LikelihoodTests
     }
 
     [Fact]
-    public void ABackgroundScaleIsRefusedWhereItCannotApply()
+    public void EqualDigitWeightIsRefusedWhereItCannotApply()
     {
-        var images = TinyModels.Config() with { BackgroundScale = 0.2, DigitSquares = [new(0, 0, 0, 10)] };
+        var images = TinyModels.Config() with { EqualDigitWeight = true, DigitSquares = [new(0, 0, 0, 10)] };
         images.Validated();
         Assert.Contains("needs DigitSquares", Assert.Throws<UserInputException>(() => (images with { DigitSquares = [] }).Validated()).Message);
         Assert.Contains("images only", Assert.Throws<UserInputException>(() => (images with { ObservedDim = 12 }).Validated()).Message);
-        Assert.Contains("> 0", Assert.Throws<UserInputException>(() => (images with { BackgroundScale = 0 }).Validated()).Message);
         Assert.Contains("not a square inside", Assert.Throws<UserInputException>(() => (images with { DigitSquares = [new(0, 20, 0, 10)] }).Validated()).Message);
         Assert.Contains("not a square inside", Assert.Throws<UserInputException>(() => (images with { DigitSquares = [new(7, 0, 0, 10)] }).Validated()).Message);
     }

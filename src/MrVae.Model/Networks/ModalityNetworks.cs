@@ -80,7 +80,7 @@ public sealed class ModalityNetwork : Module
     public Module<Tensor, Tensor> Decoder { get; }
     readonly double scale;
     readonly PixelLikelihood likelihood;
-    // Per pixel (1 × 3 × 28 × 28) where the scale differs by region (BackgroundScale): the NLL's factor on the residual
+    // Per pixel (1 × 3 × 28 × 28) where the scale differs by region (EqualDigitWeight): the NLL's factor on the residual
     // (1/2σ² or 1/b) and its normaliser (½ log 2πσ² or log 2b). Buffers, so they follow the module's device and dtype.
     readonly Tensor? residualFactor, normaliser;
 
@@ -99,9 +99,9 @@ public sealed class ModalityNetwork : Module
         }
         scale = config.LikelihoodScale;
         likelihood = config.Likelihood;
-        if (config.BackgroundScale is { } background)
+        if (config.EqualDigitWeight)
         {
-            var map = PixelScales(config, modality, background);
+            var map = PixelScales(config, modality);
             bool gaussian = likelihood == PixelLikelihood.Gaussian;
             residualFactor = gaussian ? 0.5 / map.square() : 1 / map;
             normaliser = gaussian ? 0.5 * (2 * Math.PI * map.square()).log() : (2 * map).log();
@@ -111,12 +111,16 @@ public sealed class ModalityNetwork : Module
         RegisterComponents();
     }
 
-    /// <summary>The likelihood scale per pixel (1 × 3 × 28 × 28): <see cref="ModelConfig.LikelihoodScale"/> inside the modality's digit squares, <paramref name="background"/> elsewhere.</summary>
-    public static Tensor PixelScales(ModelConfig config, int modality, double background)
+    /// <summary>
+    /// The likelihood scale per pixel (1 × 3 × 28 × 28) under <see cref="ModelConfig.EqualDigitWeight"/>: σ · side / largest
+    /// side inside each of the modality's digit squares (the smaller square where two overlap), σ elsewhere.
+    /// </summary>
+    public static Tensor PixelScales(ModelConfig config, int modality)
     {
-        var map = full(1, 3, PolyMnistSpec.Side, PolyMnistSpec.Side, background, dtype: ScalarType.Float32);
-        foreach (var q in config.DigitSquares.Where(q => q.Modality == modality))
-            map[.., .., q.Y..(q.Y + q.Size), q.X..(q.X + q.Size)] = config.LikelihoodScale;
+        var map = full(1, 3, PolyMnistSpec.Side, PolyMnistSpec.Side, config.LikelihoodScale, dtype: ScalarType.Float32);
+        var squares = config.DigitSquares.Where(q => q.Modality == modality).OrderByDescending(q => q.Size).ToArray();
+        foreach (var q in squares)
+            map[.., .., q.Y..(q.Y + q.Size), q.X..(q.X + q.Size)] = config.LikelihoodScale * q.Size / squares[0].Size;
         return map;
     }
 
