@@ -13,7 +13,7 @@ public sealed class PaperExperimentTests : IDisposable
     public void AMicroBudgetWritesBothTablesBesideThePapersFiguresAndReusesFinishedRuns()
     {
         var micro = new ExperimentBudget("micro", Train: 160, Test: 48, Latent: 4, Batch: 32, Epochs: 1, LearningRate: 1e-3,
-            Samples: 24, ClassifierEpochs: 1, ProbeTrain: 100);
+            Samples: 24, ClassifierEpochs: 1, ProbeTrain: 100, EqualDigitWeight: true);
         var options = new ExperimentOptions { OutputDirectory = root, Budget = micro, Models = [ModelKind.MrVae, ModelKind.MoPoE], Datasets = ["polymnist-extended"], Settings = ["BetaSize=0.5"] };
         var logs = new List<string>();
         var results = PaperExperiment.Run(options, logs.Add);
@@ -29,10 +29,18 @@ public sealed class PaperExperimentTests : IDisposable
         double BetaSize(string run) => JsonNode.Parse(File.ReadAllText(Path.Combine(root, "runs", run, "config.json")))!["model"]!["beta_size"]!.GetValue<double>();
         Assert.Equal(0.5, BetaSize("polymnist-extended-mrvae"));
         Assert.Equal(0.5, BetaSize("polymnist-extended-mopoe"));
+        // Every model weighs the digits alike, with the squares of the dataset's spec: one main digit and two corners per modality.
+        foreach (var run in new[] { "polymnist-extended-mrvae", "polymnist-extended-mopoe" })
+        {
+            var model = JsonNode.Parse(File.ReadAllText(Path.Combine(root, "runs", run, "config.json")))!["model"]!;
+            Assert.True(model["equal_digit_weight"]!.GetValue<bool>());
+            Assert.Equal(15, model["digit_squares"]!.AsArray().Count);
+        }
 
         string tables = File.ReadAllText(Path.Combine(root, "tables.md"));
         Assert.Contains("mrVAE's structure-prior weight β_n = 0.5, model settings BetaSize=0.5", tables);
         Assert.Contains("## PolyMNIST extended: coherence (Table 1b)", tables);
+        Assert.Contains("so every digit weighs as much", tables);
         Assert.Contains("| input → output | mrVAE | MoPoE | mrVAE (paper) | MoPoE (paper) |", tables);
         Assert.Matches(@"\| x0->x0 \| [0-9.]+ \| [0-9.]+ \| 0\.40 \| 0\.31 \|", tables);
         Assert.Matches(@"\| X\{1,2\}->x0 \| [0-9.]+ \| [0-9.]+ \| 189\.0 \| 311\.6 \|", tables);
