@@ -28,10 +28,12 @@ public sealed record ExperimentBudget(string Name, int Train, int Test, int Late
     /// per tuple than batch 128 at the same cost per tuple (docs/experiments.md, 2026-12-04).
     /// β and mrVAE's β_n warm up over the first 1500 steps: without it the structure prior prunes mrVAE's shared
     /// positions before the digit is learned (docs/experiments.md, fourth and fifth sessions).
+    /// Every digit weighs alike (<see cref="ModelConfig.EqualDigitWeight"/>): with extended PolyMNIST's 10 × 10 corners
+    /// weighed by their pixels, mrVAE found at most one of the five ring pairs (docs/experiments.md, fifteenth session).
     /// </summary>
     public static readonly ExperimentBudget Medium = new("medium", Train: 30000, Test: 2000, Latent: 64, Batch: 64, Epochs: 12, LearningRate: 1.5e-3,
         Samples: 1000, ClassifierEpochs: 3, ProbeTrain: 5000, Likelihood: PixelLikelihood.Gaussian, LikelihoodScale: 0.1, LikelihoodSamples: 64, LikelihoodTuples: 250,
-        WarmupSteps: 1500);
+        WarmupSteps: 1500, EqualDigitWeight: true);
     /// <summary>
     /// The paper's scale and model.md's likelihood (not run on the development machines). The warm-up covers the same
     /// quarter of the run as medium's: without one the structure prior prunes shared positions before the digit is
