@@ -85,6 +85,31 @@ public sealed class LikelihoodTests
     }
 
     [Fact]
+    public void ThePixelScalesFollowTheNetworkAndStayOutOfItsCheckpoint()
+    {
+        using var scope = NewDisposeScope();
+        var config = (TinyModels.Config() with { Likelihood = PixelLikelihood.Gaussian, LikelihoodScale = 0.1, EqualDigitWeight = true }).WithDigitSquares(PolyMnistSpec.Extended(3));
+        var net = Seeds.Construct(3, "likelihood", () => new ModalityNetwork(config, 0));
+        Assert.DoesNotContain(net.state_dict().Keys, k => k.Contains("residual") || k.Contains("normaliser"));
+        net.to(float64);
+        // The scales follow the decoder's dtype (and device): a float32 copy would leave float64 sums at float32 precision.
+        var gen = new Generator(5);
+        var x = rand([2, 3, 28, 28], generator: gen, dtype: float64);
+        var z = randn([1, 2, config.LatentDim], generator: gen, dtype: float64);
+        double nll = net.NegativeLogLikelihood(x, z, [1.0]).ToDouble();
+        var mean = net.Decoder.forward(z[0]).data<double>().ToArray();
+        var pixels = x.data<double>().ToArray();
+        var scales = ModalityNetwork.PixelScales(config, 0).to(float64).flatten().data<double>().ToArray();
+        double expected = 0;
+        for (int i = 0; i < pixels.Length; i++)
+        {
+            double s = scales[i % scales.Length];
+            expected += (pixels[i] - mean[i]) * (pixels[i] - mean[i]) / (2 * s * s) + Math.Log(s) + 0.5 * Math.Log(2 * Math.PI);
+        }
+        Assert.Equal(expected / 2, nll, 1e-9);
+    }
+
+    [Fact]
     public void DigitSquaresComeFromTheSpecAndTravelWithTheConfiguration()
     {
         var spec = PolyMnistSpec.Extended();

@@ -80,9 +80,12 @@ public sealed class ModalityNetwork : Module
     public Module<Tensor, Tensor> Decoder { get; }
     readonly double scale;
     readonly PixelLikelihood likelihood;
-    // Per pixel (1 × 3 × 28 × 28) where the scale differs by region (EqualDigitWeight): the NLL's factor on the residual
-    // (1/2σ² or 1/b) and its normaliser (½ log 2πσ² or log 2b). Buffers, so they follow the module's device and dtype.
-    readonly Tensor? residualFactor, normaliser;
+    // Where the scale differs by pixel (EqualDigitWeight): the scales (1 × 3 × 28 × 28, CPU) and, made from them for the
+    // device and dtype the decoder last ran on, the NLL's factor on the residual (1/2σ² or 1/b) and its normaliser
+    // (½ log 2πσ² or log 2b). Not module buffers: TorchSharp's to() does not move non-persistent ones, and persistent
+    // ones would enter the checkpoints.
+    readonly Tensor? pixelScales;
+    (DeviceType Device, int Index, ScalarType Type, Tensor Factor, Tensor Normaliser)? perPixel;
 
     /// <param name="modality">Which modality this network is (its digit squares, <see cref="ModelConfig.DigitSquares"/>).</param>
     public ModalityNetwork(ModelConfig config, int modality) : base(nameof(ModalityNetwork))
@@ -101,12 +104,7 @@ public sealed class ModalityNetwork : Module
         likelihood = config.Likelihood;
         if (config.EqualDigitWeight)
         {
-            var map = PixelScales(config, modality);
-            bool gaussian = likelihood == PixelLikelihood.Gaussian;
-            residualFactor = gaussian ? 0.5 / map.square() : 1 / map;
-            normaliser = gaussian ? 0.5 * (2 * Math.PI * map.square()).log() : (2 * map).log();
-            register_buffer(nameof(residualFactor), residualFactor, persistent: false);
-            register_buffer(nameof(normaliser), normaliser, persistent: false);
+            pixelScales = PixelScales(config, modality).DetachFromDisposeScope();
         }
         RegisterComponents();
     }
@@ -152,10 +150,38 @@ public sealed class ModalityNetwork : Module
     Tensor PixelNll(Tensor recon, Tensor x)
     {
         var diff = recon - x;
-        if (residualFactor is not null)
-            return (likelihood == PixelLikelihood.Gaussian ? diff.square() : diff.abs()) * residualFactor + normaliser!;
+        if (pixelScales is not null)
+        {
+            var (factor, normaliser) = PerPixel(diff);
+            return (likelihood == PixelLikelihood.Gaussian ? diff.square() : diff.abs()) * factor + normaliser;
+        }
         return likelihood == PixelLikelihood.Gaussian
             ? diff.square() / (2 * scale * scale) + 0.5 * Math.Log(2 * Math.PI * scale * scale)
             : diff.abs() / scale + Math.Log(2 * scale);
+    }
+
+    (Tensor Factor, Tensor Normaliser) PerPixel(Tensor like)
+    {
+        if (perPixel is { } p && p.Device == like.device_type && p.Index == like.device_index && p.Type == like.dtype) return (p.Factor, p.Normaliser);
+        DisposePerPixel();
+        using var scope = NewDisposeScope();
+        var map = pixelScales!.to(like.dtype, like.device);
+        bool gaussian = likelihood == PixelLikelihood.Gaussian;
+        var factor = (gaussian ? 0.5 / map.square() : 1 / map).DetachFromDisposeScope();
+        var normaliser = (gaussian ? 0.5 * (2 * Math.PI * map.square()).log() : (2 * map).log()).DetachFromDisposeScope();
+        perPixel = (like.device_type, like.device_index, like.dtype, factor, normaliser);
+        return (factor, normaliser);
+    }
+
+    void DisposePerPixel()
+    {
+        if (perPixel is { } p) { p.Factor.Dispose(); p.Normaliser.Dispose(); }
+        perPixel = null;
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) { DisposePerPixel(); pixelScales?.Dispose(); }
+        base.Dispose(disposing);
     }
 }
