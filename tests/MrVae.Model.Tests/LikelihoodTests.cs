@@ -27,6 +27,11 @@ public sealed class LikelihoodTests
         return total;
     }
 
+    /// <summary>−log of one pixel's density: Gaussian N(x; m, s²) or Laplace(x; m, s).</summary>
+    static double PixelNll(PixelLikelihood likelihood, double x, double m, double s) => likelihood == PixelLikelihood.Gaussian
+        ? (x - m) * (x - m) / (2 * s * s) + Math.Log(s) + 0.5 * Math.Log(2 * Math.PI)
+        : Math.Abs(x - m) / s + Math.Log(2 * s);
+
     [Theory]
     [InlineData(PixelLikelihood.Laplace, 0.75)]
     [InlineData(PixelLikelihood.Gaussian, 0.1)]
@@ -41,9 +46,7 @@ public sealed class LikelihoodTests
         var x = rand([4, 3, 28, 28], generator: gen);
         var z = randn([2, 4, config.LatentDim], generator: gen);
         double[] weights = [1.0, 0.5];
-        Func<double, double, double> pixel = likelihood == PixelLikelihood.Gaussian
-            ? (xi, m) => (xi - m) * (xi - m) / (2 * scale * scale) + Math.Log(scale) + 0.5 * Math.Log(2 * Math.PI)
-            : (xi, m) => Math.Abs(xi - m) / scale + Math.Log(2 * scale);
+        Func<double, double, double> pixel = (xi, m) => PixelNll(likelihood, xi, m, scale);
         double actual = net.NegativeLogLikelihood(x, z, weights).ToDouble();
         Assert.Equal(Expected(net, x, z, weights, pixel), actual, 0.05);   // float32 sums over 2 × 4 × 2352 pixels
     }
@@ -68,13 +71,7 @@ public sealed class LikelihoodTests
             int row = i % 784 / 28, column = i % 28;
             return row >= 3 && row < 13 && column >= 2 && column < 12 ? scale * 10 / 18 : scale;   // the 18-square's own scale is σ
         }
-        Func<double, double, int, double> pixel = (xi, m, i) =>
-        {
-            double s = ScaleAt(i);
-            return likelihood == PixelLikelihood.Gaussian
-                ? (xi - m) * (xi - m) / (2 * s * s) + Math.Log(s) + 0.5 * Math.Log(2 * Math.PI)
-                : Math.Abs(xi - m) / s + Math.Log(2 * s);
-        };
+        Func<double, double, int, double> pixel = (xi, m, i) => PixelNll(likelihood, xi, m, ScaleAt(i));
         double actual = net.NegativeLogLikelihood(x, z, weights).ToDouble();
         Assert.Equal(Expected(net, x, z, weights, pixel), actual, 0.1);
         // One scale everywhere differs by far more than that tolerance.
@@ -96,17 +93,9 @@ public sealed class LikelihoodTests
         var gen = new Generator(5);
         var x = rand([2, 3, 28, 28], generator: gen, dtype: float64);
         var z = randn([1, 2, config.LatentDim], generator: gen, dtype: float64);
-        double nll = net.NegativeLogLikelihood(x, z, [1.0]).ToDouble();
-        var mean = net.Decoder.forward(z[0]).data<double>().ToArray();
-        var pixels = x.data<double>().ToArray();
         var scales = ModalityNetwork.PixelScales(config, 0).to(float64).flatten().data<double>().ToArray();
-        double expected = 0;
-        for (int i = 0; i < pixels.Length; i++)
-        {
-            double s = scales[i % scales.Length];
-            expected += (pixels[i] - mean[i]) * (pixels[i] - mean[i]) / (2 * s * s) + Math.Log(s) + 0.5 * Math.Log(2 * Math.PI);
-        }
-        Assert.Equal(expected / 2, nll, 1e-9);
+        double expected = Expected(net, x, z, [1.0], (xi, m, i) => PixelNll(PixelLikelihood.Gaussian, xi, m, scales[i % scales.Length]));
+        Assert.Equal(expected, net.NegativeLogLikelihood(x, z, [1.0]).ToDouble(), 1e-9);
     }
 
     [Fact]
