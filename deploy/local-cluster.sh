@@ -111,13 +111,15 @@ trap 'exit 143' TERM
 read -r ephemeral_low _ < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || ephemeral_low=60000
 port_low=20000; port_span=$((ephemeral_low - port_low))
 [ "$port_span" -ge 2000 ] || port_span=40000
+# free_port VAR sets VAR, and records the port in this shell, so that no two calls hand out the same one (a command
+# substitution would record it in a subshell: two silos once drew the same silo port and one was declared dead).
 taken=" "
 free_port() {
   local p
   for _ in $(seq 200); do
     p=$((port_low + (RANDOM * 32768 + RANDOM) % port_span))
     case "$taken" in *" $p "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then taken="$taken$p "; echo "$p"; return 0; fi
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then taken="$taken$p "; printf -v "$1" '%s' "$p"; return 0; fi
   done
   echo "error: no free loopback port found" >&2; return 1
 }
@@ -223,7 +225,7 @@ silo_tls() { # the MrVae__Tls__* and Redis password settings of silo $1 (none wi
 }
 
 # 5. Redis: private port, loopback, no persistence.
-redis_port=$(free_port)
+free_port redis_port
 start redis "$logs/redis.log" redis-server ${redis_conf[@]+"${redis_conf[@]}"} --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --protected-mode yes
 wait_port "$redis_port" "${pids[-1]}" redis-server "$timeout_s" "$logs/redis.log"
 say "redis-server on 127.0.0.1:$redis_port (pid ${pids[-1]})"
@@ -233,10 +235,10 @@ say "redis-server on 127.0.0.1:$redis_port (pid ${pids[-1]})"
 gateways=()
 silo_pids=()
 orleans_dashboard=8080
-(exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && orleans_dashboard=$(free_port)
+(exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && free_port orleans_dashboard
 start_silo() { # i: starts silo i on two new free ports; records its gateway and PID
   local i="$1" silo_port gateway_port mods ui tls_env
-  silo_port=$(free_port); gateway_port=$(free_port)
+  free_port silo_port; free_port gateway_port
   mods="${group[$i]}"; [ "$mods" = "-" ] && mods=""
   if [ "$i" = 0 ]; then ui=(MrVae__Dashboard__Port="$orleans_dashboard"); else ui=(MrVae__Dashboard__Enabled=false); fi
   mapfile -t tls_env < <(silo_tls "silo$i")
@@ -315,9 +317,10 @@ if [ "$tls" = 1 ]; then
   dotnet "$cli_dll" certs issue --ca "$certs/foreign-ca" --name intruder --role silo --modalities "$(seq -s, 0 $((modalities - 1)))" --out "$certs/intruder" >>"$logs/certs.log" 2>&1
   mapfile -t tls_env < <(silo_tls intruder)
   for attempt in 1 2 3; do # started again on new ports if it lost one before binding (see start_silo)
+    free_port intruder_silo_port; free_port intruder_gateway_port
     start intruder "$logs/intruder-silo.log" env DOTNET_ENVIRONMENT=Production MrVae__Dashboard__Enabled=false "${tls_env[@]}" \
       MrVae__Clustering__Redis="127.0.0.1:$redis_port" MrVae__Silo__Role=intruder MrVae__Silo__TorchThreads=1 \
-      MrVae__Endpoints__SiloPort="$(free_port)" MrVae__Endpoints__GatewayPort="$(free_port)" dotnet "$silo_dll"
+      MrVae__Endpoints__SiloPort="$intruder_silo_port" MrVae__Endpoints__GatewayPort="$intruder_gateway_port" dotnet "$silo_dll"
     intruder_silo=${pids[-1]}
     deadline=$((SECONDS + timeout_s))
     # The refused silo dies of its unhandled start-up exception (SIGABRT): bash's note of that goes to its log, not here.
