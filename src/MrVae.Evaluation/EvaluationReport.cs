@@ -191,6 +191,26 @@ public sealed class EvaluationReport
         [JsonPropertyName("features")] public required string Features { get; init; }
         /// <summary>Per "in=j:factor", the accuracy on the other factors (images with corners only).</summary>
         [JsonPropertyName("factors"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public Dictionary<string, double?>? Factors { get; init; }
+        /// <summary>mrVAE only: per factor of the spec, how well its label is read from its own subspace and from each member's private positions.</summary>
+        [JsonPropertyName("subspaces"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public List<SubspaceProbe>? Subspaces { get; init; }
+    }
+
+    public sealed class SubspaceProbe
+    {
+        [JsonPropertyName("factor")] public required string Factor { get; init; }
+        [JsonPropertyName("members")] public required string Members { get; init; }
+        /// <summary>Positions whose most probable member set is exactly the factor's members.</summary>
+        [JsonPropertyName("subspace_positions")] public int SubspacePositions { get; init; }
+        [JsonPropertyName("by_member")] public required Dictionary<string, SubspaceAccuracy> ByMember { get; init; }
+    }
+
+    public sealed class SubspaceAccuracy
+    {
+        /// <summary>Probe accuracy from μ_j at the factor's subspace (null when it has no position).</summary>
+        [JsonPropertyName("subspace")] public double? Subspace { get; init; }
+        /// <summary>Probe accuracy from μ_j at j's private positions (no other member).</summary>
+        [JsonPropertyName("private")] public double? Private { get; init; }
+        [JsonPropertyName("private_positions")] public int PrivatePositions { get; init; }
     }
 
     public sealed class FidSection

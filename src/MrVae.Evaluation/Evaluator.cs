@@ -408,6 +408,7 @@ public static class Evaluator
             {
                 Main = mainMap, TrainSamples = nTrain, TestSamples = nTest, Features = "encoder means mu_j, concatenated over the input subset, standardised",
                 Factors = factorMap.Count > 0 ? factorMap : null,
+                Subspaces = model.Coordinator is MrVaeObjective structure ? SubspaceProbe(structure, spec, train, test, trainMu, testMu, nTrain, nTest, options.Seed) : null,
             };
         }
         finally
@@ -415,6 +416,49 @@ public static class Evaluator
             foreach (var t in trainMu) t.Dispose();
             foreach (var t in testMu) t.Dispose();
         }
+    }
+
+    /// <summary>
+    /// Where each factor of the spec lives in mrVAE's code: per member j of the factor, the probe's accuracy from μ_j at
+    /// the positions whose most probable member set is exactly the factor's members (its subspace, which is what
+    /// crosses to the other members) and at j's private positions (what only j's own reconstruction can use).
+    /// </summary>
+    static List<EvaluationReport.SubspaceProbe> SubspaceProbe(MrVaeObjective structure, PolyMnistSpec spec, LabelledSplit train, LabelledSplit test,
+        Tensor[] trainMu, Tensor[] testMu, int nTrain, int nTest, long seed)
+    {
+        int m = spec.Modalities;
+        using var q = structure.Membership();
+        var g = q.to(ScalarType.Float64).cpu().data<double>().ToArray();
+        int positions = g.Length / m;
+        var memberSets = Enumerable.Range(0, positions).Select(d => Enumerable.Range(0, m).Where(j => g[d * m + j] >= 0.5).ToArray()).ToArray();
+        var trainIds = LabelledSplit.Range(0, nTrain);
+        var testIds = LabelledSplit.Range(0, nTest);
+        var result = new List<EvaluationReport.SubspaceProbe>();
+        for (int f = 0; f < spec.Factors.Length; f++)
+        {
+            var members = spec.Factors[f].Members;
+            long[] shared = Enumerable.Range(0, positions).Where(d => memberSets[d].SequenceEqual(members)).Select(d => (long)d).ToArray();
+            var perMember = new Dictionary<string, EvaluationReport.SubspaceAccuracy>();
+            foreach (int j in members)
+            {
+                long[] own = Enumerable.Range(0, positions).Where(d => memberSets[d].Length == 0 || memberSets[d].SequenceEqual(new[] { j })).Select(d => (long)d).ToArray();
+                perMember[$"in={j}"] = new()
+                {
+                    Subspace = Score(shared, j), Private = Score(own, j), PrivatePositions = own.Length,
+                };
+            }
+            result.Add(new() { Factor = spec.Factors[f].Name, Members = SubsetFamily.Format(members), SubspacePositions = shared.Length, ByMember = perMember });
+
+            double? Score(long[] columns, int j)
+            {
+                if (columns.Length == 0) return null;
+                using var scope = NewDisposeScope();
+                using var index = tensor(columns);
+                return Round(LatentProbe.FitAndScore(trainMu[j].index_select(1, index), train.LabelTensor(trainIds, f),
+                    testMu[j].index_select(1, index), test.LabelTensor(testIds, f), seed: seed));
+            }
+        }
+        return result;
     }
 
     static double? Round(double v, int digits = 4) => EvaluationReport.Round(v, digits);

@@ -62,6 +62,17 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
         Assert.Equal(6, relation["subsets"]!.AsArray().Count(s => s!["shared_in_spec"]!.GetValue<bool>()));
         Assert.Equal(15 + 2, report["classifier_accuracy"]!.AsObject().Count);   // 15 positions, main mean, other mean
         Assert.Equal(5 + 3, report["latent_probe"]!["main"]!.AsObject().Count);   // singles, {0,1}, {0,1,2}, all
+        // Each factor's subspace is the relation's most probable subspace of its member set, probed from each member.
+        var subspaces = report["latent_probe"]!["subspaces"]!.AsArray();
+        Assert.Equal(6, subspaces.Count);
+        foreach (var s in subspaces)
+        {
+            var size = relation["subsets"]!.AsArray().Single(r => r!["subset"]!.GetValue<string>() == s!["members"]!.GetValue<string>())!["most_probable_size"]!.GetValue<int>();
+            Assert.Equal(size, s!["subspace_positions"]!.GetValue<int>());
+            var byMember = s["by_member"]!.AsObject();
+            Assert.Equal(s["members"]!.GetValue<string>().Count(c => c == ',') + 1, byMember.Count);
+            Assert.All(byMember, p => Assert.Equal(size == 0, p.Value!["subspace"] is null));
+        }
         foreach (var png in new[] { "coherence.png", "relation_heatmap.png", "relation_pairs.png", "relation_information.png", "training_curves.png", "samples/in-0.png", "samples/in-1-2.png", "samples/in-0-1-2-3-4.png" })
             Assert.True(File.Exists(Path.Combine(outDir, png)), png);
         Assert.Equal(31 + 1, Directory.GetFiles(Path.Combine(outDir, "samples")).Length);   // every input subset, and the prior
@@ -90,6 +101,7 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
         var second = Evaluator.Run(Options(mopoe, dataDir, Path.Combine(root, "report-mopoe")) with { Checkpoint = "last" }, logs.Add);
         Assert.Contains(logs, l => l.StartsWith("reusing digit classifiers", StringComparison.Ordinal));
         Assert.Null(second.Report.Relation);
+        Assert.Null(second.Report.LatentProbe.Subspaces);
         Assert.Equal(report["classifier_accuracy"]!.ToJsonString(), second.Report.ToJsonObject()["classifier_accuracy"]!.ToJsonString());
         Assert.Equal("last", second.Report.Model.Checkpoint);
         var refused = Assert.Throws<UserInputException>(() => Evaluator.RelationOnly(Options(mopoe, dataDir, Path.Combine(root, "relation-mopoe")) with { Checkpoint = "last" }));
