@@ -22,6 +22,8 @@ public sealed class MrVaeObjective : CoordinatorObjective
     readonly Parameter membershipParameters;
     /// <summary>κ: Adam moves each parameter by about the learning rate a step, so the logits move κ times faster than the networks' weights.</summary>
     const double LogitScale = 30;
+    /// <summary>p(own variables of j | shared variables of j) per modality, when <see cref="ModelConfig.ConditionalPrivatePrior"/>; else null.</summary>
+    readonly ModuleList<OwnVariablePrior>? ownPriors;
 
     public MrVaeObjective(ModelConfig config) : base(nameof(MrVaeObjective), config)
     {
@@ -30,6 +32,8 @@ public sealed class MrVaeObjective : CoordinatorObjective
         // Every membership starts at ½: each position is half shared by all, so the encoders' experts meet in the
         // products of experts from the first step and align their factors there.
         membershipParameters = new Parameter(config.InitialMemberSets ? InitialMemberSets() : zeros(latentDim, config.Modalities));
+        if (config.ConditionalPrivatePrior)
+            ownPriors = new ModuleList<OwnVariablePrior>(Enumerable.Range(0, config.Modalities).Select(_ => new OwnVariablePrior(latentDim, config.EncoderHidden)).ToArray());
         RegisterComponents();
     }
 
@@ -132,7 +136,15 @@ public sealed class MrVaeObjective : CoordinatorObjective
             var w = g.unsqueeze(0) * k.unsqueeze(-1);                        // B × M × D: available members
             var (meanS, varS, none) = FuseMembers(w, muAll, precisionAll);
             var klShared = ((1 - none) * KlStandardNormal(meanS, varS.log())).sum(1);
-            var klPrivate = ((1 - g).unsqueeze(0) * klMembers * k.unsqueeze(-1)).sum([1, 2]);
+            // The own variables' prior: N(0, 1), or with ConditionalPrivatePrior N(m_j, v_j) given one draw of the shared variables.
+            Tensor? ownPriorMean = null, ownPriorLogVar = null;                                       // B × M × D
+            if (ownPriors is not null)
+            {
+                var shared = context.SampleLatents ? meanS + varS.sqrt() * DeviceRandom.Randn(meanS.shape, dtype, device, context.Generator) : meanS;
+                (ownPriorMean, ownPriorLogVar) = OwnPriors(g, shared);
+            }
+            var klOwn = ownPriorMean is null ? klMembers : KlNormal(muAll, logVarAll, ownPriorMean, ownPriorLogVar!);
+            var klPrivate = ((1 - g).unsqueeze(0) * klOwn * k.unsqueeze(-1)).sum([1, 2]);
 
             // z̃_j at position d: the shared variable where j is a member, its own one elsewhere. With soft memberships
             // the two Gaussians are blended by moments (mean and variance each a convex combination), so a blend
@@ -142,8 +154,8 @@ public sealed class MrVaeObjective : CoordinatorObjective
             {
                 if (!decode[j]) continue;
                 var availJ = k[.., j].unsqueeze(-1) > 0.5;
-                var ownMean = where(availJ, muAll[.., j, ..], zeros_like(meanS));
-                var ownVar = where(availJ, logVarAll[.., j, ..].exp(), ones_like(varS));
+                var ownMean = where(availJ, muAll[.., j, ..], ownPriorMean is null ? zeros_like(meanS) : ownPriorMean[.., j, ..]);
+                var ownVar = where(availJ, logVarAll[.., j, ..].exp(), ownPriorLogVar is null ? ones_like(varS) : ownPriorLogVar[.., j, ..].exp());
                 var gj = g[j].unsqueeze(0);
                 var mean = (1 - gj) * ownMean + gj * meanS;
                 inputs[j] = context.SampleLatents
@@ -333,14 +345,30 @@ public sealed class MrVaeObjective : CoordinatorObjective
         return ((w * muAll * precisionAll).sum(1) / precision, 1 / precision, none);
     }
 
-    /// <summary>Under the most probable structure: one N(0, 1) draw per position shared by its members, an own draw elsewhere.</summary>
+    /// <summary>
+    /// (mean, log variance) of every modality's own variables given the shared draw <paramref name="shared"/> (… × D) at
+    /// the positions where it is a member (<paramref name="member"/>, M × D, weights in [0, 1]): … × M × D each.
+    /// </summary>
+    (Tensor Mean, Tensor LogVar) OwnPriors(Tensor member, Tensor shared)
+    {
+        var parts = Enumerable.Range(0, Config.Modalities).Select(j => ownPriors![j].forward(member[j] * shared)).ToArray();
+        return (stack(parts.Select(p => p.Mean).ToArray(), -2), stack(parts.Select(p => p.LogVar).ToArray(), -2));
+    }
+
+    /// <summary>KL(N(μ, e^logVar) ‖ N(m, e^priorLogVar)) elementwise.</summary>
+    static Tensor KlNormal(Tensor mu, Tensor logVar, Tensor priorMean, Tensor priorLogVar)
+        => 0.5 * (priorLogVar - logVar + (logVar.exp() + (mu - priorMean).square()) / priorLogVar.exp() - 1);
+
+    /// <summary>Under the most probable structure: one N(0, 1) draw per position shared by its members, an own draw elsewhere (from the own variables' prior).</summary>
     public override Tensor[] PriorDecoderInputs(long batch, Generator generator, ScalarType dtype, Device device)
     {
         var member = MostProbable(MembershipLogits).to(dtype, device).t();                           // M × D
         var shared = DeviceRandom.Randn([batch, latentDim], dtype, device, generator);
+        var (priorMean, priorLogVar) = ownPriors is null ? (null, null) : OwnPriors(member, shared);
         return Enumerable.Range(0, Config.Modalities).Select(j =>
         {
             var own = DeviceRandom.Randn([batch, latentDim], dtype, device, generator);
+            if (priorMean is not null) own = priorMean[.., j, ..] + (0.5 * priorLogVar![.., j, ..]).exp() * own;
             return member[j] * shared + (1 - member[j]) * own;
         }).ToArray();
     }
@@ -360,13 +388,43 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var hasMember = 1 - none;                                                                    // 1 × D
         var s = meanS + varS.sqrt() * DeviceRandom.Randn([samples, batch, latentDim], dtype, device, generator);
         var logWeight = (hasMember * (LogStandardNormal(s) - LogNormal(s, meanS, varS))).sum(-1);   // K × B
+        var (priorMean, priorLogVar) = ownPriors is null ? (null, null) : OwnPriors(member, s);      // K × B × M × D
         var inputs = new Tensor[m];
         for (int j = 0; j < m; j++)
         {
             var u = mu[j] + varAll[.., j].sqrt() * DeviceRandom.Randn([samples, batch, latentDim], dtype, device, generator);
-            logWeight = logWeight + ((1 - member[j]) * (LogStandardNormal(u) - LogNormal(u, mu[j], varAll[.., j]))).sum(-1);
+            var logPrior = priorMean is null ? LogStandardNormal(u) : LogNormal(u, priorMean[.., .., j, ..], priorLogVar![.., .., j, ..].exp());
+            logWeight = logWeight + ((1 - member[j]) * (logPrior - LogNormal(u, mu[j], varAll[.., j]))).sum(-1);
             inputs[j] = member[j] * s + (1 - member[j]) * u;
         }
         return (inputs, logWeight);
+    }
+}
+
+/// <summary>
+/// p(u_j | s) = N(m(s), diag e^{l(s)}) of a modality's own variables given its shared ones (<see cref="ModelConfig.ConditionalPrivatePrior"/>):
+/// a one-hidden-layer network whose output layer starts at zero, so the prior starts at N(0, 1). The log variance is
+/// bounded to ±6 (a smooth tanh), so a prior that sharpens cannot make the KL unbounded.
+/// </summary>
+public sealed class OwnVariablePrior : nn.Module<Tensor, (Tensor Mean, Tensor LogVar)>
+{
+    readonly Linear hidden, output;
+    readonly int latentDim;
+    const double LogVarBound = 6;
+
+    public OwnVariablePrior(int latentDim, int width) : base(nameof(OwnVariablePrior))
+    {
+        this.latentDim = latentDim;
+        hidden = nn.Linear(latentDim, width);
+        output = nn.Linear(width, 2 * latentDim);
+        using (no_grad()) { output.weight!.zero_(); output.bias!.zero_(); }
+        RegisterComponents();
+    }
+
+    public override (Tensor Mean, Tensor LogVar) forward(Tensor shared)
+    {
+        using var h = nn.functional.relu(hidden.forward(shared));
+        using var raw = output.forward(h);
+        return (raw.narrow(-1, 0, latentDim), LogVarBound * (raw.narrow(-1, latentDim, latentDim) / LogVarBound).tanh());
     }
 }
