@@ -692,6 +692,13 @@ public static class Evaluator
             md.Append("\n| input:factor | accuracy |\n|---|---|\n");
             foreach (var (k, v) in pf) md.Append($"| {k} | {F(v)} |\n");
         }
+        if (probe.Subspaces is { } subspaces)
+        {
+            md.Append("\nWhere each factor lives: the probe from a member's μ at the factor's own subspace (the positions whose members are exactly the factor's; what crosses to the other members) and at the member's private positions.\n\n| factor | members | subspace positions | member | from the subspace | from private positions |\n|---|---|---|---|---|---|\n");
+            foreach (var f in subspaces)
+                foreach (var (member, a) in f.ByMember)
+                    md.Append($"| {f.Factor} | {f.Members} | {f.SubspacePositions} | {member} | {F(a.Subspace)} | {F(a.Private)} ({a.PrivatePositions}) |\n");
+        }
         md.Append("\n## Figures\n\n");
         if (report.Figures?.Contains("training_curves.png") == true) md.Append("![training curves](training_curves.png)\n\n");
         if (cross is not null)

@@ -83,6 +83,7 @@ public sealed class EndToEndTests(PolyMnistFixture data, ITestOutputHelper outpu
         string md = File.ReadAllText(Path.Combine(outDir, Evaluator.ReportMarkdown));
         Assert.Contains("## Learned relation", md);
         Assert.Contains("relation_heatmap.png", md);
+        Assert.Contains("| corner-0-1 | {0,1} |", md);   // where each factor lives
         Assert.True(File.Exists(Path.Combine(dataDir, "classifiers", ClassifierSet.ManifestFile)));
         Assert.Contains(logs, l => l.StartsWith("training digit classifiers", StringComparison.Ordinal));
 
