@@ -136,12 +136,14 @@ public sealed class MrVaeObjective : CoordinatorObjective
             var w = g.unsqueeze(0) * k.unsqueeze(-1);                        // B × M × D: available members
             var (meanS, varS, none) = FuseMembers(w, muAll, precisionAll);
             var klShared = ((1 - none) * KlStandardNormal(meanS, varS.log())).sum(1);
-            // The own variables' prior: N(0, 1), or with ConditionalPrivatePrior N(m_j, v_j) given one draw of the shared variables.
+            // The own variables' prior: N(0, 1), or with ConditionalPrivatePrior N(m_j, v_j) given one draw of the shared variables
+            // at j's positions in the most probable structure: with the soft memberships' weights the prior read, amplified, what
+            // non-members put into a position at a small weight, and the test loss rose while the training loss fell (docs/experiments.md).
             Tensor? ownPriorMean = null, ownPriorLogVar = null;                                       // B × M × D
             if (ownPriors is not null)
             {
                 var shared = context.SampleLatents ? meanS + varS.sqrt() * DeviceRandom.Randn(meanS.shape, dtype, device, context.Generator) : meanS;
-                (ownPriorMean, ownPriorLogVar) = OwnPriors(g, shared);
+                (ownPriorMean, ownPriorLogVar) = OwnPriors(MostProbable(logits).t(), shared);
             }
             var klOwn = ownPriorMean is null ? klMembers : KlNormal(muAll, logVarAll, ownPriorMean, ownPriorLogVar!);
             var klPrivate = ((1 - g).unsqueeze(0) * klOwn * k.unsqueeze(-1)).sum([1, 2]);
