@@ -126,6 +126,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
         bool holdMembers = Config.InitialMemberSets && context.Training && context.StructureScale < 1;
         var logits = (holdMembers ? MembershipLogits.detach() : MembershipLogits).to(dtype);                       // D × M
         var g = MembershipWeights(logits, context).t();                      // M × D
+        var ownPriorMembers = ownPriors is null ? null : MostProbable(logits).t();   // M × D: the own prior's context positions
 
         var perViewInputs = new List<Tensor?[]>();
         Tensor loss = zeros(1, dtype: dtype, device: device).squeeze();
@@ -143,7 +144,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
             if (ownPriors is not null)
             {
                 var shared = context.SampleLatents ? meanS + varS.sqrt() * DeviceRandom.Randn(meanS.shape, dtype, device, context.Generator) : meanS;
-                (ownPriorMean, ownPriorLogVar) = OwnPriors(MostProbable(logits).t(), shared);
+                (ownPriorMean, ownPriorLogVar) = OwnPriors(ownPriorMembers!, shared);
             }
             var klOwn = ownPriorMean is null ? klMembers : KlNormal(muAll, logVarAll, ownPriorMean, ownPriorLogVar!);
             var klPrivate = ((1 - g).unsqueeze(0) * klOwn * k.unsqueeze(-1)).sum([1, 2]);
