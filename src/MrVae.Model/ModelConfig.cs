@@ -67,7 +67,7 @@ public sealed record ModelConfig
     public bool AgreementPrior { get; init; }
     /// <summary>mrVAE: each shareable position starts with the members of one shared subset (smallest subsets first, cycling; q ≈ 0.88 inside, 0.12 outside) instead of ½ for every modality, and the memberships hold through the structure warm-up, so that small member sets exist while the encoders align.</summary>
     public bool InitialMemberSets { get; init; }
-    /// <summary>mrVAE: a modality's own variables have the prior N(m_j(s), diag v_j(s)) given the shared variables s of the positions it is a member of in the most probable structure (a small network per modality that starts at N(0, 1)), instead of N(0, 1); a missing modality's own variables are drawn from it.</summary>
+    /// <summary>mrVAE: a modality's own variables have the prior N(A_j s, diag(1 − ‖A_{j,d}‖²)) given the shared variables s of the positions it is a member of in the most probable structure (a learned linear map per modality, starting at 0), instead of N(0, 1): with s drawn from its prior each own variable is still N(0, 1); a missing modality's own variables are drawn from it.</summary>
     public bool ConditionalPrivatePrior { get; init; }
 
     /// <summary>This configuration with the digit squares of <paramref name="spec"/> (null: vector data, none).</summary>

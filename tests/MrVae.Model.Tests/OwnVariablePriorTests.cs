@@ -6,10 +6,10 @@ using static TorchSharp.torch;
 namespace MrVae.Model.Tests;
 
 /// <summary>
-/// mrVAE's conditional prior of the own variables (ModelConfig.ConditionalPrivatePrior): p(u_j | s) = N(m_j(s), e^{l_j(s)})
-/// given the shared variables at j's member positions. Its KL, the draws of a missing modality's own variables and the
-/// importance weights are checked against plain arithmetic over the prior networks' weights, and the gradients against
-/// finite differences.
+/// mrVAE's conditional prior of the own variables (ModelConfig.ConditionalPrivatePrior): p(u_j | s) = N(A_j s, diag(1 − ‖A_{j,d}‖²))
+/// given the shared variables at j's member positions, A_{j,d} = W_{j,d} / √(1 + ‖W_{j,d}‖²) over those columns. Its KL,
+/// the draws of a missing modality's own variables and the importance weights are checked against plain arithmetic over
+/// W, its standard-normal marginal against the prior's draws, and the gradients against finite differences.
 /// </summary>
 public sealed class OwnVariablePriorTests
 {
@@ -23,7 +23,7 @@ public sealed class OwnVariablePriorTests
         Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, EncoderHidden = 7, SubsetWeight = 0, Beta = 1, ConditionalPrivatePrior = conditional,
     };
 
-    /// <summary>An objective with the structure <see cref="Members"/> (q = 0.9 / 0.1, or <paramref name="soft"/>) and, when conditional, random prior networks (seeded).</summary>
+    /// <summary>An objective with the structure <see cref="Members"/> (q = 0.9 / 0.1, or <paramref name="soft"/>) and, when conditional, random couplings W (seeded).</summary>
     static MrVaeObjective Objective(bool conditional, bool randomPriors = true, double[,]? soft = null)
     {
         var objective = (MrVaeObjective)CoordinatorObjective.Create(Config(conditional));
@@ -41,21 +41,19 @@ public sealed class OwnVariablePriorTests
         {
             var gen = new Generator(17);
             foreach (var (name, p) in objective.named_parameters().Where(p => !p.name.Contains("membership")))
-                p.copy_(0.4 * randn(p.shape, dtype: float64, generator: gen));
+                p.copy_(0.8 * randn(p.shape, dtype: float64, generator: gen));
         }
         return objective;
     }
 
-    /// <summary>The prior network of modality j in plain arithmetic: relu(W₁c + b₁), then W₂h + b₂ split into mean and a tanh-bounded log variance.</summary>
-    static (double[] Mean, double[] LogVar) PriorOf(MrVaeObjective objective, int j, double[] context)
+    /// <summary>The prior of modality j's own variables given the shared draw s, in plain arithmetic over its coupling W.</summary>
+    static (double[] Mean, double[] LogVar) PriorOf(MrVaeObjective objective, int j, double[] shared)
     {
-        var p = objective.named_parameters().Where(p => p.name.Contains($".{j}.")).ToDictionary(p => p.name[(p.name.IndexOf($".{j}.") + 3)..], p => p.parameter);
-        double[] w1 = TinyModels.Values(p["hidden.weight"]), b1 = TinyModels.Values(p["hidden.bias"]);
-        double[] w2 = TinyModels.Values(p["output.weight"]), b2 = TinyModels.Values(p["output.bias"]);
-        int h = b1.Length;
-        var hidden = Enumerable.Range(0, h).Select(r => Math.Max(0, b1[r] + Enumerable.Range(0, D).Sum(c => w1[r * D + c] * context[c]))).ToArray();
-        var raw = Enumerable.Range(0, 2 * D).Select(r => b2[r] + Enumerable.Range(0, h).Sum(c => w2[r * h + c] * hidden[c])).ToArray();
-        return (raw[..D], raw[D..].Select(v => 6 * Math.Tanh(v / 6)).ToArray());
+        var w = TinyModels.Values(objective.named_parameters().Single(p => p.name.Contains($".{j}.")).parameter);    // D × D
+        double Coupling(int d, int k) => Members[k].Contains(j) ? w[d * D + k] : 0;
+        var scale = Enumerable.Range(0, D).Select(d => 1 + Enumerable.Range(0, D).Sum(k => Coupling(d, k) * Coupling(d, k))).ToArray();
+        var mean = Enumerable.Range(0, D).Select(d => Enumerable.Range(0, D).Sum(k => Coupling(d, k) * shared[k]) / Math.Sqrt(scale[d])).ToArray();
+        return (mean, scale.Select(v => -Math.Log(v)).ToArray());
     }
 
     static double KlNormal(double mu, double variance, double mean, double priorVariance)
@@ -101,8 +99,7 @@ public sealed class OwnVariablePriorTests
             }
             for (int j = 0; j < M; j++)
             {
-                var context = Enumerable.Range(0, D).Select(d => Members[d].Contains(j) ? shared[d] : 0).ToArray();
-                var (mean, logPriorVar) = PriorOf(objective, j, context);
+                var (mean, logPriorVar) = PriorOf(objective, j, shared);
                 var decoded = TinyModels.Values(output.DecoderInputs[j]![0]);
                 for (int d = 0; d < D; d++)
                 {
@@ -140,7 +137,7 @@ public sealed class OwnVariablePriorTests
                 }
                 for (int j = 0; j < M; j++)
                 {
-                    var (mean, logPriorVar) = PriorOf(objective, j, Enumerable.Range(0, D).Select(d => Members[d].Contains(j) ? shared[d] : 0).ToArray());
+                    var (mean, logPriorVar) = PriorOf(objective, j, shared);
                     for (int d = 0; d < D; d++)
                         if (!Members[d].Contains(j))
                         {
@@ -149,6 +146,33 @@ public sealed class OwnVariablePriorTests
                         }
                 }
                 Assert.Equal(expected, w[k * B + b], 9);
+            }
+    }
+
+    [Fact]
+    public void TheOwnVariablesPriorDrawsAreStandardNormalAndGoWithTheSharedOnesAsTheCouplingSays()
+    {
+        using var objective = Objective(conditional: true);
+        const int N = 200_000;
+        var z = objective.PriorDecoderInputs(N, new Generator(12), float64, CPU).Select(t => t.to(float64)).ToArray();   // M × (N × D)
+        for (int j = 0; j < M; j++)
+            for (int d = 0; d < D; d++)
+            {
+                if (Members[d].Contains(j)) continue;
+                using var u = z[j][.., d];
+                // Standard normal whatever W: mean 0 and variance 1 to within a few standard errors of N draws.
+                Assert.InRange(u.mean().item<double>(), -0.01, 0.01);
+                Assert.InRange(u.var().item<double>(), 0.98, 1.02);
+                // Its covariance with a shared variable s_k: the coupling's A_{d,k} (0 where j is not a member of k).
+                var basis = new double[D];
+                for (int k = 0; k < D; k++)
+                {
+                    if (Members[k].Length == 0) continue;
+                    Array.Clear(basis); basis[k] = 1;
+                    double expected = PriorOf(objective, j, basis).Mean[d];
+                    using var s = z[Members[k][0]][.., k];
+                    Assert.InRange((u * s).mean().item<double>(), expected - 0.01, expected + 0.01);
+                }
             }
     }
 

@@ -33,7 +33,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
         // products of experts from the first step and align their factors there.
         membershipParameters = new Parameter(config.InitialMemberSets ? InitialMemberSets() : zeros(latentDim, config.Modalities));
         if (config.ConditionalPrivatePrior)
-            ownPriors = new ModuleList<OwnVariablePrior>(Enumerable.Range(0, config.Modalities).Select(_ => new OwnVariablePrior(latentDim, config.EncoderHidden)).ToArray());
+            ownPriors = new ModuleList<OwnVariablePrior>(Enumerable.Range(0, config.Modalities).Select(_ => new OwnVariablePrior(latentDim)).ToArray());
         RegisterComponents();
     }
 
@@ -350,11 +350,11 @@ public sealed class MrVaeObjective : CoordinatorObjective
 
     /// <summary>
     /// (mean, log variance) of every modality's own variables given the shared draw <paramref name="shared"/> (… × D) at
-    /// the positions where it is a member (<paramref name="member"/>, M × D, weights in [0, 1]): … × M × D each.
+    /// the positions where it is a member (<paramref name="member"/>, M × D, 0/1): … × M × D each.
     /// </summary>
     (Tensor Mean, Tensor LogVar) OwnPriors(Tensor member, Tensor shared)
     {
-        var parts = Enumerable.Range(0, Config.Modalities).Select(j => ownPriors![j].forward(member[j] * shared)).ToArray();
+        var parts = Enumerable.Range(0, Config.Modalities).Select(j => ownPriors![j].forward(member[j], shared)).ToArray();
         return (stack(parts.Select(p => p.Mean).ToArray(), -2), stack(parts.Select(p => p.LogVar).ToArray(), -2));
     }
 
@@ -405,29 +405,29 @@ public sealed class MrVaeObjective : CoordinatorObjective
 }
 
 /// <summary>
-/// p(u_j | s) = N(m(s), diag e^{l(s)}) of a modality's own variables given its shared ones (<see cref="ModelConfig.ConditionalPrivatePrior"/>):
-/// a one-hidden-layer network whose output layer starts at zero, so the prior starts at N(0, 1). The log variance is
-/// bounded to ±6 (a smooth tanh), so a prior that sharpens cannot make the KL unbounded.
+/// p(u | s) = N(A s, diag(1 − ‖A_d‖²)) of a modality's own variables u given the shared variables s at its member
+/// positions (<see cref="ModelConfig.ConditionalPrivatePrior"/>), with A_d = W_d / √(1 + ‖W_d‖²) over those positions'
+/// columns of a learned W (D × D, starting at 0: N(0, 1)). Under s ~ N(0, I) every u_d stays N(0, 1), whatever W:
+/// the prior learns only how the own variables go with the shared ones, not a cheaper marginal for them (a free network
+/// prior did, and the own variables drew the content out of the shared ones in short runs, docs/experiments.md).
 /// </summary>
-public sealed class OwnVariablePrior : nn.Module<Tensor, (Tensor Mean, Tensor LogVar)>
+public sealed class OwnVariablePrior : nn.Module<Tensor, Tensor, (Tensor Mean, Tensor LogVar)>
 {
-    readonly Linear hidden, output;
-    readonly int latentDim;
-    const double LogVarBound = 6;
+    readonly Parameter coupling;
 
-    public OwnVariablePrior(int latentDim, int width) : base(nameof(OwnVariablePrior))
+    public OwnVariablePrior(int latentDim) : base(nameof(OwnVariablePrior))
     {
-        this.latentDim = latentDim;
-        hidden = nn.Linear(latentDim, width);
-        output = nn.Linear(width, 2 * latentDim);
-        using (no_grad()) { output.weight!.zero_(); output.bias!.zero_(); }
+        coupling = nn.Parameter(zeros(latentDim, latentDim));
         RegisterComponents();
     }
 
-    public override (Tensor Mean, Tensor LogVar) forward(Tensor shared)
+    /// <param name="member">D: 1 at the modality's member positions, 0 elsewhere.</param>
+    /// <param name="shared">… × D: a draw of the shared variables.</param>
+    public override (Tensor Mean, Tensor LogVar) forward(Tensor member, Tensor shared)
     {
-        using var h = nn.functional.relu(hidden.forward(shared));
-        using var raw = output.forward(h);
-        return (raw.narrow(-1, 0, latentDim), LogVarBound * (raw.narrow(-1, latentDim, latentDim) / LogVarBound).tanh());
+        using var w = coupling * member.unsqueeze(0);
+        using var scale = 1 + w.square().sum(-1);                                   // D: 1 + ‖W_d‖²
+        var mean = shared.matmul(w.t()) / scale.sqrt();
+        return (mean, (-scale.log()).expand_as(mean));
     }
 }
