@@ -6,8 +6,8 @@ namespace MrVae.Grains;
 /// <summary>The run's checkpoints: commit at a step, the record's writes, and the restore from the last commit.</summary>
 public sealed partial class CoordinatorGrain
 {
-    // A checkpoint keeps the metrics of the steps since the previous one (at most this many) for a client that had
-    // not fetched them when the coordinator's silo died.
+    // A checkpoint keeps the metrics of the last this many steps for a client that had not fetched them when the
+    // coordinator's silo died; not only those since the previous checkpoint, which a client that lags by more misses.
     const int RecentMetricsKept = 1000;
 
     // The step loop's checkpoints and attach/detach requests (other grain turns) both write the record; one at a time.
@@ -67,7 +67,7 @@ public sealed partial class CoordinatorGrain
             Members = members.ToArray(), Dropped = dropped.Keys.ToArray(),   // DataDirectories and pending requests: WriteRecord
             Objective = objectiveBytes, Optimizer = optimizerBytes, StepGenerator = generatorBytes,
             TestMetrics = testMetrics.ToList(), Events = events.ToList(), Incarnation = incarnation, SavedUtc = clock.GetUtcNow().UtcDateTime,
-            RecentMetrics = metrics.Where(m => m.Step >= committedStep).TakeLast(RecentMetricsKept).ToList(),
+            RecentMetrics = metrics.TakeLast(RecentMetricsKept).ToList(),
             Checksum = Checkpointing.Checksum(objectiveBytes, optimizerBytes, generatorBytes),
             SampleKeys = protocol.Samples.Keys,
         };
