@@ -82,6 +82,14 @@ public sealed record ModelConfig
     public static ModelConfig FromJson(string json) =>
         System.Text.Json.JsonSerializer.Deserialize<ModelConfig>(json) ?? throw new UserInputException("empty model configuration");
 
+    /// <summary>"Name=Value" for each setting whose value in this configuration differs from <paramref name="other"/>'s (values as JSON).</summary>
+    public IReadOnlyList<string> SettingsDifferentFrom(ModelConfig other)
+    {
+        var mine = System.Text.Json.Nodes.JsonNode.Parse(ToJson())!.AsObject();
+        var theirs = System.Text.Json.Nodes.JsonNode.Parse(other.ToJson())!.AsObject();
+        return mine.Where(p => p.Value?.ToJsonString() != theirs[p.Key]?.ToJsonString()).Select(p => $"{p.Key}={p.Value?.ToJsonString()}").ToList();
+    }
+
     /// <summary>
     /// This configuration with one property set from "Name=Value" (the property's name, any case, snake_case too; the value as JSON,
     /// or a bare word for enums): how the command line reaches options that have no flag of their own.

@@ -116,6 +116,18 @@ public sealed class LocalTrainerTests : IDisposable
     }
 
     [Fact]
+    public void ResumingWithAnotherConfigurationNamesTheSettingsThatDiffer()
+    {
+        var data = Synthetic(3, 40, 4);
+        var options = Options("other-config", 2);
+        using (var t = new LocalTrainer(SmallConfig() with { ConditionalPrivatePrior = true }, options, data, null)) t.Run();
+        var e = Assert.Throws<CheckpointException>(() => new LocalTrainer(SmallConfig() with { Beta = 1 }, options with { Resume = true }, data, null));
+        // The checkpoint's values of exactly the two settings that differ, which --set gives back.
+        Assert.Contains("(Beta=2.5, ConditionalPrivatePrior=true)", e.Message);
+        Assert.Contains("--set NAME=VALUE", e.Message);
+    }
+
+    [Fact]
     public void CorruptCheckpointGivesAClearError()
     {
         var data = Synthetic(3, 40, 4);

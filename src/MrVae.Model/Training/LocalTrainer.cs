@@ -256,7 +256,8 @@ public sealed class LocalTrainer : IDisposable
     {
         var (dir, state) = CheckpointDirectory.Read(directory);
         if (state.Model != config)
-            throw new CheckpointException($"checkpoint {dir} was trained with a different model configuration; resume with the same --model/--latent options or start a new run directory");
+            throw new CheckpointException($"checkpoint {dir} was trained with a different model configuration ({string.Join(", ", state.Model.SettingsDifferentFrom(config))}); "
+                + "resume with the flags or --set NAME=VALUE that give those settings (a default may have changed since), or start a new run directory");
         try
         {
             Model.load(Path.Combine(dir, "model.bin"));
