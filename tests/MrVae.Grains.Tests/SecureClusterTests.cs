@@ -195,6 +195,7 @@ public sealed class SecureClusterTests(SecureCluster cluster) : IClassFixture<Se
         var silo = cluster.StartSilo("nopassword", "4", cluster.SiloCertificate(2), siloPort, gatewayPort, withPassword: false);
         // It cannot read the membership table: it fails to start, naming Redis' refusal.
         Assert.True(silo.WaitForExit(TimeSpan.FromMinutes(4)), "a silo without the Redis password kept running");
+        silo.WaitForExit();   // and its redirected output is all read (the timed overload returns before the last lines)
         Assert.NotEqual(0, silo.ExitCode);
         Assert.NotEmpty(cluster.Processes.LinesOf("nopassword", "NOAUTH"));
         using var client = await cluster.Connect(cluster.Operator);
