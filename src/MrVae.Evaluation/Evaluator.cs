@@ -348,7 +348,7 @@ public static class Evaluator
     public static EvaluationReport.ImageRelation Relation(MultimodalVae model, MrVaeObjective structure, PolyMnistSpec spec, LabelledSplit test, int count)
     {
         var config = model.Config;
-        var members = MostProbableMembers(structure);
+        var members = structure.MostProbableMembers();
         var (information, agreement, predictability) = EncoderInformation.Compute(model, test.ToDataset(), count, members);
         var truth = RelationRecovery.Truth(spec);
         var (sizes, rows) = RelationRecovery.Infer(structure, truth);
@@ -424,7 +424,7 @@ public static class Evaluator
     static List<EvaluationReport.SubspaceProbe> SubspaceProbe(MrVaeObjective structure, PolyMnistSpec spec, LabelledSplit train, LabelledSplit test,
         Tensor[] trainMu, Tensor[] testMu, int nTrain, int nTest, long seed)
     {
-        var isMember = MostProbableMembers(structure);
+        var isMember = structure.MostProbableMembers();
         int positions = isMember.Length;
         var memberSets = isMember.Select(row => Enumerable.Range(0, row.Length).Where(j => row[j]).ToArray()).ToArray();
         var trainIds = LabelledSplit.Range(0, nTrain);
@@ -455,15 +455,6 @@ public static class Evaluator
             }
         }
         return result;
-    }
-
-    /// <summary>The most probable structure, per position the modalities with q(j ∈ A_d) ≥ ½ (D × M).</summary>
-    static bool[][] MostProbableMembers(MrVaeObjective structure)
-    {
-        using var q = structure.Membership();
-        int d = (int)q.shape[0], m = (int)q.shape[1];
-        var g = q.to(ScalarType.Float64).cpu().data<double>().ToArray();
-        return Enumerable.Range(0, d).Select(p => Enumerable.Range(0, m).Select(j => g[p * m + j] >= 0.5).ToArray()).ToArray();
     }
 
     static double? Round(double v, int digits = 4) => EvaluationReport.Round(v, digits);

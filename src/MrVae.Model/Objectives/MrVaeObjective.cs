@@ -67,6 +67,16 @@ public sealed class MrVaeObjective : CoordinatorObjective
     /// <summary>The most probable structure (D × M, 0/1): j ∈ A_d iff q(j ∈ A_d) ≥ ½, the mode of independent memberships.</summary>
     static Tensor MostProbable(Tensor logits) => (logits >= 0).to(logits.dtype);
 
+    /// <summary>The most probable structure as rows of positions: [d][j] is whether j ∈ A_d (D × M).</summary>
+    public bool[][] MostProbableMembers()
+    {
+        using var _ = no_grad();
+        using var hard = MostProbable(MembershipLogits).to(ScalarType.Int64).cpu();
+        var rows = hard.data<long>().ToArray();
+        int m = Config.Modalities;
+        return Enumerable.Range(0, latentDim).Select(d => Enumerable.Range(0, m).Select(j => rows[d * m + j] == 1).ToArray()).ToArray();
+    }
+
     /// <summary>q(A_d = A) for every position and shared subset (D × S), from the independent memberships.</summary>
     Tensor SubsetProbabilities()
     {
@@ -91,11 +101,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
     /// <summary>n_A of the most probable structure (S): the positions whose most probable member set is A. Evaluation and generation use this structure.</summary>
     public int[] MostProbableSizes()
     {
-        using var _ = no_grad();
-        using var hard = MostProbable(MembershipLogits).cpu();
-        var rows = hard.to(ScalarType.Int64).data<long>().ToArray();
-        int m = Config.Modalities;
-        var key = Enumerable.Range(0, latentDim).Select(d => string.Join(",", Enumerable.Range(0, m).Where(j => rows[d * m + j] == 1))).ToArray();
+        var key = MostProbableMembers().Select(row => string.Join(",", Enumerable.Range(0, row.Length).Where(j => row[j]))).ToArray();
         return family.Subsets.Select(a => key.Count(k => k == string.Join(",", a))).ToArray();
     }
 
