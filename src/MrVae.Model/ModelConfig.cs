@@ -69,6 +69,8 @@ public sealed record ModelConfig
     public bool InitialMemberSets { get; init; }
     /// <summary>mrVAE: a modality's own variables have the prior N(A_j s, diag(1 − ‖A_{j,d}‖²)) given the shared variables s of the positions it is a member of in the most probable structure (a learned linear map per modality, starting at 0), instead of N(0, 1): with s drawn from its prior each own variable is still N(0, 1); a missing modality's own variables are drawn from it.</summary>
     public bool ConditionalPrivatePrior { get; init; }
+    /// <summary>mrVAE: in the subset view each available member's own variables are drawn from their prior instead of its posterior with this probability (per sample and member), so its decoder must take what the member shares with others from the shared positions (0: never).</summary>
+    public double SubsetOwnDropout { get; init; }
 
     /// <summary>This configuration with the digit squares of <paramref name="spec"/> (null: vector data, none).</summary>
     public ModelConfig WithDigitSquares(PolyMnistSpec? spec) => this with { DigitSquares = spec?.Factors.SelectMany(f => f.Placements).ToArray() ?? [] };
@@ -132,6 +134,7 @@ public sealed record ModelConfig
             Require(q.Modality >= 0 && q.Modality < Modalities && q.Size > 0 && q.X >= 0 && q.Y >= 0 && q.X + q.Size <= PolyMnistSpec.Side && q.Y + q.Size <= PolyMnistSpec.Side,
                 $"DigitSquares: {q} is not a square inside a {PolyMnistSpec.Side} × {PolyMnistSpec.Side} image of one of the {Modalities} modalities");
         Require(double.IsFinite(SubsetWeight) && SubsetWeight >= 0, $"SubsetWeight={SubsetWeight}: must be a finite number ≥ 0");
+        Require(SubsetOwnDropout is >= 0 and <= 1, $"SubsetOwnDropout={SubsetOwnDropout}: must be a probability in [0, 1]");
         Require(BetaWarmupSteps >= 0, $"BetaWarmupSteps={BetaWarmupSteps}: must be ≥ 0 (0: no warm-up)");
         Require(StructureWarmupSteps >= 0, $"StructureWarmupSteps={StructureWarmupSteps}: must be ≥ 0 (0: no warm-up)");
         Require(ObservedDim >= 0, $"ObservedDim={ObservedDim}: must be ≥ 0 (0: images)");

@@ -62,7 +62,8 @@ public sealed class DistributedEqualsLocalTests(TwoSiloCluster fixture) : IClass
     [InlineData(ModelKind.Mmvae, true, 0.5)]
     [InlineData(ModelKind.MrVae, false, 0.5)]
     // mrVAE's structure options (private positions, reverse structure KL, member marginal KL, the agreement prior, initial
-    // member sets held through a 3-step structure warm-up, the conditional prior of the own variables), with samples missing.
+    // member sets held through a 3-step structure warm-up, the conditional prior of the own variables, the subset view's own
+    // variables half drawn from it), with samples missing.
     [InlineData(ModelKind.MrVae, true, 0.5, true)]
     // Equal digit weights with different digit squares in every modality: each modality node builds its own pixel scales.
     [InlineData(ModelKind.MrVae, false, 0, false, true)]
@@ -73,7 +74,7 @@ public sealed class DistributedEqualsLocalTests(TwoSiloCluster fixture) : IClass
             Likelihood = vectors ? PixelLikelihood.Gaussian : PixelLikelihood.Laplace,
             PrivatePositions = structureOptions ? 2 : 0, ReverseStructureKl = structureOptions, MemberMarginalKl = structureOptions,
             AgreementPrior = structureOptions, InitialMemberSets = structureOptions, StructureWarmupSteps = structureOptions ? 3 : 0,
-            ConditionalPrivatePrior = structureOptions,
+            ConditionalPrivatePrior = structureOptions, SubsetOwnDropout = structureOptions ? 0.5 : 0,
             EqualDigitWeight = equalDigitWeight,
             DigitSquares = equalDigitWeight ? Enumerable.Range(0, 5).SelectMany(j => new FactorPlacement[] { new(j, 0, 0, 28), new(j, 3 * j, 2 * j, 6 + 2 * j) }).ToArray() : [] };
         const int steps = 5, batch = 16;

@@ -127,6 +127,59 @@ public sealed class MrVaeStructureTests
     }
 
     [Fact]
+    public void TheSubsetViewDrawsTheOwnVariablesOfDroppedMembersFromThePriorAndChargesThemNothing()
+    {
+        // Two objectives that differ only in the dropout; posterior means in, so the one random choice besides the dropout
+        // (the subset view's members) is the same draw in both.
+        const int batch = 2000;
+        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 1, Beta = 1 };
+        using var keep = Create(config);
+        using var dropAll = Create(config with { SubsetOwnDropout = 1 });
+        using var dropHalf = Create(config with { SubsetOwnDropout = 0.5 });
+        foreach (var objective in new[] { keep, dropAll, dropHalf }) SetMembership(objective, Hard);
+        var (mu, logVar) = TinyModels.Posteriors(M, batch, D, new Generator(3));
+        using var available = TinyModels.Availability(0b111, M, batch);
+        StepContext Context() => new() { Generator = new Generator(11), Training = true, SampleLatents = false };
+        using var kept = keep.Forward(mu, logVar, available, [true, true, true], Context());
+        using var dropped = dropAll.Forward(mu, logVar, available, [true, true, true], Context());
+        using var half = dropHalf.Forward(mu, logVar, available, [true, true, true], Context());
+        Assert.Equal(0, dropped.Terms["kl_private_subset"].item<double>());
+        Assert.True(kept.Terms["kl_private_subset"].item<double>() > 0);
+        Assert.Equal(kept.Terms["kl_private"].item<double>(), dropped.Terms["kl_private"].item<double>(), 12);
+        var g = new double[D, M];
+        for (int d = 0; d < D; d++) for (int j = 0; j < M; j++) g[d, j] = 1 / (1 + Math.Exp(-Math.Log(Hard[d, j] / (1 - Hard[d, j]))));
+        int ownFromPrior = 0, members = 0;
+        for (int j = 0; j < M; j++)
+        {
+            Assert.Equal(TinyModels.Values(kept.DecoderInputs[j]![0]), TinyModels.Values(dropped.DecoderInputs[j]![0]));
+            var k = TinyModels.Values(kept.DecoderInputs[j]![1]);
+            var a = TinyModels.Values(dropped.DecoderInputs[j]![1]);
+            var h = TinyModels.Values(half.DecoderInputs[j]![1]);
+            var m = TinyModels.Values(mu[j]!);
+            for (int b = 0; b < batch; b++)
+            {
+                // With the posterior kept the input is (1 − g)·μ_j + g·shared; from the prior N(0, 1) its mean is g·shared. A member
+                // missing from the view (μ_j not its posterior there) shows the same input in both objectives.
+                bool inView = Enumerable.Range(0, D).Any(d => Math.Abs(k[b * D + d] - a[b * D + d]) > 1e-12);
+                bool halfDropped = true;
+                for (int d = 0; d < D; d++)
+                {
+                    double own = (1 - g[d, j]) * m[b * D + d];
+                    if (inView) Assert.Equal(k[b * D + d] - own, a[b * D + d], 9);
+                    else Assert.Equal(k[b * D + d], a[b * D + d], 12);
+                    halfDropped &= Math.Abs(h[b * D + d] - a[b * D + d]) < 1e-12;
+                }
+                if (!inView) continue;
+                members++;
+                if (halfDropped) ownFromPrior++;
+                else Assert.Equal(k.Skip(b * D).Take(D), h.Skip(b * D).Take(D));
+            }
+        }
+        // Each available member of the view is dropped with probability ½, independently per sample (binomial sd ≈ 0.01 here).
+        Assert.InRange((double)ownFromPrior / members, 0.45, 0.55);
+    }
+
+    [Fact]
     public void StructureKlIsTheBernoulliKlOfEveryMembershipAgainstItsPrior()
     {
         using var objective = Objective(rho: 0.2);

@@ -12,6 +12,7 @@ public sealed class TrainingDefaultsTests
         var config = TrainingDefaults.For(DatasetKind.Images).ForMrVae(new ModelConfig { Kind = ModelKind.MrVae, LatentDim = 64 });
         Assert.Equal(32, config.PrivatePositions);
         Assert.True(config.ReverseStructureKl && config.MemberMarginalKl && config.AgreementPrior && config.InitialMemberSets && config.ConditionalPrivatePrior);
+        Assert.Equal(0.5, config.SubsetOwnDropout);
         // --set comes after the defaults and wins.
         Assert.False(config.WithSetting("AgreementPrior=false").AgreementPrior);
         Assert.Equal(8, TrainingDefaults.Images.ForMrVae(new ModelConfig { Kind = ModelKind.MrVae, LatentDim = 17 }).PrivatePositions);

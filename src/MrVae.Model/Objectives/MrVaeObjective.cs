@@ -140,6 +140,10 @@ public sealed class MrVaeObjective : CoordinatorObjective
         for (int v = 0; v < views.Count; v++)
         {
             var k = views[v];                                                // B × M
+            // Whose own variables come from the posterior: the available members, less those the subset view drops.
+            var ownFromPosterior = v > 0 && Config.SubsetOwnDropout > 0
+                ? k * (DeviceRandom.Rand(k.shape, dtype, device, context.Generator) >= Config.SubsetOwnDropout).to(dtype)
+                : k;
             var w = g.unsqueeze(0) * k.unsqueeze(-1);                        // B × M × D: available members
             var (meanS, varS, none) = FuseMembers(w, muAll, precisionAll);
             var klShared = ((1 - none) * KlStandardNormal(meanS, varS.log())).sum(1);
@@ -153,7 +157,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
                 (ownPriorMean, ownPriorLogVar) = OwnPriors(ownPriorMembers!, shared);
             }
             var klOwn = ownPriorMean is null ? klMembers : KlNormal(muAll, logVarAll, ownPriorMean, ownPriorLogVar!);
-            var klPrivate = ((1 - g).unsqueeze(0) * klOwn * k.unsqueeze(-1)).sum([1, 2]);
+            var klPrivate = ((1 - g).unsqueeze(0) * klOwn * ownFromPosterior.unsqueeze(-1)).sum([1, 2]);
 
             // z̃_j at position d: the shared variable where j is a member, its own one elsewhere. With soft memberships
             // the two Gaussians are blended by moments (mean and variance each a convex combination), so a blend
@@ -162,7 +166,7 @@ public sealed class MrVaeObjective : CoordinatorObjective
             for (int j = 0; j < m; j++)
             {
                 if (!decode[j]) continue;
-                var availJ = k[.., j].unsqueeze(-1) > 0.5;
+                var availJ = ownFromPosterior[.., j].unsqueeze(-1) > 0.5;
                 var ownMean = where(availJ, muAll[.., j, ..], ownPriorMean is null ? zeros_like(meanS) : ownPriorMean[.., j, ..]);
                 var ownVar = where(availJ, logVarAll[.., j, ..].exp(), ownPriorLogVar is null ? ones_like(varS) : ownPriorLogVar[.., j, ..].exp());
                 var gj = g[j].unsqueeze(0);
