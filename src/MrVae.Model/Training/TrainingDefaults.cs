@@ -22,8 +22,8 @@ public sealed record TrainingDefaults(int LatentDim, double LearningRate, double
     /// <paramref name="config"/> with this kind of data's mrVAE settings. Images: <see cref="PrivatePositions"/> and the
     /// structure options measured on PolyMNIST (reverse structure KL, member-marginal KL, agreement prior, initial member
     /// sets), the own variables' prior given the shared ones and half of the subset view's own variables drawn from that
-    /// prior; vectors: unchanged (the presets' sizes are exact without
-    /// them, the options over-size the full set, and a vector's own factors are independent of the shared ones).
+    /// prior; vectors: unchanged (the presets' sizes are exact without them, the options over-size the full set, and a
+    /// vector's own factors are independent of the shared ones).
     /// </summary>
     public ModelConfig ForMrVae(ModelConfig config) => config.Kind != ModelKind.MrVae || PrivateShare == 0 ? config : config with
     {
