@@ -146,8 +146,6 @@ public sealed class MrVaeStructureTests
         Assert.Equal(0, dropped.Terms["kl_private_subset"].item<double>());
         Assert.True(kept.Terms["kl_private_subset"].item<double>() > 0);
         Assert.Equal(kept.Terms["kl_private"].item<double>(), dropped.Terms["kl_private"].item<double>(), 12);
-        var g = new double[D, M];
-        for (int d = 0; d < D; d++) for (int j = 0; j < M; j++) g[d, j] = 1 / (1 + Math.Exp(-Math.Log(Hard[d, j] / (1 - Hard[d, j]))));
         int ownFromPrior = 0, members = 0;
         for (int j = 0; j < M; j++)
         {
@@ -164,7 +162,7 @@ public sealed class MrVaeStructureTests
                 bool halfDropped = true;
                 for (int d = 0; d < D; d++)
                 {
-                    double own = (1 - g[d, j]) * m[b * D + d];
+                    double own = (1 - Hard[d, j]) * m[b * D + d];   // the memberships are Hard's (SetMembership)
                     if (inView) Assert.Equal(k[b * D + d] - own, a[b * D + d], 9);
                     else Assert.Equal(k[b * D + d], a[b * D + d], 12);
                     halfDropped &= Math.Abs(h[b * D + d] - a[b * D + d]) < 1e-12;
