@@ -328,6 +328,8 @@ public sealed class MrVaeStructureTests
             mu[1]![.., 0] = 0.8 * mu[0]![.., 0] + 0.3 * mu[1]![.., 0];
             mu[1]![.., 1] = 1.5 * mu[0]![.., 1] + 0.5 * mu[1]![.., 1];
             mu[2]![.., 3] = mu[0]![.., 1] + 0.3 * mu[2]![.., 3];
+            // Modality 2 left position 2 but still says there what its lone member, modality 1, says (a pair that lost a member).
+            mu[2]![.., 2] = mu[1]![.., 2] + 0.3 * mu[2]![.., 2];
             // Silenced: modalities 1 and 2 say next to nothing at position 0 (a spread of 0.05 against a variance near 1),
             // though modality 1 still follows modality 0 there; only one member speaks, so the position shares nothing.
             if (silenceFirstPosition) { mu[1]![.., 0] *= 0.05; mu[2]![.., 0] *= 0.05; }
@@ -374,22 +376,25 @@ public sealed class MrVaeStructureTests
                     double sxy = pairs.Sum(p => (p.Own - mx) * (p.Others - my)), sxx = pairs.Sum(p => Math.Pow(p.Own - mx, 2)), syy = pairs.Sum(p => Math.Pow(p.Others - my, 2));
                     r2 = sxy * sxy / (sxx * syy);
                 }
-                bool speaks = members[d].Count(i => Information(i, d) >= 0.2) >= 2;
-                double rho = speaks && (r2 >= 0.2 || predictability[d, j] >= 0.2) ? 0.8 : 0.2;
+                // Two parties must speak at d: j and another member, or two other members.
+                int parties = members[d].Count(i => i != j && Information(i, d) >= 0.2) + (Information(j, d) >= 0.2 ? 1 : 0);
+                double rho = parties >= 2 && (r2 >= 0.2 || predictability[d, j] >= 0.2) ? 0.8 : 0.2;
                 rhos[d, j] = rho;
                 double q = probability[d, j];
                 expected += rho * Math.Log(rho / q) + (1 - rho) * Math.Log((1 - rho) / (1 - q));
             }
         Assert.Equal(expected, output.Terms["kl_structure"].item<double>(), 5);
         // The agreeing pairs are pulled towards membership, the member that cannot say it pushed out, the non-member that
-        // can say it pulled in, the lone member's and the empty position's priors unchanged (no other member to agree with).
-        // Silenced, the first position's members are all pushed out: one speaking member shares nothing.
+        // can say it pulled in, the lone member's and the empty position's priors unchanged (no other member to agree with),
+        // a speaking non-member that agrees with a lone member pulled back in. Silenced, the first position's members are
+        // all pushed out: one speaking member shares nothing.
         Assert.True(rhos[1, 0] == 0.8 && rhos[1, 1] == 0.8);
         Assert.Equal(silenceFirstPosition ? 0.2 : 0.8, rhos[0, 0], 9);
         Assert.Equal(silenceFirstPosition ? 0.2 : 0.8, rhos[0, 1], 9);
         Assert.Equal(0.2, rhos[0, 2], 9);
         Assert.Equal(0.8, rhos[1, 2], 9);
         Assert.Equal(0.2, rhos[2, 1], 9);
+        Assert.Equal(0.8, rhos[2, 2], 9);
         Assert.Equal(0.2, rhos[3, 0], 9);
         // The prior is the batch's evidence held fixed: against the constant prior, the gradient per logit differs by β_n κ (0.2 − ρ).
         output.Loss.backward();

@@ -50,7 +50,8 @@ public sealed class OwnVariablePriorTests
     static (double[] Mean, double[] LogVar) PriorOf(MrVaeObjective objective, int j, double[] shared)
     {
         var w = TinyModels.Values(objective.named_parameters().Single(p => p.name.Contains($".{j}.")).parameter);    // D × D
-        double Coupling(int d, int k) => Members[k].Contains(j) ? w[d * D + k] : 0;
+        // Columns: j's member positions; rows: its own positions (a member position's own remainder stays N(0, 1)).
+        double Coupling(int d, int k) => Members[k].Contains(j) && !Members[d].Contains(j) ? w[d * D + k] : 0;
         var scale = Enumerable.Range(0, D).Select(d => 1 + Enumerable.Range(0, D).Sum(k => Coupling(d, k) * Coupling(d, k))).ToArray();
         var mean = Enumerable.Range(0, D).Select(d => Enumerable.Range(0, D).Sum(k => Coupling(d, k) * shared[k]) / Math.Sqrt(scale[d])).ToArray();
         return (mean, scale.Select(v => -Math.Log(v)).ToArray());
@@ -106,6 +107,40 @@ public sealed class OwnVariablePriorTests
                     if (Members[d].Contains(j)) continue;
                     if (j < 2) own += KlNormal(mu[j]![b, d].item<double>(), Math.Exp(logVar[j]![b, d].item<double>()), mean[d], Math.Exp(logPriorVar[d]));
                     else Assert.Equal(mean[d], decoded[b * D + d], 10);           // the missing modality's own variables: the prior's mean
+                }
+            }
+        }
+        Assert.Equal(own / B, output.Terms["kl_private"].item<double>(), 9);
+    }
+
+    [Fact]
+    public void InTrainingEveryOwnRemainderIsChargedByItsSoftWeightAndAMemberPositionsOneAgainstTheStandardNormal()
+    {
+        using var objective = Objective(conditional: true);
+        var (mu, logVar) = TinyModels.Posteriors(M, B, D, new Generator(13));
+        using var available = TinyModels.Availability(0b111, M, B);
+        using var output = objective.Forward(mu, logVar, available, [true, true, true], new StepContext { Generator = new Generator(14), Training = true, SampleLatents = false });
+        double Mu(int j, int b, int d) => mu[j]![b, d].item<double>();
+        double Var(int j, int b, int d) => Math.Exp(logVar[j]![b, d].item<double>());
+        double G(int d, int j) => Members[d].Contains(j) ? 0.9 : 0.1;
+        double own = 0;
+        for (int b = 0; b < B; b++)
+        {
+            // The shared draw's mean in training: the experts weighted by the soft memberships, the prior weighted by Π(1 − g).
+            var shared = new double[D];
+            for (int d = 0; d < D; d++)
+            {
+                double none = Enumerable.Range(0, M).Aggregate(1.0, (a, i) => a * (1 - G(d, i)));
+                double precision = Enumerable.Range(0, M).Sum(i => G(d, i) / Var(i, b, d)) + none;
+                shared[d] = Enumerable.Range(0, M).Sum(i => G(d, i) / Var(i, b, d) * Mu(i, b, d)) / precision;
+            }
+            for (int j = 0; j < M; j++)
+            {
+                var (mean, logPriorVar) = PriorOf(objective, j, shared);
+                for (int d = 0; d < D; d++)
+                {
+                    if (Members[d].Contains(j)) Assert.True(mean[d] == 0 && logPriorVar[d] == 0);
+                    own += (1 - G(d, j)) * KlNormal(Mu(j, b, d), Var(j, b, d), mean[d], Math.Exp(logPriorVar[d]));
                 }
             }
         }

@@ -243,9 +243,13 @@ public sealed class MrVaeObjective : CoordinatorObjective
         var structure = MostProbable(logits).t();
         var agrees = (Agreement(structure, muAll, logVarAll, available) >= AgreementThreshold)
             .logical_or(Predictability(structure, muAll, logVarAll, available) >= AgreementThreshold);
-        // A position where fewer than two members say anything shares nothing: ρ for every modality there.
-        var speaking = (structure * (Information(muAll, logVarAll, available) >= InformationFloor).to(structure.dtype)).sum(0L);   // D
-        agrees = agrees.logical_and((speaking >= 2).unsqueeze(-1));
+        // Agreement needs two parties that say something at d: j and another member, or two other members (a silent j
+        // that can say it elsewhere). A member that dropped out of a pair stays a party, so a pair can re-form; a position
+        // where one member speaks and the others are silent shares nothing.
+        var speaks = (Information(muAll, logVarAll, available) >= InformationFloor).to(structure.dtype);          // M × D
+        var speakingMembers = (structure * speaks).sum(0L, keepdim: true);                                        // 1 × D
+        var parties = speakingMembers - structure * speaks + speaks;                                              // M × D
+        agrees = agrees.logical_and((parties >= 2).t());
         return where(agrees, full_like(logits, 1 - rho), full_like(logits, rho)).MoveToOuterDisposeScope();
     }
 
@@ -417,7 +421,8 @@ public sealed class MrVaeObjective : CoordinatorObjective
 /// <summary>
 /// p(u | s) = N(A s, diag(1 − ‖A_d‖²)) of a modality's own variables u given the shared variables s at its member
 /// positions (<see cref="ModelConfig.ConditionalPrivatePrior"/>), with A_d = W_d / √(1 + ‖W_d‖²) over those positions'
-/// columns of a learned W (D × D, starting at 0: N(0, 1)). Under s ~ N(0, I) every u_d stays N(0, 1), whatever W:
+/// columns of a learned W (D × D, starting at 0: N(0, 1)), and N(0, 1) at the member positions themselves.
+/// Under s ~ N(0, I) every u_d stays N(0, 1), whatever W:
 /// the prior learns only how the own variables go with the shared ones, not a cheaper marginal for them (a free network
 /// prior did, and the own variables drew the content out of the shared ones in short runs, docs/experiments.md).
 /// </summary>
@@ -435,7 +440,9 @@ public sealed class OwnVariablePrior : nn.Module<Tensor, Tensor, (Tensor Mean, T
     /// <param name="shared">… × D: a draw of the shared variables.</param>
     public override (Tensor Mean, Tensor LogVar) forward(Tensor member, Tensor shared)
     {
-        using var w = coupling * member.unsqueeze(0);
+        // Rows of the member positions stay N(0, 1): there the own variable is the relaxation's remainder (weight 1 − g),
+        // and a prior that read the shared draw at its own position would make a lone member's dropped own draw carry it.
+        using var w = coupling * member.unsqueeze(0) * (1 - member).unsqueeze(1);
         using var scale = 1 + w.square().sum(-1);                                   // D: 1 + ‖W_d‖²
         var mean = shared.matmul(w.t()) / scale.sqrt();
         return (mean, (-scale.log()).expand_as(mean));
