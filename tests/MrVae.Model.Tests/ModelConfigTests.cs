@@ -42,6 +42,20 @@ public class ModelConfigTests
         Assert.Contains(message, Assert.Throws<MrVae.Data.UserInputException>(() => Objectives.CoordinatorObjective.Create(config)).Message);
     }
 
+    [Theory]
+    [InlineData(ModelKind.MoPoE, "SubsetOwnDropout=0.5", "SubsetOwnDropout=0.5")]
+    [InlineData(ModelKind.Mvae, "PrivatePositions=4", "PrivatePositions=4")]
+    [InlineData(ModelKind.Mmvae, "AgreementPrior=true", "AgreementPrior=true")]
+    public void AStructureOptionIsRefusedForABaselineThatWouldIgnoreIt(ModelKind kind, string assignment, string message)
+    {
+        var config = new ModelConfig { Kind = kind }.WithSetting(assignment);
+        var error = Assert.Throws<MrVae.Data.UserInputException>(() => Objectives.CoordinatorObjective.Create(config)).Message;
+        Assert.Contains(message, error);
+        Assert.Contains($"leave them at their defaults for {kind}", error);
+        // The same setting is mrVAE's to use.
+        using var model = Objectives.CoordinatorObjective.Create(config with { Kind = ModelKind.MrVae });
+    }
+
     [Fact]
     public void TheDefaultsAndAVectorConfigurationAreValid()
     {
