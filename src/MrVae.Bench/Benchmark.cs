@@ -20,10 +20,23 @@ namespace MrVae.Bench;
 /// </summary>
 public static class Benchmark
 {
+    /// <summary>Refuses out-of-range counts and any model's --set values before data are made or a model is timed (the data's modalities are not known yet: the defaults stand in).</summary>
+    public static void Validate(BenchOptions o)
+    {
+        if (o.Steps < 1 || o.Repeats < 1 || o.WarmupSteps < 0 || o.BatchSize < 1) throw new UserInputException("steps, repeats and batch must be at least 1 (warm-up at least 0)");
+        foreach (var kind in o.Models)
+            foreach (int latent in o.LatentDims)
+                Config(o, kind, latent).Validated();
+    }
+
+    /// <summary>One configuration of the benchmark: the model and latent size with the user's --set values.</summary>
+    static ModelConfig Config(BenchOptions o, ModelKind kind, int latent, int modalities = 5, int observedDim = 0) =>
+        new ModelConfig { Kind = kind, Modalities = modalities, LatentDim = latent, ObservedDim = observedDim }.WithSettings(o.ModelSettings);
+
     public static async Task<BenchReport> Run(BenchOptions o, Action<string>? log = null, CancellationToken cancel = default)
     {
         log ??= _ => { };
-        if (o.Steps < 1 || o.Repeats < 1 || o.WarmupSteps < 0 || o.BatchSize < 1) throw new UserInputException("steps, repeats and batch must be at least 1 (warm-up at least 0)");
+        Validate(o);
         var started = DateTime.UtcNow;
         var wall = Stopwatch.StartNew();
         var loadStart = ProcessMemory.LoadAverage();
@@ -40,7 +53,7 @@ public static class Benchmark
         foreach (var kind in o.Models)
             foreach (int latent in o.LatentDims)
             {
-                var config = new ModelConfig { Kind = kind, Modalities = spec.Modalities, LatentDim = latent, ObservedDim = observedDim }.WithSettings(o.ModelSettings);
+                var config = Config(o, kind, latent, spec.Modalities, observedDim);
                 log($"{Name(config)} D={latent}: {o.Repeats} × ({o.WarmupSteps} warm-up + {o.Steps}) steps, batch {o.BatchSize}, modes {string.Join(", ", o.Modes.Select(ModeName))}");
                 foreach (var result in await RunConfiguration(config, o, train, lane, cancel))
                 {

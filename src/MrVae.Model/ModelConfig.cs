@@ -140,25 +140,18 @@ public sealed record ModelConfig
         Require(ObservedDim >= 0, $"ObservedDim={ObservedDim}: must be ≥ 0 (0: images)");
         Require(MembershipPrior > 0 && MembershipPrior < 1, $"MembershipPrior={MembershipPrior}: a probability strictly between 0 and 1");
         Require(PrivatePositions >= 0 && PrivatePositions < LatentDim, $"PrivatePositions={PrivatePositions}: must be ≥ 0 and below LatentDim ({LatentDim}), so that at least one position can be shared");
-        var structureOnly = MrVaeOnlySettings();
+        var structureOnly = SettingsDifferentFrom(WithoutStructureOptions());
         Require(Kind == ModelKind.MrVae || structureOnly.Count == 0,
             $"{string.Join(", ", structureOnly)}: mrVAE's structure options, which {Kind} has no structure to apply to; leave them at their defaults for {Kind}");
         return this;
     }
 
-    /// <summary>The mrVAE-only switches set away from off (a baseline would ignore them silently).</summary>
-    List<string> MrVaeOnlySettings()
+    /// <summary>This configuration with mrVAE's structure switches off, as a baseline must have them (it would ignore them silently).</summary>
+    ModelConfig WithoutStructureOptions() => this with
     {
-        var set = new List<string>();
-        if (PrivatePositions != 0) set.Add($"PrivatePositions={PrivatePositions}");
-        if (ReverseStructureKl) set.Add("ReverseStructureKl=true");
-        if (MemberMarginalKl) set.Add("MemberMarginalKl=true");
-        if (AgreementPrior) set.Add("AgreementPrior=true");
-        if (InitialMemberSets) set.Add("InitialMemberSets=true");
-        if (ConditionalPrivatePrior) set.Add("ConditionalPrivatePrior=true");
-        if (SubsetOwnDropout != 0) set.Add($"SubsetOwnDropout={SubsetOwnDropout}");
-        return set;
-    }
+        PrivatePositions = 0, ReverseStructureKl = false, MemberMarginalKl = false, AgreementPrior = false,
+        InitialMemberSets = false, ConditionalPrivatePrior = false, SubsetOwnDropout = 0,
+    };
 
     public SubsetFamily SharedSubsets() => SubsetFamily.All(Modalities, MaxSubsetOrder);
 

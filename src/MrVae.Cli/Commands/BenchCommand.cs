@@ -47,10 +47,7 @@ public static class BenchCommand
                 LocalTorchThreads = p.GetValue(localThreads), MemorySteps = p.GetValue(memorySteps), MemoryBatch = p.GetValue(memoryBatch),
                 MemoryLatent = p.GetValue(memoryLatent), SiloDll = p.GetValue(silo), ModelSettings = p.GetValue(settings) ?? [],
             };
-            // Every configuration's settings are checked before any data are made or any model is timed.
-            foreach (var kind in options.Models)
-                foreach (int latent in options.LatentDims)
-                    new ModelConfig { Kind = kind, LatentDim = latent }.WithSettings(options.ModelSettings).Validated();
+            Benchmark.Validate(options);
             if (!File.Exists(Path.Combine(options.DataDirectory, PolyMnistStore.SpecFile)))
             {
                 int largest = Math.Max(options.BatchSize, options.MemoryBatch);
