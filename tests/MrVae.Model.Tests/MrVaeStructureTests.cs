@@ -177,6 +177,45 @@ public sealed class MrVaeStructureTests
         Assert.InRange((double)ownFromPrior / members, 0.45, 0.55);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ATrainingInputBlendsOwnAndSharedByMomentsAndMixtureVarianceAddsTheHardMixturesSpread(bool mixtureVariance)
+    {
+        var config = new ModelConfig { Kind = ModelKind.MrVae, Modalities = M, LatentDim = D, SubsetWeight = 0, Beta = 1, MixtureVariance = mixtureVariance };
+        using var objective = Create(config);
+        var probability = RandomProbabilities(6, 0.1, 0.8);
+        SetMembership(objective, probability);
+        var (mu, logVar) = TinyModels.Posteriors(M, B, D, new Generator(6));
+        using var available = TinyModels.Availability(0b111, M, B);
+        using var output = objective.Forward(mu, logVar, available, [true, true, true], new StepContext { Generator = new Generator(7), Training = true, SampleLatents = true });
+        // The forward's only draws without a subset view or own prior: one standard normal per modality's input, in order.
+        var noiseSource = new Generator(7);
+        for (int j = 0; j < M; j++)
+        {
+            var noise = TinyModels.Values(Numerics.DeviceRandom.Randn([B, D], float64, CPU, noiseSource));
+            var input = TinyModels.Values(output.DecoderInputs[j]![0]);
+            for (int b = 0; b < B; b++)
+                for (int d = 0; d < D; d++)
+                {
+                    // The shared variable: every modality's expert weighted by its membership, the prior by Π(1 − g).
+                    double precision = Enumerable.Range(0, M).Select(i => 1 - probability[d, i]).Aggregate(1.0, (a, c) => a * c);
+                    double weighted = 0;
+                    for (int i = 0; i < M; i++)
+                    {
+                        double p = probability[d, i] * Math.Exp(-logVar[i]![b, d].item<double>());
+                        precision += p; weighted += p * mu[i]![b, d].item<double>();
+                    }
+                    double sharedMean = weighted / precision, sharedVariance = 1 / precision;
+                    double g = probability[d, j], ownMean = mu[j]![b, d].item<double>(), ownVariance = Math.Exp(logVar[j]![b, d].item<double>());
+                    // z̃ is the own variable with probability 1 − g and the shared one with g: the mixture's mean and variance.
+                    double mean = (1 - g) * ownMean + g * sharedMean;
+                    double variance = (1 - g) * ownVariance + g * sharedVariance + (mixtureVariance ? g * (1 - g) * Math.Pow(ownMean - sharedMean, 2) : 0);
+                    Assert.Equal(mean + Math.Sqrt(variance) * noise[b * D + d], input[b * D + d], 9);
+                }
+        }
+    }
+
     [Fact]
     public void StructureKlIsTheBernoulliKlOfEveryMembershipAgainstItsPrior()
     {
