@@ -71,8 +71,6 @@ public sealed record ModelConfig
     public bool ConditionalPrivatePrior { get; init; }
     /// <summary>mrVAE: in the subset view each available member's own variables are drawn from their prior instead of its posterior with this probability (per sample and member), so its decoder must take what the member shares with others from the shared positions (0: never).</summary>
     public double SubsetOwnDropout { get; init; }
-    /// <summary>mrVAE, training: the soft blend of a modality's own and shared variable at a position has the variance of the hard-membership mixture, (1 − g) σ²_own + g σ²_S + g (1 − g) (μ_own − μ_S)², instead of the first two terms only, so a half member of a position whose shared mean differs from its own gets that difference as noise rather than its own content at a (1 − g)-discounted KL.</summary>
-    public bool MixtureVariance { get; init; }
 
     /// <summary>This configuration with the digit squares of <paramref name="spec"/> (null: vector data, none).</summary>
     public ModelConfig WithDigitSquares(PolyMnistSpec? spec) => this with { DigitSquares = spec?.Factors.SelectMany(f => f.Placements).ToArray() ?? [] };
@@ -152,7 +150,7 @@ public sealed record ModelConfig
     ModelConfig WithoutStructureOptions() => this with
     {
         PrivatePositions = 0, ReverseStructureKl = false, MemberMarginalKl = false, AgreementPrior = false,
-        InitialMemberSets = false, ConditionalPrivatePrior = false, SubsetOwnDropout = 0, MixtureVariance = false,
+        InitialMemberSets = false, ConditionalPrivatePrior = false, SubsetOwnDropout = 0,
     };
 
     public SubsetFamily SharedSubsets() => SubsetFamily.All(Modalities, MaxSubsetOrder);

@@ -171,11 +171,8 @@ public sealed class MrVaeObjective : CoordinatorObjective
                 var ownVar = where(availJ, logVarAll[.., j, ..].exp(), ownPriorLogVar is null ? ones_like(varS) : ownPriorLogVar[.., j, ..].exp());
                 var gj = g[j].unsqueeze(0);
                 var mean = (1 - gj) * ownMean + gj * meanS;
-                var variance = (1 - gj) * ownVar + gj * varS;
-                // MixtureVariance: the variance of z̃ when j's membership is drawn, Bernoulli(g), rather than blended.
-                if (Config.MixtureVariance) variance = variance + gj * (1 - gj) * (ownMean - meanS).square();
                 inputs[j] = context.SampleLatents
-                    ? mean + variance.sqrt() * DeviceRandom.Randn(mean.shape, dtype, device, context.Generator)
+                    ? mean + ((1 - gj) * ownVar + gj * varS).sqrt() * DeviceRandom.Randn(mean.shape, dtype, device, context.Generator)
                     : mean;
             }
             perViewInputs.Add(inputs);
