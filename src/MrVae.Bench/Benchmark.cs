@@ -29,9 +29,9 @@ public static class Benchmark
                 Config(o, kind, latent).Validated();
     }
 
-    /// <summary>One configuration of the benchmark: the model and latent size with the user's --set values.</summary>
+    /// <summary>One configuration of the benchmark: the model and latent size with the user's --set values (mrVAE's structure switches to mrVAE only).</summary>
     static ModelConfig Config(BenchOptions o, ModelKind kind, int latent, int modalities = 5, int observedDim = 0) =>
-        new ModelConfig { Kind = kind, Modalities = modalities, LatentDim = latent, ObservedDim = observedDim }.WithSettings(o.ModelSettings);
+        new ModelConfig { Kind = kind, Modalities = modalities, LatentDim = latent, ObservedDim = observedDim }.WithSettings(o.ModelSettings).WithStructureOptionsForMrVaeOnly();
 
     public static async Task<BenchReport> Run(BenchOptions o, Action<string>? log = null, CancellationToken cancel = default)
     {

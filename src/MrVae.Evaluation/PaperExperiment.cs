@@ -105,9 +105,9 @@ public static class PaperExperiment
         (c.BetaWarmupSteps > 0 ? $", β warm-up {c.BetaWarmupSteps} steps" : "")
         + (c.Kind != ModelKind.MrVae ? "" : $", β_n {c.BetaSize}" + (c.StructureWarmupSteps > 0 ? $", β_n warm-up {c.StructureWarmupSteps} steps" : ""));
 
-    /// <summary>A model's configuration in this experiment: the budget's, with the user's --set values applied.</summary>
+    /// <summary>A model's configuration in this experiment: the budget's, with the user's --set values applied (mrVAE's structure switches to mrVAE only).</summary>
     static ModelConfig Config(ExperimentOptions options, ModelKind kind, PolyMnistSpec spec) =>
-        options.Budget.Model(kind, spec.Modalities).WithDigitSquares(spec).WithSettings(options.Settings);
+        options.Budget.Model(kind, spec.Modalities).WithDigitSquares(spec).WithSettings(options.Settings).WithStructureOptionsForMrVaeOnly();
 
     /// <summary>Refuses an unknown dataset or a --set that a model of the experiment does not accept, before any data are made or any run trains.</summary>
     public static void Validate(ExperimentOptions options)
@@ -290,7 +290,7 @@ public static class PaperExperiment
         md.Append($"Every model: D = {mrvaeConfig.LatentDim}, {b.Epochs} epochs of {b.Train} training tuples (batch {b.Batch}, Adam lr {b.LearningRate}), {b.Likelihood} likelihood with scale {b.LikelihoodScale}{(mrvaeConfig.EqualDigitWeight ? " (each digit's square at scale × side / largest side, so every digit weighs as much)" : "")}, seed {options.Seed}, ");
         if (mrvae) md.Append($"mrVAE's structure-prior weight β_n = {mrvaeConfig.BetaSize}, ");
         if (b.WarmupSteps > 0) md.Append($"β{(mrvae ? " and β_n" : "")} warmed up linearly over the first {b.WarmupSteps} steps, ");
-        if (options.Settings.Length > 0) md.Append($"model settings {string.Join(", ", options.Settings)}, ");
+        if (options.Settings.Length > 0) md.Append($"model settings {string.Join(", ", options.Settings)} (mrVAE's structure switches reach mrVAE only), ");
         md.Append($"checkpoint with the lowest test loss; evaluated on {b.Samples} test tuples per input subset. Digit classifiers: {b.ClassifierEpochs} epochs on the same training split. ");
         md.Append($"Wall time {F(results["wall_seconds"], "F0")} s.\n\n");
         md.Append("Paper columns: Sutter & Vogt's workshop paper, Tables 1 and 2 (mrVAE and MoPoE only). Our sample quality is FD on the project's digit-classifier features, ");

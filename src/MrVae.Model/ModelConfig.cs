@@ -146,6 +146,12 @@ public sealed record ModelConfig
         return this;
     }
 
+    /// <summary>
+    /// This configuration, with mrVAE's structure switches back at their defaults unless it is an mrVAE: how a command that
+    /// applies one set of --set values to several models (`experiment paper`, `bench`) gives those switches to mrVAE alone.
+    /// </summary>
+    public ModelConfig WithStructureOptionsForMrVaeOnly() => Kind == ModelKind.MrVae ? this : WithoutStructureOptions();
+
     /// <summary>This configuration with mrVAE's structure switches off, as a baseline must have them (it would ignore them silently).</summary>
     ModelConfig WithoutStructureOptions() => this with
     {

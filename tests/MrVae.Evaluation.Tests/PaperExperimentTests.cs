@@ -14,7 +14,7 @@ public sealed class PaperExperimentTests : IDisposable
     {
         var micro = new ExperimentBudget("micro", Train: 160, Test: 48, Latent: 4, Batch: 32, Epochs: 1, LearningRate: 1e-3,
             Samples: 24, ClassifierEpochs: 1, ProbeTrain: 100, EqualDigitWeight: true);
-        var options = new ExperimentOptions { OutputDirectory = root, Budget = micro, Models = [ModelKind.MrVae, ModelKind.MoPoE], Datasets = ["polymnist-extended"], Settings = ["BetaSize=0.5"] };
+        var options = new ExperimentOptions { OutputDirectory = root, Budget = micro, Models = [ModelKind.MrVae, ModelKind.MoPoE], Datasets = ["polymnist-extended"], Settings = ["BetaSize=0.5", "SubsetOwnDropout=0.25"] };
         var logs = new List<string>();
         var results = PaperExperiment.Run(options, logs.Add);
         var runs = results["runs"]!.AsObject();
@@ -25,10 +25,13 @@ public sealed class PaperExperimentTests : IDisposable
         Assert.Null(runs["polymnist-extended-mopoe"]!["relation"]);
         Assert.NotNull(runs["polymnist-extended-mopoe"]!["corner"]!["shared_mean"]);
 
-        // A --set reaches every model's run, and the tables say so.
+        // A --set reaches every model's run that has the setting, and the tables say so.
         double BetaSize(string run) => JsonNode.Parse(File.ReadAllText(Path.Combine(root, "runs", run, "config.json")))!["model"]!["beta_size"]!.GetValue<double>();
         Assert.Equal(0.5, BetaSize("polymnist-extended-mrvae"));
         Assert.Equal(0.5, BetaSize("polymnist-extended-mopoe"));
+        // mrVAE's structure switches reach mrVAE only: MoPoE would refuse them.
+        double Dropout(string run) => JsonNode.Parse(File.ReadAllText(Path.Combine(root, "runs", run, "config.json")))!["model"]!["subset_own_dropout"]!.GetValue<double>();
+        Assert.Equal((0.25, 0.0), (Dropout("polymnist-extended-mrvae"), Dropout("polymnist-extended-mopoe")));
         // Every model weighs the digits alike, with the squares of the dataset's spec: one main digit and two corners per modality.
         foreach (var run in new[] { "polymnist-extended-mrvae", "polymnist-extended-mopoe" })
         {
@@ -38,7 +41,7 @@ public sealed class PaperExperimentTests : IDisposable
         }
 
         string tables = File.ReadAllText(Path.Combine(root, "tables.md"));
-        Assert.Contains("mrVAE's structure-prior weight β_n = 0.5, model settings BetaSize=0.5", tables);
+        Assert.Contains("mrVAE's structure-prior weight β_n = 0.5, model settings BetaSize=0.5, SubsetOwnDropout=0.25 (mrVAE's structure switches reach mrVAE only)", tables);
         Assert.Contains("## PolyMNIST extended: coherence (Table 1b)", tables);
         Assert.Contains("so every digit weighs as much", tables);
         Assert.Contains("| input → output | mrVAE | MoPoE | mrVAE (paper) | MoPoE (paper) |", tables);

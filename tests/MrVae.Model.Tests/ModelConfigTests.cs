@@ -57,6 +57,18 @@ public class ModelConfigTests
     }
 
     [Fact]
+    public void ACommandThatSetsSeveralModelsGivesTheStructureSwitchesToMrVaeAlone()
+    {
+        string[] settings = ["SubsetOwnDropout=0.25", "PrivatePositions=4", "Beta=1.5"];
+        var mrvae = new ModelConfig { Kind = ModelKind.MrVae }.WithSettings(settings).WithStructureOptionsForMrVaeOnly();
+        Assert.Equal((0.25, 4, 1.5), (mrvae.SubsetOwnDropout, mrvae.PrivatePositions, mrvae.Beta));
+        var mopoe = new ModelConfig { Kind = ModelKind.MoPoE }.WithSettings(settings).WithStructureOptionsForMrVaeOnly();
+        // The structure switches are back at their defaults; every other setting reaches the baseline too.
+        Assert.Equal(new ModelConfig { Kind = ModelKind.MoPoE, Beta = 1.5 }, mopoe);
+        using var model = Objectives.CoordinatorObjective.Create(mopoe);
+    }
+
+    [Fact]
     public void TheDefaultsAndAVectorConfigurationAreValid()
     {
         Assert.Equal(new ModelConfig(), new ModelConfig().Validated());
