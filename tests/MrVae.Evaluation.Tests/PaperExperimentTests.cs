@@ -26,16 +26,16 @@ public sealed class PaperExperimentTests : IDisposable
         Assert.NotNull(runs["polymnist-extended-mopoe"]!["corner"]!["shared_mean"]);
 
         // A --set reaches every model's run that has the setting, and the tables say so.
-        double BetaSize(string run) => JsonNode.Parse(File.ReadAllText(Path.Combine(root, "runs", run, "config.json")))!["model"]!["beta_size"]!.GetValue<double>();
-        Assert.Equal(0.5, BetaSize("polymnist-extended-mrvae"));
-        Assert.Equal(0.5, BetaSize("polymnist-extended-mopoe"));
+        JsonNode Model(string run) => JsonNode.Parse(File.ReadAllText(Path.Combine(root, "runs", run, "config.json")))!["model"]!;
+        double Setting(string run, string name) => Model(run)[name]!.GetValue<double>();
+        Assert.Equal(0.5, Setting("polymnist-extended-mrvae", "beta_size"));
+        Assert.Equal(0.5, Setting("polymnist-extended-mopoe", "beta_size"));
         // mrVAE's structure switches reach mrVAE only: MoPoE would refuse them.
-        double Dropout(string run) => JsonNode.Parse(File.ReadAllText(Path.Combine(root, "runs", run, "config.json")))!["model"]!["subset_own_dropout"]!.GetValue<double>();
-        Assert.Equal((0.25, 0.0), (Dropout("polymnist-extended-mrvae"), Dropout("polymnist-extended-mopoe")));
+        Assert.Equal((0.25, 0.0), (Setting("polymnist-extended-mrvae", "subset_own_dropout"), Setting("polymnist-extended-mopoe", "subset_own_dropout")));
         // Every model weighs the digits alike, with the squares of the dataset's spec: one main digit and two corners per modality.
         foreach (var run in new[] { "polymnist-extended-mrvae", "polymnist-extended-mopoe" })
         {
-            var model = JsonNode.Parse(File.ReadAllText(Path.Combine(root, "runs", run, "config.json")))!["model"]!;
+            var model = Model(run);
             Assert.True(model["equal_digit_weight"]!.GetValue<bool>());
             Assert.Equal(15, model["digit_squares"]!.AsArray().Count);
         }
